@@ -1,0 +1,22 @@
+//! The Limmat relay protocol as pure functions: bytes in, typed values out, and typed values
+//! back to exact bytes. Nothing here does I/O, so every rule of the specification
+//! (`relay-protocol.md`, sections 2–3) can be tested byte for byte and fuzzed; the relay, the
+//! agent and `limmat tunnel` are thin I/O layers on top.
+//!
+//! - [`head`]: where a request or response head ends (rule H1), across any split of reads.
+//! - [`request`]: the lenient request-head scanner (H3–H13) and its classification (2.1.3).
+//! - [`route`]: domain rules and client routing in path and subdomain form (2.5).
+//! - [`response`]: the relay's responses, byte-exact (2.3).
+//! - [`reply`]: how a device or tunnel client reads the relay's responses (2.9).
+//! - [`tunnel`]: the end-to-end conventions of `limmat tunnel` (2.8) and the device handshake.
+
+pub mod head;
+pub mod reply;
+pub mod request;
+pub mod response;
+pub mod route;
+pub mod tunnel;
+
+pub use head::HeadScanner;
+pub use request::{Authorization, Kind, Protocol, RequestHead};
+pub use route::{ClientRoute, Hostnames, RouteForm};
