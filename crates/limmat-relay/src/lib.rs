@@ -1,1 +1,29 @@
-//! Limmat relay.
+//! The Limmat relay: a Yaler-compatible reverse-HTTP relay (relay-protocol.md sections 2–3).
+//!
+//! Devices behind NAT open outgoing connections and send a `PTTH/1.0` handshake; the relay
+//! holds them in a per-domain FIFO and, when a web client asks for that domain, answers the
+//! device with `101` and forwards the client's bytes verbatim in both directions.
+//!
+//! - [`config`]: settings and their validation.
+//! - [`server`]: listeners, the accept loop and graceful shutdown.
+//! - `conn`: one accepted connection: read a head, classify it, hand it on.
+//! - `device` / `client`: the two sides of a pairing; `registry`: the per-domain FIFOs.
+//! - `pipe`: the forwarding loop; `head`: bounded head reads; `linger`: lingering close.
+//! - [`stats`]: live counters that tests and operators read.
+
+pub mod config;
+pub mod server;
+pub mod stats;
+
+mod client;
+mod conn;
+mod device;
+mod head;
+mod linger;
+mod pipe;
+mod registry;
+mod socket;
+
+pub use config::{ConfigError, RelayConfig};
+pub use server::{Relay, RelayHandle};
+pub use stats::Stats;

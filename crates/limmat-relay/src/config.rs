@@ -1,0 +1,162 @@
+//! Relay settings (spec 2–3) with their defaults, and the checks that refuse a relay that
+//! would misbehave, such as a hold time the devices' 75 s read timeout would cut short (D2).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Everything a relay node needs to run. [`Default`] gives the spec's defaults.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Plain listeners; devices and clients share them (2.1).
+    pub listen: Vec<SocketAddr>,
+    /// Public hostnames; configuring any turns on subdomain routing (2.5.2).
+    pub hostnames: Vec<String>,
+    /// A waiting device gets `204` after this long (D2): 1 s to 74 s.
+    pub hold_time: Duration,
+    /// A client waits this long for a device before `504` (D4); zero answers at once.
+    pub client_wait: Duration,
+    /// A pipe with no byte either way for this long is closed (D5); zero means never.
+    pub idle_timeout: Duration,
+    /// Waiting, renewing and mux connections per domain (D6); zero means no cap.
+    pub max_per_domain: usize,
+    /// The `Retry-After` of the per-domain cap's `429` (D6).
+    pub cap_retry_after: Duration,
+    /// A head longer than this is closed with no response (D1).
+    pub max_head: usize,
+    /// A head must be complete this long after accept or a `204` (D8).
+    pub head_timeout: Duration,
+    /// Clients waiting per domain beyond which a new one gets `504` at once (4.3); 0: no limit.
+    pub max_waiting_clients: usize,
+    /// The first handshake on a new connection gets `204` instead of waiting (D3).
+    pub first_post_renew: bool,
+    /// Where `GET /` is redirected; without it the empty domain gets `504` (2.5.3).
+    pub root_uri: Option<String>,
+    /// How long in-flight pipes may finish after a shutdown starts (7.6).
+    pub drain_timeout: Duration,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            listen: Vec::new(),
+            hostnames: Vec::new(),
+            hold_time: Duration::from_secs(30),
+            client_wait: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(600),
+            max_per_domain: 32,
+            cap_retry_after: Duration::from_secs(30),
+            max_head: 16 * 1024,
+            head_timeout: Duration::from_secs(10),
+            max_waiting_clients: 256,
+            first_post_renew: false,
+            root_uri: None,
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A setting that the relay refuses to start with, naming the setting and what it expects.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("no listener: give at least one --listen ADDR")]
+    NoListener,
+    #[error("hold_time is {0:?}; it must be from 1s to 74s, below the devices' 75 s read timeout")]
+    HoldTime(Duration),
+    #[error("max_head is {0} bytes; it must be at least 256")]
+    MaxHead(usize),
+    #[error("head_timeout must be greater than zero")]
+    HeadTimeout,
+    #[error("hostname {0:?} is not a DNS name")]
+    Hostname(String),
+    #[error("root_uri {0:?} must be an absolute http:// or https:// URI without CR or LF")]
+    RootUri(String),
+}
+
+impl RelayConfig {
+    /// Checks every setting; the relay calls this before binding.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.listen.is_empty() {
+            return Err(ConfigError::NoListener);
+        }
+        if self.hold_time < Duration::from_secs(1) || self.hold_time >= Duration::from_secs(75) {
+            return Err(ConfigError::HoldTime(self.hold_time));
+        }
+        if self.max_head < 256 {
+            return Err(ConfigError::MaxHead(self.max_head));
+        }
+        if self.head_timeout.is_zero() {
+            return Err(ConfigError::HeadTimeout);
+        }
+        for name in &self.hostnames {
+            let valid = !name.is_empty()
+                && name.len() <= 253
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+            if !valid {
+                return Err(ConfigError::Hostname(name.clone()));
+            }
+        }
+        if let Some(uri) = &self.root_uri {
+            let lower = uri.to_ascii_lowercase();
+            let absolute = lower.starts_with("http://") || lower.starts_with("https://");
+            if !absolute || uri.bytes().any(|b| b == b'\r' || b == b'\n') {
+                return Err(ConfigError::RootUri(uri.clone()));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> RelayConfig {
+        RelayConfig {
+            listen: vec!["127.0.0.1:0".parse().unwrap()],
+            ..RelayConfig::default()
+        }
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(config().validate(), Ok(()));
+    }
+
+    #[test]
+    fn hold_time_bounds() {
+        // Checklist 20.
+        for (secs, ok) in [(0, false), (1, true), (74, true), (75, false), (120, false)] {
+            let c = RelayConfig {
+                hold_time: Duration::from_secs(secs),
+                ..config()
+            };
+            assert_eq!(c.validate().is_ok(), ok, "{secs}s");
+        }
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let c = RelayConfig {
+            listen: vec![],
+            ..config()
+        };
+        assert_eq!(c.validate(), Err(ConfigError::NoListener));
+        let c = RelayConfig {
+            hostnames: vec!["relay example".into()],
+            ..config()
+        };
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("relay example")
+        );
+        let c = RelayConfig {
+            root_uri: Some("example.com".into()),
+            ..config()
+        };
+        assert!(matches!(c.validate(), Err(ConfigError::RootUri(_))));
+    }
+}

@@ -1,0 +1,156 @@
+//! One accepted connection: read a head, classify it (spec 2.1.3) and hand it to the device or
+//! client logic; after a `204`, read the device's next head on the same connection (2.1.4).
+
+use crate::client::{self, ClientLeg};
+use crate::device::{self, DeviceLeg, Renewed};
+use crate::head::read_head;
+use crate::linger::respond_and_close;
+use crate::registry::Admission;
+use crate::server::Shared;
+use crate::stats::{GaugeGuard, Kind as Gauge};
+use limmat_wire::request::Kind;
+use limmat_wire::route::is_registrable;
+use limmat_wire::{ClientRoute, Protocol, RequestHead, response};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+/// An accepted socket, counted in the open-connections gauge for as long as it lives.
+pub(crate) struct Conn {
+    pub(crate) stream: TcpStream,
+    pub(crate) peer: SocketAddr,
+    _open: GaugeGuard,
+}
+
+/// Serves a freshly accepted connection.
+pub(crate) async fn handle(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
+    let conn = Conn {
+        stream,
+        peer,
+        _open: shared.stats.hold(Gauge::Open),
+    };
+    serve(&shared, conn, None).await;
+}
+
+/// A device that was handed to a client which left before pairing: it waits again, at the tail.
+pub(crate) async fn requeue(shared: &Arc<Shared>, leg: DeviceLeg, domain: &str) {
+    // It was counted a moment ago, so it is re-admitted without the cap check (2.4.5).
+    let Some(admission) = shared.registry.admit(domain, 0) else {
+        return;
+    };
+    Box::pin(serve(shared, leg.conn, Some(admission))).await;
+}
+
+/// The connection loop. `waiting` starts it as a PTTH device already admitted to a domain.
+async fn serve(shared: &Arc<Shared>, mut conn: Conn, waiting: Option<Admission>) {
+    let mut carried = None;
+    if let Some(admission) = waiting {
+        match device::wait(shared, conn, Protocol::Ptth, admission).await {
+            Some(Renewed { conn: c, admission }) => (conn, carried) = (c, Some(admission)),
+            None => return,
+        }
+    }
+    let mut first_head = carried.is_none();
+    loop {
+        let mut buf = Vec::new();
+        let deadline = Instant::now() + shared.config.head_timeout;
+        let max_head = shared.config.max_head;
+        let head_len = match read_head(&conn.stream, &mut buf, max_head, deadline, &shared.shutdown)
+            .await
+        {
+            Ok(len) => len,
+            Err(e) => {
+                // Oversized, slow or half-sent heads are closed with no response (H2, D8).
+                tracing::debug!(peer = %conn.peer, reason = %e, "closed before a complete head");
+                return;
+            }
+        };
+        let head = RequestHead::parse(&buf[..head_len]);
+        match head.kind() {
+            Kind::ForwardConnect => {
+                // The forward proxy is off (D7).
+                return respond_and_close(conn.stream, response::NOT_IMPLEMENTED).await;
+            }
+            Kind::Device(Protocol::Mux) => {
+                // This relay does not speak limmat-mux/1 yet; agents fall back to PTTH/1.0.
+                return respond_and_close(conn.stream, response::NOT_IMPLEMENTED).await;
+            }
+            Kind::Device(protocol) => {
+                let domain = head.domain;
+                drop(buf); // H13: bytes after a device's head are discarded.
+                let admission = match carried.take() {
+                    // A re-POST after a 204 for the same domain is always admitted (2.4.5).
+                    Some(admission) if **admission.domain() == *domain => admission,
+                    _ => match admit(shared, &conn, &domain) {
+                        Ok(admission) => admission,
+                        Err(refusal) => return respond_and_close(conn.stream, &refusal).await,
+                    },
+                };
+                if first_head {
+                    tracing::info!(domain = %domain, peer = %conn.peer, ?protocol, "device connected");
+                }
+                let renew_now = first_head && shared.config.first_post_renew;
+                first_head = false;
+                let renewed = if renew_now {
+                    device::renew(shared, conn, admission).await
+                } else {
+                    device::wait(shared, conn, protocol, admission).await
+                };
+                match renewed {
+                    Some(Renewed { conn: c, admission }) => (conn, carried) = (c, Some(admission)),
+                    None => return,
+                }
+            }
+            Kind::Client => {
+                drop(carried.take());
+                let route = ClientRoute::of(&head, &shared.hostnames);
+                return route_client(shared, conn, buf, head_len, route).await;
+            }
+        }
+    }
+}
+
+/// The checks of 4.4 that apply without keys or a cluster: the domain, then the cap.
+fn admit(shared: &Arc<Shared>, conn: &Conn, domain: &str) -> Result<Admission, Vec<u8>> {
+    if !is_registrable(domain) {
+        tracing::info!(peer = %conn.peer, domain = %domain.escape_debug(), "device refused: domain not registrable");
+        return Err(response::UNAUTHORIZED.to_vec());
+    }
+    shared
+        .registry
+        .admit(domain, shared.config.max_per_domain)
+        .ok_or_else(|| {
+            tracing::info!(peer = %conn.peer, domain, "device refused: max_per_domain reached");
+            response::too_many_requests(shared.config.cap_retry_after.as_secs())
+        })
+}
+
+async fn route_client(
+    shared: &Arc<Shared>,
+    conn: Conn,
+    buf: Vec<u8>,
+    head_len: usize,
+    route: ClientRoute,
+) {
+    match route {
+        ClientRoute::Empty => match &shared.config.root_uri {
+            Some(uri) => respond_and_close(conn.stream, &response::redirect(uri)).await,
+            None => respond_and_close(conn.stream, response::GATEWAY_TIMEOUT).await,
+        },
+        ClientRoute::Unregistrable => {
+            respond_and_close(conn.stream, response::GATEWAY_TIMEOUT).await;
+        }
+        ClientRoute::Domain { domain, form } => {
+            tracing::debug!(domain, peer = %conn.peer, ?form, "client");
+            let client = ClientLeg {
+                conn,
+                buf,
+                head_len,
+                domain: domain.into(),
+                deadline: Instant::now() + shared.config.client_wait,
+            };
+            client::dispatch(shared, client, None).await;
+        }
+    }
+}

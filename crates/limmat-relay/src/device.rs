@@ -1,0 +1,142 @@
+//! A device connection that has sent a handshake (spec 2.4): it waits in its domain's FIFO
+//! until a client is paired with it, its hold time ends (`204`, then the next head is read on
+//! the same connection), or it goes away.
+//!
+//! While waiting, the relay keeps a read pending on it (M4): EOF removes it at once, and stray
+//! bytes are discarded (H13). No buffer is held while waiting; an idle device costs a task, a
+//! socket and one queue entry.
+
+use crate::client::{self, ClientLeg};
+use crate::conn::Conn;
+use crate::registry::{Admission, DeviceReady};
+use crate::server::Shared;
+use crate::stats::Kind as Gauge;
+use limmat_wire::{Protocol, response};
+use std::io;
+use std::sync::Arc;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::oneshot;
+use tokio::time::{sleep, timeout};
+
+/// A waiting device, as handed to a client's task.
+pub(crate) struct DeviceLeg {
+    pub(crate) conn: Conn,
+}
+
+/// How a wait ended, when the connection stays with the caller.
+pub(crate) struct Renewed {
+    pub(crate) conn: Conn,
+    pub(crate) admission: Admission,
+}
+
+/// Holds a device until it is paired (`None`: the pairing's task took over the connection, or it
+/// was closed) or renewed with a `204`.
+pub(crate) async fn wait(
+    shared: &Arc<Shared>,
+    mut conn: Conn,
+    protocol: Protocol,
+    admission: Admission,
+) -> Option<Renewed> {
+    let waiting = shared.stats.hold(Gauge::WaitingDevice);
+    let hold = sleep(shared.config.hold_time);
+    tokio::pin!(hold);
+    loop {
+        let (slot, mut rx) = oneshot::channel::<ClientLeg>();
+        // DPTTH devices wait and renew like PTTH ones but are never paired (2.4.4).
+        if protocol == Protocol::Ptth
+            && let DeviceReady::Client(client) = shared.registry.device_ready(&admission, slot)
+        {
+            match client.send(DeviceLeg { conn }) {
+                // The client's task pairs and pipes; this device no longer counts (2.4.5).
+                Ok(()) => return None,
+                // That client left just now: offer this device again.
+                Err(leg) => {
+                    conn = leg.conn;
+                    continue;
+                }
+            }
+        }
+        loop {
+            tokio::select! {
+                client = &mut rx => match client {
+                    Ok(client) => {
+                        drop((waiting, admission));
+                        client::dispatch(shared, client, Some(DeviceLeg { conn })).await;
+                        return None;
+                    }
+                    // The client that popped this slot stopped before sending: queue again.
+                    Err(_) => break,
+                },
+                () = &mut hold => {
+                    // Leave the FIFO before the 204 so that no client is paired meanwhile
+                    // (2.4.6); one that was paired just before still gets this device.
+                    rx.close();
+                    if let Ok(client) = rx.try_recv() {
+                        drop((waiting, admission));
+                        client::dispatch(shared, client, Some(DeviceLeg { conn })).await;
+                        return None;
+                    }
+                    drop(waiting);
+                    return renew(shared, conn, admission).await;
+                }
+                alive = conn.stream.readable() => {
+                    if let Err(reason) = alive.and_then(|()| discard(&conn)) {
+                        rx.close();
+                        if let Ok(client) = rx.try_recv() {
+                            drop((waiting, admission));
+                            client::dispatch(shared, client, None).await;
+                        } else {
+                            tracing::info!(domain = %admission.domain(), peer = %conn.peer, %reason, "device left while waiting");
+                        }
+                        return None;
+                    }
+                }
+                () = shared.shutdown.cancelled() => {
+                    // Without a cluster, waiting devices are closed with no response (7.6);
+                    // they reconnect with backoff to another node or to the restarted one.
+                    rx.close();
+                    if let Ok(client) = rx.try_recv() {
+                        client::refuse(client).await;
+                    }
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// Reads and drops whatever a waiting device sent; an error means it is gone.
+fn discard(conn: &Conn) -> io::Result<()> {
+    let mut scratch = [0u8; 256];
+    loop {
+        match conn.stream.try_read(&mut scratch) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(_) => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Writes the `204`; the connection stays counted until its next head (2.4.2).
+pub(crate) async fn renew(
+    shared: &Arc<Shared>,
+    mut conn: Conn,
+    admission: Admission,
+) -> Option<Renewed> {
+    match timeout(
+        shared.config.head_timeout,
+        conn.stream.write_all(response::RENEW),
+    )
+    .await
+    {
+        Ok(Ok(())) => {
+            tracing::debug!(domain = %admission.domain(), peer = %conn.peer, "renewed");
+            Some(Renewed { conn, admission })
+        }
+        _ => {
+            tracing::info!(domain = %admission.domain(), peer = %conn.peer, "device gone at renewal");
+            None
+        }
+    }
+}

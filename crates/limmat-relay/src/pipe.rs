@@ -1,0 +1,130 @@
+//! The pipe (spec 2.7): bytes copied both ways without looking at them, half-close propagated
+//! (a FIN on one leg becomes `shutdown(SHUT_WR)` on the other while the other direction keeps
+//! flowing), closed when both directions have ended, on any error, or after `idle_timeout`
+//! without a byte.
+//!
+//! The only per-read work is adding the byte count to a counter, which both feeds the idle
+//! check and the access log; nothing is done per byte.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, MissedTickBehavior, interval};
+use tokio_util::sync::CancellationToken;
+
+/// How a pipe ended, for the access log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum End {
+    /// Both directions ended with a FIN.
+    Closed,
+    /// A leg failed or was reset.
+    Error,
+    /// No byte moved for `idle_timeout`.
+    Idle,
+    /// The relay stopped after its drain timeout.
+    Shutdown,
+}
+
+#[derive(Debug)]
+pub(crate) struct Outcome {
+    pub(crate) end: End,
+    /// Client to device.
+    pub(crate) up: u64,
+    /// Device to client.
+    pub(crate) down: u64,
+}
+
+/// Forwards between the two legs until the pipe ends.
+pub(crate) async fn run(
+    mut client: TcpStream,
+    mut device: TcpStream,
+    idle_timeout: Duration,
+    hard_stop: &CancellationToken,
+) -> Outcome {
+    let up = AtomicU64::new(0);
+    let down = AtomicU64::new(0);
+    let mut client = Counted {
+        inner: &mut client,
+        read: &up,
+    };
+    let mut device = Counted {
+        inner: &mut device,
+        read: &down,
+    };
+    let copy = tokio::io::copy_bidirectional(&mut client, &mut device);
+    tokio::pin!(copy);
+    let total = || up.load(Ordering::Relaxed) + down.load(Ordering::Relaxed);
+    let end = if idle_timeout.is_zero() {
+        tokio::select! {
+            r = &mut copy => if r.is_ok() { End::Closed } else { End::Error },
+            () = hard_stop.cancelled() => End::Shutdown,
+        }
+    } else {
+        // Check a few times per timeout, so an idle pipe closes within 1.25 × idle_timeout.
+        let mut tick = interval((idle_timeout / 4).max(Duration::from_millis(10)));
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let (mut seen, mut last_active) = (0, Instant::now());
+        loop {
+            tokio::select! {
+                r = &mut copy => break if r.is_ok() { End::Closed } else { End::Error },
+                () = hard_stop.cancelled() => break End::Shutdown,
+                now = tick.tick() => {
+                    let moved = total();
+                    if moved != seen {
+                        (seen, last_active) = (moved, now);
+                    } else if now.duration_since(last_active) >= idle_timeout {
+                        break End::Idle;
+                    }
+                }
+            }
+        }
+    };
+    Outcome {
+        end,
+        up: up.load(Ordering::Relaxed),
+        down: down.load(Ordering::Relaxed),
+    }
+}
+
+/// A leg that counts the bytes read from it.
+struct Counted<'a, S> {
+    inner: &'a mut S,
+    read: &'a AtomicU64,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<'_, S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut *self.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            self.read.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        poll
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<'_, S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut *self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.inner).poll_shutdown(cx)
+    }
+}

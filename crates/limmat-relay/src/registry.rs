@@ -1,0 +1,314 @@
+//! The per-domain rendezvous of devices and clients (spec 2.4, 2.5.6).
+//!
+//! Each domain has a FIFO of waiting device connections and a FIFO of waiting clients. An entry
+//! is the sending half of a oneshot channel to the task that owns the other connection: the
+//! side that arrives second pops the oldest live entry and hands its own connection over, so
+//! exactly one task ends up holding both legs. Lookups are O(1) per domain; an entry whose task
+//! has gone is skipped when popped and compacted away in bulk, so nothing is ever searched.
+//!
+//! The lock is a plain mutex per shard, held only for these few pointer moves and never across
+//! an `.await`.
+
+use crate::client::ClientLeg;
+use crate::device::DeviceLeg;
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use tokio::sync::oneshot;
+
+/// A waiting device: send it a client to pair with.
+pub(crate) type DeviceSlot = oneshot::Sender<ClientLeg>;
+/// A waiting client: send it a device to pair with.
+pub(crate) type ClientSlot = oneshot::Sender<DeviceLeg>;
+
+const SHARDS: usize = 64;
+
+#[derive(Default)]
+struct Domain {
+    devices: VecDeque<DeviceSlot>,
+    clients: VecDeque<ClientSlot>,
+    /// Waiting, renewing and mux connections: what the per-domain cap counts (2.4.5).
+    counted: usize,
+    /// Clients inside their `client_wait`.
+    waiting_clients: usize,
+}
+
+impl Domain {
+    fn is_unused(&self) -> bool {
+        self.counted == 0 && self.waiting_clients == 0
+    }
+}
+
+fn pop_live<T>(queue: &mut VecDeque<oneshot::Sender<T>>) -> Option<oneshot::Sender<T>> {
+    std::iter::from_fn(|| queue.pop_front()).find(|slot| !slot.is_closed())
+}
+
+/// Pushes a slot, first dropping dead ones once they outnumber the live ones by far, so the
+/// amortised cost stays O(1) however many waiters leave on their own.
+fn push_compacting<T>(
+    queue: &mut VecDeque<oneshot::Sender<T>>,
+    slot: oneshot::Sender<T>,
+    live: usize,
+) {
+    if queue.len() > 2 * live + 16 {
+        queue.retain(|s| !s.is_closed());
+    }
+    queue.push_back(slot);
+}
+
+type Shard = Mutex<HashMap<Arc<str>, Domain>>;
+
+/// All domains of one relay node.
+pub(crate) struct Registry {
+    shards: Box<[Shard]>,
+    hasher: RandomState,
+}
+
+/// Outcome of a device becoming eligible.
+pub(crate) enum DeviceReady {
+    /// The oldest waiting client: send it this device.
+    Client(ClientSlot),
+    /// No client was waiting; the device's slot is queued.
+    Queued,
+}
+
+/// Outcome of a client looking for a device.
+pub(crate) enum ClientReady {
+    /// The oldest waiting device: send it this client.
+    Device(DeviceSlot),
+    /// No device; the client's slot is queued until the guard drops.
+    Queued(ClientWait),
+    /// No device, and the client may not wait (no time left, or `max_waiting_clients`).
+    Refused,
+}
+
+impl Registry {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Self {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            hasher: RandomState::new(),
+        })
+    }
+
+    fn shard(&self, domain: &str) -> MutexGuard<'_, HashMap<Arc<str>, Domain>> {
+        let index = self.hasher.hash_one(domain) as usize % SHARDS;
+        // A panic elsewhere cannot leave these maps half-updated: every critical section
+        // is a few infallible moves, so a poisoned lock is still consistent.
+        self.shards[index]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Counts a device connection against the domain's cap (2.4.5, D6); `None` if that would
+    /// exceed `cap` (zero: no cap).
+    pub(crate) fn admit(self: &Arc<Self>, domain: &str, cap: usize) -> Option<Admission> {
+        let mut shard = self.shard(domain);
+        let key: Arc<str> = match shard.get_key_value(domain) {
+            Some((key, _)) => key.clone(),
+            None => domain.into(),
+        };
+        let entry = shard.entry(key.clone()).or_default();
+        if cap > 0 && entry.counted >= cap {
+            return None;
+        }
+        entry.counted += 1;
+        Some(Admission {
+            registry: self.clone(),
+            domain: key,
+        })
+    }
+
+    /// A PTTH device can take a client: pair it with the oldest waiting client, or queue it.
+    pub(crate) fn device_ready(&self, admission: &Admission, slot: DeviceSlot) -> DeviceReady {
+        let mut shard = self.shard(&admission.domain);
+        let Some(domain) = shard.get_mut(&admission.domain) else {
+            // Unreachable while the admission lives; queueing nowhere would only lose the device.
+            return DeviceReady::Queued;
+        };
+        if let Some(client) = pop_live(&mut domain.clients) {
+            return DeviceReady::Client(client);
+        }
+        let live = domain.counted;
+        push_compacting(&mut domain.devices, slot, live);
+        DeviceReady::Queued
+    }
+
+    /// A client needs a device of `domain`: the oldest waiting one, or a place in the queue.
+    pub(crate) fn client_ready(
+        self: &Arc<Self>,
+        domain: &Arc<str>,
+        slot: ClientSlot,
+        may_wait: bool,
+        max_waiting: usize,
+    ) -> ClientReady {
+        let mut shard = self.shard(domain);
+        if let Some(d) = shard.get_mut(domain.as_ref())
+            && let Some(device) = pop_live(&mut d.devices)
+        {
+            return ClientReady::Device(device);
+        }
+        if !may_wait {
+            return ClientReady::Refused;
+        }
+        let d = shard.entry(domain.clone()).or_default();
+        if max_waiting > 0 && d.waiting_clients >= max_waiting {
+            if d.is_unused() {
+                shard.remove(domain.as_ref());
+            }
+            return ClientReady::Refused;
+        }
+        d.waiting_clients += 1;
+        let live = d.waiting_clients;
+        push_compacting(&mut d.clients, slot, live);
+        ClientReady::Queued(ClientWait {
+            registry: self.clone(),
+            domain: domain.clone(),
+        })
+    }
+
+    fn release(&self, domain: &str, update: impl FnOnce(&mut Domain)) {
+        let mut shard = self.shard(domain);
+        if let Some(d) = shard.get_mut(domain) {
+            update(d);
+            if d.is_unused() {
+                shard.remove(domain);
+            }
+        }
+    }
+
+    /// Domains with any waiting, renewing or counted connection or waiting client.
+    #[cfg(test)]
+    pub(crate) fn domains(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).len())
+            .sum()
+    }
+}
+
+/// One device connection counted against its domain's cap, until dropped.
+pub(crate) struct Admission {
+    registry: Arc<Registry>,
+    domain: Arc<str>,
+}
+
+impl Admission {
+    pub(crate) fn domain(&self) -> &Arc<str> {
+        &self.domain
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.registry
+            .release(&self.domain, |d| d.counted = d.counted.saturating_sub(1));
+    }
+}
+
+/// One client inside its `client_wait`, until dropped.
+pub(crate) struct ClientWait {
+    registry: Arc<Registry>,
+    domain: Arc<str>,
+}
+
+impl Drop for ClientWait {
+    fn drop(&mut self) {
+        self.registry.release(&self.domain, |d| {
+            d.waiting_clients = d.waiting_clients.saturating_sub(1)
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cap_counts_admissions_and_frees_on_drop() {
+        let r = Registry::new();
+        let a = r.admit("dom", 2).unwrap();
+        let b = r.admit("dom", 2).unwrap();
+        assert!(r.admit("dom", 2).is_none());
+        drop(a);
+        let c = r.admit("dom", 2).unwrap();
+        assert!(r.admit("other", 2).is_some());
+        drop((b, c));
+        assert_eq!(r.domains(), 0);
+        // Zero means no cap.
+        let many: Vec<_> = (0..100).map(|_| r.admit("dom", 0).unwrap()).collect();
+        drop(many);
+        assert_eq!(r.domains(), 0);
+    }
+
+    #[test]
+    fn devices_are_served_oldest_first_and_dead_ones_skipped() {
+        let r = Registry::new();
+        let admissions: Vec<_> = (0..3).map(|_| r.admit("dom", 0).unwrap()).collect();
+        let mut receivers = Vec::new();
+        for a in &admissions {
+            let (tx, rx) = oneshot::channel();
+            assert!(matches!(r.device_ready(a, tx), DeviceReady::Queued));
+            receivers.push(rx);
+        }
+        // The oldest device left: the next oldest is served.
+        drop(receivers.remove(0));
+        let domain: Arc<str> = "dom".into();
+        let (tx, _rx) = oneshot::channel();
+        let ClientReady::Device(slot) = r.client_ready(&domain, tx, true, 0) else {
+            panic!("a device was waiting");
+        };
+        // Dropping the popped slot closes exactly the receiver of the device it belonged to.
+        drop(slot);
+        use oneshot::error::TryRecvError;
+        assert_eq!(receivers[0].try_recv().err(), Some(TryRecvError::Closed));
+        assert_eq!(receivers[1].try_recv().err(), Some(TryRecvError::Empty));
+    }
+
+    #[test]
+    fn clients_wait_in_order_and_are_limited() {
+        let r = Registry::new();
+        let domain: Arc<str> = "dom".into();
+        let (tx1, mut rx1) = oneshot::channel();
+        let (tx2, _rx2) = oneshot::channel();
+        let (tx3, _rx3) = oneshot::channel();
+        let w1 = r.client_ready(&domain, tx1, true, 2);
+        let w2 = r.client_ready(&domain, tx2, true, 2);
+        assert!(matches!(w1, ClientReady::Queued(_)));
+        assert!(matches!(w2, ClientReady::Queued(_)));
+        assert!(matches!(
+            r.client_ready(&domain, tx3, true, 2),
+            ClientReady::Refused
+        ));
+        let a = r.admit("dom", 0).unwrap();
+        let (tx, _rx) = oneshot::channel();
+        let DeviceReady::Client(slot) = r.device_ready(&a, tx) else {
+            panic!("a client was waiting");
+        };
+        drop(slot);
+        assert_eq!(
+            rx1.try_recv().err(),
+            Some(oneshot::error::TryRecvError::Closed)
+        );
+        drop((w1, w2, a));
+        assert_eq!(r.domains(), 0);
+        let (tx, _rx) = oneshot::channel();
+        assert!(matches!(
+            r.client_ready(&domain, tx, false, 2),
+            ClientReady::Refused
+        ));
+        assert_eq!(r.domains(), 0);
+    }
+
+    #[test]
+    fn dead_slots_are_compacted() {
+        let r = Registry::new();
+        let a = r.admit("dom", 0).unwrap();
+        for _ in 0..1000 {
+            let (tx, rx) = oneshot::channel::<ClientLeg>();
+            r.device_ready(&a, tx);
+            drop(rx);
+        }
+        let shard = r.shard("dom");
+        assert!(shard.get("dom").map_or(0, |d| d.devices.len()) <= 2 + 16 + 1);
+    }
+}

@@ -1,0 +1,162 @@
+//! Listeners, the accept loop and graceful shutdown.
+//!
+//! On shutdown the relay stops accepting, closes waiting devices (they reconnect with backoff)
+//! and answers waiting clients `504`, then gives in-flight pipes `drain_timeout` to finish before
+//! it closes them (spec 7.6, "a node without a cluster"). `run` returns only when every
+//! connection task has ended, so nothing outlives the relay.
+
+use crate::config::{ConfigError, RelayConfig};
+use crate::conn;
+use crate::registry::Registry;
+use crate::socket;
+use crate::stats::Stats;
+use limmat_wire::Hostnames;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// State shared by every task of one relay.
+pub(crate) struct Shared {
+    pub(crate) config: RelayConfig,
+    pub(crate) hostnames: Hostnames,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) stats: Stats,
+    /// Stop accepting and release waiting connections.
+    pub(crate) shutdown: CancellationToken,
+    /// Close the pipes still open after the drain timeout.
+    pub(crate) hard_stop: CancellationToken,
+}
+
+/// Why a relay could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: io::Error },
+}
+
+/// A bound relay, ready to [`run`](Relay::run).
+pub struct Relay {
+    shared: Arc<Shared>,
+    listeners: Vec<TcpListener>,
+}
+
+/// Controls a running relay from outside: its counters and its shutdown.
+#[derive(Clone)]
+pub struct RelayHandle {
+    shared: Arc<Shared>,
+}
+
+impl RelayHandle {
+    pub fn stats(&self) -> &Stats {
+        &self.shared.stats
+    }
+
+    /// Starts a graceful shutdown; [`Relay::run`] returns once it is complete.
+    pub fn shutdown(&self) {
+        self.shared.shutdown.cancel();
+    }
+}
+
+/// Deep enough for a burst of devices reconnecting at once after a restart.
+const BACKLOG: u32 = 4096;
+
+impl Relay {
+    /// Validates the configuration and binds every listener.
+    pub async fn bind(config: RelayConfig) -> Result<Self, StartError> {
+        config.validate()?;
+        let mut listeners = Vec::with_capacity(config.listen.len());
+        for &addr in &config.listen {
+            let listener = listen(addr).map_err(|source| StartError::Bind { addr, source })?;
+            listeners.push(listener);
+        }
+        let shared = Arc::new(Shared {
+            hostnames: Hostnames::new(&config.hostnames),
+            config,
+            registry: Registry::new(),
+            stats: Stats::default(),
+            shutdown: CancellationToken::new(),
+            hard_stop: CancellationToken::new(),
+        });
+        Ok(Self { shared, listeners })
+    }
+
+    /// The bound addresses, in the order of `listen` (with the real port for port 0).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+
+    pub fn handle(&self) -> RelayHandle {
+        RelayHandle {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Accepts and serves connections until [`RelayHandle::shutdown`], then drains.
+    pub async fn run(self) {
+        let tracker = TaskTracker::new();
+        for listener in self.listeners {
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!(%addr, "listening");
+            }
+            tracker.spawn(accept_loop(self.shared.clone(), listener, tracker.clone()));
+        }
+        self.shared.shutdown.cancelled().await;
+        tracker.close();
+        let drain = self.shared.config.drain_timeout;
+        tracing::info!(
+            open = *self.shared.stats.open_connections().borrow(),
+            ?drain,
+            "draining"
+        );
+        if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
+            tracing::info!("drain timeout: closing the remaining pipes");
+            self.shared.hard_stop.cancel();
+            tracker.wait().await;
+        }
+        tracing::info!("stopped");
+    }
+}
+
+fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
+async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, tracker: TaskTracker) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = shared.shutdown.cancelled() => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                socket::configure(&stream);
+                tracker.spawn(conn::handle(shared.clone(), stream, peer));
+            }
+            Err(e) => {
+                // Out of file descriptors or memory: back off instead of spinning, and let
+                // the kernel's backlog hold new connections meanwhile.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(50)) => {}
+                    () = shared.shutdown.cancelled() => return,
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,23 @@
+//! Socket options every accepted connection gets (2.1.2, D5): `TCP_NODELAY`, because relayed
+//! request/response traffic is latency-bound, and keepalive, so dead peers behind NAT are found
+//! even on pipes that are idle for hours.
+
+use socket2::{SockRef, TcpKeepalive};
+use std::time::Duration;
+use tokio::net::TcpStream;
+
+/// 60 s idle, then a probe every 15 s, 4 probes (D5).
+pub(crate) fn configure(stream: &TcpStream) {
+    let sock = SockRef::from(stream);
+    let keepalive = TcpKeepalive::new()
+        .with_time(Duration::from_secs(60))
+        .with_interval(Duration::from_secs(15))
+        .with_retries(4);
+    if let Err(e) = stream
+        .set_nodelay(true)
+        .and_then(|()| sock.set_tcp_keepalive(&keepalive))
+    {
+        // The peer may already be gone; the first read will tell.
+        tracing::debug!(error = %e, "socket options");
+    }
+}

@@ -1,0 +1,86 @@
+//! `limmat relay`: command-line flags mapped onto [`RelayConfig`], one flag per setting of the
+//! spec (the setting's name in kebab-case).
+
+use crate::units;
+use anyhow::Context;
+use clap::Args;
+use limmat_relay::{Relay, RelayConfig};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Args, Debug)]
+pub struct RelayArgs {
+    /// Address to listen on for devices and clients (repeatable).
+    #[arg(long = "listen", value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    listen: Vec<SocketAddr>,
+    /// Public hostname of the relay (repeatable); turns on <domain>.<hostname> routing.
+    #[arg(long = "hostname", value_name = "NAME")]
+    hostname: Vec<String>,
+    /// A waiting device gets 204 after this long (1s to 74s).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = units::duration)]
+    hold_time: Duration,
+    /// How long a client waits for a device before 504 (0 = answer at once).
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = units::duration)]
+    client_wait: Duration,
+    /// Close a pipe after this long without a byte either way (0 = never).
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = units::duration)]
+    idle_timeout: Duration,
+    /// Waiting connections allowed per domain (0 = no cap); more get 429.
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    max_per_domain: usize,
+    /// Retry-After of the 429 sent over max-per-domain.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = units::duration)]
+    cap_retry_after: Duration,
+    /// Longest request head; longer heads are closed with no response.
+    #[arg(long, value_name = "SIZE", default_value = "16KiB", value_parser = units::size)]
+    max_head: usize,
+    /// A head must be complete this long after accept or a 204.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = units::duration)]
+    head_timeout: Duration,
+    /// Clients allowed to wait per domain (0 = no limit); more get 504 at once.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    max_waiting_clients: usize,
+    /// Answer a new connection's first handshake with 204, as Yaler v2.1 does.
+    #[arg(long)]
+    first_post_renew: bool,
+    /// Where `GET /` is redirected (307); without it, 504.
+    #[arg(long, value_name = "URI")]
+    root_uri: Option<String>,
+    /// How long open pipes may finish after SIGTERM or SIGINT.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = units::duration)]
+    drain_timeout: Duration,
+}
+
+impl RelayArgs {
+    fn into_config(self) -> RelayConfig {
+        RelayConfig {
+            listen: self.listen,
+            hostnames: self.hostname,
+            hold_time: self.hold_time,
+            client_wait: self.client_wait,
+            idle_timeout: self.idle_timeout,
+            max_per_domain: self.max_per_domain,
+            cap_retry_after: self.cap_retry_after,
+            max_head: self.max_head,
+            head_timeout: self.head_timeout,
+            max_waiting_clients: self.max_waiting_clients,
+            first_post_renew: self.first_post_renew,
+            root_uri: self.root_uri,
+            drain_timeout: self.drain_timeout,
+        }
+    }
+}
+
+pub async fn run(args: RelayArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let relay = Relay::bind(args.into_config())
+        .await
+        .context("the relay cannot start")?;
+    let handle = relay.handle();
+    tokio::spawn(async move {
+        shutdown.cancelled().await;
+        handle.shutdown();
+    });
+    relay.run().await;
+    Ok(())
+}
