@@ -1,1 +1,55 @@
-//! Limmat agent.
+//! The device side of the Limmat relay protocol (spec 2.9), for embedding and for
+//! `limmat tunnel`.
+//!
+//! A device behind NAT cannot accept connections, so it opens them: an [`Agent`] keeps
+//! connections waiting at the relay, each carrying a PTTH handshake, and when the relay pairs
+//! one with a client (`101`) the connection is handed over as a [`RelayedConn`], an ordinary
+//! `AsyncRead + AsyncWrite` stream. The caller then [`forward`]s it to a local TCP service,
+//! serves HTTP on it in-process with [`serve_http`], or does anything else with it.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use limmat_agent::{Agent, AgentConfig, CancellationToken, LocalAddr, forward};
+//!
+//! let config = AgentConfig::new("relay.example.com:80".parse()?, "my-device");
+//! let agent = Agent::new(config)?;
+//! let local: LocalAddr = "127.0.0.1:22".parse()?;
+//! let shutdown = CancellationToken::new();
+//! agent
+//!     .run(
+//!         move |conn| {
+//!             let local = local.clone();
+//!             async move {
+//!                 let _ = forward(conn, &local).await;
+//!             }
+//!         },
+//!         shutdown,
+//!     )
+//!     .await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Modules, one concern each: [`backoff`] (the staged reconnect schedule), [`addr`] (CLI
+//! addresses), `transport` (opening sockets), `head` (reading heads), `handshake` (one
+//! connection's AWAIT state), [`conn`] (the relayed stream), [`agent`] (the pool), `serve`
+//! (splicing and HTTP) and [`tunnel`] (the `limmat tunnel` modes).
+
+pub mod addr;
+pub mod agent;
+pub mod backoff;
+pub mod conn;
+mod handshake;
+mod head;
+mod serve;
+mod transport;
+pub mod tunnel;
+
+pub use addr::{AddrError, LocalAddr, RelayAddr};
+pub use agent::{Agent, AgentConfig, AgentError, AgentStatus};
+pub use conn::RelayedConn;
+pub use handshake::AttemptError;
+pub use head::{HeadError, MAX_HEAD};
+pub use serve::{BoxError, forward, serve_http};
+/// Re-exported so that callers need no direct `tokio-util` dependency to stop an agent.
+pub use tokio_util::sync::CancellationToken;

@@ -1,0 +1,398 @@
+//! The [`Agent`]: a pool of device connections waiting at the relay (spec 2.9, "Pool"), each
+//! handed to the caller's handler once the relay pairs a client with it.
+//!
+//! **Backoff sharing.** The pool has `min_listeners` *slots*; each slot is one task that keeps
+//! one connection in CONNECT or AWAIT and has its **own** attempt counter and next-attempt
+//! time. So start-up opens all N connections at once, a `101` on one slot lets it replace its
+//! connection at once, and a relay that is down sees at most one opening per second per slot
+//! (the first stage of the schedule). What the relay says about the agent as a whole is shared
+//! by all slots: a `429 Retry-After` holds back every slot until that time (the relay's limits
+//! are per domain or per address, so the other slots would be refused too), and a redirect
+//! target is used by every slot until an attempt to it fails.
+//!
+//! **Sockets.** A semaphore with `max_sockets` permits bounds waiting connections plus relayed
+//! connections: a slot takes a permit before it opens a connection, and on a `101` the permit
+//! travels inside the [`RelayedConn`] and is released when the handler drops it.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use limmat_wire::route::{DomainError, parse_domain};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::addr::RelayAddr;
+use crate::backoff::Backoff;
+use crate::conn::RelayedConn;
+use crate::handshake::{self, AttemptError, Event, MAX_REDIRECTS, Outcome, Target};
+use crate::transport;
+
+/// The wait for a response head: every device library and YalerTunnel2 use 75 s (2.9).
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(75);
+/// The wait for a TCP connection to the relay (2.9).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_MIN_LISTENERS: usize = 1;
+pub const DEFAULT_MAX_SOCKETS: usize = 128;
+
+/// What an [`Agent`] connects to and how.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub relay: RelayAddr,
+    /// The relay domain to register; validated and case-folded by [`Agent::new`].
+    pub domain: String,
+    /// Sent as `Authorization: Bearer <key>` when set (4.1).
+    pub secret_key: Option<String>,
+    /// Connections kept in CONNECT or AWAIT.
+    pub min_listeners: usize,
+    /// Cap on waiting plus relayed connections.
+    pub max_sockets: usize,
+    pub response_timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+impl AgentConfig {
+    /// A configuration with the defaults of 2.9: one listener, 128 sockets, no key.
+    pub fn new(relay: RelayAddr, domain: impl Into<String>) -> Self {
+        Self {
+            relay,
+            domain: domain.into(),
+            secret_key: None,
+            min_listeners: DEFAULT_MIN_LISTENERS,
+            max_sockets: DEFAULT_MAX_SOCKETS,
+            response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+        }
+    }
+}
+
+/// A configuration the agent cannot run with.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("bad domain `{domain}`: {source}")]
+    Domain { domain: String, source: DomainError },
+    #[error("min_listeners must be at least 1")]
+    NoListeners,
+    #[error("max_sockets ({max_sockets}) must be at least min_listeners ({min_listeners})")]
+    TooFewSockets {
+        min_listeners: usize,
+        max_sockets: usize,
+    },
+    #[error("the secret key must be non-empty printable ASCII without spaces")]
+    BadKey,
+    #[error(
+        "TLS to the relay ({0}) is not supported yet; write `tcp:` before the address for plain TCP"
+    )]
+    TlsUnsupported(RelayAddr),
+}
+
+/// A snapshot of the pool, for monitoring and for tests to wait on events instead of sleeping.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AgentStatus {
+    /// Connections that sent a handshake and await the relay's answer (AWAIT).
+    pub waiting: usize,
+    /// Relayed connections handed to the handler and not dropped yet.
+    pub relayed: usize,
+    /// TCP connections opened to the relay, redirects included.
+    pub openings: u64,
+    /// Handshakes sent, including those sent again after a `204`.
+    pub handshakes: u64,
+    /// `101`s received.
+    pub upgrades: u64,
+    /// Attempts that ended in a failure (and so in the backoff).
+    pub failures: u64,
+}
+
+/// The device side of the relay protocol: keeps connections waiting at the relay and hands
+/// each paired one to a handler.
+pub struct Agent {
+    config: AgentConfig,
+    status: watch::Sender<AgentStatus>,
+}
+
+impl Agent {
+    /// Validates `config`: the domain (2.9: `relay_domain` and bytes outside H6 are errors),
+    /// the pool sizes and the key. The domain is stored case-folded.
+    pub fn new(mut config: AgentConfig) -> Result<Self, AgentError> {
+        config.domain = parse_domain(&config.domain).map_err(|source| AgentError::Domain {
+            domain: config.domain.clone(),
+            source,
+        })?;
+        if config.min_listeners == 0 {
+            return Err(AgentError::NoListeners);
+        }
+        if config.max_sockets < config.min_listeners {
+            return Err(AgentError::TooFewSockets {
+                min_listeners: config.min_listeners,
+                max_sockets: config.max_sockets,
+            });
+        }
+        if let Some(key) = &config.secret_key {
+            // The key goes into a header line: CR or LF would inject fields.
+            if key.is_empty() || !key.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(AgentError::BadKey);
+            }
+        }
+        if config.relay.tls {
+            return Err(AgentError::TlsUnsupported(config.relay.clone()));
+        }
+        Ok(Self {
+            config,
+            status: watch::Sender::new(AgentStatus::default()),
+        })
+    }
+
+    /// The validated configuration.
+    pub fn config(&self) -> &AgentConfig {
+        &self.config
+    }
+
+    /// Watches the pool's state.
+    pub fn status(&self) -> watch::Receiver<AgentStatus> {
+        self.status.subscribe()
+    }
+
+    /// Runs the pool until `shutdown` is cancelled, calling `handler` with every connection the
+    /// relay pairs with a client. Each handler future runs in its own task.
+    ///
+    /// On shutdown the waiting connections are closed and the handler futures still running
+    /// are dropped (which closes their connections); `run` returns once all tasks have ended.
+    pub async fn run<H, F>(self, handler: H, shutdown: CancellationToken)
+    where
+        H: Fn(RelayedConn) -> F + Send + Sync + 'static,
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let home = Target {
+            host: self.config.relay.host.clone(),
+            port: self.config.relay.port,
+            domain: self.config.domain.clone(),
+        };
+        let shared = Arc::new(Shared {
+            sockets: Arc::new(Semaphore::new(self.config.max_sockets)),
+            config: self.config,
+            home,
+            status: self.status,
+            redirect: Mutex::new(None),
+            not_before: Mutex::new(None),
+            handler,
+            tracker: TaskTracker::new(),
+            shutdown,
+        });
+        info!(relay = %shared.home, listeners = shared.config.min_listeners, "agent starting");
+        for slot in 0..shared.config.min_listeners {
+            let shared2 = Arc::clone(&shared);
+            let span = info_span!("listener", slot);
+            shared.tracker.spawn(
+                async move {
+                    tokio::select! {
+                        () = shared2.shutdown.cancelled() => {}
+                        () = shared2.slot() => {}
+                    }
+                }
+                .instrument(span),
+            );
+        }
+        shared.shutdown.cancelled().await;
+        shared.tracker.close();
+        shared.tracker.wait().await;
+        info!("agent stopped");
+    }
+}
+
+/// What the slots share.
+struct Shared<H> {
+    config: AgentConfig,
+    /// The configured relay and domain.
+    home: Target,
+    status: watch::Sender<AgentStatus>,
+    sockets: Arc<Semaphore>,
+    /// The last redirect target, used until an attempt to it fails (2.9).
+    redirect: Mutex<Option<Target>>,
+    /// No slot opens a connection before this time (a `429 Retry-After`).
+    not_before: Mutex<Option<Instant>>,
+    handler: H,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+/// Keeps a status count up for as long as it lives.
+struct Counted {
+    status: watch::Sender<AgentStatus>,
+    field: fn(&mut AgentStatus) -> &mut usize,
+}
+
+impl Counted {
+    fn new(status: &watch::Sender<AgentStatus>, field: fn(&mut AgentStatus) -> &mut usize) -> Self {
+        status.send_modify(|s| *field(s) += 1);
+        Self {
+            status: status.clone(),
+            field,
+        }
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.status.send_modify(|s| *(self.field)(s) -= 1);
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The data is plain values that are always consistent, so a poisoned lock is still usable.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl<H, F> Shared<H>
+where
+    H: Fn(RelayedConn) -> F + Send + Sync + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
+    /// One slot: keeps one connection in CONNECT or AWAIT, for ever (until cancelled).
+    async fn slot(self: &Arc<Self>) {
+        let mut backoff = Backoff::new();
+        // Redirects followed in a row; while following one, the backoff does not apply, as
+        // the relay did answer.
+        let mut hops = 0u32;
+        loop {
+            if hops == 0 {
+                self.wait_for_turn(&backoff).await;
+            }
+            let Ok(permit) = Arc::clone(&self.sockets).acquire_owned().await else {
+                return; // The semaphore is never closed.
+            };
+            if hops == 0 {
+                backoff.on_open(Instant::now());
+            }
+            let target = lock(&self.redirect)
+                .clone()
+                .unwrap_or_else(|| self.home.clone());
+            let result = self.attempt(&target, &mut backoff, &mut hops).await;
+            match result {
+                Ok(Outcome::Upgraded { stream, leftover }) => {
+                    hops = 0;
+                    backoff.reset();
+                    info!(relay = %target, early_bytes = leftover.len(), "client paired (101)");
+                    self.hand_over(RelayedConn::new(stream, leftover), permit);
+                }
+                Ok(Outcome::Redirect(r)) if hops >= MAX_REDIRECTS => {
+                    hops = 0;
+                    self.failed(&target, &backoff, &AttemptError::TooManyRedirects);
+                    debug!(to = ?r, "not followed");
+                }
+                Ok(Outcome::Redirect(r)) if r.tls => {
+                    hops = 0;
+                    let err = AttemptError::TlsRedirect(format!("{}:{}", r.host, r.port));
+                    self.failed(&target, &backoff, &err);
+                }
+                Ok(Outcome::Redirect(r)) => {
+                    hops += 1;
+                    let to = Target::from(r);
+                    info!(from = %target, %to, hop = hops, "redirected");
+                    *lock(&self.redirect) = Some(to);
+                }
+                Ok(Outcome::RetryAfter(wait)) => {
+                    hops = 0;
+                    let now = Instant::now();
+                    backoff.retry_after(now, wait);
+                    let mut not_before = lock(&self.not_before);
+                    *not_before = (*not_before).max(Some(now + wait));
+                    info!(relay = %target, retry_after = wait.as_secs(), "relay busy (429)");
+                }
+                Err(err) => {
+                    hops = 0;
+                    self.failed(&target, &backoff, &err);
+                }
+            }
+        }
+    }
+
+    /// Waits until both this slot's backoff and the shared `Retry-After` allow an opening.
+    async fn wait_for_turn(&self, backoff: &Backoff) {
+        loop {
+            let shared = *lock(&self.not_before);
+            let Some(at) = backoff.ready_at().max(shared) else {
+                return;
+            };
+            if at <= Instant::now() {
+                return;
+            }
+            debug!(
+                in_ms = (at - Instant::now()).as_millis(),
+                "waiting before the next attempt"
+            );
+            tokio::time::sleep_until(at).await;
+        }
+    }
+
+    /// Connects and runs the handshake loop on one connection.
+    async fn attempt(
+        &self,
+        target: &Target,
+        backoff: &mut Backoff,
+        hops: &mut u32,
+    ) -> Result<Outcome, AttemptError> {
+        debug!(relay = %target, "connecting");
+        self.status.send_modify(|s| s.openings += 1);
+        let stream = transport::connect(&target.host, target.port, self.config.connect_timeout)
+            .await
+            .map_err(AttemptError::Connect)?;
+        let mut waiting = None;
+        let outcome = handshake::exchange(
+            stream,
+            target,
+            self.config.secret_key.as_deref(),
+            self.config.response_timeout,
+            |event| match event {
+                Event::Sent => {
+                    self.status.send_modify(|s| s.handshakes += 1);
+                    if waiting.is_none() {
+                        debug!(relay = %target, "waiting for a client");
+                        waiting = Some(Counted::new(&self.status, |s| &mut s.waiting));
+                    }
+                }
+                Event::Renewed => {
+                    debug!("renewed (204)");
+                    backoff.reset();
+                    *hops = 0;
+                }
+            },
+        )
+        .await;
+        drop(waiting);
+        outcome
+    }
+
+    /// Logs a failure and forgets a redirect target that failed.
+    fn failed(&self, target: &Target, backoff: &Backoff, err: &AttemptError) {
+        self.status.send_modify(|s| s.failures += 1);
+        let next_in = backoff.ready_at().map_or(Duration::ZERO, |at| {
+            at.saturating_duration_since(Instant::now())
+        });
+        warn!(relay = %target, next_in_ms = next_in.as_millis(), "attempt failed: {err}");
+        let mut redirect = lock(&self.redirect);
+        if redirect.as_ref() == Some(target) {
+            info!(relay = %self.home, "back to the configured relay");
+            *redirect = None;
+        }
+    }
+
+    /// Runs the handler for a paired connection in its own task.
+    fn hand_over(&self, conn: RelayedConn, permit: OwnedSemaphorePermit) {
+        self.status.send_modify(|s| s.upgrades += 1);
+        let lease = (permit, Counted::new(&self.status, |s| &mut s.relayed));
+        let work = (self.handler)(conn.with_lease(Box::new(lease)));
+        let shutdown = self.shutdown.clone();
+        self.tracker.spawn(
+            async move {
+                tokio::select! {
+                    () = shutdown.cancelled() => {}
+                    () = work => {}
+                }
+            }
+            .in_current_span(),
+        );
+    }
+}

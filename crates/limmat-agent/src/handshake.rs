@@ -1,0 +1,160 @@
+//! One device connection in the AWAIT state of spec 2.9: send the handshake, read the relay's
+//! answer, and turn it into what the pool does next.
+//!
+//! The relay holds a waiting connection for up to its `hold_time` and then renews it with a
+//! `204`, after which the same connection carries the next handshake. So one connection may see
+//! many handshakes; this module loops over them until the relay pairs a client (`101`), sends
+//! the device elsewhere (`307`/`308`), asks it to wait (`429`), or something goes wrong.
+
+use std::time::Duration;
+
+use limmat_wire::reply::{Redirect, RetryAfter};
+use limmat_wire::request::Protocol;
+use limmat_wire::tunnel::device_handshake;
+use tokio::io::AsyncWriteExt;
+
+use crate::head::{HeadError, read_final_reply};
+use crate::transport::RelayStream;
+
+/// Where a device connection goes and which domain it registers there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub host: String,
+    pub port: u16,
+    pub domain: String,
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}/{}", self.host, self.port, self.domain)
+        } else {
+            write!(f, "{}:{}/{}", self.host, self.port, self.domain)
+        }
+    }
+}
+
+/// A redirect is followed by going to its host and registering its domain there.
+impl From<Redirect> for Target {
+    fn from(r: Redirect) -> Self {
+        Target {
+            host: r.host,
+            port: r.port,
+            domain: r.domain,
+        }
+    }
+}
+
+/// How the relay ended the wait, other than by failing.
+#[derive(Debug)]
+pub enum Outcome {
+    /// `101`: a client is paired. `leftover` holds the client's bytes that were read together
+    /// with the `101` head (checklist 50).
+    Upgraded {
+        stream: RelayStream,
+        leftover: Vec<u8>,
+    },
+    /// `307` or `308` with a usable `Location`.
+    Redirect(Redirect),
+    /// `429` with a delta-seconds `Retry-After`.
+    RetryAfter(Duration),
+}
+
+/// Progress reported while the connection waits, for the status and the backoff.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// A handshake went out; the connection is now in AWAIT.
+    Sent,
+    /// A `204` with nothing after it: the relay is fine, the wait starts again.
+    Renewed,
+}
+
+/// Why an attempt failed; every one of these leads to the backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum AttemptError {
+    #[error("cannot connect to the relay: {0}")]
+    Connect(std::io::Error),
+    #[error("sending the handshake failed: {0}")]
+    Send(std::io::Error),
+    #[error("no response within {}s", .0.as_secs())]
+    Timeout(Duration),
+    #[error("{0}")]
+    Head(#[from] HeadError),
+    #[error("the relay sent {0} bytes after a 204")]
+    BytesAfterRenewal(usize),
+    #[error("the relay answered {0}")]
+    Status(u16),
+    #[error("the relay answered {0} without a usable Location")]
+    BadRedirect(u16),
+    #[error("the relay answered 429 without a delta-seconds Retry-After")]
+    BadRetryAfter,
+    #[error("more than {MAX_REDIRECTS} redirects in a row")]
+    TooManyRedirects,
+    #[error("the relay redirected to TLS ({0}), which this agent does not support yet")]
+    TlsRedirect(String),
+}
+
+/// Redirects followed in a row without a `101` or `204`; one more is a failure.
+pub const MAX_REDIRECTS: u32 = 5;
+
+/// The longest `Retry-After` honoured: the longest stage of the backoff. A larger value is
+/// more likely a fault than a wish to be silent for months, and it keeps `Instant`s finite.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(6 * 3600);
+
+/// Runs the handshake loop on a connected `stream` (AWAIT), reporting progress to `on_event`.
+/// `response_timeout` bounds the wait for each response head (75 s, checklist 48).
+pub async fn exchange(
+    mut stream: RelayStream,
+    target: &Target,
+    key: Option<&str>,
+    response_timeout: Duration,
+    mut on_event: impl FnMut(Event),
+) -> Result<Outcome, AttemptError> {
+    let handshake = device_handshake(
+        Protocol::Ptth,
+        &target.domain,
+        &target.host,
+        target.port,
+        key,
+        false,
+    );
+    let mut buf = Vec::new();
+    loop {
+        stream
+            .write_all(&handshake)
+            .await
+            .map_err(AttemptError::Send)?;
+        on_event(Event::Sent);
+        let reply = tokio::time::timeout(response_timeout, read_final_reply(&mut stream, &mut buf))
+            .await
+            .map_err(|_| AttemptError::Timeout(response_timeout))??;
+        match reply.status {
+            101 => {
+                return Ok(Outcome::Upgraded {
+                    stream,
+                    leftover: buf,
+                });
+            }
+            // The relay discards a device's extra bytes (H13), so it never sends any after a
+            // 204 either: bytes here mean the two ends disagree about where we are.
+            204 if !buf.is_empty() => return Err(AttemptError::BytesAfterRenewal(buf.len())),
+            204 => on_event(Event::Renewed),
+            status @ (307 | 308) => {
+                let redirect = reply
+                    .location
+                    .as_deref()
+                    .and_then(Redirect::parse)
+                    .ok_or(AttemptError::BadRedirect(status))?;
+                return Ok(Outcome::Redirect(redirect));
+            }
+            429 => match reply.retry_after {
+                Some(RetryAfter::Seconds(n)) => {
+                    let wait = Duration::from_secs(n).min(MAX_RETRY_AFTER);
+                    return Ok(Outcome::RetryAfter(wait));
+                }
+                _ => return Err(AttemptError::BadRetryAfter),
+            },
+            status => return Err(AttemptError::Status(status)),
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! What to do with a [`RelayedConn`]: splice it to a local TCP service, or serve HTTP on it
+//! in-process (spec 2.9, "Library use").
+//!
+//! Serving in-process means a Rust program reachable through the relay needs no local port at
+//! all: the relayed connection goes straight into a hyper service.
+
+use std::error::Error as StdError;
+use std::io;
+use std::time::Duration;
+
+use hyper::body::{Body, Incoming};
+use hyper::service::Service;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::addr::LocalAddr;
+use crate::conn::RelayedConn;
+use crate::transport;
+
+/// The wait for a TCP connection to the local service.
+pub const LOCAL_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// An error from serving HTTP, as hyper reports it.
+pub type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// Splices `conn` to the TCP service at `local` (server mode): the client's early bytes first,
+/// then both directions until both have ended, a FIN on one side becoming a half-close on the
+/// other. Returns the bytes copied (relay → local, local → relay).
+pub async fn forward(conn: RelayedConn, local: &LocalAddr) -> io::Result<(u64, u64)> {
+    let local = transport::connect(&local.host, local.port, LOCAL_CONNECT_TIMEOUT).await?;
+    splice(conn, local).await
+}
+
+/// Copies both ways until both directions have ended (2.7: half-close is propagated).
+pub(crate) async fn splice<A, B>(mut a: A, mut b: B) -> io::Result<(u64, u64)>
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    tokio::io::copy_bidirectional(&mut a, &mut b).await
+}
+
+/// Serves HTTP on `conn` with a hyper service: HTTP/1.1 (with upgrades, so WebSockets work)
+/// or HTTP/2 with prior knowledge, told apart by the first bytes.
+pub async fn serve_http<S, B>(conn: RelayedConn, service: S) -> Result<(), BoxError>
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    auto::Builder::new(TokioExecutor::new())
+        .serve_connection_with_upgrades(TokioIo::new(conn), service)
+        .await
+}

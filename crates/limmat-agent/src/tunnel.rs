@@ -1,0 +1,327 @@
+//! The three modes of `limmat tunnel` as library functions (spec 2.8 and 2.9, "Modes").
+//!
+//! - **server**: every relayed connection is spliced to a local TCP service.
+//! - **proxy**: every relayed connection first carries a `CONNECT /<domain>` head (2.8.1),
+//!   answered with exactly `HTTP/1.1 200 OK\r\n\r\n` before the splice, as YalerTunnel2 does.
+//! - **client**: the other end of proxy mode: a local listener whose every connection goes to
+//!   the relay as `CONNECT /<domain>`, so that e.g. `ssh -p <port> localhost` reaches a device.
+//!
+//! The byte conventions live in `limmat_wire::tunnel`; this module only does the I/O.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use limmat_wire::reply::Redirect;
+use limmat_wire::request::RequestHead;
+use limmat_wire::route::parse_domain;
+use limmat_wire::tunnel::{PROXY_BAD_GATEWAY, PROXY_METHOD_NOT_ALLOWED, PROXY_OK, connect_request};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::addr::{LocalAddr, RelayAddr};
+use crate::agent::{Agent, AgentError, DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT};
+use crate::conn::RelayedConn;
+use crate::handshake::{MAX_REDIRECTS, Target};
+use crate::head::{HeadError, read_final_reply, read_head};
+use crate::serve::{LOCAL_CONNECT_TIMEOUT, forward, splice};
+use crate::transport;
+
+/// How long a proxy-mode device waits for the client's `CONNECT` head. YalerTunnel2 closes
+/// any socket idle for 75 s.
+pub const PROXY_HEAD_TIMEOUT: Duration = Duration::from_secs(75);
+
+/// After an error answer, how long and how much to read before closing, so that the peer's
+/// unread bytes do not make the kernel send a RST that destroys the answer (as the relay's
+/// lingering close, 2.3).
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: u64 = 64 * 1024;
+
+/// Server mode: runs `agent` and splices every relayed connection to `local`.
+pub async fn run_server(agent: Agent, local: LocalAddr, shutdown: CancellationToken) {
+    let handler = move |conn: RelayedConn| {
+        let local = local.clone();
+        async move {
+            match forward(conn, &local).await {
+                Ok((up, down)) => info!(%local, up, down, "relayed connection ended"),
+                Err(e) => warn!(%local, "relayed connection failed: {e}"),
+            }
+        }
+    };
+    agent.run(handler, shutdown).await;
+}
+
+/// Proxy mode: runs `agent` and answers the `CONNECT` head of every relayed connection with
+/// [`proxy`].
+pub async fn run_proxy(agent: Agent, local: LocalAddr, shutdown: CancellationToken) {
+    let handler = move |conn: RelayedConn| {
+        let local = local.clone();
+        async move {
+            match proxy(conn, &local).await {
+                Ok((up, down)) => info!(%local, up, down, "proxied connection ended"),
+                Err(e) => warn!(%local, "proxied connection refused: {e}"),
+            }
+        }
+    };
+    agent.run(handler, shutdown).await;
+}
+
+/// Why proxy mode did not splice a connection.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no request head: {0}")]
+    Head(#[from] HeadError),
+    #[error("no request head within {}s", PROXY_HEAD_TIMEOUT.as_secs())]
+    Timeout,
+    #[error("method `{0}` is not CONNECT (answered 405)")]
+    NotConnect(String),
+    #[error("cannot connect to the local service (answered 502): {0}")]
+    Local(io::Error),
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+/// Proxy mode for one relayed connection (2.9, checklist 39): reads one head of at most 16 KiB;
+/// for `CONNECT`, connects to `local`, answers exactly the 19-byte `200` and splices, the bytes
+/// that followed the head first. Otherwise answers `405`, or `502` when `local` refuses, and
+/// closes. Returns the bytes spliced (relay → local, local → relay).
+pub async fn proxy(mut conn: RelayedConn, local: &LocalAddr) -> Result<(u64, u64), ProxyError> {
+    let mut buf = Vec::new();
+    let len = tokio::time::timeout(PROXY_HEAD_TIMEOUT, read_head(&mut conn, &mut buf))
+        .await
+        .map_err(|_| ProxyError::Timeout)??;
+    let method = RequestHead::parse(&buf[..len]).method;
+    if method != b"CONNECT" {
+        let method = String::from_utf8_lossy(method).into_owned();
+        answer_and_close(conn, PROXY_METHOD_NOT_ALLOWED).await;
+        return Err(ProxyError::NotConnect(method));
+    }
+    let mut local_stream =
+        match transport::connect(&local.host, local.port, LOCAL_CONNECT_TIMEOUT).await {
+            Ok(stream) => stream,
+            Err(e) => {
+                answer_and_close(conn, PROXY_BAD_GATEWAY).await;
+                return Err(ProxyError::Local(e));
+            }
+        };
+    conn.write_all(PROXY_OK).await?;
+    local_stream.write_all(&buf[len..]).await?;
+    Ok(splice(conn, local_stream).await?)
+}
+
+/// Writes a final answer, half-closes, and drains the peer's input briefly before closing.
+async fn answer_and_close<S>(mut conn: S, answer: &[u8])
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    if conn.write_all(answer).await.is_err() || conn.shutdown().await.is_err() {
+        return;
+    }
+    let (mut input, mut sink) = ((&mut conn).take(LINGER_BYTES), tokio::io::sink());
+    let _ = tokio::time::timeout(LINGER_TIME, tokio::io::copy(&mut input, &mut sink)).await;
+}
+
+/// Client mode: where the relay is and which device to reach.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub relay: RelayAddr,
+    /// Validated and case-folded by [`TunnelClient::bind`].
+    pub domain: String,
+    pub connect_timeout: Duration,
+    /// The wait for the relay's answer to `CONNECT` (the relay itself gives up sooner, with a
+    /// `504`, when no device comes).
+    pub response_timeout: Duration,
+}
+
+impl ClientConfig {
+    pub fn new(relay: RelayAddr, domain: impl Into<String>) -> Self {
+        Self {
+            relay,
+            domain: domain.into(),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+        }
+    }
+}
+
+/// Why client mode cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(transparent)]
+    Config(#[from] AgentError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: LocalAddr, source: io::Error },
+}
+
+/// Client mode: a bound local listener, ready to [`run`](TunnelClient::run).
+#[derive(Debug)]
+pub struct TunnelClient {
+    listener: TcpListener,
+    home: Target,
+    config: ClientConfig,
+}
+
+impl TunnelClient {
+    /// Validates the configuration and binds `local` (port 0 picks a free port; see
+    /// [`Self::local_addr`]).
+    pub async fn bind(local: &LocalAddr, mut config: ClientConfig) -> Result<Self, ClientError> {
+        config.domain = parse_domain(&config.domain).map_err(|source| AgentError::Domain {
+            domain: config.domain.clone(),
+            source,
+        })?;
+        if config.relay.tls {
+            return Err(AgentError::TlsUnsupported(config.relay.clone()).into());
+        }
+        let listener = TcpListener::bind((local.host.as_str(), local.port))
+            .await
+            .map_err(|source| ClientError::Bind {
+                addr: local.clone(),
+                source,
+            })?;
+        let home = Target {
+            host: config.relay.host.clone(),
+            port: config.relay.port,
+            domain: config.domain.clone(),
+        };
+        Ok(Self {
+            listener,
+            home,
+            config,
+        })
+    }
+
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Accepts local connections until `shutdown`, tunnelling each through the relay. On
+    /// shutdown, open tunnels are closed; returns once every task has ended.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let tracker = TaskTracker::new();
+        info!(relay = %self.home, local = ?self.local_addr().ok(), "tunnel client listening");
+        loop {
+            let accepted = tokio::select! {
+                () = shutdown.cancelled() => break,
+                accepted = self.listener.accept() => accepted,
+            };
+            let (local, peer) = match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors, say: pause instead of spinning.
+                    warn!("accept failed: {e}");
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                    }
+                }
+            };
+            let (home, config, shutdown) =
+                (self.home.clone(), self.config.clone(), shutdown.clone());
+            tracker.spawn(
+                async move {
+                    tokio::select! {
+                        () = shutdown.cancelled() => {}
+                        () = client_connection(local, &home, &config) => {}
+                    }
+                }
+                .instrument(info_span!("client", %peer)),
+            );
+        }
+        tracker.close();
+        tracker.wait().await;
+        info!("tunnel client stopped");
+    }
+}
+
+/// One local connection in client mode.
+async fn client_connection(local: TcpStream, home: &Target, config: &ClientConfig) {
+    let _ = transport::tune(&local);
+    match open_tunnel(home, config).await {
+        Ok((relay, leftover)) => {
+            let mut local = local;
+            if let Err(e) = local.write_all(&leftover).await {
+                debug!("local connection closed early: {e}");
+                return;
+            }
+            match splice(local, relay).await {
+                Ok((up, down)) => info!(up, down, "tunnel ended"),
+                Err(e) => info!("tunnel ended: {e}"),
+            }
+        }
+        // Dropping `local` closes it: the user's program sees the failure at once.
+        Err(e) => warn!("tunnel refused: {e}"),
+    }
+}
+
+/// Why client mode could not open a tunnel.
+#[derive(Debug, thiserror::Error)]
+pub enum TunnelError {
+    #[error("cannot connect to the relay {0}: {1}")]
+    Connect(String, io::Error),
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("no response within {}s", .0.as_secs())]
+    Timeout(Duration),
+    #[error("{0}")]
+    Head(#[from] HeadError),
+    #[error("the relay or device answered {0}")]
+    Status(u16),
+    #[error("the relay answered {0} without a usable Location")]
+    BadRedirect(u16),
+    #[error("more than {MAX_REDIRECTS} redirects")]
+    TooManyRedirects,
+    #[error("the relay redirected to TLS ({0}), which is not supported yet")]
+    TlsRedirect(String),
+}
+
+/// Sends `CONNECT /<domain>` (2.8.1, checklist 40) and reads the answer, following `307`/`308`.
+/// On `200`, returns the relay connection and the bytes read after the `200` head.
+async fn open_tunnel(
+    home: &Target,
+    config: &ClientConfig,
+) -> Result<(TcpStream, Vec<u8>), TunnelError> {
+    let mut target = home.clone();
+    for _hop in 0..=MAX_REDIRECTS {
+        let mut relay = transport::connect(&target.host, target.port, config.connect_timeout)
+            .await
+            .map_err(|e| TunnelError::Connect(target.to_string(), e))?;
+        relay
+            .write_all(&connect_request(&target.domain, &target.host, target.port))
+            .await?;
+        let mut buf = Vec::new();
+        let reply = tokio::time::timeout(
+            config.response_timeout,
+            read_final_reply(&mut relay, &mut buf),
+        )
+        .await
+        .map_err(|_| TunnelError::Timeout(config.response_timeout))??;
+        match reply.status {
+            200 => {
+                debug!(relay = %target, early_bytes = buf.len(), "tunnel open");
+                return Ok((relay, buf));
+            }
+            status @ (307 | 308) => {
+                let redirect = reply
+                    .location
+                    .as_deref()
+                    .and_then(Redirect::parse)
+                    .ok_or(TunnelError::BadRedirect(status))?;
+                if redirect.tls {
+                    return Err(TunnelError::TlsRedirect(format!(
+                        "{}:{}",
+                        redirect.host, redirect.port
+                    )));
+                }
+                let to = Target::from(redirect);
+                info!(from = %target, %to, "redirected");
+                target = to;
+            }
+            status => return Err(TunnelError::Status(status)),
+        }
+    }
+    Err(TunnelError::TooManyRedirects)
+}
