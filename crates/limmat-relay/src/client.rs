@@ -171,3 +171,84 @@ pub(crate) async fn refuse(client: ClientLeg) {
     tracing::info!(domain = %client.domain, peer = %client.conn.peer, "no device: 504");
     respond_and_close(client.conn.stream, response::GATEWAY_TIMEOUT).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Relay, RelayConfig};
+    use std::time::Duration;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// A connected pair: the relay-side end and the peer's end.
+    async fn socket_pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let peer = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (relay_side, _) = listener.accept().await.unwrap();
+        (relay_side, peer)
+    }
+
+    /// Checklist 30: the 101 write fails, the client is re-dispatched to the next device.
+    #[tokio::test]
+    async fn failed_upgrade_redispatches_the_same_client() {
+        let relay = Relay::bind(RelayConfig {
+            listen: vec!["127.0.0.1:0".parse().unwrap()],
+            client_wait: Duration::from_secs(10),
+            ..RelayConfig::default()
+        })
+        .await
+        .unwrap();
+        let shared = relay.shared.clone();
+        let addr = relay.local_addrs()[0];
+        let handle = relay.handle();
+        let task = tokio::spawn(relay.run());
+
+        // A healthy device waits in the FIFO.
+        let mut healthy = TcpStream::connect(addr).await.unwrap();
+        healthy
+            .write_all(b"POST /dom HTTP/1.1\r\nUpgrade: PTTH/1.0\r\n\r\n")
+            .await
+            .unwrap();
+        let mut waiting = handle.stats().waiting_devices();
+        waiting.wait_for(|&n| n == 1).await.unwrap();
+
+        // A device that was reset after it was taken from the FIFO.
+        let (dead, dead_peer) = socket_pair().await;
+        dead_peer.set_zero_linger().unwrap();
+        drop(dead_peer);
+        let (client_side, mut client_peer) = socket_pair().await;
+        let request = b"GET /dom/x HTTP/1.1\r\n\r\n".to_vec();
+        let client = ClientLeg {
+            conn: Conn::new(&shared, client_side, addr),
+            head_len: request.len(),
+            buf: request.clone(),
+            domain: "dom".into(),
+            deadline: Instant::now() + Duration::from_secs(10),
+        };
+        let dead = DeviceLeg {
+            conn: Conn::new(&shared, dead, addr),
+        };
+        let dispatched = tokio::spawn({
+            let shared = shared.clone();
+            async move { dispatch(&shared, client, Some(dead)).await }
+        });
+
+        let mut got = vec![0; response::UPGRADE_PTTH.len() + request.len()];
+        tokio::time::timeout(Duration::from_secs(10), healthy.read_exact(&mut got))
+            .await
+            .expect("the healthy device gets the client")
+            .unwrap();
+        assert_eq!(&got[response::UPGRADE_PTTH.len()..], request);
+        healthy.write_all(b"ok").await.unwrap();
+        let mut answer = [0; 2];
+        client_peer.read_exact(&mut answer).await.unwrap();
+        assert_eq!(&answer, b"ok");
+
+        drop((healthy, client_peer));
+        dispatched.await.unwrap();
+        handle.shutdown();
+        task.await.unwrap();
+    }
+}

@@ -23,13 +23,19 @@ pub(crate) struct Conn {
     _open: GaugeGuard,
 }
 
+impl Conn {
+    pub(crate) fn new(shared: &Shared, stream: TcpStream, peer: SocketAddr) -> Self {
+        Self {
+            stream,
+            peer,
+            _open: shared.stats.hold(Gauge::Open),
+        }
+    }
+}
+
 /// Serves a freshly accepted connection.
 pub(crate) async fn handle(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
-    let conn = Conn {
-        stream,
-        peer,
-        _open: shared.stats.hold(Gauge::Open),
-    };
+    let conn = Conn::new(&shared, stream, peer);
     serve(&shared, conn, None).await;
 }
 

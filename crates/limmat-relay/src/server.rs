@@ -42,7 +42,7 @@ pub enum StartError {
 
 /// A bound relay, ready to [`run`](Relay::run).
 pub struct Relay {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     listeners: Vec<TcpListener>,
 }
 

@@ -21,3 +21,26 @@ pub(crate) fn configure(stream: &TcpStream) {
         tracing::debug!(error = %e, "socket options");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    /// Checklist 36: TCP_NODELAY and keepalive (60 s / 15 s / 4) on every relay socket.
+    #[tokio::test]
+    async fn nodelay_and_keepalive() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _peer = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (stream, _) = listener.accept().await.unwrap();
+        configure(&stream);
+        let sock = SockRef::from(&stream);
+        assert!(stream.nodelay().unwrap());
+        assert!(sock.keepalive().unwrap());
+        assert_eq!(sock.keepalive_time().unwrap(), Duration::from_secs(60));
+        assert_eq!(sock.keepalive_interval().unwrap(), Duration::from_secs(15));
+        assert_eq!(sock.keepalive_retries().unwrap(), 4);
+    }
+}

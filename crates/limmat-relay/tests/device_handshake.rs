@@ -17,7 +17,7 @@ async fn assert_paired(relay: &TestRelay, device: &mut tokio::net::TcpStream, do
 }
 
 async fn registers(head: &[u8], domain: &str) {
-    let relay = relay(|_| {}).await;
+    let relay = start(|_| {}).await;
     let mut device = relay.send(head).await;
     relay.waiting_devices(1).await;
     assert_paired(&relay, &mut device, domain).await;
@@ -26,7 +26,7 @@ async fn registers(head: &[u8], domain: &str) {
 }
 
 async fn is_client_request(head: &[u8]) {
-    let relay = relay(|c| c.client_wait = Duration::ZERO).await;
+    let relay = start(|c| c.client_wait = Duration::ZERO).await;
     let mut s = relay.send(head).await;
     expect_response_then_close(&mut s, GATEWAY_TIMEOUT).await;
     relay.stop().await;
@@ -102,7 +102,7 @@ async fn item_06_absolute_form() {
 #[tokio::test]
 async fn item_07_bare_lf_and_one_byte_per_write() {
     registers(b"POST /dom HTTP/1.1\nUpgrade: PTTH/1.0\n\n", "dom").await;
-    let relay = relay(|_| {}).await;
+    let relay = start(|_| {}).await;
     let mut device = relay.connect().await;
     device.set_nodelay(true).unwrap();
     for byte in handshake("dom") {
@@ -118,7 +118,7 @@ async fn item_07_bare_lf_and_one_byte_per_write() {
 #[tokio::test]
 async fn item_08_device_host_is_ignored() {
     let names = ["relay.example.com"];
-    let relay = relay(|c| c.hostnames = names.map(String::from).to_vec()).await;
+    let relay = start(|c| c.hostnames = names.map(String::from).to_vec()).await;
     // A Host that would route a client to `other` does not change the device's domain.
     let mut device = relay
         .send(b"POST /dom HTTP/1.1\r\nUpgrade: PTTH/1.0\r\nHost: other.relay.example.com\r\n\r\n")
@@ -132,7 +132,7 @@ async fn item_08_device_host_is_ignored() {
 
 #[tokio::test]
 async fn item_09_body_and_pipelined_bytes_are_discarded() {
-    let relay = relay(|_| {}).await;
+    let relay = start(|_| {}).await;
     let mut head = handshake("dom");
     head.extend_from_slice(b"BODY-BYTES GET /x HTTP/1.1\r\n\r\n");
     let mut device = relay.send(&head).await;
@@ -147,7 +147,7 @@ async fn item_09_body_and_pipelined_bytes_are_discarded() {
 #[tokio::test]
 async fn item_10_renewal_after_hold_time_three_times() {
     let hold = Duration::from_secs(1);
-    let relay = relay(|c| c.hold_time = hold).await;
+    let relay = start(|c| c.hold_time = hold).await;
     let mut device = relay.device("dom").await;
     for _ in 0..3 {
         let started = Instant::now();
@@ -167,7 +167,7 @@ async fn item_10_renewal_after_hold_time_three_times() {
 
 #[tokio::test]
 async fn item_11_first_post_renew() {
-    let relay = relay(|c| c.first_post_renew = true).await;
+    let relay = start(|c| c.first_post_renew = true).await;
     let mut device = relay.send(&handshake("dom")).await;
     assert_eq!(read_n(&mut device, RENEW.len()).await, RENEW);
     assert_eq!(*relay.handle.stats().waiting_devices().borrow(), 0);
@@ -180,7 +180,7 @@ async fn item_11_first_post_renew() {
 
 #[tokio::test]
 async fn item_12_exact_101_followed_by_client_bytes() {
-    let relay = relay(|_| {}).await;
+    let relay = start(|_| {}).await;
     let mut device = relay.device("dom").await;
     let request = b"GET /dom/led?on HTTP/1.1\r\nHost: relay\r\nContent-Length: 5\r\n\r\nhello";
     let client = relay.send(request).await;
@@ -193,7 +193,7 @@ async fn item_12_exact_101_followed_by_client_bytes() {
 
 #[tokio::test]
 async fn item_13_reserved_and_empty_domains_get_401() {
-    let relay = relay(|_| {}).await;
+    let relay = start(|_| {}).await;
     let long = format!(
         "POST /{} HTTP/1.1\r\nUpgrade: PTTH/1.0\r\n\r\n",
         "a".repeat(256)
@@ -213,7 +213,7 @@ async fn item_13_reserved_and_empty_domains_get_401() {
 #[tokio::test]
 async fn item_14_every_response_starts_with_status_line() {
     // Device libraries read 12 bytes and take bytes 9 to 11 as the status; byte 12 is SP.
-    let relay = relay(|c| {
+    let relay = start(|c| {
         c.client_wait = Duration::ZERO;
         c.hold_time = Duration::from_secs(1);
         c.max_per_domain = 1;
@@ -250,7 +250,7 @@ async fn item_14_every_response_starts_with_status_line() {
 
 #[tokio::test]
 async fn item_15_cap_gives_429_and_pipes_do_not_count() {
-    let relay = relay(|_| {}).await;
+    let relay = start(|_| {}).await;
     let mut devices = Vec::new();
     for _ in 0..32 {
         devices.push(relay.device("dom").await);
@@ -274,7 +274,7 @@ async fn item_16_max_head() {
     let head = format!("POST /dom HTTP/1.1\r\nUpgrade: PTTH/1.0\r\n{padding}\r\n");
     registers(head.as_bytes(), "dom").await;
 
-    let relay = relay(|c| c.max_head = 2048).await;
+    let relay = start(|c| c.max_head = 2048).await;
     let mut s = relay.send(head.as_bytes()).await;
     expect_response_then_close(&mut s, b"").await;
     relay.stop().await;
@@ -282,7 +282,7 @@ async fn item_16_max_head() {
 
 #[tokio::test]
 async fn item_17_slow_heads_are_closed_silently() {
-    let relay = relay(|c| c.head_timeout = Duration::from_millis(600)).await;
+    let relay = start(|c| c.head_timeout = Duration::from_millis(600)).await;
     // Half a head, then nothing.
     let mut half = relay.send(b"POST /dom HTTP/1.1\r\nUpgr").await;
     // Slowloris: one byte every 100 ms never finishes in time.
@@ -310,7 +310,7 @@ async fn item_17_slow_heads_are_closed_silently() {
 
 #[tokio::test]
 async fn item_18_device_closing_while_waiting_is_removed() {
-    let relay = relay(|c| c.client_wait = Duration::from_millis(300)).await;
+    let relay = start(|c| c.client_wait = Duration::from_millis(300)).await;
     let device = relay.device("dom").await;
     drop(device);
     relay.waiting_devices(0).await;
@@ -322,7 +322,7 @@ async fn item_18_device_closing_while_waiting_is_removed() {
 
 #[tokio::test]
 async fn item_19_dptth_waits_and_renews_but_is_never_paired() {
-    let relay = relay(|c| {
+    let relay = start(|c| {
         c.hold_time = Duration::from_secs(1);
         c.client_wait = Duration::from_millis(200);
     })
@@ -341,7 +341,7 @@ async fn item_19_dptth_waits_and_renews_but_is_never_paired() {
 #[tokio::test]
 async fn authority_connect_gets_501_without_forward_proxy() {
     // Deviation D7, checklist 83.
-    let relay = relay(|_| {}).await;
+    let relay = start(|_| {}).await;
     let mut s = relay
         .send(b"CONNECT example.org:443 HTTP/1.1\r\nHost: example.org:443\r\n\r\n")
         .await;
@@ -351,7 +351,7 @@ async fn authority_connect_gets_501_without_forward_proxy() {
 
 #[tokio::test]
 async fn garbage_after_a_204_is_classified_again() {
-    let relay = relay(|c| {
+    let relay = start(|c| {
         c.hold_time = Duration::from_secs(1);
         c.client_wait = Duration::ZERO;
         c.head_timeout = Duration::from_millis(500);
@@ -373,7 +373,7 @@ async fn garbage_after_a_204_is_classified_again() {
 
 #[tokio::test]
 async fn renewal_to_another_domain_is_admitted_afresh() {
-    let relay = relay(|c| c.hold_time = Duration::from_secs(1)).await;
+    let relay = start(|c| c.hold_time = Duration::from_secs(1)).await;
     let mut device = relay.device("one").await;
     assert_eq!(read_n(&mut device, RENEW.len()).await, RENEW);
     device.write_all(&handshake("two")).await.unwrap();

@@ -21,7 +21,7 @@ pub struct TestRelay {
     task: JoinHandle<()>,
 }
 
-pub async fn relay(configure: impl FnOnce(&mut RelayConfig)) -> TestRelay {
+pub async fn start(configure: impl FnOnce(&mut RelayConfig)) -> TestRelay {
     let mut config = RelayConfig {
         listen: vec!["127.0.0.1:0".parse().unwrap()],
         ..RelayConfig::default()
