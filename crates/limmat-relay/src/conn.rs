@@ -156,7 +156,7 @@ async fn route_client(
                 domain: domain.into(),
                 deadline: Instant::now() + shared.config.client_wait,
             };
-            client::dispatch(shared, client, None).await;
+            Box::pin(client::dispatch(shared, client, None)).await;
         }
     }
 }

@@ -61,7 +61,7 @@ pub(crate) async fn wait(
                 client = &mut rx => match client {
                     Ok(client) => {
                         drop((waiting, admission));
-                        client::dispatch(shared, client, Some(DeviceLeg { conn })).await;
+                        Box::pin(client::dispatch(shared, client, Some(DeviceLeg { conn }))).await;
                         return None;
                     }
                     // The client that popped this slot stopped before sending: queue again.
@@ -73,7 +73,7 @@ pub(crate) async fn wait(
                     rx.close();
                     if let Ok(client) = rx.try_recv() {
                         drop((waiting, admission));
-                        client::dispatch(shared, client, Some(DeviceLeg { conn })).await;
+                        Box::pin(client::dispatch(shared, client, Some(DeviceLeg { conn }))).await;
                         return None;
                     }
                     drop(waiting);
@@ -84,7 +84,7 @@ pub(crate) async fn wait(
                         rx.close();
                         if let Ok(client) = rx.try_recv() {
                             drop((waiting, admission));
-                            client::dispatch(shared, client, None).await;
+                            Box::pin(client::dispatch(shared, client, None)).await;
                         } else {
                             tracing::info!(domain = %admission.domain(), peer = %conn.peer, %reason, "device left while waiting");
                         }
