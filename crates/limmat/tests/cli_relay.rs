@@ -1,0 +1,67 @@
+//! `limmat relay` as a process: bad settings are refused with an error naming them, and
+//! SIGTERM stops it gracefully.
+
+mod common;
+
+use common::*;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+#[test]
+fn hold_time_of_75s_is_refused() {
+    // Checklist 20.
+    for bad in ["75s", "0s", "2m"] {
+        let (ok, stderr) = run(&["relay", "--listen", "127.0.0.1:0", "--hold-time", bad]);
+        assert!(!ok);
+        assert!(stderr.contains("hold_time"), "{stderr}");
+    }
+}
+
+#[test]
+fn bad_values_are_named() {
+    let (ok, stderr) = run(&["relay", "--listen", "nonsense"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("nonsense") && stderr.contains("--listen"),
+        "{stderr}"
+    );
+    let (ok, stderr) = run(&["relay", "--max-head", "lots"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("lots") && stderr.contains("--max-head"),
+        "{stderr}"
+    );
+    let (ok, stderr) = run(&["relay", "--client-wait", "soon"]);
+    assert!(!ok);
+    assert!(stderr.contains("soon"), "{stderr}");
+    let (ok, stderr) = run(&["relay", "--root-uri", "example.com"]);
+    assert!(!ok);
+    assert!(stderr.contains("root_uri"), "{stderr}");
+}
+
+#[test]
+fn busy_port_is_reported() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (ok, stderr) = run(&["relay", "--listen", &addr]);
+    assert!(!ok);
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr}")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn serves_and_stops_gracefully_on_sigterm() {
+    let mut relay = Limmat::spawn(&["relay", "--listen", "127.0.0.1:0", "--client-wait", "0"]);
+    let addr = relay.listening_addr();
+    let mut client = TcpStream::connect(addr).unwrap();
+    client.write_all(b"GET /nobody HTTP/1.1\r\n\r\n").unwrap();
+    let mut response = Vec::new();
+    client.read_to_end(&mut response).unwrap();
+    assert_eq!(response, b"HTTP/1.1 504 \r\n\r\n");
+    relay.signal("TERM");
+    let (status, log) = relay.wait_exit();
+    assert!(status.success(), "{log}");
+    assert!(log.contains("stopped"), "{log}");
+}

@@ -1,0 +1,125 @@
+//! Runs the real `limmat` binary as a child process: its log lines are read from stderr so tests
+//! learn bound ports and wait for events without sleeping, and the child is killed on drop.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+pub struct Limmat {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    pub log: Vec<String>,
+}
+
+impl Limmat {
+    pub fn spawn(args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_limmat"))
+            .args(args)
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("limmat starts");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            child,
+            lines,
+            log: Vec::new(),
+        }
+    }
+
+    /// Waits for a log line containing `needle` and returns it.
+    pub fn wait_for(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.log.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "no log line with {needle:?}; log so far:\n{}",
+                    self.log.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Waits for the `listening addr=…` line and returns the address.
+    pub fn listening_addr(&mut self) -> SocketAddr {
+        let line = self.wait_for("listening");
+        field(&line, "addr").parse().expect("an address")
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit and returns its status and remaining stderr.
+    pub fn wait_exit(mut self) -> (ExitStatus, String) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                let rest: Vec<String> =
+                    std::iter::from_fn(|| self.lines.recv_timeout(Duration::from_secs(1)).ok())
+                        .collect();
+                self.log.extend(rest);
+                return (status, self.log.join("\n"));
+            }
+            assert!(Instant::now() < deadline, "limmat did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Limmat {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The value of `name=value` in a log line.
+pub fn field<'a>(line: &'a str, name: &str) -> &'a str {
+    let key = format!("{name}=");
+    let start = line
+        .find(&key)
+        .map(|i| i + key.len())
+        .unwrap_or_else(|| panic!("{name} in {line}"));
+    line[start..].split_whitespace().next().unwrap_or("")
+}
+
+/// Runs limmat to completion with `args`; returns (success, stderr).
+pub fn run(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_limmat"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("limmat runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
