@@ -1,0 +1,408 @@
+#!/usr/bin/env bash
+# bench/http.sh — HTTP throughput and latency through Limmat, next to rathole and a direct baseline.
+#
+# What it measures, in one run and with the same wrk load for every cell:
+#   direct   wrk -> nginx                                    (the origin alone)
+#   limmat   wrk -> limmat relay -> limmat tunnel server -> nginx
+#              (path form: http://127.0.0.1:RELAYPORT/bench/; nginx answers any path)
+#   rathole  wrk -> rathole server -> rathole client -> nginx (transport tcp, no noise)
+# each once with HTTP keep-alive and once with `Connection: close` (every request a new TCP
+# connection, so through limmat every request also takes a fresh PTTH device connection).
+# It prints one table: requests/s, the ratio to rathole's requests/s in the same mode, latency
+# p50/p99 (wrk --latency), requests completed, non-2xx/3xx responses and wrk socket errors.
+#
+# The origin is nginx on 127.0.0.1 (worker_processes 1, access_log off, a 13-byte body
+# "hello, limmat"), run in the foreground with its own prefix in a temporary directory.
+# Everything listens on 127.0.0.1 on free ports below the ephemeral range; every process the
+# script starts is stopped on exit. Relay, tunnel and rathole run with RUST_LOG=warn.
+#
+# Run by hand, never in CI (about 6 x (WARMUP + DURATION + SETTLE) plus start-up):
+#     bench/http.sh
+#     DURATION=3s CONNECTIONS=20 bench/http.sh
+# Settings (environment variables, defaults in brackets):
+#     DURATION [10s]      wrk -d for each measured cell
+#     CONNECTIONS [50]    wrk -c
+#     THREADS [2]         wrk -t
+#     WARMUP [2s]         unmeasured wrk run before each cell (0 = none)
+#     SETTLE [2]          seconds of rest before each cell (the tunnel refills its pool)
+#     WRK_TIMEOUT [10s]   wrk --timeout; above the relay's 5 s client wait, so 504s are
+#                         counted as non-2xx responses rather than as wrk timeouts
+#     MIN_LISTENERS [=CONNECTIONS]  limmat tunnel --min-listeners
+#     MAX_SOCKETS [max(128, 4 x CONNECTIONS)]  limmat tunnel --max-sockets
+#     MAX_PER_DOMAIN [0]  limmat relay --max-per-domain (0 = no cap)
+#     STATUS_CODES [0]    1 = count responses per HTTP status with bench/status.lua
+#                         (costs wrk some throughput, so it is off by default)
+#     LEGS ["direct limmat rathole"]  which targets to run
+#     SKIP_BUILD [0]      1 = use target/release/limmat as it is
+#     KEEP_TMP [0]        1 = keep the temporary directory (configs, logs, raw wrk output)
+#
+# On a fresh Debian machine it installs what is missing: wrk, nginx-light (or nginx) and curl
+# with apt-get, rathole with `cargo install rathole`, and it builds limmat with
+# `cargo build --release`. If `limmat tunnel server` does not exist yet, the limmat rows are
+# reported as skipped.
+set -euo pipefail
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$BENCH_DIR/.." && pwd)
+
+DURATION=${DURATION:-10s}
+CONNECTIONS=${CONNECTIONS:-50}
+THREADS=${THREADS:-2}
+WARMUP=${WARMUP:-2s}
+SETTLE=${SETTLE:-2}
+WRK_TIMEOUT=${WRK_TIMEOUT:-10s}
+MIN_LISTENERS=${MIN_LISTENERS:-$CONNECTIONS}
+if (( 4 * CONNECTIONS > 128 )); then default_max_sockets=$(( 4 * CONNECTIONS )); else default_max_sockets=128; fi
+MAX_SOCKETS=${MAX_SOCKETS:-$default_max_sockets}
+MAX_PER_DOMAIN=${MAX_PER_DOMAIN:-0}
+STATUS_CODES=${STATUS_CODES:-0}
+LEGS=${LEGS:-direct limmat rathole}
+SKIP_BUILD=${SKIP_BUILD:-0}
+KEEP_TMP=${KEEP_TMP:-0}
+DOMAIN=bench
+export RUST_LOG=warn
+
+log() { printf '[bench] %s\n' "$*" >&2; }
+die() { printf '[bench] error: %s\n' "$*" >&2; exit 1; }
+
+# "10s", "2m", "500ms" or a bare number of seconds -> whole seconds (rounded up).
+to_seconds() {
+    local v=$1
+    case $v in
+        *ms) echo $(( (${v%ms} + 999) / 1000 )) ;;
+        *s) echo "${v%s}" ;;
+        *m) echo $(( ${v%m} * 60 )) ;;
+        *h) echo $(( ${v%h} * 3600 )) ;;
+        *) echo "$v" ;;
+    esac
+}
+
+# ---------------------------------------------------------------------------------------------
+# Tools
+# ---------------------------------------------------------------------------------------------
+SUDO=
+if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi
+apt_updated=0
+apt_install() {
+    if [ "$apt_updated" = 0 ]; then
+        log "apt-get update"
+        $SUDO apt-get update -q >&2
+        apt_updated=1
+    fi
+    log "apt-get install $*"
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" >&2
+}
+
+find_nginx() { command -v nginx 2>/dev/null || { [ -x /usr/sbin/nginx ] && echo /usr/sbin/nginx; } || true; }
+
+command -v curl >/dev/null 2>&1 || apt_install curl
+command -v wrk >/dev/null 2>&1 || apt_install wrk
+NGINX=$(find_nginx)
+if [ -z "$NGINX" ]; then
+    apt_install nginx-light || apt_install nginx
+    NGINX=$(find_nginx)
+    [ -n "$NGINX" ] || die "nginx is still missing after apt-get install"
+fi
+command -v timeout >/dev/null 2>&1 || die "timeout (coreutils) is missing"
+command -v cargo >/dev/null 2>&1 || die "cargo is missing (needed to build limmat and rathole)"
+
+want_leg() { [[ " $LEGS " == *" $1 "* ]]; }
+
+RATHOLE=${RATHOLE:-$(command -v rathole 2>/dev/null || echo "$HOME/.cargo/bin/rathole")}
+if want_leg rathole && [ ! -x "$RATHOLE" ]; then
+    # --locked does not build with this toolchain; the plain install does.
+    log "cargo install rathole"
+    cargo install rathole >&2
+    RATHOLE=$(command -v rathole 2>/dev/null || echo "$HOME/.cargo/bin/rathole")
+    [ -x "$RATHOLE" ] || die "rathole is still missing after cargo install"
+fi
+
+LIMMAT=$ROOT/target/release/limmat
+if want_leg limmat; then
+    if [ "$SKIP_BUILD" != 1 ]; then
+        log "cargo build --release"
+        (cd "$ROOT" && cargo build --release >&2)
+    fi
+    [ -x "$LIMMAT" ] || die "$LIMMAT is missing"
+fi
+have_tunnel=0
+if want_leg limmat && "$LIMMAT" tunnel server --help >/dev/null 2>&1; then have_tunnel=1; fi
+if want_leg limmat && [ "$have_tunnel" = 0 ]; then
+    log "warning: '$LIMMAT tunnel server' does not exist yet; the limmat rows are skipped"
+fi
+
+# More descriptors for 2 x CONNECTIONS sockets per hop; the children inherit the limit.
+hard=$(ulimit -Hn)
+if [ "$hard" = unlimited ] || (( hard > 65536 )); then hard=65536; fi
+ulimit -n "$hard" 2>/dev/null || true
+
+# ---------------------------------------------------------------------------------------------
+# Processes and clean-up
+# ---------------------------------------------------------------------------------------------
+TMPD=$(mktemp -d -t limmat-bench.XXXXXX)
+chmod 755 "$TMPD"
+PIDS=()
+NAMES=()
+
+cleanup() {
+    local rc=$? i pid deadline
+    trap - EXIT INT TERM
+    for (( i = ${#PIDS[@]} - 1; i >= 0; i-- )); do
+        kill -TERM "${PIDS[$i]}" 2>/dev/null || true
+    done
+    deadline=$(( SECONDS + 5 ))
+    for pid in "${PIDS[@]}"; do
+        while kill -0 "$pid" 2>/dev/null && (( SECONDS < deadline )); do sleep 0.1; done
+        if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null || true; fi
+        wait "$pid" 2>/dev/null || true
+    done
+    if [ "$KEEP_TMP" = 1 ]; then
+        log "kept $TMPD"
+    else
+        rm -rf "$TMPD"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# start NAME COMMAND... : run in the background, output to $TMPD/NAME.log.
+start() {
+    local name=$1
+    shift
+    "$@" >"$TMPD/$name.log" 2>&1 &
+    PIDS+=("$!")
+    NAMES+=("$name")
+}
+
+alive_or_die() {
+    local i
+    for i in "${!PIDS[@]}"; do
+        if ! kill -0 "${PIDS[$i]}" 2>/dev/null; then
+            tail -n 20 "$TMPD/${NAMES[$i]}.log" >&2 || true
+            die "${NAMES[$i]} exited early (log above)"
+        fi
+    done
+}
+
+# wait_200 URL WHAT SECONDS: poll with curl until URL answers 200 with the origin's body.
+wait_200() {
+    local url=$1 what=$2 deadline=$(( SECONDS + $3 )) body
+    while (( SECONDS < deadline )); do
+        alive_or_die
+        body=$(curl -s --max-time 2 -w ' %{http_code}' "$url" 2>/dev/null || true)
+        if [ "$body" = "hello, limmat 200" ]; then
+            log "$what answers 200 at $url"
+            return 0
+        fi
+        sleep 0.2
+    done
+    die "$what did not answer 200 at $url within $3 s (last: '${body:-nothing}')"
+}
+
+# Free TCP ports on 127.0.0.1, below the ephemeral range so that wrk's and the relays' own
+# outgoing connections cannot take them.
+CHOSEN=" "
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+free_port() {
+    local p tries=0
+    while (( tries++ < 200 )); do
+        p=$(( 20000 + RANDOM % 12000 ))
+        [[ $CHOSEN == *" $p "* ]] && continue
+        port_in_use "$p" && continue
+        CHOSEN+="$p "
+        echo "$p"
+        return 0
+    done
+    die "no free port found"
+}
+ORIGIN_PORT=$(free_port)
+RELAY_PORT=$(free_port)
+RATHOLE_CTRL_PORT=$(free_port)
+RATHOLE_PORT=$(free_port)
+
+# ---------------------------------------------------------------------------------------------
+# Origin, limmat, rathole
+# ---------------------------------------------------------------------------------------------
+sed -e "s|@DIR@|$TMPD|g" -e "s|@PORT@|$ORIGIN_PORT|g" "$BENCH_DIR/nginx.conf.in" >"$TMPD/nginx.conf"
+# -e: the error log before the config is read (else nginx tries /var/log/nginx/error.log).
+start nginx "$NGINX" -p "$TMPD" -c "$TMPD/nginx.conf" -e "$TMPD/nginx-error.log"
+DIRECT_URL=http://127.0.0.1:$ORIGIN_PORT/bench/
+wait_200 "$DIRECT_URL" "nginx" 15
+
+LIMMAT_URL=http://127.0.0.1:$RELAY_PORT/$DOMAIN/
+if want_leg limmat && [ "$have_tunnel" = 1 ]; then
+    start limmat-relay "$LIMMAT" relay --listen "127.0.0.1:$RELAY_PORT" \
+        --max-per-domain "$MAX_PER_DOMAIN" --drain-timeout 1s
+    start limmat-tunnel "$LIMMAT" tunnel server "127.0.0.1:$ORIGIN_PORT" \
+        "127.0.0.1:$RELAY_PORT" "$DOMAIN" \
+        --min-listeners "$MIN_LISTENERS" --max-sockets "$MAX_SOCKETS"
+    wait_200 "$LIMMAT_URL" "limmat relay + tunnel" 30
+fi
+
+RATHOLE_URL=http://127.0.0.1:$RATHOLE_PORT/bench/
+if want_leg rathole; then
+    token=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+    cat >"$TMPD/rathole-server.toml" <<EOF
+[server]
+bind_addr = "127.0.0.1:$RATHOLE_CTRL_PORT"
+
+[server.transport]
+type = "tcp"
+
+[server.services.$DOMAIN]
+token = "$token"
+bind_addr = "127.0.0.1:$RATHOLE_PORT"
+EOF
+    cat >"$TMPD/rathole-client.toml" <<EOF
+[client]
+remote_addr = "127.0.0.1:$RATHOLE_CTRL_PORT"
+
+[client.transport]
+type = "tcp"
+
+[client.services.$DOMAIN]
+token = "$token"
+local_addr = "127.0.0.1:$ORIGIN_PORT"
+EOF
+    start rathole-server "$RATHOLE" --server "$TMPD/rathole-server.toml"
+    start rathole-client "$RATHOLE" --client "$TMPD/rathole-client.toml"
+    wait_200 "$RATHOLE_URL" "rathole" 30
+fi
+
+# ---------------------------------------------------------------------------------------------
+# Measurements
+# ---------------------------------------------------------------------------------------------
+wrk_version=$(wrk -v 2>&1 | head -n 1 | awk '{print $2}' || true)
+rathole_version=$("$RATHOLE" --version 2>/dev/null | awk '/Build Version/ {print $3}' || true)
+limmat_version=$("$LIMMAT" --version 2>/dev/null || true)
+log "wrk $wrk_version: -t$THREADS -c$CONNECTIONS -d$DURATION --latency --timeout $WRK_TIMEOUT," \
+    "warm-up $WARMUP, rest ${SETTLE}s"
+
+dur_s=$(to_seconds "$DURATION")
+warm_s=$(to_seconds "$WARMUP")
+
+# wrk_cmd DURATION MODE URL OUT
+wrk_cmd() {
+    local d=$1 mode=$2 url=$3 out=$4 limit
+    local args=(-t"$THREADS" -c"$CONNECTIONS" -d"$d" --latency --timeout "$WRK_TIMEOUT")
+    if [ "$mode" = close ]; then args+=(-H 'Connection: close'); fi
+    if [ "$STATUS_CODES" = 1 ]; then args+=(-s "$BENCH_DIR/status.lua"); fi
+    limit=$(( $(to_seconds "$d") + $(to_seconds "$WRK_TIMEOUT") + 30 ))
+    timeout -k 5 "$limit" wrk "${args[@]}" "$url" >"$out" 2>&1
+}
+
+# wrk's latency with its unit (us, ms, s, m) -> milliseconds.
+to_ms() {
+    awk -v v="$1" 'BEGIN {
+        if (v == "") { print "-"; exit }
+        n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
+        f = (u == "us") ? 0.001 : (u == "ms") ? 1 : (u == "s") ? 1000 : (u == "m") ? 60000 : (u == "h") ? 3600000 : 1
+        printf "%.2f", n * f
+    }'
+}
+
+declare -A RPS P50 P99 REQS NON2XX ERRS CODES
+MODES=(keepalive close)
+mode_label() { if [ "$1" = keepalive ]; then echo keep-alive; else echo "conn-close"; fi; }
+
+run_cell() {
+    local target=$1 mode=$2 url=$3 key="$1/$2" out="$TMPD/wrk-$1-$2.txt" line
+    sleep "$SETTLE"
+    alive_or_die
+    if (( warm_s > 0 )); then
+        wrk_cmd "$WARMUP" "$mode" "$url" "$TMPD/wrk-$target-$mode-warmup.txt" || true
+    fi
+    log "measuring $target $(mode_label "$mode") for $DURATION: $url"
+    if ! wrk_cmd "$DURATION" "$mode" "$url" "$out"; then
+        log "wrk failed for $target $mode:"
+        cat "$out" >&2 || true
+    fi
+    RPS[$key]=$(awk '/^Requests\/sec:/ {print $2}' "$out")
+    P50[$key]=$(to_ms "$(awk '$1 == "50%" {print $2}' "$out")")
+    P99[$key]=$(to_ms "$(awk '$1 == "99%" {print $2}' "$out")")
+    REQS[$key]=$(awk '/ requests in / {print $1}' "$out")
+    NON2XX[$key]=$(awk '/Non-2xx or 3xx responses:/ {print $NF}' "$out")
+    line=$(grep 'Socket errors:' "$out" || true)
+    if [ -n "$line" ]; then
+        # "Socket errors: connect 0, read 12, write 0, timeout 0" -> "0/12/0/0"
+        ERRS[$key]=$(echo "$line" | sed -E 's/.*connect ([0-9]+), read ([0-9]+), write ([0-9]+), timeout ([0-9]+).*/\1\/\2\/\3\/\4/')
+    else
+        ERRS[$key]=0/0/0/0
+    fi
+    CODES[$key]=$(sed -n 's/^Status codes: //p' "$out")
+    : "${RPS[$key]:=0}" "${NON2XX[$key]:=0}" "${REQS[$key]:=0}"
+}
+
+for target in direct limmat rathole; do
+    want_leg "$target" || continue
+    case $target in
+        direct) url=$DIRECT_URL ;;
+        limmat) [ "$have_tunnel" = 1 ] || continue; url=$LIMMAT_URL ;;
+        rathole) url=$RATHOLE_URL ;;
+    esac
+    for mode in "${MODES[@]}"; do run_cell "$target" "$mode" "$url"; done
+done
+
+# ---------------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------------
+echo
+echo "HTTP through limmat vs rathole vs direct — $(date -u '+%Y-%m-%d %H:%M:%SZ'), $(nproc) cores, $(uname -r)"
+echo "load:    wrk $wrk_version -t$THREADS -c$CONNECTIONS -d$DURATION --latency --timeout $WRK_TIMEOUT" \
+    "(warm-up $WARMUP, ${SETTLE}s rest before each cell)"
+echo "origin:  $("$NGINX" -v 2>&1 | sed 's/^nginx version: //'), worker_processes 1, 13-byte body, 127.0.0.1:$ORIGIN_PORT"
+if want_leg limmat; then
+    echo "limmat:  ${limmat_version:-?}; relay --max-per-domain $MAX_PER_DOMAIN (other settings default);" \
+        "tunnel server --min-listeners $MIN_LISTENERS --max-sockets $MAX_SOCKETS; URL $LIMMAT_URL"
+fi
+if want_leg rathole; then
+    echo "rathole: ${rathole_version:-?}, transport tcp (defaults), URL $RATHOLE_URL"
+fi
+echo "RUST_LOG=warn for limmat and rathole. 'vs rathole' = req/s / rathole req/s in the same mode."
+echo "errors = wrk socket errors connect/read/write/timeout; non-2xx counts non-2xx/3xx responses."
+echo
+fmt='%-8s %-11s %10s %10s %9s %9s %10s %8s %-14s\n'
+# shellcheck disable=SC2059
+printf "$fmt" target mode req/s "vs rathole" "p50 ms" "p99 ms" requests non-2xx errors
+# shellcheck disable=SC2059
+printf "$fmt" -------- ----------- ---------- ---------- --------- --------- ---------- -------- --------------
+for target in direct limmat rathole; do
+    want_leg "$target" || continue
+    for mode in "${MODES[@]}"; do
+        key=$target/$mode
+        if [ -z "${RPS[$key]+x}" ]; then
+            # shellcheck disable=SC2059
+            printf "$fmt" "$target" "$(mode_label "$mode")" skipped - - - - - "(no limmat tunnel)"
+            continue
+        fi
+        ratio=-
+        if [ -n "${RPS[rathole/$mode]+x}" ]; then
+            ratio=$(awk -v a="${RPS[$key]}" -v b="${RPS[rathole/$mode]}" \
+                'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }')
+        fi
+        # shellcheck disable=SC2059
+        printf "$fmt" "$target" "$(mode_label "$mode")" \
+            "$(awk -v r="${RPS[$key]}" 'BEGIN { printf "%.0f", r }')" "$ratio" \
+            "${P50[$key]}" "${P99[$key]}" "${REQS[$key]}" "${NON2XX[$key]}" "${ERRS[$key]}"
+    done
+done
+
+if [ "$STATUS_CODES" = 1 ]; then
+    echo
+    echo "status codes per cell:"
+    for key in "${!CODES[@]}"; do printf '  %-18s %s\n' "$key" "${CODES[$key]:-?}"; done | sort
+fi
+
+# Anything the servers logged at warn or above during the run, briefly.
+first=1
+for name in "${NAMES[@]}"; do
+    f=$TMPD/$name.log
+    [ "$name" = nginx ] && f=$TMPD/nginx-error.log
+    if [ -s "$f" ]; then
+        if [ "$first" = 1 ]; then echo; echo "server logs (warn and above; first lines):"; first=0; fi
+        echo "  $name: $(wc -l <"$f") lines"
+        head -n 5 "$f" | cut -c1-200 | sed 's/^/    /'
+    fi
+done
