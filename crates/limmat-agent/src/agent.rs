@@ -277,19 +277,13 @@ where
                     info!(relay = %target, early_bytes = leftover.len(), "client paired (101)");
                     self.hand_over(RelayedConn::new(stream, leftover), permit);
                 }
-                Ok(Outcome::Redirect(r)) if hops >= MAX_REDIRECTS => {
+                Ok(Outcome::Redirect(to)) if hops >= MAX_REDIRECTS => {
                     hops = 0;
                     self.failed(&target, &backoff, &AttemptError::TooManyRedirects);
-                    debug!(to = ?r, "not followed");
+                    debug!(%to, "not followed");
                 }
-                Ok(Outcome::Redirect(r)) if r.tls => {
-                    hops = 0;
-                    let err = AttemptError::TlsRedirect(format!("{}:{}", r.host, r.port));
-                    self.failed(&target, &backoff, &err);
-                }
-                Ok(Outcome::Redirect(r)) => {
+                Ok(Outcome::Redirect(to)) => {
                     hops += 1;
-                    let to = Target::from(r);
                     info!(from = %target, %to, hop = hops, "redirected");
                     *lock(&self.redirect) = Some(to);
                 }

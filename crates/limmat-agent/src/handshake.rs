@@ -34,14 +34,30 @@ impl std::fmt::Display for Target {
     }
 }
 
-/// A redirect is followed by going to its host and registering its domain there.
-impl From<Redirect> for Target {
-    fn from(r: Redirect) -> Self {
-        Target {
+/// Why a `307`/`308` cannot be followed.
+#[derive(Debug, thiserror::Error)]
+pub enum RedirectError {
+    #[error("a redirect without a usable Location")]
+    BadLocation,
+    #[error("a redirect to TLS ({0}), which is not supported yet")]
+    Tls(String),
+}
+
+impl Target {
+    /// Where a `307`/`308` with this `Location` sends a device or tunnel client: its host, and
+    /// the domain from its path (2.9).
+    pub fn from_location(location: Option<&[u8]>) -> Result<Self, RedirectError> {
+        let r = location
+            .and_then(Redirect::parse)
+            .ok_or(RedirectError::BadLocation)?;
+        if r.tls {
+            return Err(RedirectError::Tls(format!("{}:{}", r.host, r.port)));
+        }
+        Ok(Target {
             host: r.host,
             port: r.port,
             domain: r.domain,
-        }
+        })
     }
 }
 
@@ -55,7 +71,7 @@ pub enum Outcome {
         leftover: Vec<u8>,
     },
     /// `307` or `308` with a usable `Location`.
-    Redirect(Redirect),
+    Redirect(Target),
     /// `429` with a delta-seconds `Retry-After`.
     RetryAfter(Duration),
 }
@@ -84,14 +100,12 @@ pub enum AttemptError {
     BytesAfterRenewal(usize),
     #[error("the relay answered {0}")]
     Status(u16),
-    #[error("the relay answered {0} without a usable Location")]
-    BadRedirect(u16),
+    #[error("{0}")]
+    Redirect(#[from] RedirectError),
     #[error("the relay answered 429 without a delta-seconds Retry-After")]
     BadRetryAfter,
     #[error("more than {MAX_REDIRECTS} redirects in a row")]
     TooManyRedirects,
-    #[error("the relay redirected to TLS ({0}), which this agent does not support yet")]
-    TlsRedirect(String),
 }
 
 /// Redirects followed in a row without a `101` or `204`; one more is a failure.
@@ -139,13 +153,9 @@ pub async fn exchange(
             // 204 either: bytes here mean the two ends disagree about where we are.
             204 if !buf.is_empty() => return Err(AttemptError::BytesAfterRenewal(buf.len())),
             204 => on_event(Event::Renewed),
-            status @ (307 | 308) => {
-                let redirect = reply
-                    .location
-                    .as_deref()
-                    .and_then(Redirect::parse)
-                    .ok_or(AttemptError::BadRedirect(status))?;
-                return Ok(Outcome::Redirect(redirect));
+            307 | 308 => {
+                let to = Target::from_location(reply.location.as_deref())?;
+                return Ok(Outcome::Redirect(to));
             }
             429 => match reply.retry_after {
                 Some(RetryAfter::Seconds(n)) => {

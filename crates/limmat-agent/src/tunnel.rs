@@ -12,7 +12,6 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use limmat_wire::reply::Redirect;
 use limmat_wire::request::RequestHead;
 use limmat_wire::route::parse_domain;
 use limmat_wire::tunnel::{PROXY_BAD_GATEWAY, PROXY_METHOD_NOT_ALLOWED, PROXY_OK, connect_request};
@@ -25,7 +24,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::addr::{LocalAddr, RelayAddr};
 use crate::agent::{Agent, AgentError, DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT};
 use crate::conn::RelayedConn;
-use crate::handshake::{MAX_REDIRECTS, Target};
+use crate::handshake::{MAX_REDIRECTS, RedirectError, Target};
 use crate::head::{HeadError, read_final_reply, read_head};
 use crate::serve::{LOCAL_CONNECT_TIMEOUT, forward, splice};
 use crate::transport;
@@ -42,27 +41,31 @@ const LINGER_BYTES: u64 = 64 * 1024;
 
 /// Server mode: runs `agent` and splices every relayed connection to `local`.
 pub async fn run_server(agent: Agent, local: LocalAddr, shutdown: CancellationToken) {
-    let handler = move |conn: RelayedConn| {
-        let local = local.clone();
-        async move {
-            match forward(conn, &local).await {
-                Ok((up, down)) => info!(%local, up, down, "relayed connection ended"),
-                Err(e) => warn!(%local, "relayed connection failed: {e}"),
-            }
-        }
-    };
-    agent.run(handler, shutdown).await;
+    let serve = |conn, local: LocalAddr| async move { forward(conn, &local).await };
+    run_mode(agent, local, shutdown, serve).await;
 }
 
 /// Proxy mode: runs `agent` and answers the `CONNECT` head of every relayed connection with
 /// [`proxy`].
 pub async fn run_proxy(agent: Agent, local: LocalAddr, shutdown: CancellationToken) {
+    let serve = |conn, local: LocalAddr| async move { proxy(conn, &local).await };
+    run_mode(agent, local, shutdown, serve).await;
+}
+
+/// Runs `agent`, serving each relayed connection with `serve` and logging how it ended.
+async fn run_mode<S, F, E>(agent: Agent, local: LocalAddr, shutdown: CancellationToken, serve: S)
+where
+    S: Fn(RelayedConn, LocalAddr) -> F + Send + Sync + 'static,
+    F: Future<Output = Result<(u64, u64), E>> + Send + 'static,
+    E: std::fmt::Display,
+{
     let handler = move |conn: RelayedConn| {
+        let work = serve(conn, local.clone());
         let local = local.clone();
         async move {
-            match proxy(conn, &local).await {
-                Ok((up, down)) => info!(%local, up, down, "proxied connection ended"),
-                Err(e) => warn!(%local, "proxied connection refused: {e}"),
+            match work.await {
+                Ok((up, down)) => info!(%local, up, down, "relayed connection ended"),
+                Err(e) => warn!(%local, "relayed connection failed: {e}"),
             }
         }
     };
@@ -270,12 +273,10 @@ pub enum TunnelError {
     Head(#[from] HeadError),
     #[error("the relay or device answered {0}")]
     Status(u16),
-    #[error("the relay answered {0} without a usable Location")]
-    BadRedirect(u16),
+    #[error("{0}")]
+    Redirect(#[from] RedirectError),
     #[error("more than {MAX_REDIRECTS} redirects")]
     TooManyRedirects,
-    #[error("the relay redirected to TLS ({0}), which is not supported yet")]
-    TlsRedirect(String),
 }
 
 /// Sends `CONNECT /<domain>` (2.8.1, checklist 40) and reads the answer, following `307`/`308`.
@@ -304,19 +305,8 @@ async fn open_tunnel(
                 debug!(relay = %target, early_bytes = buf.len(), "tunnel open");
                 return Ok((relay, buf));
             }
-            status @ (307 | 308) => {
-                let redirect = reply
-                    .location
-                    .as_deref()
-                    .and_then(Redirect::parse)
-                    .ok_or(TunnelError::BadRedirect(status))?;
-                if redirect.tls {
-                    return Err(TunnelError::TlsRedirect(format!(
-                        "{}:{}",
-                        redirect.host, redirect.port
-                    )));
-                }
-                let to = Target::from(redirect);
+            307 | 308 => {
+                let to = Target::from_location(reply.location.as_deref())?;
                 info!(from = %target, %to, "redirected");
                 target = to;
             }
