@@ -68,41 +68,54 @@ pub(crate) async fn dispatch(
             ClientReady::Refused => return refuse(client).await,
             ClientReady::Queued(wait) => wait,
         };
-        let _waiting = shared.stats.hold(Gauge::WaitingClient);
-        loop {
+        let waiting = shared.stats.hold(Gauge::WaitingClient);
+        let outcome = loop {
             let room = client.buf.len() < client.head_len + WAIT_BUFFER;
             tokio::select! {
-                leg = &mut rx => {
-                    // An Err means the device that popped this slot stopped first: queue again.
-                    device = leg.ok();
-                    break;
-                }
+                // An Err means the device that popped this slot stopped first: queue again.
+                leg = &mut rx => break Waited::Device(leg.ok()),
                 () = sleep_until(client.deadline) => {
                     rx.close();
-                    match rx.try_recv() {
-                        Ok(leg) => {
-                            device = Some(leg);
-                            break;
-                        }
-                        Err(_) => return refuse(client).await,
-                    }
+                    break match rx.try_recv() {
+                        Ok(leg) => Waited::Device(Some(leg)),
+                        Err(_) => Waited::Refuse,
+                    };
                 }
                 ready = client.conn.stream.readable(), if room => {
                     if let Err(e) = ready.and_then(|()| read_more(&mut client)) {
                         // A client that leaves consumes no device (2.5.6).
                         rx.close();
-                        if let Ok(leg) = rx.try_recv() {
-                            return crate::conn::requeue(shared, leg, &client.domain).await;
-                        }
-                        tracing::info!(domain = %client.domain, peer = %client.conn.peer, reason = %e, "client left while waiting");
-                        return;
+                        break Waited::Left(e, rx.try_recv().ok());
                     }
                 }
-                () = shared.shutdown.cancelled() => return refuse(client).await,
+                () = shared.shutdown.cancelled() => break Waited::Refuse,
+            }
+        };
+        // No longer waiting, whatever comes next: free the place before acting.
+        drop((wait, waiting));
+        match outcome {
+            Waited::Device(leg) => device = leg,
+            Waited::Refuse => return refuse(client).await,
+            Waited::Left(reason, handed) => {
+                tracing::info!(domain = %client.domain, peer = %client.conn.peer, %reason, "client left while waiting");
+                if let Some(leg) = handed {
+                    // A device was handed over in the same instant: it waits again.
+                    return crate::conn::requeue(shared, leg, &client.domain).await;
+                }
+                return;
             }
         }
-        drop(wait);
     }
+}
+
+/// How a client's wait ended.
+enum Waited {
+    /// A device was handed over, or (`None`) the one that was about to be is gone: look again.
+    Device(Option<DeviceLeg>),
+    /// `client_wait` is over, or the relay is stopping: `504`.
+    Refuse,
+    /// The client closed or failed, possibly just as a device was handed over.
+    Left(io::Error, Option<DeviceLeg>),
 }
 
 /// Buffers what a waiting client sends; EOF and errors mean it left.
