@@ -48,7 +48,7 @@ pub mod tunnel;
 pub use addr::{AddrError, LocalAddr, RelayAddr};
 pub use agent::{Agent, AgentConfig, AgentError, AgentStatus};
 pub use conn::RelayedConn;
-pub use handshake::AttemptError;
+pub use handshake::{AttemptError, RedirectError};
 pub use head::{HeadError, MAX_HEAD};
 pub use serve::{BoxError, forward, serve_http};
 /// Re-exported so that callers need no direct `tokio-util` dependency to stop an agent.
