@@ -382,3 +382,14 @@ async fn renewal_to_another_domain_is_admitted_afresh() {
     drop(device);
     relay.stop().await;
 }
+
+#[tokio::test]
+async fn yalertunnel2_handshake_shape_registers() {
+    // YalerTunnel2 always writes the port in Host and appends User-Agent and Content-Length: 0.
+    registers(
+        b"POST /gsiot-ffmq-ttd5 HTTP/1.1\r\nUpgrade: PTTH/1.0\r\nConnection: Upgrade\r\n\
+          Host: relay.example.com:80\r\nUser-Agent: YalerTunnel/2.3.2\r\nContent-Length: 0\r\n\r\n",
+        "gsiot-ffmq-ttd5",
+    )
+    .await;
+}
