@@ -55,6 +55,7 @@ impl FromStr for RelayAddr {
         };
         let (host, port) = split_host_port(rest).map_err(err)?;
         let port = match port {
+            Some(0) => return Err(err("the port must be a number from 1 to 65535")),
             Some(p) => p,
             None if matches!(scheme.as_deref(), Some("tls" | "ssl")) => 443,
             None => 80,
@@ -81,7 +82,8 @@ impl fmt::Display for RelayAddr {
     }
 }
 
-/// The local service (server and proxy modes) or the local listening address (client mode).
+/// The local service (server and proxy modes) or the local listening address (client mode,
+/// where port 0 asks for any free port; the modes that connect to it refuse port 0).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalAddr {
     pub host: String,
@@ -162,10 +164,10 @@ fn split_host_port(value: &str) -> Result<(&str, Option<u16>), &'static str> {
     }
     let port = match port {
         None => None,
-        Some(p) => Some(match p.parse::<u16>() {
-            Ok(0) | Err(_) => return Err("the port must be a number from 1 to 65535"),
-            Ok(p) => p,
-        }),
+        Some(p) => Some(
+            p.parse::<u16>()
+                .map_err(|_| "the port must be a number from 1 to 65535")?,
+        ),
     };
     Ok((host, port))
 }
@@ -224,6 +226,9 @@ mod tests {
     fn local_addresses_need_a_port() {
         assert_eq!("localhost:22".parse(), Ok(LocalAddr::new("localhost", 22)));
         assert_eq!("[::1]:22".parse(), Ok(LocalAddr::new("::1", 22)));
+        // Port 0 is for client mode's listener ("any free port").
+        assert_eq!("127.0.0.1:0".parse(), Ok(LocalAddr::new("127.0.0.1", 0)));
+        assert!("localhost:65536".parse::<LocalAddr>().is_err());
         let err = "localhost".parse::<LocalAddr>().unwrap_err().to_string();
         assert!(err.contains("port is required"), "{err}");
     }

@@ -205,7 +205,10 @@ impl TunnelClient {
     /// shutdown, open tunnels are closed; returns once every task has ended.
     pub async fn run(self, shutdown: CancellationToken) {
         let tracker = TaskTracker::new();
-        info!(relay = %self.home, local = ?self.local_addr().ok(), "tunnel client listening");
+        match self.local_addr() {
+            Ok(addr) => info!(relay = %self.home, %addr, "tunnel client listening"),
+            Err(e) => info!(relay = %self.home, error = %e, "tunnel client listening"),
+        }
         loop {
             let accepted = tokio::select! {
                 () = shutdown.cancelled() => break,

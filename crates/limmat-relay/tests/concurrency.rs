@@ -25,7 +25,10 @@ async fn racing_devices_and_clients_pair_one_to_one() {
             // A device answers whatever client it gets with that client's request line.
             tasks.spawn(async move {
                 let mut device = tokio::net::TcpStream::connect(addr).await.unwrap();
-                device.write_all(&handshake(&format!("dom{d}"))).await.unwrap();
+                device
+                    .write_all(&handshake(&format!("dom{d}")))
+                    .await
+                    .unwrap();
                 let mut got = vec![0; UPGRADE.len()];
                 device.read_exact(&mut got).await.unwrap();
                 assert_eq!(got, UPGRADE);

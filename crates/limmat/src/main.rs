@@ -4,6 +4,7 @@
 //! - `limmat tunnel server|proxy|client`: the device side, in YalerTunnel's argument shape.
 
 mod relay;
+mod tunnel;
 mod units;
 
 use clap::{Parser, Subcommand};
@@ -25,6 +26,8 @@ struct Cli {
 enum Command {
     /// Run a relay: devices connect out to it, web clients reach them through it.
     Relay(relay::RelayArgs),
+    /// Run the device side (server, proxy) or its client counterpart, as YalerTunnel does.
+    Tunnel(tunnel::TunnelArgs),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +55,7 @@ fn main() -> ExitCode {
         tokio::spawn(stop_on_signal(shutdown.clone()));
         match cli.command {
             Command::Relay(args) => relay::run(args, shutdown).await,
+            Command::Tunnel(args) => tunnel::run(args, shutdown).await,
         }
     });
     match result {

@@ -62,6 +62,12 @@ fn at_least_one(value: &str) -> Result<usize, String> {
 }
 
 pub async fn run(args: TunnelArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    if args.mode != Mode::Client && args.local.port == 0 {
+        anyhow::bail!(
+            "the local address {} has port 0: server and proxy modes connect to it, so it needs a real port",
+            args.local
+        );
+    }
     match args.mode {
         Mode::Client => {
             if args.secret_key.is_some() {

@@ -65,3 +65,39 @@ fn serves_and_stops_gracefully_on_sigterm() {
     assert!(status.success(), "{log}");
     assert!(log.contains("stopped"), "{log}");
 }
+
+#[test]
+fn tunnel_arguments_are_checked() {
+    let (ok, stderr) = run(&["tunnel", "server", "127.0.0.1:0", "127.0.0.1:8080", "dom"]);
+    assert!(!ok);
+    assert!(stderr.contains("port 0"), "{stderr}");
+    let (ok, stderr) = run(&[
+        "tunnel",
+        "server",
+        "127.0.0.1:80",
+        "127.0.0.1:8080",
+        "relay_domain",
+    ]);
+    assert!(!ok);
+    assert!(stderr.contains("reserved"), "{stderr}");
+    let (ok, stderr) = run(&["tunnel", "server", "127.0.0.1:80", "127.0.0.1:8080", "a/b"]);
+    assert!(!ok);
+    assert!(stderr.contains("'/'"), "{stderr}");
+    let (ok, stderr) = run(&["tunnel", "proxy", "localhost", "127.0.0.1:8080", "dom"]);
+    assert!(!ok);
+    assert!(stderr.contains("port is required"), "{stderr}");
+    let (ok, stderr) = run(&["tunnel", "bogus", "127.0.0.1:80", "127.0.0.1:8080", "dom"]);
+    assert!(!ok);
+    assert!(stderr.contains("bogus"), "{stderr}");
+    let (ok, stderr) = run(&[
+        "tunnel",
+        "server",
+        "127.0.0.1:80",
+        "127.0.0.1:8080",
+        "dom",
+        "--min-listeners",
+        "0",
+    ]);
+    assert!(!ok);
+    assert!(stderr.contains("at least 1"), "{stderr}");
+}

@@ -1,0 +1,216 @@
+//! End to end with the real binaries: `limmat tunnel server` behind `limmat relay` serves a
+//! local HTTP server to curl in path and subdomain form, and `limmat tunnel proxy` + `client`
+//! carry a TCP echo and an SSH-like interactive stream (the server speaks first).
+
+mod common;
+
+use common::*;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::Command;
+use std::thread;
+
+/// A local HTTP server that answers every request with its own request line as the body.
+fn http_origin() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        for stream in listener.incoming().map_while(Result::ok) {
+            thread::spawn(move || {
+                let mut reader = BufReader::new(stream);
+                let mut request_line = String::new();
+                if reader.read_line(&mut request_line).is_err() {
+                    return;
+                }
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                let body = request_line.trim_end();
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = reader.get_mut().write_all(response.as_bytes());
+            });
+        }
+    });
+    addr
+}
+
+/// A local service that greets first, like sshd, then answers each line in upper case.
+fn ssh_like_service() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        for stream in listener.incoming().map_while(Result::ok) {
+            thread::spawn(move || {
+                let mut writer = stream.try_clone().unwrap();
+                writer.write_all(b"SSH-2.0-LimmatTest\r\n").unwrap();
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if writer
+                        .write_all(format!("{}\n", line.to_uppercase()).as_bytes())
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn curl(args: &[&str]) -> String {
+    let out = Command::new("curl")
+        .args(["--silent", "--show-error", "--max-time", "10"])
+        .args(args)
+        .output()
+        .expect("curl runs (scripts/test installs it)");
+    assert!(
+        out.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn tunnel_server_serves_curl_in_path_and_subdomain_form() {
+    let origin = http_origin();
+    let mut relay = Limmat::spawn(&[
+        "relay",
+        "--listen",
+        "127.0.0.1:0",
+        "--hostname",
+        "relay.example.com",
+        "--client-wait",
+        "1s",
+    ]);
+    let relay_addr = relay.listening_addr();
+    let _tunnel = Limmat::spawn(&[
+        "tunnel",
+        "server",
+        &origin.to_string(),
+        &relay_addr.to_string(),
+        "My-Device",
+        "--min-listeners",
+        "2",
+    ]);
+    relay.wait_for("device connected");
+    let base = format!("http://{relay_addr}");
+    // Path form: the device sees the prefix, as with Yaler.
+    assert_eq!(
+        curl(&[&format!("{base}/my-device/led?on=1")]),
+        "GET /my-device/led?on=1 HTTP/1.1"
+    );
+    // Subdomain form: the device sees its own path.
+    let host = format!("my-device.relay.example.com:{}", relay_addr.port());
+    assert_eq!(
+        curl(&[
+            "--resolve",
+            &format!("{host}:127.0.0.1"),
+            &format!("http://{host}/status")
+        ]),
+        "GET /status HTTP/1.1"
+    );
+    // Many requests in a row: each pairing is replaced at once.
+    for i in 0..20 {
+        assert_eq!(
+            curl(&[&format!("{base}/my-device/{i}")]),
+            format!("GET /my-device/{i} HTTP/1.1")
+        );
+    }
+    // An unknown domain gets the relay's 504 after the client wait.
+    let status = curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &format!("{base}/nobody"),
+    ]);
+    assert_eq!(status, "504");
+}
+
+#[test]
+fn proxy_and_client_carry_an_interactive_stream() {
+    let service = ssh_like_service();
+    let mut relay = Limmat::spawn(&["relay", "--listen", "127.0.0.1:0"]);
+    let relay_addr = relay.listening_addr().to_string();
+    let _proxy = Limmat::spawn(&[
+        "tunnel",
+        "proxy",
+        &service.to_string(),
+        &relay_addr,
+        "ssh-box",
+    ]);
+    relay.wait_for("device connected");
+    let mut client = Limmat::spawn(&["tunnel", "client", "127.0.0.1:0", &relay_addr, "ssh-box"]);
+    let local = client.listening_addr();
+
+    // Two sessions, one after the other, each interactive line by line.
+    for session in 0..2 {
+        let stream = TcpStream::connect(local).unwrap();
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut writer = stream;
+        let mut banner = String::new();
+        reader.read_line(&mut banner).unwrap();
+        assert_eq!(banner, "SSH-2.0-LimmatTest\r\n");
+        for i in 0..20 {
+            writer
+                .write_all(format!("session {session} line {i}\n").as_bytes())
+                .unwrap();
+            let mut answer = String::new();
+            reader.read_line(&mut answer).unwrap();
+            assert_eq!(answer, format!("SESSION {session} LINE {i}\n"));
+        }
+        writer.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut rest = Vec::new();
+        reader.read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty());
+    }
+}
+
+#[test]
+fn proxy_and_client_carry_a_bulk_echo() {
+    // A plain echo service: 1 MiB through client mode, the relay and proxy mode, and back.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let echo = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        for stream in listener.incoming().map_while(Result::ok) {
+            thread::spawn(move || {
+                let mut reader = stream.try_clone().unwrap();
+                let mut writer = stream;
+                let _ = std::io::copy(&mut reader, &mut writer);
+                let _ = writer.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    let mut relay = Limmat::spawn(&["relay", "--listen", "127.0.0.1:0"]);
+    let relay_addr = relay.listening_addr().to_string();
+    let _proxy = Limmat::spawn(&["tunnel", "proxy", &echo.to_string(), &relay_addr, "echo"]);
+    relay.wait_for("device connected");
+    let mut client = Limmat::spawn(&["tunnel", "client", "127.0.0.1:0", &relay_addr, "echo"]);
+    let local = client.listening_addr();
+
+    let payload: Vec<u8> = (0..1 << 20).map(|i: u32| (i * 7 % 251) as u8).collect();
+    let stream = TcpStream::connect(local).unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let sent = payload.clone();
+    let sender = thread::spawn(move || {
+        writer.write_all(&sent).unwrap();
+        writer.shutdown(std::net::Shutdown::Write).unwrap();
+    });
+    let mut echoed = Vec::new();
+    let mut reader = stream;
+    reader.read_to_end(&mut echoed).unwrap();
+    sender.join().unwrap();
+    assert!(
+        echoed == payload,
+        "echo differs ({} of {} bytes)",
+        echoed.len(),
+        payload.len()
+    );
+}
