@@ -274,29 +274,22 @@ pub fn domain_of_path(path: &[u8]) -> String {
 
 /// H11: a `Host` value, leading SP/HT skipped, ending at `:` SP HT CR or LF.
 fn host_value(value: &[u8]) -> &[u8] {
-    let skip = value
-        .iter()
-        .take_while(|&&b| b == b' ' || b == b'\t')
-        .count();
-    let value = &value[skip..];
-    let end = value
-        .iter()
-        .position(|b| matches!(b, b':' | b' ' | b'\t' | b'\r' | b'\n'))
-        .unwrap_or(value.len());
-    &value[..end]
+    field_value(value, |b| matches!(b, b':' | b' ' | b'\t' | b'\r' | b'\n'))
 }
 
 /// An `Authorization` value: leading SP/HT skipped, up to CR or LF.
 fn auth_value(value: &[u8]) -> &[u8] {
+    field_value(value, |b| b == b'\r' || b == b'\n')
+}
+
+/// A field value after its colon: leading SP/HT skipped, up to the first byte that `ends` it.
+fn field_value(value: &[u8], ends: impl Fn(u8) -> bool) -> &[u8] {
     let skip = value
         .iter()
         .take_while(|&&b| b == b' ' || b == b'\t')
         .count();
     let value = &value[skip..];
-    let end = value
-        .iter()
-        .position(|&b| b == b'\r' || b == b'\n')
-        .unwrap_or(value.len());
+    let end = value.iter().position(|&b| ends(b)).unwrap_or(value.len());
     &value[..end]
 }
 
