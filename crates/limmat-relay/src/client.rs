@@ -12,6 +12,7 @@ use crate::pipe;
 use crate::registry::ClientReady;
 use crate::server::Shared;
 use crate::stats::Kind as Gauge;
+use bytes::Buf;
 use limmat_wire::response;
 use std::io;
 use std::sync::Arc;
@@ -88,7 +89,11 @@ pub(crate) async fn dispatch(
                         break Waited::Left(e, rx.try_recv().ok());
                     }
                 }
-                () = shared.shutdown.cancelled() => break Waited::Refuse,
+                () = shared.shutdown.cancelled() => {
+                    // Leave the FIFO first; a device handed over meanwhile is closed too.
+                    rx.close();
+                    break Waited::Refuse;
+                }
             }
         };
         // No longer waiting, whatever comes next: free the place before acting.
@@ -100,7 +105,7 @@ pub(crate) async fn dispatch(
                 tracing::info!(domain = %client.domain, peer = %client.conn.peer, %reason, "client left while waiting");
                 if let Some(leg) = handed {
                     // A device was handed over in the same instant: it waits again.
-                    return crate::conn::requeue(shared, leg, &client.domain).await;
+                    crate::conn::requeue(shared, leg, &client.domain);
                 }
                 return;
             }
@@ -145,10 +150,14 @@ async fn upgrade(shared: &Shared, client: &ClientLeg, mut device: Conn) -> io::R
             Err(e) => return Err(e),
         }
     }
-    let mut out = Vec::with_capacity(response::UPGRADE_PTTH.len() + client.buf.len());
-    out.extend_from_slice(response::UPGRADE_PTTH);
-    out.extend_from_slice(&client.buf);
-    match timeout(shared.config.head_timeout, device.stream.write_all(&out)).await {
+    // One vectored write of both parts, without copying the client's bytes.
+    let mut out = response::UPGRADE_PTTH.chain(&client.buf[..]);
+    match timeout(
+        shared.config.head_timeout,
+        device.stream.write_all_buf(&mut out),
+    )
+    .await
+    {
         Ok(Ok(())) => Ok(device),
         Ok(Err(e)) => Err(e),
         Err(_) => Err(io::ErrorKind::TimedOut.into()),

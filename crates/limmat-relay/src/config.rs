@@ -66,6 +66,8 @@ pub enum ConfigError {
     MaxHead(usize),
     #[error("head_timeout must be greater than zero")]
     HeadTimeout,
+    #[error("{0} is {1:?}; it must be at most 365 days")]
+    TooLong(&'static str, Duration),
     #[error("hostname {0:?} is not a DNS name")]
     Hostname(String),
     #[error("root_uri {0:?} must be an absolute http:// or https:// URI without CR or LF")]
@@ -86,6 +88,19 @@ impl RelayConfig {
         }
         if self.head_timeout.is_zero() {
             return Err(ConfigError::HeadTimeout);
+        }
+        // Deadlines are computed as now + setting: keep them far from overflowing an Instant.
+        const LIMIT: Duration = Duration::from_secs(365 * 24 * 3600);
+        for (name, value) in [
+            ("head_timeout", self.head_timeout),
+            ("client_wait", self.client_wait),
+            ("idle_timeout", self.idle_timeout),
+            ("cap_retry_after", self.cap_retry_after),
+            ("drain_timeout", self.drain_timeout),
+        ] {
+            if value > LIMIT {
+                return Err(ConfigError::TooLong(name, value));
+            }
         }
         for name in &self.hostnames {
             let valid = !name.is_empty()
@@ -152,6 +167,16 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("relay example")
+        );
+        let c = RelayConfig {
+            client_wait: Duration::MAX,
+            ..config()
+        };
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("client_wait")
         );
         let c = RelayConfig {
             root_uri: Some("example.com".into()),

@@ -39,13 +39,18 @@ pub(crate) async fn handle(shared: Arc<Shared>, stream: TcpStream, peer: SocketA
     serve(&shared, conn, None).await;
 }
 
-/// A device that was handed to a client which left before pairing: it waits again, at the tail.
-pub(crate) async fn requeue(shared: &Arc<Shared>, leg: DeviceLeg, domain: &str) {
-    // It was counted a moment ago, so it is re-admitted without the cap check (2.4.5).
+/// A device that was handed to a client which left before pairing: it waits again, at the
+/// tail, in a task of its own (so the departed client's task ends now).
+pub(crate) fn requeue(shared: &Arc<Shared>, leg: DeviceLeg, domain: &str) {
+    // It was counted a moment ago, so it is re-admitted without the cap check (2.4.5); the
+    // domain may briefly hold one connection more than `max_per_domain`.
     let Some(admission) = shared.registry.admit(domain, 0) else {
         return;
     };
-    Box::pin(serve(shared, leg.conn, Some(admission))).await;
+    let shared2 = shared.clone();
+    shared
+        .tasks
+        .spawn(async move { serve(&shared2, leg.conn, Some(admission)).await });
 }
 
 /// The connection loop. `waiting` starts it as a PTTH device already admitted to a domain.
@@ -141,7 +146,7 @@ async fn route_client(
 ) {
     match route {
         ClientRoute::Empty => match &shared.config.root_uri {
-            Some(uri) => respond_and_close(conn.stream, &response::redirect(uri)).await,
+            Some(uri) => respond_and_close(conn.stream, &response::redirect(uri.as_bytes())).await,
             None => respond_and_close(conn.stream, response::GATEWAY_TIMEOUT).await,
         },
         ClientRoute::Unregistrable => {

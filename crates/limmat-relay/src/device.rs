@@ -105,10 +105,11 @@ pub(crate) async fn wait(
     }
 }
 
-/// Reads and drops whatever a waiting device sent; an error means it is gone.
+/// Reads and drops whatever a waiting device sent; an error means it is gone. A bounded number
+/// of reads per wake-up, so a device flooding bytes cannot hold a worker thread.
 fn discard(conn: &Conn) -> io::Result<()> {
     let mut scratch = [0u8; 256];
-    loop {
+    for _ in 0..64 {
         match conn.stream.try_read(&mut scratch) {
             Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
             Ok(_) => continue,
@@ -116,6 +117,7 @@ fn discard(conn: &Conn) -> io::Result<()> {
             Err(e) => return Err(e),
         }
     }
+    Ok(())
 }
 
 /// Writes the `204`; the connection stays counted until its next head (2.4.2).

@@ -172,6 +172,11 @@ impl Registry {
             update(d);
             if d.is_unused() {
                 shard.remove(domain);
+                // Give back the memory of a burst of distinct domains once it is over.
+                if shard.capacity() > 64 && shard.len() < shard.capacity() / 4 {
+                    let len = shard.len();
+                    shard.shrink_to(len * 2);
+                }
             }
         }
     }

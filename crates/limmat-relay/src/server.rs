@@ -29,6 +29,8 @@ pub(crate) struct Shared {
     pub(crate) shutdown: CancellationToken,
     /// Close the pipes still open after the drain timeout.
     pub(crate) hard_stop: CancellationToken,
+    /// Every connection task, so that shutdown can wait for all of them.
+    pub(crate) tasks: TaskTracker,
 }
 
 /// Why a relay could not start.
@@ -82,6 +84,7 @@ impl Relay {
             stats: Stats::default(),
             shutdown: CancellationToken::new(),
             hard_stop: CancellationToken::new(),
+            tasks: TaskTracker::new(),
         });
         Ok(Self { shared, listeners })
     }
@@ -102,12 +105,12 @@ impl Relay {
 
     /// Accepts and serves connections until [`RelayHandle::shutdown`], then drains.
     pub async fn run(self) {
-        let tracker = TaskTracker::new();
+        let tracker = self.shared.tasks.clone();
         for listener in self.listeners {
             if let Ok(addr) = listener.local_addr() {
                 tracing::info!(%addr, "listening");
             }
-            tracker.spawn(accept_loop(self.shared.clone(), listener, tracker.clone()));
+            tracker.spawn(accept_loop(self.shared.clone(), listener));
         }
         self.shared.shutdown.cancelled().await;
         tracker.close();
@@ -137,7 +140,7 @@ fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.listen(BACKLOG)
 }
 
-async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, tracker: TaskTracker) {
+async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -146,7 +149,9 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, tracker: TaskTr
         match accepted {
             Ok((stream, peer)) => {
                 socket::configure(&stream);
-                tracker.spawn(conn::handle(shared.clone(), stream, peer));
+                shared
+                    .tasks
+                    .spawn(conn::handle(shared.clone(), stream, peer));
             }
             Err(e) => {
                 // Out of file descriptors or memory: back off instead of spinning, and let

@@ -23,10 +23,10 @@ pub const NOT_IMPLEMENTED: &[u8] = b"HTTP/1.1 501 \r\n\r\n";
 pub const MAX_RETRY_AFTER: u32 = 3600;
 
 /// `307` with one `Location`: a configured `root_uri` verbatim, or a URL from [`location`].
-pub fn redirect(location: &str) -> Vec<u8> {
+pub fn redirect(location: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(30 + location.len());
     out.extend_from_slice(b"HTTP/1.1 307 \r\nLocation: ");
-    out.extend_from_slice(location.as_bytes());
+    out.extend_from_slice(location);
     out.extend_from_slice(b"\r\n\r\n");
     out
 }
@@ -39,10 +39,11 @@ pub fn too_many_requests(retry_after_secs: u64) -> Vec<u8> {
 
 /// The `Location` of a relay redirect (2.3): scheme, host, the port always written, then the
 /// original target from the first `/` of its path, query included, byte for byte.
-pub fn location(tls: bool, host: &str, port: u16, target: &[u8]) -> String {
+pub fn location(tls: bool, host: &str, port: u16, target: &[u8]) -> Vec<u8> {
     let scheme = if tls { "https" } else { "http" };
-    let path = String::from_utf8_lossy(crate::request::split_target(target).1);
-    format!("{scheme}://{host}:{port}{path}")
+    let mut out = format!("{scheme}://{host}:{port}").into_bytes();
+    out.extend_from_slice(crate::request::split_target(target).1);
+    out
 }
 
 #[cfg(test)]
@@ -74,7 +75,7 @@ mod tests {
     #[test]
     fn redirect_bytes() {
         assert_eq!(
-            redirect("https://example.com/"),
+            redirect(b"https://example.com/"),
             b"HTTP/1.1 307 \r\nLocation: https://example.com/\r\n\r\n"
         );
     }
@@ -99,12 +100,14 @@ mod tests {
     fn location_keeps_path_and_query() {
         assert_eq!(
             location(false, "node-b", 80, b"/dom/x?y=1"),
-            "http://node-b:80/dom/x?y=1"
+            b"http://node-b:80/dom/x?y=1"
         );
         assert_eq!(
             location(true, "relay.example.com", 443, b"http://a:1/Dom?q"),
-            "https://relay.example.com:443/Dom?q"
+            b"https://relay.example.com:443/Dom?q"
         );
-        assert_eq!(location(false, "h", 8080, b"*"), "http://h:8080");
+        assert_eq!(location(false, "h", 8080, b"*"), b"http://h:8080");
+        // Bytes that are not UTF-8 are kept as they are.
+        assert_eq!(location(false, "h", 1, b"/d\xff"), b"http://h:1/d\xff");
     }
 }
