@@ -32,7 +32,8 @@
 #     MAX_PER_DOMAIN [0]  limmat relay --max-per-domain (0 = no cap)
 #     STATUS_CODES [0]    1 = count responses per HTTP status with bench/status.lua
 #                         (costs wrk some throughput, so it is off by default)
-#     LEGS ["direct limmat rathole"]  which targets to run
+#     LEGS ["direct limmat rathole"]  which targets to run, in this order (the table's
+#                         order is fixed)
 #     SKIP_BUILD [0]      1 = use target/release/limmat as it is
 #     KEEP_TMP [0]        1 = keep the temporary directory (configs, logs, raw wrk output)
 #
@@ -201,26 +202,44 @@ wait_200() {
     die "$what did not answer 200 at $url within $3 s (last: '${body:-nothing}')"
 }
 
-# Free TCP ports on 127.0.0.1, below the ephemeral range so that wrk's and the relays' own
-# outgoing connections cannot take them.
+# wait_port PORT WHAT SECONDS: until a server listens on the port.
+wait_port() {
+    local deadline=$(( SECONDS + $3 ))
+    while (( SECONDS < deadline )); do
+        alive_or_die
+        port_in_use "$1" 0A && return 0
+        sleep 0.1
+    done
+    die "$2 is not listening on 127.0.0.1:$1 after $3 s"
+}
+
+# port_in_use PORT [STATE]: some socket has that local port (in that state; 0A = listening).
+# Reads /proc/net/tcp rather than connecting, so that no server logs a probe as a bad peer.
+port_in_use() {
+    awk -v p="$(printf ':%04X' "$1")" -v st="${2:-}" \
+        'NR > 1 && substr($2, length($2) - 4) == p && (st == "" || $4 == st) { found = 1 }
+         END { exit !found }' /proc/net/tcp /proc/net/tcp6 2>/dev/null
+}
+
+# pick_port VAR: a free TCP port on 127.0.0.1, below the ephemeral range so that wrk's and the
+# relays' own outgoing connections cannot take it, and not one already picked.
 CHOSEN=" "
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-free_port() {
+pick_port() {
     local p tries=0
     while (( tries++ < 200 )); do
         p=$(( 20000 + RANDOM % 12000 ))
         [[ $CHOSEN == *" $p "* ]] && continue
         port_in_use "$p" && continue
         CHOSEN+="$p "
-        echo "$p"
+        printf -v "$1" '%s' "$p"
         return 0
     done
     die "no free port found"
 }
-ORIGIN_PORT=$(free_port)
-RELAY_PORT=$(free_port)
-RATHOLE_CTRL_PORT=$(free_port)
-RATHOLE_PORT=$(free_port)
+pick_port ORIGIN_PORT
+pick_port RELAY_PORT
+pick_port RATHOLE_CTRL_PORT
+pick_port RATHOLE_PORT
 
 # ---------------------------------------------------------------------------------------------
 # Origin, limmat, rathole
@@ -235,6 +254,7 @@ LIMMAT_URL=http://127.0.0.1:$RELAY_PORT/$DOMAIN/
 if want_leg limmat && [ "$have_tunnel" = 1 ]; then
     start limmat-relay "$LIMMAT" relay --listen "127.0.0.1:$RELAY_PORT" \
         --max-per-domain "$MAX_PER_DOMAIN" --drain-timeout 1s
+    wait_port "$RELAY_PORT" "limmat relay" 15
     start limmat-tunnel "$LIMMAT" tunnel server "127.0.0.1:$ORIGIN_PORT" \
         "127.0.0.1:$RELAY_PORT" "$DOMAIN" \
         --min-listeners "$MIN_LISTENERS" --max-sockets "$MAX_SOCKETS"
@@ -267,6 +287,7 @@ token = "$token"
 local_addr = "127.0.0.1:$ORIGIN_PORT"
 EOF
     start rathole-server "$RATHOLE" --server "$TMPD/rathole-server.toml"
+    wait_port "$RATHOLE_CTRL_PORT" "rathole server" 15
     start rathole-client "$RATHOLE" --client "$TMPD/rathole-client.toml"
     wait_200 "$RATHOLE_URL" "rathole" 30
 fi
@@ -314,7 +335,9 @@ run_cell() {
     if (( warm_s > 0 )); then
         wrk_cmd "$WARMUP" "$mode" "$url" "$TMPD/wrk-$target-$mode-warmup.txt" || true
     fi
-    log "measuring $target $(mode_label "$mode") for $DURATION: $url"
+    # TIME_WAIT sockets left by earlier Connection: close cells can slow later ones.
+    log "measuring $target $(mode_label "$mode") for $DURATION: $url" \
+        "($(awk '/^TCP:/ { for (i = 2; i < NF; i++) if ($i == "tw") print $(i + 1) }' /proc/net/sockstat) TCP sockets in TIME_WAIT)"
     if ! wrk_cmd "$DURATION" "$mode" "$url" "$out"; then
         log "wrk failed for $target $mode:"
         cat "$out" >&2 || true
@@ -335,12 +358,12 @@ run_cell() {
     : "${RPS[$key]:=0}" "${NON2XX[$key]:=0}" "${REQS[$key]:=0}"
 }
 
-for target in direct limmat rathole; do
-    want_leg "$target" || continue
+for target in $LEGS; do
     case $target in
         direct) url=$DIRECT_URL ;;
         limmat) [ "$have_tunnel" = 1 ] || continue; url=$LIMMAT_URL ;;
         rathole) url=$RATHOLE_URL ;;
+        *) die "unknown leg '$target' in LEGS" ;;
     esac
     for mode in "${MODES[@]}"; do run_cell "$target" "$mode" "$url"; done
 done
