@@ -9,12 +9,14 @@
 //! - [`response`]: the relay's responses, byte-exact (2.3).
 //! - [`reply`]: how a device or tunnel client reads the relay's responses (2.9).
 //! - [`tunnel`]: the end-to-end conventions of `limmat tunnel` (2.8) and the device handshake.
+//! - [`tls`]: the SNI peek at a TLS ClientHello on a `tls` listener (2.6.2).
 
 pub mod head;
 pub mod reply;
 pub mod request;
 pub mod response;
 pub mod route;
+pub mod tls;
 pub mod tunnel;
 
 pub use head::HeadScanner;
