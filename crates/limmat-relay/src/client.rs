@@ -1,17 +1,23 @@
-//! A client request routed to a domain (spec 2.4.6–2.4.8, 2.5.6–2.5.7): paired with the oldest
-//! waiting device, or waiting up to `client_wait` for one, then `504`.
+//! A client request routed to a domain (spec 2.4.6–2.4.8, 2.5.6–2.5.7, 2.6.5): paired with the
+//! oldest eligible waiting device, or waiting up to `client_wait` for one, then `504`.
 //!
 //! Pairing writes the `101` and every client byte buffered so far (from the first byte of the
 //! request line: nothing is stripped or added) to the device in one write. If that fails, the
 //! same client is dispatched again with what is left of its wait (re-dispatch, 2.4.8).
+//!
+//! An SNI-routed client is still raw TLS when it is paired: a pass-through device gets its
+//! ClientHello and everything after it untouched; a TLS device without pass-through gets the
+//! bytes after the relay has terminated the client's TLS (2.6.5). A `504` to an SNI-routed
+//! client is sent inside TLS (2.6.6).
 
 use crate::conn::Conn;
 use crate::device::DeviceLeg;
 use crate::linger::respond_and_close;
 use crate::pipe;
-use crate::registry::ClientReady;
+use crate::registry::{ClientKind, ClientReady};
 use crate::server::Shared;
 use crate::stats::Kind as Gauge;
+use crate::stream::{Prefixed, Stream};
 use bytes::Buf;
 use limmat_wire::response;
 use std::io;
@@ -26,16 +32,18 @@ const WAIT_BUFFER: usize = 64 * 1024;
 /// A routed client, as handed to a device's task.
 pub(crate) struct ClientLeg {
     pub(crate) conn: Conn,
-    /// Everything read from the client so far, head first.
+    /// Everything read from the client so far: the head first, or the raw ClientHello of an
+    /// SNI-routed client.
     pub(crate) buf: Vec<u8>,
     pub(crate) head_len: usize,
+    pub(crate) kind: ClientKind,
     pub(crate) domain: Arc<str>,
     /// The end of its `client_wait`.
     pub(crate) deadline: Instant,
 }
 
-/// Pairs `client` with `device` if given, else with whatever device becomes available before
-/// its deadline; answers `504` when none does. Runs the pipe to its end.
+/// Pairs `client` with `device` if given, else with whatever eligible device becomes available
+/// before its deadline; answers `504` when none does. Runs the pipe to its end.
 pub(crate) async fn dispatch(
     shared: &Arc<Shared>,
     mut client: ClientLeg,
@@ -43,21 +51,28 @@ pub(crate) async fn dispatch(
 ) {
     loop {
         if let Some(leg) = device.take() {
-            match upgrade(shared, &client, leg.conn).await {
-                Ok(conn) => return run_pipe(shared, client, conn).await,
-                Err(e) => {
-                    tracing::debug!(domain = %client.domain, error = %e, "101 failed, re-dispatching");
+            match pair(shared, client, leg).await {
+                Pairing::Piped(client, device, sent) => {
+                    return run_pipe(shared, client, device, sent).await;
+                }
+                Pairing::DeviceFailed(back, e) => {
+                    tracing::debug!(domain = %back.domain, error = %e, "101 failed, re-dispatching");
+                    client = back;
                     continue;
                 }
+                Pairing::ClientGone => return,
             }
         }
         let (slot, mut rx) = oneshot::channel::<DeviceLeg>();
         let may_wait = Instant::now() < client.deadline;
         let max_waiting = shared.config.max_waiting_clients;
-        let wait = match shared
-            .registry
-            .client_ready(&client.domain, slot, may_wait, max_waiting)
-        {
+        let wait = match shared.registry.client_ready(
+            &client.domain,
+            client.kind,
+            slot,
+            may_wait,
+            max_waiting,
+        ) {
             ClientReady::Device(slot) => match slot.send(client) {
                 // The device's task pairs and pipes.
                 Ok(()) => return,
@@ -66,12 +81,12 @@ pub(crate) async fn dispatch(
                     continue;
                 }
             },
-            ClientReady::Refused => return refuse(client).await,
+            ClientReady::Refused => return refuse(shared, client).await,
             ClientReady::Queued(wait) => wait,
         };
         let waiting = shared.stats.hold(Gauge::WaitingClient);
         let outcome = loop {
-            let room = client.buf.len() < client.head_len + WAIT_BUFFER;
+            let room = (client.head_len + WAIT_BUFFER).saturating_sub(client.buf.len());
             tokio::select! {
                 // An Err means the device that popped this slot stopped first: queue again.
                 leg = &mut rx => break Waited::Device(leg.ok()),
@@ -82,8 +97,13 @@ pub(crate) async fn dispatch(
                         Err(_) => Waited::Refuse,
                     };
                 }
-                ready = client.conn.stream.readable(), if room => {
-                    if let Err(e) = ready.and_then(|()| read_more(&mut client)) {
+                read = client.conn.stream.read_into(&mut client.buf, room), if room > 0 => {
+                    let gone = match read {
+                        Ok(0) => Some(io::ErrorKind::UnexpectedEof.into()),
+                        Ok(_) => None,
+                        Err(e) => Some(e),
+                    };
+                    if let Some(e) = gone {
                         // A client that leaves consumes no device (2.5.6).
                         rx.close();
                         break Waited::Left(e, rx.try_recv().ok());
@@ -100,7 +120,7 @@ pub(crate) async fn dispatch(
         drop((wait, waiting));
         match outcome {
             Waited::Device(leg) => device = leg,
-            Waited::Refuse => return refuse(client).await,
+            Waited::Refuse => return refuse(shared, client).await,
             Waited::Left(reason, handed) => {
                 tracing::info!(domain = %client.domain, peer = %client.conn.peer, %reason, "client left while waiting");
                 if let Some(leg) = handed {
@@ -123,52 +143,105 @@ enum Waited {
     Left(io::Error, Option<DeviceLeg>),
 }
 
-/// Buffers what a waiting client sends; EOF and errors mean it left.
-fn read_more(client: &mut ClientLeg) -> io::Result<()> {
-    let limit = client.head_len + WAIT_BUFFER;
-    if client.buf.capacity() == client.buf.len() {
-        client.buf.reserve((limit - client.buf.len()).min(8192));
-    }
-    match client.conn.stream.try_read_buf(&mut client.buf) {
-        Ok(0) => Err(io::ErrorKind::UnexpectedEof.into()),
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
-        Err(e) => Err(e),
-    }
+/// How a pairing attempt ended.
+enum Pairing {
+    /// The `101` and the client's bytes (this many) reached the device: pipe them.
+    Piped(ClientLeg, Conn, usize),
+    /// The device is gone: the client looks for another one.
+    DeviceFailed(ClientLeg, io::Error),
+    /// The client's TLS handshake failed; the device went back to waiting.
+    ClientGone,
 }
 
-/// Writes the `101` and the client's bytes to the device (2.4.7).
-async fn upgrade(shared: &Shared, client: &ClientLeg, mut device: Conn) -> io::Result<Conn> {
+/// Writes the `101` and the client's bytes to the device (2.4.7), terminating an SNI-routed
+/// client's TLS first when the device expects the relay to (2.6.5 b).
+async fn pair(shared: &Arc<Shared>, mut client: ClientLeg, device: DeviceLeg) -> Pairing {
     // A device that closed while queued is found here rather than by a write that the kernel
     // would still accept (2.4.8, "found closed").
-    let mut probe = [0u8; 64];
-    loop {
-        match device.stream.try_read(&mut probe) {
-            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-            Ok(_) => continue,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) => return Err(e),
-        }
+    let mut device_conn = device.conn;
+    if let Err(e) = device_conn.stream.probe_closed() {
+        return Pairing::DeviceFailed(client, e);
+    }
+    if client.kind == ClientKind::Sni && !device.class.pass_through {
+        let domain = client.domain.clone();
+        client = match terminate(shared, client).await {
+            Some(client) => client,
+            None => {
+                let leg = DeviceLeg {
+                    conn: device_conn,
+                    class: device.class,
+                };
+                crate::conn::requeue(shared, leg, &domain);
+                return Pairing::ClientGone;
+            }
+        };
     }
     // One vectored write of both parts, without copying the client's bytes.
     let mut out = response::UPGRADE_PTTH.chain(&client.buf[..]);
-    match timeout(
+    let written = timeout(
         shared.config.head_timeout,
-        device.stream.write_all_buf(&mut out),
+        device_conn.stream.write_all_buf(&mut out),
     )
-    .await
-    {
-        Ok(Ok(())) => Ok(device),
-        Ok(Err(e)) => Err(e),
-        Err(_) => Err(io::ErrorKind::TimedOut.into()),
+    .await;
+    match written {
+        Ok(Ok(())) => {
+            let sent = std::mem::take(&mut client.buf).len();
+            Pairing::Piped(client, device_conn, sent)
+        }
+        Ok(Err(e)) => Pairing::DeviceFailed(client, e),
+        Err(_) => Pairing::DeviceFailed(client, io::ErrorKind::TimedOut.into()),
     }
 }
 
-async fn run_pipe(shared: &Arc<Shared>, client: ClientLeg, device: Conn) {
+/// Completes an SNI-routed client's TLS handshake with the relay's (wildcard) certificate. The
+/// client is then a terminated TLS leg whose decrypted bytes have not been read yet.
+async fn terminate(shared: &Shared, client: ClientLeg) -> Option<ClientLeg> {
+    let ClientLeg {
+        conn,
+        buf,
+        domain,
+        deadline,
+        ..
+    } = client;
+    let acceptor = shared.tls.as_ref()?;
+    let Stream::Tcp(tcp) = conn.stream else {
+        return None;
+    };
+    let handshake = acceptor.accept(Prefixed::new(buf, tcp));
+    match timeout(shared.config.tls_handshake_timeout, handshake).await {
+        Ok(Ok(tls)) => Some(ClientLeg {
+            conn: Conn {
+                stream: Stream::Tls(Box::new(tls)),
+                peer: conn.peer,
+                open: conn.open,
+            },
+            buf: Vec::new(),
+            head_len: 0,
+            kind: ClientKind::Terminated,
+            domain,
+            deadline,
+        }),
+        Ok(Err(e)) => {
+            tracing::info!(domain = %domain, peer = %conn.peer, error = %e, "client TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::info!(domain = %domain, peer = %conn.peer, "client TLS handshake timed out");
+            None
+        }
+    }
+}
+
+async fn run_pipe(shared: &Arc<Shared>, client: ClientLeg, device: Conn, sent: usize) {
     let _pipe = shared.stats.hold(Gauge::Pipe);
     let started = Instant::now();
     let (client_peer, device_peer) = (client.conn.peer, device.peer);
-    tracing::info!(domain = %client.domain, client = %client_peer, device = %device_peer, "paired");
+    let kind = match client.kind {
+        ClientKind::Plain => "plain",
+        ClientKind::Terminated => "tls-terminated",
+        ClientKind::Sni => "tls-passthrough",
+    };
+    tracing::info!(domain = %client.domain, client = %client_peer, device = %device_peer, leg = kind, "paired");
     let outcome = pipe::run(
         client.conn.stream,
         device.stream,
@@ -180,7 +253,8 @@ async fn run_pipe(shared: &Arc<Shared>, client: ClientLeg, device: Conn) {
         domain = %client.domain,
         client = %client_peer,
         device = %device_peer,
-        up = outcome.up + client.buf.len() as u64,
+        leg = kind,
+        up = outcome.up + sent as u64,
         down = outcome.down,
         duration_ms = started.elapsed().as_millis() as u64,
         end = ?outcome.end,
@@ -188,9 +262,18 @@ async fn run_pipe(shared: &Arc<Shared>, client: ClientLeg, device: Conn) {
     );
 }
 
-/// No device for this client: `504` and a lingering close (2.5.6).
-pub(crate) async fn refuse(client: ClientLeg) {
+/// No device for this client: `504` and a lingering close (2.5.6), inside TLS for an
+/// SNI-routed client (2.6.6).
+pub(crate) async fn refuse(shared: &Shared, client: ClientLeg) {
     tracing::info!(domain = %client.domain, peer = %client.conn.peer, "no device: 504");
+    let client = if client.kind == ClientKind::Sni {
+        match terminate(shared, client).await {
+            Some(client) => client,
+            None => return,
+        }
+    } else {
+        client
+    };
     respond_and_close(client.conn.stream, response::GATEWAY_TIMEOUT).await;
 }
 
@@ -243,14 +326,19 @@ mod tests {
         let (client_side, mut client_peer) = socket_pair().await;
         let request = b"GET /dom/x HTTP/1.1\r\n\r\n".to_vec();
         let client = ClientLeg {
-            conn: Conn::new(&shared, client_side, addr),
+            conn: Conn::new(&shared, Stream::Tcp(client_side), addr),
             head_len: request.len(),
             buf: request.clone(),
+            kind: ClientKind::Plain,
             domain: "dom".into(),
             deadline: Instant::now() + Duration::from_secs(10),
         };
         let dead = DeviceLeg {
-            conn: Conn::new(&shared, dead, addr),
+            conn: Conn::new(&shared, Stream::Tcp(dead), addr),
+            class: crate::registry::DeviceClass {
+                tls: false,
+                pass_through: false,
+            },
         };
         let dispatched = tokio::spawn({
             let shared = shared.clone();

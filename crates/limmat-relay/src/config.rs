@@ -1,14 +1,67 @@
 //! Relay settings (spec 2–3) with their defaults, and the checks that refuse a relay that
 //! would misbehave, such as a hold time the devices' 75 s read timeout would cut short (D2).
 
+use crate::tls::CertPaths;
 use std::net::SocketAddr;
+use std::str::FromStr;
 use std::time::Duration;
+
+/// A listener: `ADDR` (plain) or `tls:ADDR` (`ssl:` is an alias), spec 2.1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listen {
+    pub addr: SocketAddr,
+    pub tls: bool,
+}
+
+impl Listen {
+    pub fn plain(addr: SocketAddr) -> Self {
+        Self { addr, tls: false }
+    }
+
+    pub fn tls(addr: SocketAddr) -> Self {
+        Self { addr, tls: true }
+    }
+}
+
+impl FromStr for Listen {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (tls, addr) = match s.split_once(':') {
+            Some((scheme, rest))
+                if scheme.eq_ignore_ascii_case("tls") || scheme.eq_ignore_ascii_case("ssl") =>
+            {
+                (true, rest)
+            }
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("tcp") => (false, rest),
+            _ => (false, s),
+        };
+        let addr = addr.parse().map_err(|_| {
+            format!("{s:?} is not a listener such as 127.0.0.1:8080 or tls:0.0.0.0:443")
+        })?;
+        Ok(Self { addr, tls })
+    }
+}
+
+impl std::fmt::Display for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.tls {
+            write!(f, "tls:{}", self.addr)
+        } else {
+            write!(f, "{}", self.addr)
+        }
+    }
+}
 
 /// Everything a relay node needs to run. [`Default`] gives the spec's defaults.
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
-    /// Plain listeners; devices and clients share them (2.1).
-    pub listen: Vec<SocketAddr>,
+    /// Listeners, plain or TLS; devices and clients share them (2.1).
+    pub listen: Vec<Listen>,
+    /// Certificates for TLS listeners, chosen by SNI; the first is the default (2.6.1).
+    pub certs: Vec<CertPaths>,
+    /// The ClientHello and the TLS handshake must be done within this (D8).
+    pub tls_handshake_timeout: Duration,
     /// Public hostnames; configuring any turns on subdomain routing (2.5.2).
     pub hostnames: Vec<String>,
     /// A waiting device gets `204` after this long (D2): 1 s to 74 s.
@@ -39,6 +92,8 @@ impl Default for RelayConfig {
     fn default() -> Self {
         Self {
             listen: Vec::new(),
+            certs: Vec::new(),
+            tls_handshake_timeout: Duration::from_secs(10),
             hostnames: Vec::new(),
             hold_time: Duration::from_secs(30),
             client_wait: Duration::from_secs(5),
@@ -66,6 +121,10 @@ pub enum ConfigError {
     MaxHead(usize),
     #[error("head_timeout must be greater than zero")]
     HeadTimeout,
+    #[error("tls_handshake_timeout must be greater than zero")]
+    TlsHandshakeTimeout,
+    #[error("the TLS listener {0} needs a certificate: give --cert FILE --key FILE")]
+    NoCertificate(Listen),
     #[error("{0} is {1:?}; it must be at most 365 days")]
     TooLong(&'static str, Duration),
     #[error("hostname {0:?} is not a DNS name")]
@@ -89,10 +148,19 @@ impl RelayConfig {
         if self.head_timeout.is_zero() {
             return Err(ConfigError::HeadTimeout);
         }
+        if self.tls_handshake_timeout.is_zero() {
+            return Err(ConfigError::TlsHandshakeTimeout);
+        }
+        if let Some(l) = self.listen.iter().find(|l| l.tls)
+            && self.certs.is_empty()
+        {
+            return Err(ConfigError::NoCertificate(*l));
+        }
         // Deadlines are computed as now + setting: keep them far from overflowing an Instant.
         const LIMIT: Duration = Duration::from_secs(365 * 24 * 3600);
         for (name, value) in [
             ("head_timeout", self.head_timeout),
+            ("tls_handshake_timeout", self.tls_handshake_timeout),
             ("client_wait", self.client_wait),
             ("idle_timeout", self.idle_timeout),
             ("cap_retry_after", self.cap_retry_after),
@@ -132,6 +200,33 @@ mod tests {
             listen: vec!["127.0.0.1:0".parse().unwrap()],
             ..RelayConfig::default()
         }
+    }
+
+    #[test]
+    fn listeners_parse() {
+        assert_eq!(
+            "127.0.0.1:80".parse(),
+            Ok(Listen::plain("127.0.0.1:80".parse().unwrap()))
+        );
+        assert_eq!(
+            "tls:[::1]:443".parse(),
+            Ok(Listen::tls("[::1]:443".parse().unwrap()))
+        );
+        assert_eq!(
+            "SSL:0.0.0.0:443".parse(),
+            Ok(Listen::tls("0.0.0.0:443".parse().unwrap()))
+        );
+        assert!(
+            "tls:nowhere"
+                .parse::<Listen>()
+                .unwrap_err()
+                .contains("tls:nowhere")
+        );
+        let c = RelayConfig {
+            listen: vec!["tls:127.0.0.1:0".parse().unwrap()],
+            ..config()
+        };
+        assert!(matches!(c.validate(), Err(ConfigError::NoCertificate(_))));
     }
 
     #[test]

@@ -1,42 +1,126 @@
-//! One accepted connection: read a head, classify it (spec 2.1.3) and hand it to the device or
-//! client logic; after a `204`, read the device's next head on the same connection (2.1.4).
+//! One accepted connection: on a TLS listener, peek at the ClientHello and either route by SNI
+//! or terminate TLS (spec 2.6.2–2.6.3); then read a head, classify it (2.1.3) and hand it to
+//! the device or client logic; after a `204`, read the device's next head on the same
+//! connection (2.1.4).
 
 use crate::client::{self, ClientLeg};
 use crate::device::{self, DeviceLeg, Renewed};
 use crate::head::read_head;
 use crate::linger::respond_and_close;
-use crate::registry::Admission;
+use crate::registry::{Admission, ClientKind, DeviceClass};
 use crate::server::Shared;
 use crate::stats::{GaugeGuard, Kind as Gauge};
+use crate::stream::{Prefixed, Stream};
 use limmat_wire::request::Kind;
 use limmat_wire::route::is_registrable;
+use limmat_wire::tls::{Peek, peek_client_hello};
 use limmat_wire::{ClientRoute, Protocol, RequestHead, response};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpStream;
-use tokio::time::Instant;
+use tokio::time::{Instant, sleep_until, timeout_at};
 
 /// An accepted socket, counted in the open-connections gauge for as long as it lives.
 pub(crate) struct Conn {
-    pub(crate) stream: TcpStream,
+    pub(crate) stream: Stream,
     pub(crate) peer: SocketAddr,
-    _open: GaugeGuard,
+    pub(crate) open: GaugeGuard,
 }
 
 impl Conn {
-    pub(crate) fn new(shared: &Shared, stream: TcpStream, peer: SocketAddr) -> Self {
+    pub(crate) fn new(shared: &Shared, stream: Stream, peer: SocketAddr) -> Self {
         Self {
             stream,
             peer,
-            _open: shared.stats.hold(Gauge::Open),
+            open: shared.stats.hold(Gauge::Open),
         }
     }
 }
 
 /// Serves a freshly accepted connection.
-pub(crate) async fn handle(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
-    let conn = Conn::new(&shared, stream, peer);
-    serve(&shared, conn, None).await;
+pub(crate) async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, tls: bool) {
+    let conn = Conn::new(&shared, Stream::Tcp(tcp), peer);
+    if tls {
+        if let Some(conn) = accept_tls(&shared, conn).await {
+            serve(&shared, conn, None).await;
+        }
+    } else {
+        serve(&shared, conn, None).await;
+    }
+}
+
+/// Reads the first TLS record and decides (2.6.3): an SNI that names a device's subdomain is
+/// routed before any termination; anything else is terminated here, with its head read inside
+/// TLS. Returns the terminated connection, or `None` when it was handled or closed.
+async fn accept_tls(shared: &Arc<Shared>, mut conn: Conn) -> Option<Conn> {
+    let deadline = Instant::now() + shared.config.tls_handshake_timeout;
+    let mut hello = Vec::new();
+    let sni = loop {
+        let need = match peek_client_hello(&hello) {
+            Peek::NeedMore(total) => total.saturating_sub(hello.len()),
+            Peek::Done { sni, .. } => break sni,
+        };
+        let read = tokio::select! {
+            read = conn.stream.read_into(&mut hello, need) => read,
+            () = sleep_until(deadline) => return closed(&conn, "no ClientHello within tls_handshake_timeout"),
+            () = shared.shutdown.cancelled() => return None,
+        };
+        match read {
+            Ok(0) | Err(_) => return closed(&conn, "closed during the ClientHello"),
+            Ok(_) => {}
+        }
+    };
+    let label = sni
+        .as_deref()
+        .and_then(|name| shared.hostnames.subdomain_label(name.as_bytes()));
+    if let Some(label) = label {
+        let route = ClientRoute::from_label(label);
+        let domain = match route {
+            ClientRoute::Domain { domain, .. } => domain,
+            // An SNI label outside the domain set: 504, inside TLS (2.5.4, 2.6.6).
+            _ => String::new(),
+        };
+        tracing::debug!(peer = %conn.peer, sni = sni.as_deref().unwrap_or(""), "SNI-routed client");
+        let client = ClientLeg {
+            conn,
+            head_len: hello.len(),
+            buf: hello,
+            kind: ClientKind::Sni,
+            domain: domain.into(),
+            deadline: Instant::now() + shared.config.client_wait,
+        };
+        if client.domain.is_empty() {
+            client::refuse(shared, client).await;
+        } else {
+            Box::pin(client::dispatch(shared, client, None)).await;
+        }
+        return None;
+    }
+    let acceptor = shared.tls.as_ref()?;
+    let Conn { stream, peer, open } = conn;
+    let Stream::Tcp(tcp) = stream else {
+        return None;
+    };
+    match timeout_at(deadline, acceptor.accept(Prefixed::new(hello, tcp))).await {
+        Ok(Ok(tls)) => Some(Conn {
+            stream: Stream::Tls(Box::new(tls)),
+            peer,
+            open,
+        }),
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            None
+        }
+    }
+}
+
+fn closed(conn: &Conn, why: &str) -> Option<Conn> {
+    tracing::debug!(peer = %conn.peer, why, "closed before TLS");
+    None
 }
 
 /// A device that was handed to a client which left before pairing: it waits again, at the
@@ -48,16 +132,16 @@ pub(crate) fn requeue(shared: &Arc<Shared>, leg: DeviceLeg, domain: &str) {
         return;
     };
     let shared2 = shared.clone();
-    shared
-        .tasks
-        .spawn(async move { serve(&shared2, leg.conn, Some(admission)).await });
+    shared.tasks.spawn(async move {
+        serve(&shared2, leg.conn, Some((admission, leg.class))).await;
+    });
 }
 
 /// The connection loop. `waiting` starts it as a PTTH device already admitted to a domain.
-async fn serve(shared: &Arc<Shared>, mut conn: Conn, waiting: Option<Admission>) {
+async fn serve(shared: &Arc<Shared>, mut conn: Conn, waiting: Option<(Admission, DeviceClass)>) {
     let mut carried = None;
-    if let Some(admission) = waiting {
-        match device::wait(shared, conn, Protocol::Ptth, admission).await {
+    if let Some((admission, class)) = waiting {
+        match device::wait(shared, conn, Protocol::Ptth, class, admission).await {
             Some(Renewed { conn: c, admission }) => (conn, carried) = (c, Some(admission)),
             None => return,
         }
@@ -67,9 +151,14 @@ async fn serve(shared: &Arc<Shared>, mut conn: Conn, waiting: Option<Admission>)
         let mut buf = Vec::new();
         let deadline = Instant::now() + shared.config.head_timeout;
         let max_head = shared.config.max_head;
-        let head_len = match read_head(&conn.stream, &mut buf, max_head, deadline, &shared.shutdown)
-            .await
-        {
+        let read = read_head(
+            &mut conn.stream,
+            &mut buf,
+            max_head,
+            deadline,
+            &shared.shutdown,
+        );
+        let head_len = match read.await {
             Ok(len) => len,
             Err(e) => {
                 // Oversized, slow or half-sent heads are closed with no response (H2, D8).
@@ -89,6 +178,10 @@ async fn serve(shared: &Arc<Shared>, mut conn: Conn, waiting: Option<Admission>)
             }
             Kind::Device(protocol) => {
                 let domain = head.domain;
+                let class = DeviceClass {
+                    tls: conn.stream.is_tls(),
+                    pass_through: head.pass_through,
+                };
                 drop(buf); // H13: bytes after a device's head are discarded.
                 let admission = match carried.take() {
                     // A re-POST after a 204 for the same domain is always admitted (2.4.5).
@@ -99,14 +192,14 @@ async fn serve(shared: &Arc<Shared>, mut conn: Conn, waiting: Option<Admission>)
                     },
                 };
                 if first_head {
-                    tracing::info!(domain = %domain, peer = %conn.peer, ?protocol, "device connected");
+                    tracing::info!(domain = %domain, peer = %conn.peer, ?protocol, tls = class.tls, pass_through = class.pass_through, "device connected");
                 }
                 let renew_now = first_head && shared.config.first_post_renew;
                 first_head = false;
                 let renewed = if renew_now {
                     device::renew(shared, conn, admission).await
                 } else {
-                    device::wait(shared, conn, protocol, admission).await
+                    device::wait(shared, conn, protocol, class, admission).await
                 };
                 match renewed {
                     Some(Renewed { conn: c, admission }) => (conn, carried) = (c, Some(admission)),
@@ -154,10 +247,16 @@ async fn route_client(
         }
         ClientRoute::Domain { domain, form } => {
             tracing::debug!(domain, peer = %conn.peer, ?form, "client");
+            let kind = if conn.stream.is_tls() {
+                ClientKind::Terminated
+            } else {
+                ClientKind::Plain
+            };
             let client = ClientLeg {
                 conn,
                 buf,
                 head_len,
+                kind,
                 domain: domain.into(),
                 deadline: Instant::now() + shared.config.client_wait,
             };

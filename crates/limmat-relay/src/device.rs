@@ -3,16 +3,15 @@
 //! the same connection), or it goes away.
 //!
 //! While waiting, the relay keeps a read pending on it (M4): EOF removes it at once, and stray
-//! bytes are discarded (H13). No buffer is held while waiting; an idle device costs a task, a
-//! socket and one queue entry.
+//! bytes are discarded (H13). A plain device holds no buffer while waiting; an idle device costs
+//! a task, a socket and one queue entry.
 
 use crate::client::{self, ClientLeg};
 use crate::conn::Conn;
-use crate::registry::{Admission, DeviceReady};
+use crate::registry::{Admission, DeviceClass, DeviceReady};
 use crate::server::Shared;
 use crate::stats::Kind as Gauge;
 use limmat_wire::{Protocol, response};
-use std::io;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::oneshot;
@@ -21,6 +20,7 @@ use tokio::time::{sleep, timeout};
 /// A waiting device, as handed to a client's task.
 pub(crate) struct DeviceLeg {
     pub(crate) conn: Conn,
+    pub(crate) class: DeviceClass,
 }
 
 /// How a wait ended, when the connection stays with the caller.
@@ -35,6 +35,7 @@ pub(crate) async fn wait(
     shared: &Arc<Shared>,
     mut conn: Conn,
     protocol: Protocol,
+    class: DeviceClass,
     admission: Admission,
 ) -> Option<Renewed> {
     let waiting = shared.stats.hold(Gauge::WaitingDevice);
@@ -44,9 +45,10 @@ pub(crate) async fn wait(
         let (slot, mut rx) = oneshot::channel::<ClientLeg>();
         // DPTTH devices wait and renew like PTTH ones but are never paired (2.4.4).
         if protocol == Protocol::Ptth
-            && let DeviceReady::Client(client) = shared.registry.device_ready(&admission, slot)
+            && let DeviceReady::Client(client) =
+                shared.registry.device_ready(&admission, class, slot)
         {
-            match client.send(DeviceLeg { conn }) {
+            match client.send(DeviceLeg { conn, class }) {
                 // The client's task pairs and pipes; this device no longer counts (2.4.5).
                 Ok(()) => return None,
                 // That client left just now: offer this device again.
@@ -56,68 +58,51 @@ pub(crate) async fn wait(
                 }
             }
         }
-        loop {
-            tokio::select! {
-                client = &mut rx => match client {
-                    Ok(client) => {
-                        drop((waiting, admission));
-                        Box::pin(client::dispatch(shared, client, Some(DeviceLeg { conn }))).await;
-                        return None;
-                    }
-                    // The client that popped this slot stopped before sending: queue again.
-                    Err(_) => break,
-                },
-                () = &mut hold => {
-                    // Leave the FIFO before the 204 so that no client is paired meanwhile
-                    // (2.4.6); one that was paired just before still gets this device.
-                    rx.close();
-                    if let Ok(client) = rx.try_recv() {
-                        drop((waiting, admission));
-                        Box::pin(client::dispatch(shared, client, Some(DeviceLeg { conn }))).await;
-                        return None;
-                    }
-                    drop(waiting);
-                    return renew(shared, conn, admission).await;
-                }
-                alive = conn.stream.readable() => {
-                    if let Err(reason) = alive.and_then(|()| discard(&conn)) {
-                        rx.close();
-                        if let Ok(client) = rx.try_recv() {
-                            drop((waiting, admission));
-                            Box::pin(client::dispatch(shared, client, None)).await;
-                        } else {
-                            tracing::info!(domain = %admission.domain(), peer = %conn.peer, %reason, "device left while waiting");
-                        }
-                        return None;
-                    }
-                }
-                () = shared.shutdown.cancelled() => {
-                    // Without a cluster, waiting devices are closed with no response (7.6);
-                    // they reconnect with backoff to another node or to the restarted one.
-                    rx.close();
-                    if let Ok(client) = rx.try_recv() {
-                        client::refuse(client).await;
-                    }
+        tokio::select! {
+            client = &mut rx => match client {
+                Ok(client) => {
+                    drop((waiting, admission));
+                    let leg = DeviceLeg { conn, class };
+                    Box::pin(client::dispatch(shared, client, Some(leg))).await;
                     return None;
                 }
+                // The client that popped this slot stopped before sending: queue again.
+                Err(_) => continue,
+            },
+            () = &mut hold => {
+                // Leave the FIFO before the 204 so that no client is paired meanwhile
+                // (2.4.6); one that was paired just before still gets this device.
+                rx.close();
+                if let Ok(client) = rx.try_recv() {
+                    drop((waiting, admission));
+                    let leg = DeviceLeg { conn, class };
+                    Box::pin(client::dispatch(shared, client, Some(leg))).await;
+                    return None;
+                }
+                drop(waiting);
+                return renew(shared, conn, admission).await;
+            }
+            reason = conn.stream.until_closed() => {
+                rx.close();
+                if let Ok(client) = rx.try_recv() {
+                    drop((waiting, admission));
+                    Box::pin(client::dispatch(shared, client, None)).await;
+                } else {
+                    tracing::info!(domain = %admission.domain(), peer = %conn.peer, %reason, "device left while waiting");
+                }
+                return None;
+            }
+            () = shared.shutdown.cancelled() => {
+                // Without a cluster, waiting devices are closed with no response (7.6);
+                // they reconnect with backoff to another node or to the restarted one.
+                rx.close();
+                if let Ok(client) = rx.try_recv() {
+                    client::refuse(shared, client).await;
+                }
+                return None;
             }
         }
     }
-}
-
-/// Reads and drops whatever a waiting device sent; an error means it is gone. A bounded number
-/// of reads per wake-up, so a device flooding bytes cannot hold a worker thread.
-fn discard(conn: &Conn) -> io::Result<()> {
-    let mut scratch = [0u8; 256];
-    for _ in 0..64 {
-        match conn.stream.try_read(&mut scratch) {
-            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-            Ok(_) => continue,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 /// Writes the `204`; the connection stays counted until its next head (2.4.2).

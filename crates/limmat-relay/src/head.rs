@@ -4,9 +4,9 @@
 //! The buffer is allocated only once the socket is readable, so an idle connection costs no
 //! buffer; bytes after the head stay in the buffer for the caller (H13).
 
+use crate::stream::Stream;
 use limmat_wire::HeadScanner;
 use std::io;
-use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
@@ -29,7 +29,7 @@ const FIRST_CHUNK: usize = 2048;
 
 /// Reads until `buf` holds a complete head and returns its length.
 pub(crate) async fn read_head(
-    stream: &TcpStream,
+    stream: &mut Stream,
     buf: &mut Vec<u8>,
     max_head: usize,
     deadline: Instant,
@@ -40,29 +40,22 @@ pub(crate) async fn read_head(
         if buf.len() >= max_head {
             return Err(HeadError::TooLong);
         }
-        tokio::select! {
-            ready = stream.readable() => ready?,
+        // Grow by doubling, never past max_head: a head is read in O(log n) allocations.
+        let chunk = buf.len().max(FIRST_CHUNK).min(max_head - buf.len());
+        let read = tokio::select! {
+            read = stream.read_into(buf, chunk) => read?,
             () = sleep_until(deadline) => return Err(HeadError::Timeout),
             () = shutdown.cancelled() => return Err(HeadError::Shutdown),
+        };
+        if read == 0 {
+            return Err(HeadError::Closed);
         }
-        if buf.len() == buf.capacity() {
-            // Grow by doubling, never past max_head: a head is read in O(log n) allocations.
-            let grow = buf.len().max(FIRST_CHUNK).min(max_head - buf.len());
-            buf.reserve_exact(grow);
-        }
-        match stream.try_read_buf(buf) {
-            Ok(0) => return Err(HeadError::Closed),
-            Ok(_) => {
-                if let Some(len) = scanner.scan(buf) {
-                    return if len > max_head {
-                        Err(HeadError::TooLong)
-                    } else {
-                        Ok(len)
-                    };
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e.into()),
+        if let Some(len) = scanner.scan(buf) {
+            return if len > max_head {
+                Err(HeadError::TooLong)
+            } else {
+                Ok(len)
+            };
         }
     }
 }

@@ -9,6 +9,7 @@
 //! - `conn`: one accepted connection: read a head, classify it, hand it on.
 //! - `device` / `client`: the two sides of a pairing; `registry`: the per-domain FIFOs.
 //! - `pipe`: the forwarding loop; `head`: bounded head reads; `linger`: lingering close.
+//! - `stream`: a leg, plain or TLS; [`tls`]: certificates, SNI selection and reload.
 //! - [`stats`]: live counters that tests and operators read.
 
 pub mod config;
@@ -23,7 +24,10 @@ mod linger;
 mod pipe;
 mod registry;
 mod socket;
+mod stream;
+pub mod tls;
 
-pub use config::{ConfigError, RelayConfig};
+pub use config::{ConfigError, Listen, RelayConfig};
 pub use server::{Relay, RelayHandle};
 pub use stats::Stats;
+pub use tls::CertPaths;

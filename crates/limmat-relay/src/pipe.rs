@@ -1,17 +1,17 @@
 //! The pipe (spec 2.7): bytes copied both ways without looking at them, half-close propagated
-//! (a FIN on one leg becomes `shutdown(SHUT_WR)` on the other while the other direction keeps
-//! flowing), closed when both directions have ended, on any error, or after `idle_timeout`
-//! without a byte.
+//! (a FIN or `close_notify` on one leg becomes `shutdown(SHUT_WR)` or `close_notify` on the
+//! other while the other direction keeps flowing, M5), closed when both directions have ended,
+//! on any error, or after `idle_timeout` without a byte.
 //!
 //! The only per-read work is adding the byte count to a counter, which both feeds the idle
 //! check and the access log; nothing is done per byte.
 
+use crate::stream::Stream;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::time::{Instant, MissedTickBehavior, interval};
 use tokio_util::sync::CancellationToken;
 
@@ -39,8 +39,8 @@ pub(crate) struct Outcome {
 
 /// Forwards between the two legs until the pipe ends.
 pub(crate) async fn run(
-    mut client: TcpStream,
-    mut device: TcpStream,
+    mut client: Stream,
+    mut device: Stream,
     idle_timeout: Duration,
     hard_stop: &CancellationToken,
 ) -> Outcome {

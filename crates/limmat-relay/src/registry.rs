@@ -23,10 +23,81 @@ pub(crate) type ClientSlot = oneshot::Sender<DeviceLeg>;
 
 const SHARDS: usize = 64;
 
+/// What a waiting device connection offers (spec 2.6.5): its transport and whether it
+/// terminates TLS itself (`X-Relay-Security: transport/pass-through`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DeviceClass {
+    pub(crate) tls: bool,
+    pub(crate) pass_through: bool,
+}
+
+impl DeviceClass {
+    const ALL: [DeviceClass; 4] = [
+        DeviceClass {
+            tls: false,
+            pass_through: false,
+        },
+        DeviceClass {
+            tls: true,
+            pass_through: false,
+        },
+        DeviceClass {
+            tls: false,
+            pass_through: true,
+        },
+        DeviceClass {
+            tls: true,
+            pass_through: true,
+        },
+    ];
+
+    fn index(self) -> usize {
+        usize::from(self.tls) | usize::from(self.pass_through) << 1
+    }
+}
+
+/// How a client reached the relay: the client leg kinds of 2.6.5.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ClientKind {
+    /// A plain listener.
+    Plain,
+    /// A TLS listener, not SNI-routed: the relay terminated TLS.
+    Terminated,
+    /// SNI-routed: the relay chose the device before deciding on TLS.
+    Sni,
+}
+
+impl ClientKind {
+    const ALL: [ClientKind; 3] = [ClientKind::Plain, ClientKind::Terminated, ClientKind::Sni];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The pairing table of 2.6.5: HTTPS clients never reach a plaintext device leg.
+    pub(crate) fn may_use(self, device: DeviceClass) -> bool {
+        match self {
+            ClientKind::Plain => true,
+            ClientKind::Terminated => device.tls && !device.pass_through,
+            ClientKind::Sni => device.pass_through || device.tls,
+        }
+    }
+}
+
+/// A queued slot with its place in the domain's arrival order.
+struct Entry<T> {
+    seq: u64,
+    slot: oneshot::Sender<T>,
+}
+
 #[derive(Default)]
 struct Domain {
-    devices: VecDeque<DeviceSlot>,
-    clients: VecDeque<ClientSlot>,
+    /// Waiting devices, one FIFO per [`DeviceClass`].
+    devices: [VecDeque<Entry<ClientLeg>>; 4],
+    /// Waiting clients, one FIFO per [`ClientKind`].
+    clients: [VecDeque<Entry<DeviceLeg>>; 3],
+    /// Arrival counter: the oldest eligible entry across FIFOs has the smallest number.
+    seq: u64,
     /// Waiting, renewing and mux connections: what the per-domain cap counts (2.4.5).
     counted: usize,
     /// Clients inside their `client_wait`.
@@ -37,23 +108,42 @@ impl Domain {
     fn is_unused(&self) -> bool {
         self.counted == 0 && self.waiting_clients == 0
     }
+
+    fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
 }
 
-fn pop_live<T>(queue: &mut VecDeque<oneshot::Sender<T>>) -> Option<oneshot::Sender<T>> {
-    std::iter::from_fn(|| queue.pop_front()).find(|slot| !slot.is_closed())
+/// Pops the oldest live entry among the given FIFOs: dead entries at their fronts are dropped,
+/// then the fronts are compared by arrival number. O(number of FIFOs), never a scan.
+fn pop_oldest<'q, T: 'q>(
+    queues: impl Iterator<Item = &'q mut VecDeque<Entry<T>>>,
+) -> Option<oneshot::Sender<T>> {
+    let mut oldest: Option<&mut VecDeque<Entry<T>>> = None;
+    for queue in queues {
+        while queue.front().is_some_and(|e| e.slot.is_closed()) {
+            queue.pop_front();
+        }
+        let Some(front) = queue.front() else { continue };
+        let older = match oldest.as_ref().and_then(|q| q.front()) {
+            Some(current) => front.seq < current.seq,
+            None => true,
+        };
+        if older {
+            oldest = Some(queue);
+        }
+    }
+    oldest.and_then(|q| q.pop_front()).map(|e| e.slot)
 }
 
 /// Pushes a slot, first dropping dead ones once they outnumber the live ones by far, so the
 /// amortised cost stays O(1) however many waiters leave on their own.
-fn push_compacting<T>(
-    queue: &mut VecDeque<oneshot::Sender<T>>,
-    slot: oneshot::Sender<T>,
-    live: usize,
-) {
+fn push_compacting<T>(queue: &mut VecDeque<Entry<T>>, entry: Entry<T>, live: usize) {
     if queue.len() > 2 * live + 16 {
-        queue.retain(|s| !s.is_closed());
+        queue.retain(|e| !e.slot.is_closed());
     }
-    queue.push_back(slot);
+    queue.push_back(entry);
 }
 
 type Shard = Mutex<HashMap<Arc<str>, Domain>>;
@@ -118,18 +208,35 @@ impl Registry {
         })
     }
 
-    /// A PTTH device can take a client: pair it with the oldest waiting client, or queue it.
-    pub(crate) fn device_ready(&self, admission: &Admission, slot: DeviceSlot) -> DeviceReady {
+    /// A PTTH device can take a client: pair it with the oldest waiting client it may serve
+    /// (2.6.5), or queue it.
+    pub(crate) fn device_ready(
+        &self,
+        admission: &Admission,
+        class: DeviceClass,
+        slot: DeviceSlot,
+    ) -> DeviceReady {
         let mut shard = self.shard(&admission.domain);
         let Some(domain) = shard.get_mut(&admission.domain) else {
             // Unreachable while the admission lives; queueing nowhere would only lose the device.
             return DeviceReady::Queued;
         };
-        if let Some(client) = pop_live(&mut domain.clients) {
+        let eligible = domain
+            .clients
+            .iter_mut()
+            .zip(ClientKind::ALL)
+            .filter(|(_, kind)| kind.may_use(class))
+            .map(|(queue, _)| queue);
+        if let Some(client) = pop_oldest(eligible) {
             return DeviceReady::Client(client);
         }
         let live = domain.counted;
-        push_compacting(&mut domain.devices, slot, live);
+        let seq = domain.next_seq();
+        push_compacting(
+            &mut domain.devices[class.index()],
+            Entry { seq, slot },
+            live,
+        );
         DeviceReady::Queued
     }
 
@@ -137,15 +244,22 @@ impl Registry {
     pub(crate) fn client_ready(
         self: &Arc<Self>,
         domain: &Arc<str>,
+        kind: ClientKind,
         slot: ClientSlot,
         may_wait: bool,
         max_waiting: usize,
     ) -> ClientReady {
         let mut shard = self.shard(domain);
-        if let Some(d) = shard.get_mut(domain.as_ref())
-            && let Some(device) = pop_live(&mut d.devices)
-        {
-            return ClientReady::Device(device);
+        if let Some(d) = shard.get_mut(domain.as_ref()) {
+            let eligible = d
+                .devices
+                .iter_mut()
+                .zip(DeviceClass::ALL)
+                .filter(|(_, class)| kind.may_use(*class))
+                .map(|(queue, _)| queue);
+            if let Some(device) = pop_oldest(eligible) {
+                return ClientReady::Device(device);
+            }
         }
         if !may_wait {
             return ClientReady::Refused;
@@ -159,7 +273,8 @@ impl Registry {
         }
         d.waiting_clients += 1;
         let live = d.waiting_clients;
-        push_compacting(&mut d.clients, slot, live);
+        let seq = d.next_seq();
+        push_compacting(&mut d.clients[kind.index()], Entry { seq, slot }, live);
         ClientReady::Queued(ClientWait {
             registry: self.clone(),
             domain: domain.clone(),
@@ -228,6 +343,71 @@ impl Drop for ClientWait {
 mod tests {
     use super::*;
 
+    const PLAIN: DeviceClass = DeviceClass {
+        tls: false,
+        pass_through: false,
+    };
+
+    #[test]
+    fn pairing_table() {
+        // 2.6.5: plain clients take any device; terminated HTTPS clients only TLS devices that
+        // do not terminate themselves; SNI-routed clients pass-through devices or TLS devices.
+        let table = [
+            (ClientKind::Plain, [true, true, true, true]),
+            (ClientKind::Terminated, [false, true, false, false]),
+            (ClientKind::Sni, [false, true, true, true]),
+        ];
+        for (kind, expected) in table {
+            let got = DeviceClass::ALL.map(|class| kind.may_use(class));
+            assert_eq!(got, expected, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn oldest_eligible_device_across_classes() {
+        let r = Registry::new();
+        let domain: Arc<str> = "dom".into();
+        let classes = [
+            DeviceClass {
+                tls: false,
+                pass_through: false,
+            },
+            DeviceClass {
+                tls: true,
+                pass_through: false,
+            },
+            DeviceClass {
+                tls: false,
+                pass_through: true,
+            },
+        ];
+        let admissions: Vec<_> = classes.iter().map(|_| r.admit("dom", 0).unwrap()).collect();
+        let mut receivers = Vec::new();
+        for (a, class) in admissions.iter().zip(classes) {
+            let (tx, rx) = oneshot::channel();
+            assert!(matches!(r.device_ready(a, class, tx), DeviceReady::Queued));
+            receivers.push(rx);
+        }
+        use oneshot::error::TryRecvError;
+        let served = |kind, receivers: &mut Vec<oneshot::Receiver<ClientLeg>>| {
+            let (tx, _rx) = oneshot::channel();
+            let ClientReady::Device(slot) = r.client_ready(&domain, kind, tx, false, 0) else {
+                return None;
+            };
+            drop(slot);
+            receivers
+                .iter_mut()
+                .position(|rx| rx.try_recv().err() == Some(TryRecvError::Closed))
+        };
+        // An SNI client skips the older plain device and takes the TLS one.
+        assert_eq!(served(ClientKind::Sni, &mut receivers), Some(1));
+        receivers.remove(1);
+        // A terminated client finds no eligible device left.
+        assert_eq!(served(ClientKind::Terminated, &mut receivers), None);
+        // A plain client takes the oldest, the plain device.
+        assert_eq!(served(ClientKind::Plain, &mut receivers), Some(0));
+    }
+
     #[test]
     fn cap_counts_admissions_and_frees_on_drop() {
         let r = Registry::new();
@@ -252,14 +432,15 @@ mod tests {
         let mut receivers = Vec::new();
         for a in &admissions {
             let (tx, rx) = oneshot::channel();
-            assert!(matches!(r.device_ready(a, tx), DeviceReady::Queued));
+            assert!(matches!(r.device_ready(a, PLAIN, tx), DeviceReady::Queued));
             receivers.push(rx);
         }
         // The oldest device left: the next oldest is served.
         drop(receivers.remove(0));
         let domain: Arc<str> = "dom".into();
         let (tx, _rx) = oneshot::channel();
-        let ClientReady::Device(slot) = r.client_ready(&domain, tx, true, 0) else {
+        let ClientReady::Device(slot) = r.client_ready(&domain, ClientKind::Plain, tx, true, 0)
+        else {
             panic!("a device was waiting");
         };
         // Dropping the popped slot closes exactly the receiver of the device it belonged to.
@@ -276,17 +457,17 @@ mod tests {
         let (tx1, mut rx1) = oneshot::channel();
         let (tx2, _rx2) = oneshot::channel();
         let (tx3, _rx3) = oneshot::channel();
-        let w1 = r.client_ready(&domain, tx1, true, 2);
-        let w2 = r.client_ready(&domain, tx2, true, 2);
+        let w1 = r.client_ready(&domain, ClientKind::Plain, tx1, true, 2);
+        let w2 = r.client_ready(&domain, ClientKind::Plain, tx2, true, 2);
         assert!(matches!(w1, ClientReady::Queued(_)));
         assert!(matches!(w2, ClientReady::Queued(_)));
         assert!(matches!(
-            r.client_ready(&domain, tx3, true, 2),
+            r.client_ready(&domain, ClientKind::Plain, tx3, true, 2),
             ClientReady::Refused
         ));
         let a = r.admit("dom", 0).unwrap();
         let (tx, _rx) = oneshot::channel();
-        let DeviceReady::Client(slot) = r.device_ready(&a, tx) else {
+        let DeviceReady::Client(slot) = r.device_ready(&a, PLAIN, tx) else {
             panic!("a client was waiting");
         };
         drop(slot);
@@ -298,7 +479,7 @@ mod tests {
         assert_eq!(r.domains(), 0);
         let (tx, _rx) = oneshot::channel();
         assert!(matches!(
-            r.client_ready(&domain, tx, false, 2),
+            r.client_ready(&domain, ClientKind::Plain, tx, false, 2),
             ClientReady::Refused
         ));
         assert_eq!(r.domains(), 0);
@@ -310,10 +491,10 @@ mod tests {
         let a = r.admit("dom", 0).unwrap();
         for _ in 0..1000 {
             let (tx, rx) = oneshot::channel::<ClientLeg>();
-            r.device_ready(&a, tx);
+            r.device_ready(&a, PLAIN, tx);
             drop(rx);
         }
         let shard = r.shard("dom");
-        assert!(shard.get("dom").map_or(0, |d| d.devices.len()) <= 2 + 16 + 1);
+        assert!(shard.get("dom").map_or(0, |d| d.devices[0].len()) <= 2 + 16 + 1);
     }
 }

@@ -10,6 +10,7 @@ use crate::conn;
 use crate::registry::Registry;
 use crate::socket;
 use crate::stats::Stats;
+use crate::tls::{CertError, CertStore};
 use limmat_wire::Hostnames;
 use std::io;
 use std::net::SocketAddr;
@@ -31,6 +32,9 @@ pub(crate) struct Shared {
     pub(crate) hard_stop: CancellationToken,
     /// Every connection task, so that shutdown can wait for all of them.
     pub(crate) tasks: TaskTracker,
+    /// Terminates TLS legs; present when a certificate is configured.
+    pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
+    pub(crate) certs: Option<Arc<CertStore>>,
 }
 
 /// Why a relay could not start.
@@ -40,12 +44,17 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: io::Error },
+    #[error(transparent)]
+    Certificate(#[from] CertError),
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
 }
 
 /// A bound relay, ready to [`run`](Relay::run).
 pub struct Relay {
     pub(crate) shared: Arc<Shared>,
-    listeners: Vec<TcpListener>,
+    /// Each listener and whether it is a TLS one.
+    listeners: Vec<(TcpListener, bool)>,
 }
 
 /// Controls a running relay from outside: its counters and its shutdown.
@@ -63,7 +72,16 @@ impl RelayHandle {
     pub fn shutdown(&self) {
         self.shared.shutdown.cancel();
     }
+
+    /// Reads every certificate again (SIGHUP). A file that fails keeps the previous
+    /// certificate in service. Returns how many were replaced.
+    pub fn reload_certificates(&self) -> usize {
+        self.shared.certs.as_ref().map_or(0, |c| c.reload(true))
+    }
 }
+
+/// How often certificate files are checked for changes.
+const CERT_POLL: Duration = Duration::from_secs(5);
 
 /// Deep enough for a burst of devices reconnecting at once after a restart.
 const BACKLOG: u32 = 4096;
@@ -72,10 +90,16 @@ impl Relay {
     /// Validates the configuration and binds every listener.
     pub async fn bind(config: RelayConfig) -> Result<Self, StartError> {
         config.validate()?;
+        let certs = match config.certs.is_empty() {
+            true => None,
+            false => Some(CertStore::load(&config.certs)?),
+        };
+        let tls = certs.as_ref().map(|c| c.acceptor()).transpose()?;
         let mut listeners = Vec::with_capacity(config.listen.len());
-        for &addr in &config.listen {
+        for l in &config.listen {
+            let addr = l.addr;
             let listener = listen(addr).map_err(|source| StartError::Bind { addr, source })?;
-            listeners.push(listener);
+            listeners.push((listener, l.tls));
         }
         let shared = Arc::new(Shared {
             hostnames: Hostnames::new(&config.hostnames),
@@ -85,6 +109,8 @@ impl Relay {
             shutdown: CancellationToken::new(),
             hard_stop: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            tls,
+            certs,
         });
         Ok(Self { shared, listeners })
     }
@@ -93,7 +119,7 @@ impl Relay {
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.listeners
             .iter()
-            .filter_map(|l| l.local_addr().ok())
+            .filter_map(|(l, _)| l.local_addr().ok())
             .collect()
     }
 
@@ -106,11 +132,24 @@ impl Relay {
     /// Accepts and serves connections until [`RelayHandle::shutdown`], then drains.
     pub async fn run(self) {
         let tracker = self.shared.tasks.clone();
-        for listener in self.listeners {
+        for (listener, tls) in self.listeners {
             if let Ok(addr) = listener.local_addr() {
-                tracing::info!(%addr, "listening");
+                tracing::info!(%addr, tls, "listening");
             }
-            tracker.spawn(accept_loop(self.shared.clone(), listener));
+            tracker.spawn(accept_loop(self.shared.clone(), listener, tls));
+        }
+        if let Some(certs) = self.shared.certs.clone() {
+            let shutdown = self.shared.shutdown.clone();
+            tracker.spawn(async move {
+                let mut tick = tokio::time::interval(CERT_POLL);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => { certs.reload(false); }
+                        () = shutdown.cancelled() => return,
+                    }
+                }
+            });
         }
         self.shared.shutdown.cancelled().await;
         tracker.close();
@@ -140,7 +179,7 @@ fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.listen(BACKLOG)
 }
 
-async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
+async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, tls: bool) {
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -151,7 +190,7 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
                 socket::configure(&stream);
                 shared
                     .tasks
-                    .spawn(conn::handle(shared.clone(), stream, peer));
+                    .spawn(conn::handle(shared.clone(), stream, peer, tls));
             }
             Err(e) => {
                 // Out of file descriptors or memory: back off instead of spinning, and let

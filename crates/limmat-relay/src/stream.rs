@@ -1,0 +1,215 @@
+//! A relay-side connection: plain TCP, or TLS that the relay terminated.
+//!
+//! Everything after accept (head reads, waiting, pairing, pipes, lingering close) works on this
+//! one type, so the protocol logic does not care how a leg arrived (spec 2.6: plain and TLS
+//! legs behave alike, with `close_notify` standing in for a FIN). Plain sockets keep a
+//! readiness-based path that holds no buffer while idle; TLS needs a read to make progress.
+
+use bytes::BufMut;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+
+/// A TCP socket with bytes already read from it in front: the relay reads a ClientHello to
+/// learn the SNI before it decides whether to terminate TLS, then replays it to rustls.
+pub(crate) struct Prefixed {
+    prefix: Vec<u8>,
+    offset: usize,
+    inner: TcpStream,
+}
+
+impl Prefixed {
+    pub(crate) fn new(prefix: Vec<u8>, inner: TcpStream) -> Self {
+        Self {
+            prefix,
+            offset: 0,
+            inner,
+        }
+    }
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.offset < self.prefix.len() {
+            let n = (self.prefix.len() - self.offset).min(buf.remaining());
+            let start = self.offset;
+            buf.put_slice(&self.prefix[start..start + n]);
+            self.offset += n;
+            if self.offset == self.prefix.len() {
+                self.prefix = Vec::new();
+                self.offset = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Prefixed {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// One leg as the relay holds it.
+pub(crate) enum Stream {
+    Tcp(TcpStream),
+    Tls(Box<TlsStream<Prefixed>>),
+}
+
+impl Stream {
+    pub(crate) fn is_tls(&self) -> bool {
+        matches!(self, Stream::Tls(_))
+    }
+
+    /// Waits for data and appends what is there to `buf`, reading at most `max` bytes.
+    /// `Ok(0)` is EOF (a FIN, or a TLS `close_notify`). Cancel-safe.
+    pub(crate) async fn read_into(&mut self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        let max = max.max(1);
+        match self {
+            Stream::Tcp(s) => loop {
+                // Allocate only once the socket is readable: idle sockets hold no buffer.
+                s.readable().await?;
+                buf.reserve_exact(max);
+                let mut limited = (&mut *buf).limit(max);
+                match s.try_read_buf(&mut limited) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    other => return other,
+                }
+            },
+            Stream::Tls(s) => {
+                buf.reserve_exact(max);
+                let mut limited = (&mut *buf).limit(max);
+                s.read_buf(&mut limited).await
+            }
+        }
+    }
+
+    /// Reads and discards until the peer closes or fails, then returns why. Used on idle
+    /// connections to notice at once that they are gone (M4). Cancel-safe.
+    pub(crate) async fn until_closed(&mut self) -> io::Error {
+        match self {
+            Stream::Tcp(s) => loop {
+                // No buffer lives across the await: an idle device costs no memory here.
+                if let Err(e) = s.readable().await {
+                    return e;
+                }
+                if let Err(e) = discard_ready(s) {
+                    return e;
+                }
+                tokio::task::consume_budget().await;
+            },
+            Stream::Tls(s) => {
+                let mut scratch = vec![0u8; 256];
+                loop {
+                    match s.read(&mut scratch).await {
+                        Ok(0) => return io::ErrorKind::UnexpectedEof.into(),
+                        Ok(_) => tokio::task::consume_budget().await,
+                        Err(e) => return e,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Without waiting: has the peer already closed? Only plain sockets can tell; a TLS leg
+    /// answers `Ok` and a later write fails instead. Data found is discarded (H13).
+    pub(crate) fn probe_closed(&self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => discard_ready(s),
+            Stream::Tls(_) => Ok(()),
+        }
+    }
+}
+
+/// Reads and drops what a plain socket has buffered, in bounded rounds; EOF is an error.
+fn discard_ready(s: &TcpStream) -> io::Result<()> {
+    let mut scratch = [0u8; 256];
+    for _ in 0..64 {
+        match s.try_read(&mut scratch) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(_) => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Tcp(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    /// A FIN on TCP; `close_notify` and then a FIN on TLS (M5).
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
