@@ -1,5 +1,5 @@
 //! The two addresses of `limmat tunnel` (spec 2.9): the relay, `[tls:|tcp:]host[:port]`, and the
-//! local service, `host:port`.
+//! local service, `[tls:|tcp:]host:port`.
 //!
 //! They are parsed once, up front, so that a typo is a clear error naming the bad value rather
 //! than a connection failure retried for months by the backoff.
@@ -23,7 +23,7 @@ pub struct RelayAddr {
     pub host: String,
     pub port: u16,
     /// Whether the relay is reached over TLS: a `tls:` (or `ssl:`) prefix, or port 443 without
-    /// a `tcp:` prefix. TLS is not implemented yet; the agent refuses such an address.
+    /// a `tcp:` prefix.
     pub tls: bool,
 }
 
@@ -47,24 +47,15 @@ impl FromStr for RelayAddr {
             value: value.to_owned(),
             reason,
         };
-        let (scheme, rest) = match value.split_once(':') {
-            Some((s, rest)) if ["tls", "ssl", "tcp"].contains(&s.to_ascii_lowercase().as_str()) => {
-                (Some(s.to_ascii_lowercase()), rest)
-            }
-            _ => (None, value),
-        };
+        let (tls, rest) = split_scheme(value);
         let (host, port) = split_host_port(rest).map_err(err)?;
         let port = match port {
             Some(0) => return Err(err("the port must be a number from 1 to 65535")),
             Some(p) => p,
-            None if matches!(scheme.as_deref(), Some("tls" | "ssl")) => 443,
+            None if tls == Some(true) => 443,
             None => 80,
         };
-        let tls = match scheme.as_deref() {
-            Some("tls" | "ssl") => true,
-            Some(_) => false,
-            None => port == 443,
-        };
+        let tls = tls.unwrap_or(port == 443);
         Ok(Self {
             host: host.to_owned(),
             port,
@@ -88,13 +79,19 @@ impl fmt::Display for RelayAddr {
 pub struct LocalAddr {
     pub host: String,
     pub port: u16,
+    /// Whether the local service is reached over TLS: only an explicit `tls:` (or `ssl:`)
+    /// prefix. Unlike the relay's, port 443 does not imply TLS here: with pass-through the
+    /// client's own TLS bytes must reach a local HTTPS server as they are.
+    pub tls: bool,
 }
 
 impl LocalAddr {
+    /// A plain-TCP local address.
     pub fn new(host: impl Into<String>, port: u16) -> Self {
         Self {
             host: host.into(),
             port,
+            tls: false,
         }
     }
 }
@@ -114,8 +111,12 @@ impl FromStr for LocalAddr {
             value: value.to_owned(),
             reason,
         };
-        match split_host_port(value).map_err(err)? {
-            (host, Some(port)) => Ok(Self::new(host, port)),
+        let (tls, rest) = split_scheme(value);
+        match split_host_port(rest).map_err(err)? {
+            (host, Some(port)) => Ok(Self {
+                tls: tls == Some(true),
+                ..Self::new(host, port)
+            }),
             (_, None) => Err(err("a port is required, as in `localhost:8080`")),
         }
     }
@@ -123,7 +124,21 @@ impl FromStr for LocalAddr {
 
 impl fmt::Display for LocalAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.tls {
+            f.write_str("tls:")?;
+        }
         write_host_port(f, &self.host, self.port)
+    }
+}
+
+/// Splits off a `tls:`, `ssl:` (TLS) or `tcp:` (plain) prefix, in any case.
+fn split_scheme(value: &str) -> (Option<bool>, &str) {
+    match value.split_once(':') {
+        Some((s, rest)) if s.eq_ignore_ascii_case("tls") || s.eq_ignore_ascii_case("ssl") => {
+            (Some(true), rest)
+        }
+        Some((s, rest)) if s.eq_ignore_ascii_case("tcp") => (Some(false), rest),
+        _ => (None, value),
     }
 }
 
@@ -228,6 +243,15 @@ mod tests {
         assert_eq!("[::1]:22".parse(), Ok(LocalAddr::new("::1", 22)));
         // Port 0 is for client mode's listener ("any free port").
         assert_eq!("127.0.0.1:0".parse(), Ok(LocalAddr::new("127.0.0.1", 0)));
+        assert_eq!(
+            "tcp:localhost:443".parse(),
+            Ok(LocalAddr::new("localhost", 443))
+        );
+        let tls: LocalAddr = "TLS:[::1]:8443".parse().unwrap();
+        assert_eq!((tls.host.as_str(), tls.port, tls.tls), ("::1", 8443, true));
+        assert_eq!(tls.to_string(), "tls:[::1]:8443");
+        assert!(!"localhost:443".parse::<LocalAddr>().unwrap().tls);
+        assert!("tls:localhost".parse::<LocalAddr>().is_err());
         assert!("localhost:65536".parse::<LocalAddr>().is_err());
         let err = "localhost".parse::<LocalAddr>().unwrap_err().to_string();
         assert!(err.contains("port is required"), "{err}");

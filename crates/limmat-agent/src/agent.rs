@@ -10,6 +10,10 @@
 //! are per domain or per address, so the other slots would be refused too), and a redirect
 //! target is used by every slot until an attempt to it fails.
 //!
+//! **TLS.** One [`Connector`] serves every slot, so the roots are read once and TLS sessions
+//! are resumed across reconnects. A relay address with TLS builds its configuration in
+//! [`Agent::new`], so that a bad CA file stops the program at start.
+//!
 //! **Sockets.** A semaphore with `max_sockets` permits bounds waiting connections plus relayed
 //! connections: a slot takes a permit before it opens a connection, and on a `101` the permit
 //! travels inside the [`RelayedConn`] and is released when the handler drops it.
@@ -28,8 +32,10 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::addr::RelayAddr;
 use crate::backoff::Backoff;
 use crate::conn::RelayedConn;
-use crate::handshake::{self, AttemptError, Event, MAX_REDIRECTS, Outcome, Target};
-use crate::transport;
+use crate::handshake::{
+    self, AttemptError, Event, HandshakeFields, MAX_REDIRECTS, Outcome, Target,
+};
+use crate::transport::{Connector, TlsError, TlsOptions};
 
 /// The wait for a response head: every device library and YalerTunnel2 use 75 s (2.9).
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(75);
@@ -52,6 +58,11 @@ pub struct AgentConfig {
     pub max_sockets: usize,
     pub response_timeout: Duration,
     pub connect_timeout: Duration,
+    /// How TLS servers are verified: the relay over `tls:` or after an `https` redirect.
+    pub tls: TlsOptions,
+    /// Sends `X-Relay-Security: transport/pass-through` (2.6.5): SNI-routed clients are then
+    /// spliced to this device with their TLS intact, and the device terminates it.
+    pub pass_through: bool,
 }
 
 impl AgentConfig {
@@ -65,6 +76,8 @@ impl AgentConfig {
             max_sockets: DEFAULT_MAX_SOCKETS,
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            tls: TlsOptions::default(),
+            pass_through: false,
         }
     }
 }
@@ -83,10 +96,25 @@ pub enum AgentError {
     },
     #[error("the secret key must be non-empty printable ASCII without spaces")]
     BadKey,
-    #[error(
-        "TLS to the relay ({0}) is not supported yet; write `tcp:` before the address for plain TCP"
-    )]
-    TlsUnsupported(RelayAddr),
+    #[error("TLS to the relay {relay}: {source}")]
+    Tls { relay: RelayAddr, source: TlsError },
+}
+
+/// The connector for `relay`, its TLS configuration already built when the relay is TLS or a
+/// CA file is given, so that a bad CA file or a missing system store stops the program at
+/// start. (A plain relay may still redirect to `https`; the configuration is then built then.)
+pub(crate) fn relay_connector(
+    relay: &RelayAddr,
+    options: &TlsOptions,
+) -> Result<Connector, AgentError> {
+    let connector = Connector::new(options.clone());
+    if relay.tls || options.ca_file.is_some() {
+        connector.prepare().map_err(|source| AgentError::Tls {
+            relay: relay.clone(),
+            source,
+        })?;
+    }
+    Ok(connector)
 }
 
 /// A snapshot of the pool, for monitoring and for tests to wait on events instead of sleeping.
@@ -110,6 +138,7 @@ pub struct AgentStatus {
 /// each paired one to a handler.
 pub struct Agent {
     config: AgentConfig,
+    connector: Connector,
     status: watch::Sender<AgentStatus>,
 }
 
@@ -136,11 +165,10 @@ impl Agent {
                 return Err(AgentError::BadKey);
             }
         }
-        if config.relay.tls {
-            return Err(AgentError::TlsUnsupported(config.relay.clone()));
-        }
+        let connector = relay_connector(&config.relay, &config.tls)?;
         Ok(Self {
             config,
+            connector,
             status: watch::Sender::new(AgentStatus::default()),
         })
     }
@@ -148,6 +176,12 @@ impl Agent {
     /// The validated configuration.
     pub fn config(&self) -> &AgentConfig {
         &self.config
+    }
+
+    /// The connector the agent opens relay connections with; server and proxy modes use it
+    /// for a `tls:` local service too.
+    pub fn connector(&self) -> &Connector {
+        &self.connector
     }
 
     /// Watches the pool's state.
@@ -168,11 +202,13 @@ impl Agent {
         let home = Target {
             host: self.config.relay.host.clone(),
             port: self.config.relay.port,
+            tls: self.config.relay.tls,
             domain: self.config.domain.clone(),
         };
         let shared = Arc::new(Shared {
             sockets: Arc::new(Semaphore::new(self.config.max_sockets)),
             config: self.config,
+            connector: self.connector,
             home,
             status: self.status,
             redirect: Mutex::new(None),
@@ -205,6 +241,7 @@ impl Agent {
 /// What the slots share.
 struct Shared<H> {
     config: AgentConfig,
+    connector: Connector,
     /// The configured relay and domain.
     home: Target,
     status: watch::Sender<AgentStatus>,
@@ -330,14 +367,25 @@ where
     ) -> Result<Outcome, AttemptError> {
         debug!(relay = %target, "connecting");
         self.status.send_modify(|s| s.openings += 1);
-        let stream = transport::connect(&target.host, target.port, self.config.connect_timeout)
+        let stream = self
+            .connector
+            .connect(
+                &target.host,
+                target.port,
+                target.tls,
+                self.config.connect_timeout,
+            )
             .await
             .map_err(AttemptError::Connect)?;
         let mut waiting = None;
+        let fields = HandshakeFields {
+            key: self.config.secret_key.as_deref(),
+            pass_through: self.config.pass_through,
+        };
         let outcome = handshake::exchange(
             stream,
             target,
-            self.config.secret_key.as_deref(),
+            fields,
             self.config.response_timeout,
             |event| match event {
                 Event::Sent => {

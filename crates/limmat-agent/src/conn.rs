@@ -4,7 +4,8 @@
 //! The relay writes the client's first bytes right behind its `101`, often in the same segment,
 //! so the agent has usually read some of them already while looking for the end of the `101`
 //! head. A `RelayedConn` yields those bytes first and then reads the socket, so the service
-//! sees exactly the client's byte stream (checklist 50).
+//! sees exactly the client's byte stream (checklist 50). The relay connection may be plain or
+//! TLS ([`RelayStream`]); the service cannot tell.
 
 use std::any::Any;
 use std::io;
@@ -29,12 +30,13 @@ pub struct RelayedConn {
 }
 
 impl RelayedConn {
-    /// Wraps a stream after a `101`; `leftover` are the bytes already read after its head.
-    pub fn new(stream: RelayStream, leftover: Vec<u8>) -> Self {
+    /// Wraps a stream (a [`RelayStream`] or a `TcpStream`) after a `101`; `leftover` are the
+    /// bytes already read after its head.
+    pub fn new(stream: impl Into<RelayStream>, leftover: Vec<u8>) -> Self {
         Self {
             leftover,
             pos: 0,
-            stream,
+            stream: stream.into(),
             _lease: None,
         }
     }
@@ -54,6 +56,11 @@ impl RelayedConn {
         self.stream.local_addr()
     }
 
+    /// Whether the connection to the relay is TLS.
+    pub fn is_tls(&self) -> bool {
+        self.stream.is_tls()
+    }
+
     /// The client's bytes that were read with the `101` and have not been read from `self` yet.
     pub fn leftover(&self) -> &[u8] {
         &self.leftover[self.pos..]
@@ -64,6 +71,7 @@ impl std::fmt::Debug for RelayedConn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RelayedConn")
             .field("relay", &self.stream.peer_addr().ok())
+            .field("tls", &self.stream.is_tls())
             .field("leftover", &self.leftover().len())
             .finish()
     }

@@ -16,16 +16,20 @@ use tokio::io::AsyncWriteExt;
 use crate::head::{HeadError, read_final_reply};
 use crate::transport::RelayStream;
 
-/// Where a device connection goes and which domain it registers there.
+/// Where a device connection goes, over what, and which domain it registers there.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     pub host: String,
     pub port: u16,
+    pub tls: bool,
     pub domain: String,
 }
 
 impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.tls {
+            f.write_str("tls:")?;
+        }
         if self.host.contains(':') {
             write!(f, "[{}]:{}/{}", self.host, self.port, self.domain)
         } else {
@@ -39,23 +43,19 @@ impl std::fmt::Display for Target {
 pub enum RedirectError {
     #[error("a redirect without a usable Location")]
     BadLocation,
-    #[error("a redirect to TLS ({0}), which is not supported yet")]
-    Tls(String),
 }
 
 impl Target {
-    /// Where a `307`/`308` with this `Location` sends a device or tunnel client: its host, and
-    /// the domain from its path (2.9).
+    /// Where a `307`/`308` with this `Location` sends a device or tunnel client: its host, TLS
+    /// exactly when the scheme is `https`, and the domain from its path (2.9).
     pub fn from_location(location: Option<&[u8]>) -> Result<Self, RedirectError> {
         let r = location
             .and_then(Redirect::parse)
             .ok_or(RedirectError::BadLocation)?;
-        if r.tls {
-            return Err(RedirectError::Tls(format!("{}:{}", r.host, r.port)));
-        }
         Ok(Target {
             host: r.host,
             port: r.port,
+            tls: r.tls,
             domain: r.domain,
         })
     }
@@ -115,12 +115,21 @@ pub const MAX_REDIRECTS: u32 = 5;
 /// more likely a fault than a wish to be silent for months, and it keeps `Instant`s finite.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(6 * 3600);
 
+/// The optional fields of a device handshake (2.9, "Request").
+#[derive(Debug, Clone, Copy)]
+pub struct HandshakeFields<'a> {
+    /// Sent as `Authorization: Bearer <key>`.
+    pub key: Option<&'a str>,
+    /// Sent as `X-Relay-Security: transport/pass-through` (2.6.5).
+    pub pass_through: bool,
+}
+
 /// Runs the handshake loop on a connected `stream` (AWAIT), reporting progress to `on_event`.
 /// `response_timeout` bounds the wait for each response head (75 s, checklist 48).
 pub async fn exchange(
     mut stream: RelayStream,
     target: &Target,
-    key: Option<&str>,
+    fields: HandshakeFields<'_>,
     response_timeout: Duration,
     mut on_event: impl FnMut(Event),
 ) -> Result<Outcome, AttemptError> {
@@ -129,8 +138,8 @@ pub async fn exchange(
         &target.domain,
         &target.host,
         target.port,
-        key,
-        false,
+        fields.key,
+        fields.pass_through,
     );
     let mut buf = Vec::new();
     loop {

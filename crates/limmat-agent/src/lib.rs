@@ -31,7 +31,7 @@
 //! ```
 //!
 //! Modules, one concern each: [`backoff`] (the staged reconnect schedule), [`addr`] (CLI
-//! addresses), `transport` (opening sockets), `head` (reading heads), `handshake` (one
+//! addresses), `transport` (opening plain and TLS connections: [`Connector`], [`RelayStream`]), `head` (reading heads), `handshake` (one
 //! connection's AWAIT state), [`conn`] (the relayed stream), [`agent`] (the pool), `serve`
 //! (splicing and HTTP) and [`tunnel`] (the `limmat tunnel` modes).
 
@@ -50,6 +50,7 @@ pub use agent::{Agent, AgentConfig, AgentError, AgentStatus};
 pub use conn::RelayedConn;
 pub use handshake::{AttemptError, RedirectError};
 pub use head::{HeadError, MAX_HEAD};
-pub use serve::{BoxError, forward, serve_http};
+pub use serve::{BoxError, forward, forward_with, serve_http};
 /// Re-exported so that callers need no direct `tokio-util` dependency to stop an agent.
 pub use tokio_util::sync::CancellationToken;
+pub use transport::{Connector, RelayStream, TlsError, TlsOptions};

@@ -1,11 +1,12 @@
-//! What to do with a [`RelayedConn`]: splice it to a local TCP service, or serve HTTP on it
-//! in-process (spec 2.9, "Library use").
+//! What to do with a [`RelayedConn`]: splice it to a local TCP or TLS service, or serve HTTP on
+//! it in-process (spec 2.9, "Library use").
 //!
 //! Serving in-process means a Rust program reachable through the relay needs no local port at
 //! all: the relayed connection goes straight into a hyper service.
 
 use std::error::Error as StdError;
 use std::io;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use hyper::body::{Body, Incoming};
@@ -17,7 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::addr::LocalAddr;
 use crate::conn::RelayedConn;
-use crate::transport;
+use crate::transport::Connector;
 
 /// The wait for a TCP connection to the local service.
 pub const LOCAL_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -25,11 +26,28 @@ pub const LOCAL_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// An error from serving HTTP, as hyper reports it.
 pub type BoxError = Box<dyn StdError + Send + Sync>;
 
-/// Splices `conn` to the TCP service at `local` (server mode): the client's early bytes first,
+/// Splices `conn` to the service at `local` (server mode): the client's early bytes first,
 /// then both directions until both have ended, a FIN on one side becoming a half-close on the
 /// other. Returns the bytes copied (relay → local, local → relay).
+///
+/// A `tls:` local service is verified against the system roots; [`forward_with`] takes a
+/// [`Connector`] with other [`TlsOptions`](crate::TlsOptions).
 pub async fn forward(conn: RelayedConn, local: &LocalAddr) -> io::Result<(u64, u64)> {
-    let local = transport::connect(&local.host, local.port, LOCAL_CONNECT_TIMEOUT).await?;
+    // One connector for the process, so that the system roots are read once.
+    static SYSTEM: OnceLock<Connector> = OnceLock::new();
+    let connector = SYSTEM.get_or_init(|| Connector::new(Default::default()));
+    forward_with(conn, local, connector).await
+}
+
+/// [`forward`], opening the local connection with `connector`.
+pub async fn forward_with(
+    conn: RelayedConn,
+    local: &LocalAddr,
+    connector: &Connector,
+) -> io::Result<(u64, u64)> {
+    let local = connector
+        .connect(&local.host, local.port, local.tls, LOCAL_CONNECT_TIMEOUT)
+        .await?;
     splice(conn, local).await
 }
 

@@ -1,12 +1,14 @@
 //! The three modes of `limmat tunnel` as library functions (spec 2.8 and 2.9, "Modes").
 //!
-//! - **server**: every relayed connection is spliced to a local TCP service.
+//! - **server**: every relayed connection is spliced to a local TCP or TLS service.
 //! - **proxy**: every relayed connection first carries a `CONNECT /<domain>` head (2.8.1),
 //!   answered with exactly `HTTP/1.1 200 OK\r\n\r\n` before the splice, as YalerTunnel2 does.
 //! - **client**: the other end of proxy mode: a local listener whose every connection goes to
 //!   the relay as `CONNECT /<domain>`, so that e.g. `ssh -p <port> localhost` reaches a device.
 //!
-//! The byte conventions live in `limmat_wire::tunnel`; this module only does the I/O.
+//! The byte conventions live in `limmat_wire::tunnel`; this module only does the I/O. Relay
+//! and local connections are opened with one [`Connector`], so `tls:` and the CA file apply to
+//! both.
 
 use std::io;
 use std::net::SocketAddr;
@@ -22,12 +24,14 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::addr::{LocalAddr, RelayAddr};
-use crate::agent::{Agent, AgentError, DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT};
+use crate::agent::{
+    Agent, AgentError, DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT, relay_connector,
+};
 use crate::conn::RelayedConn;
 use crate::handshake::{MAX_REDIRECTS, RedirectError, Target};
 use crate::head::{HeadError, read_final_reply, read_head};
-use crate::serve::{LOCAL_CONNECT_TIMEOUT, forward, splice};
-use crate::transport;
+use crate::serve::{LOCAL_CONNECT_TIMEOUT, forward_with, splice};
+use crate::transport::{self, Connector, RelayStream, TlsOptions};
 
 /// How long a proxy-mode device waits for the client's `CONNECT` head. YalerTunnel2 closes
 /// any socket idle for 75 s.
@@ -39,16 +43,25 @@ pub const PROXY_HEAD_TIMEOUT: Duration = Duration::from_secs(75);
 const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_BYTES: u64 = 64 * 1024;
 
-/// Server mode: runs `agent` and splices every relayed connection to `local`.
+/// Server mode: runs `agent` and splices every relayed connection to `local`, over TLS for a
+/// `tls:` address (verified with the agent's [`TlsOptions`]).
 pub async fn run_server(agent: Agent, local: LocalAddr, shutdown: CancellationToken) {
-    let serve = |conn, local: LocalAddr| async move { forward(conn, &local).await };
+    let connector = agent.connector().clone();
+    let serve = move |conn, local: LocalAddr| {
+        let connector = connector.clone();
+        async move { forward_with(conn, &local, &connector).await }
+    };
     run_mode(agent, local, shutdown, serve).await;
 }
 
 /// Proxy mode: runs `agent` and answers the `CONNECT` head of every relayed connection with
 /// [`proxy`].
 pub async fn run_proxy(agent: Agent, local: LocalAddr, shutdown: CancellationToken) {
-    let serve = |conn, local: LocalAddr| async move { proxy(conn, &local).await };
+    let connector = agent.connector().clone();
+    let serve = move |conn, local: LocalAddr| {
+        let connector = connector.clone();
+        async move { proxy(conn, &local, &connector).await }
+    };
     run_mode(agent, local, shutdown, serve).await;
 }
 
@@ -90,8 +103,13 @@ pub enum ProxyError {
 /// Proxy mode for one relayed connection (2.9, checklist 39): reads one head of at most 16 KiB;
 /// for `CONNECT`, connects to `local`, answers exactly the 19-byte `200` and splices, the bytes
 /// that followed the head first. Otherwise answers `405`, or `502` when `local` refuses, and
-/// closes. Returns the bytes spliced (relay → local, local → relay).
-pub async fn proxy(mut conn: RelayedConn, local: &LocalAddr) -> Result<(u64, u64), ProxyError> {
+/// closes. `local` is opened with `connector` (TLS for a `tls:` address). Returns the bytes
+/// spliced (relay → local, local → relay).
+pub async fn proxy(
+    mut conn: RelayedConn,
+    local: &LocalAddr,
+    connector: &Connector,
+) -> Result<(u64, u64), ProxyError> {
     let mut buf = Vec::new();
     let len = tokio::time::timeout(PROXY_HEAD_TIMEOUT, read_head(&mut conn, &mut buf))
         .await
@@ -102,14 +120,16 @@ pub async fn proxy(mut conn: RelayedConn, local: &LocalAddr) -> Result<(u64, u64
         answer_and_close(conn, PROXY_METHOD_NOT_ALLOWED).await;
         return Err(ProxyError::NotConnect(method));
     }
-    let mut local_stream =
-        match transport::connect(&local.host, local.port, LOCAL_CONNECT_TIMEOUT).await {
-            Ok(stream) => stream,
-            Err(e) => {
-                answer_and_close(conn, PROXY_BAD_GATEWAY).await;
-                return Err(ProxyError::Local(e));
-            }
-        };
+    let mut local_stream = match connector
+        .connect(&local.host, local.port, local.tls, LOCAL_CONNECT_TIMEOUT)
+        .await
+    {
+        Ok(stream) => stream,
+        Err(e) => {
+            answer_and_close(conn, PROXY_BAD_GATEWAY).await;
+            return Err(ProxyError::Local(e));
+        }
+    };
     conn.write_all(PROXY_OK).await?;
     local_stream.write_all(&buf[len..]).await?;
     Ok(splice(conn, local_stream).await?)
@@ -137,6 +157,8 @@ pub struct ClientConfig {
     /// The wait for the relay's answer to `CONNECT` (the relay itself gives up sooner, with a
     /// `504`, when no device comes).
     pub response_timeout: Duration,
+    /// How the relay is verified over `tls:` or after an `https` redirect.
+    pub tls: TlsOptions,
 }
 
 impl ClientConfig {
@@ -146,6 +168,7 @@ impl ClientConfig {
             domain: domain.into(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+            tls: TlsOptions::default(),
         }
     }
 }
@@ -157,6 +180,10 @@ pub enum ClientError {
     Config(#[from] AgentError),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: LocalAddr, source: io::Error },
+    #[error(
+        "client mode listens for plain TCP, not TLS: give the local address {0} without `tls:`"
+    )]
+    TlsListener(LocalAddr),
 }
 
 /// Client mode: a bound local listener, ready to [`run`](TunnelClient::run).
@@ -165,6 +192,7 @@ pub struct TunnelClient {
     listener: TcpListener,
     home: Target,
     config: ClientConfig,
+    connector: Connector,
 }
 
 impl TunnelClient {
@@ -175,9 +203,10 @@ impl TunnelClient {
             domain: config.domain.clone(),
             source,
         })?;
-        if config.relay.tls {
-            return Err(AgentError::TlsUnsupported(config.relay.clone()).into());
+        if local.tls {
+            return Err(ClientError::TlsListener(local.clone()));
         }
+        let connector = relay_connector(&config.relay, &config.tls)?;
         let listener = TcpListener::bind((local.host.as_str(), local.port))
             .await
             .map_err(|source| ClientError::Bind {
@@ -187,12 +216,14 @@ impl TunnelClient {
         let home = Target {
             host: config.relay.host.clone(),
             port: config.relay.port,
+            tls: config.relay.tls,
             domain: config.domain.clone(),
         };
         Ok(Self {
             listener,
             home,
             config,
+            connector,
         })
     }
 
@@ -225,13 +256,17 @@ impl TunnelClient {
                     }
                 }
             };
-            let (home, config, shutdown) =
-                (self.home.clone(), self.config.clone(), shutdown.clone());
+            let (home, config, connector, shutdown) = (
+                self.home.clone(),
+                self.config.clone(),
+                self.connector.clone(),
+                shutdown.clone(),
+            );
             tracker.spawn(
                 async move {
                     tokio::select! {
                         () = shutdown.cancelled() => {}
-                        () = client_connection(local, &home, &config) => {}
+                        () = client_connection(local, &home, &config, &connector) => {}
                     }
                 }
                 .instrument(info_span!("client", %peer)),
@@ -244,9 +279,14 @@ impl TunnelClient {
 }
 
 /// One local connection in client mode.
-async fn client_connection(local: TcpStream, home: &Target, config: &ClientConfig) {
+async fn client_connection(
+    local: TcpStream,
+    home: &Target,
+    config: &ClientConfig,
+    connector: &Connector,
+) {
     let _ = transport::tune(&local);
-    match open_tunnel(home, config).await {
+    match open_tunnel(home, config, connector).await {
         Ok((relay, leftover)) => {
             let mut local = local;
             if let Err(e) = local.write_all(&leftover).await {
@@ -287,10 +327,17 @@ pub enum TunnelError {
 async fn open_tunnel(
     home: &Target,
     config: &ClientConfig,
-) -> Result<(TcpStream, Vec<u8>), TunnelError> {
+    connector: &Connector,
+) -> Result<(RelayStream, Vec<u8>), TunnelError> {
     let mut target = home.clone();
     for _hop in 0..=MAX_REDIRECTS {
-        let mut relay = transport::connect(&target.host, target.port, config.connect_timeout)
+        let mut relay = connector
+            .connect(
+                &target.host,
+                target.port,
+                target.tls,
+                config.connect_timeout,
+            )
             .await
             .map_err(|e| TunnelError::Connect(target.to_string(), e))?;
         relay

@@ -438,8 +438,14 @@ fn bad_configurations_are_refused() {
         Some(AgentError::BadKey)
     ));
     assert!(matches!(
-        config(|c| c.relay.tls = true),
-        Some(AgentError::TlsUnsupported(_))
+        config(|c| {
+            c.relay.tls = true;
+            c.tls.ca_file = Some("/nonexistent/ca.pem".into());
+        }),
+        Some(AgentError::Tls {
+            source: limmat_agent::TlsError::CaFileRead { .. },
+            ..
+        })
     ));
     assert!(config(|_| {}).is_none());
 }

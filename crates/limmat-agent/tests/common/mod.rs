@@ -7,7 +7,7 @@ use std::future::Future;
 
 use limmat_agent::{Agent, AgentConfig, AgentStatus, CancellationToken, RelayAddr, RelayedConn};
 use limmat_wire::HeadScanner;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -48,10 +48,7 @@ impl FakeRelay {
 
     pub async fn accept(&self) -> Peer {
         let (stream, _) = self.listener.accept().await.unwrap();
-        Peer {
-            stream,
-            buf: Vec::new(),
-        }
+        Peer::new(stream)
     }
 
     /// Accepts a connection and reads its first head.
@@ -62,13 +59,21 @@ impl FakeRelay {
     }
 }
 
-/// One accepted connection, with the bytes read past the last head.
-pub struct Peer {
-    pub stream: TcpStream,
+/// One accepted connection (TCP, or TLS in the TLS tests), with the bytes read past the last
+/// head.
+pub struct Peer<S = TcpStream> {
+    pub stream: S,
     pub buf: Vec<u8>,
 }
 
-impl Peer {
+impl<S: AsyncRead + AsyncWrite + Unpin> Peer<S> {
+    pub fn new(stream: S) -> Self {
+        Self {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
     /// Reads one complete head; panics on EOF.
     pub async fn read_head(&mut self) -> Vec<u8> {
         let mut scanner = HeadScanner::new();
