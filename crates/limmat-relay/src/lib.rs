@@ -12,6 +12,7 @@
 //! - `stream`: a leg, plain or TLS; [`tls`]: certificates, SNI selection and reload.
 //! - [`stats`]: live counters that tests and operators read.
 
+pub mod auth;
 pub mod config;
 pub mod server;
 pub mod stats;
