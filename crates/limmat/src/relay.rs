@@ -4,16 +4,26 @@
 use crate::units;
 use anyhow::Context;
 use clap::Args;
-use limmat_relay::{Relay, RelayConfig};
-use std::net::SocketAddr;
+use limmat_relay::{CertPaths, Listen, Relay, RelayConfig};
+use std::path::PathBuf;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Args, Debug)]
 pub struct RelayArgs {
-    /// Address to listen on for devices and clients (repeatable).
+    /// Address to listen on for devices and clients (repeatable); `tls:ADDR` for TLS.
     #[arg(long = "listen", value_name = "ADDR", default_value = "127.0.0.1:8080")]
-    listen: Vec<SocketAddr>,
+    listen: Vec<Listen>,
+    /// PEM certificate chain for TLS listeners (repeatable, paired with --key in order; chosen
+    /// by SNI, the first is the default). Reloaded when the file changes or on SIGHUP.
+    #[arg(long = "cert", value_name = "FILE")]
+    cert: Vec<PathBuf>,
+    /// PEM private key for the --cert at the same position.
+    #[arg(long = "key", value_name = "FILE")]
+    key: Vec<PathBuf>,
+    /// The ClientHello and TLS handshake must be done within this.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = units::duration)]
+    tls_handshake_timeout: Duration,
     /// Public hostname of the relay (repeatable); turns on <domain>.<hostname> routing.
     #[arg(long = "hostname", value_name = "NAME")]
     hostname: Vec<String>,
@@ -53,9 +63,24 @@ pub struct RelayArgs {
 }
 
 impl RelayArgs {
-    fn into_config(self) -> RelayConfig {
-        RelayConfig {
+    fn into_config(self) -> anyhow::Result<RelayConfig> {
+        if self.cert.len() != self.key.len() {
+            anyhow::bail!(
+                "{} --cert but {} --key: give one --key for each --cert, in the same order",
+                self.cert.len(),
+                self.key.len()
+            );
+        }
+        let certs = self
+            .cert
+            .into_iter()
+            .zip(self.key)
+            .map(|(cert, key)| CertPaths { cert, key })
+            .collect();
+        Ok(RelayConfig {
             listen: self.listen,
+            certs,
+            tls_handshake_timeout: self.tls_handshake_timeout,
             hostnames: self.hostname,
             hold_time: self.hold_time,
             client_wait: self.client_wait,
@@ -68,19 +93,40 @@ impl RelayArgs {
             first_post_renew: self.first_post_renew,
             root_uri: self.root_uri,
             drain_timeout: self.drain_timeout,
-        }
+        })
     }
 }
 
 pub async fn run(args: RelayArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let relay = Relay::bind(args.into_config())
+    let relay = Relay::bind(args.into_config()?)
         .await
         .context("the relay cannot start")?;
     let handle = relay.handle();
+    tokio::spawn(reload_on_sighup(handle.clone()));
     tokio::spawn(async move {
         shutdown.cancelled().await;
         handle.shutdown();
     });
     relay.run().await;
     Ok(())
+}
+
+/// SIGHUP reads the certificates again; a file that does not load keeps the old certificate.
+async fn reload_on_sighup(handle: limmat_relay::RelayHandle) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            tracing::warn!(
+                "cannot watch SIGHUP; certificates still reload when their files change"
+            );
+            return;
+        };
+        while hup.recv().await.is_some() {
+            let replaced = handle.reload_certificates();
+            tracing::info!(replaced, "SIGHUP: certificates reloaded");
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = handle;
 }

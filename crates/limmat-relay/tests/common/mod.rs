@@ -16,7 +16,10 @@ use tokio::time::timeout;
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
 pub struct TestRelay {
+    /// The first listener.
     pub addr: SocketAddr,
+    /// Every listener, in the order configured.
+    pub addrs: Vec<SocketAddr>,
     pub handle: RelayHandle,
     task: JoinHandle<()>,
 }
@@ -28,10 +31,16 @@ pub async fn start(configure: impl FnOnce(&mut RelayConfig)) -> TestRelay {
     };
     configure(&mut config);
     let relay = Relay::bind(config).await.expect("relay binds");
-    let addr = relay.local_addrs()[0];
+    let addrs = relay.local_addrs();
+    let addr = addrs[0];
     let handle = relay.handle();
     let task = tokio::spawn(relay.run());
-    TestRelay { addr, handle, task }
+    TestRelay {
+        addr,
+        addrs,
+        handle,
+        task,
+    }
 }
 
 impl TestRelay {
