@@ -185,6 +185,8 @@ async fn pair(shared: &Arc<Shared>, mut client: ClientLeg, device: DeviceLeg) ->
     .await;
     match written {
         Ok(Ok(())) => {
+            // A pairing returns a handshake token: the device's replacement is not a loop.
+            shared.limits.paired(&client.domain);
             let sent = std::mem::take(&mut client.buf).len();
             Pairing::Piped(client, device_conn, sent)
         }

@@ -1,6 +1,8 @@
 //! Relay settings (spec 2–3) with their defaults, and the checks that refuse a relay that
 //! would misbehave, such as a hold time the devices' 75 s read timeout would cut short (D2).
 
+use crate::auth::{AuthMode, KeySources};
+use crate::limits::LimitConfig;
 use crate::tls::CertPaths;
 use std::net::SocketAddr;
 use std::str::FromStr;
@@ -86,6 +88,16 @@ pub struct RelayConfig {
     pub root_uri: Option<String>,
     /// How long in-flight pipes may finish after a shutdown starts (7.6).
     pub drain_timeout: Duration,
+    /// `auth` (4.2): `None` picks `keys` when a key source is configured, else `open` on
+    /// loopback-only relays (and refuses to start otherwise).
+    pub auth: Option<AuthMode>,
+    /// Static keys, keys files and master secrets (4.1).
+    pub keys: KeySources,
+    /// Per-source and per-domain limits (4.3).
+    pub limits: LimitConfig,
+    /// Open connections of the whole node; at the limit the relay stops accepting and the
+    /// kernel's backlog queues new ones (4.3). Zero: no limit.
+    pub max_connections: usize,
 }
 
 impl Default for RelayConfig {
@@ -106,6 +118,10 @@ impl Default for RelayConfig {
             first_post_renew: false,
             root_uri: None,
             drain_timeout: Duration::from_secs(30),
+            auth: None,
+            keys: KeySources::default(),
+            limits: LimitConfig::default(),
+            max_connections: 65536,
         }
     }
 }

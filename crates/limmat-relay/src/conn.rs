@@ -6,6 +6,7 @@
 use crate::client::{self, ClientLeg};
 use crate::device::{self, DeviceLeg, Renewed};
 use crate::head::read_head;
+use crate::limits::OpenGuard;
 use crate::linger::respond_and_close;
 use crate::registry::{Admission, ClientKind, DeviceClass};
 use crate::server::Shared;
@@ -14,17 +15,23 @@ use crate::stream::{Prefixed, Stream};
 use limmat_wire::request::Kind;
 use limmat_wire::route::is_registrable;
 use limmat_wire::tls::{Peek, peek_client_hello};
-use limmat_wire::{ClientRoute, Protocol, RequestHead, response};
+use limmat_wire::{Authorization, ClientRoute, Protocol, RequestHead, response};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep_until, timeout_at};
 
-/// An accepted socket, counted in the open-connections gauge for as long as it lives.
+/// An accepted socket, counted for as long as it lives.
 pub(crate) struct Conn {
     pub(crate) stream: Stream,
     pub(crate) peer: SocketAddr,
-    pub(crate) open: GaugeGuard,
+    pub(crate) open: Counted,
+}
+
+/// What an open connection counts against: the node's gauge and its source's limit.
+pub(crate) struct Counted {
+    _gauge: GaugeGuard,
+    _source: Option<OpenGuard>,
 }
 
 impl Conn {
@@ -32,14 +39,30 @@ impl Conn {
         Self {
             stream,
             peer,
-            open: shared.stats.hold(Gauge::Open),
+            open: Counted {
+                _gauge: shared.stats.hold(Gauge::Open),
+                _source: None,
+            },
         }
     }
 }
 
 /// Serves a freshly accepted connection.
 pub(crate) async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, tls: bool) {
-    let conn = Conn::new(&shared, Stream::Tcp(tcp), peer);
+    let mut conn = Conn::new(&shared, Stream::Tcp(tcp), peer);
+    match shared.limits.connection(peer.ip()) {
+        Ok(guard) => conn.open._source = guard,
+        Err(refusal) => {
+            tracing::info!(%peer, retry_after = refusal.secs(), "connection refused: per-source limit");
+            // Answered without reading the head (4.3). A TLS client could not read a
+            // plaintext answer, and a handshake is what the limit saves: it is just closed.
+            if !tls {
+                let response = response::too_many_requests(refusal.secs());
+                respond_and_close(conn.stream, &response).await;
+            }
+            return;
+        }
+    }
     if tls {
         if let Some(conn) = accept_tls(&shared, conn).await {
             serve(&shared, conn, None).await;
@@ -182,14 +205,15 @@ async fn serve(shared: &Arc<Shared>, mut conn: Conn, waiting: Option<(Admission,
                     tls: conn.stream.is_tls(),
                     pass_through: head.pass_through,
                 };
+                // A re-POST after a 204 for the same domain is already counted (2.4.5).
+                let renewal = carried
+                    .take()
+                    .filter(|admission| **admission.domain() == *domain);
+                let admitted = admit(shared, &conn, &domain, head.authorization, renewal);
                 drop(buf); // H13: bytes after a device's head are discarded.
-                let admission = match carried.take() {
-                    // A re-POST after a 204 for the same domain is always admitted (2.4.5).
-                    Some(admission) if **admission.domain() == *domain => admission,
-                    _ => match admit(shared, &conn, &domain) {
-                        Ok(admission) => admission,
-                        Err(refusal) => return respond_and_close(conn.stream, &refusal).await,
-                    },
+                let admission = match admitted {
+                    Ok(admission) => admission,
+                    Err(refusal) => return respond_and_close(conn.stream, &refusal).await,
                 };
                 if first_head {
                     tracing::info!(domain = %domain, peer = %conn.peer, ?protocol, tls = class.tls, pass_through = class.pass_through, "device connected");
@@ -216,16 +240,48 @@ async fn serve(shared: &Arc<Shared>, mut conn: Conn, waiting: Option<(Admission,
 }
 
 /// The checks of 4.4 that apply without keys or a cluster: the domain, then the cap.
-fn admit(shared: &Arc<Shared>, conn: &Conn, domain: &str) -> Result<Admission, Vec<u8>> {
+/// The checks of 4.4, in order: the domain, the source's failed-authentication bucket, the
+/// key, the domain's handshake rate, the cap. A re-POST after a `204` (`renewal`) is checked
+/// for its key too, but is free of the rate and the cap. The error is the response to send.
+fn admit(
+    shared: &Arc<Shared>,
+    conn: &Conn,
+    domain: &str,
+    authorization: Authorization<'_>,
+    renewal: Option<Admission>,
+) -> Result<Admission, Vec<u8>> {
+    let peer = conn.peer;
     if !is_registrable(domain) {
-        tracing::info!(peer = %conn.peer, domain = %domain.escape_debug(), "device refused: domain not registrable");
+        tracing::info!(%peer, domain = %domain.escape_debug(), "device refused: domain not registrable");
         return Err(response::UNAUTHORIZED.to_vec());
+    }
+    if let Some(auth) = &shared.auth {
+        if let Err(refusal) = shared.limits.auth_allowed(peer.ip()) {
+            tracing::info!(%peer, domain, "device refused: too many failed authentications");
+            return Err(response::too_many_requests(refusal.secs()));
+        }
+        match auth.check(domain, authorization) {
+            Ok(key) => tracing::debug!(%peer, domain, %key, "device authenticated"),
+            Err(failure) => {
+                shared.limits.auth_failed(peer.ip());
+                tracing::info!(%peer, domain, reason = %failure, "device refused: authentication");
+                return Err(response::UNAUTHORIZED.to_vec());
+            }
+        }
+    }
+    if let Some(admission) = renewal {
+        return Ok(admission);
+    }
+    let key: Arc<str> = domain.into();
+    if let Err(refusal) = shared.limits.handshake(&key) {
+        tracing::info!(%peer, domain, "device refused: handshake_rate_per_domain");
+        return Err(response::too_many_requests(refusal.secs()));
     }
     shared
         .registry
         .admit(domain, shared.config.max_per_domain)
         .ok_or_else(|| {
-            tracing::info!(peer = %conn.peer, domain, "device refused: max_per_domain reached");
+            tracing::info!(%peer, domain, "device refused: max_per_domain reached");
             response::too_many_requests(shared.config.cap_retry_after.as_secs())
         })
 }

@@ -10,6 +10,7 @@
 //! - `device` / `client`: the two sides of a pairing; `registry`: the per-domain FIFOs.
 //! - `pipe`: the forwarding loop; `head`: bounded head reads; `linger`: lingering close.
 //! - `stream`: a leg, plain or TLS; [`tls`]: certificates, SNI selection and reload.
+//! - [`auth`]: device keys; [`limits`]: per-source and per-domain abuse limits.
 //! - [`stats`]: live counters that tests and operators read.
 
 pub mod auth;
@@ -21,6 +22,7 @@ mod client;
 mod conn;
 mod device;
 mod head;
+pub mod limits;
 mod linger;
 mod pipe;
 mod registry;
@@ -29,6 +31,7 @@ mod stream;
 pub mod tls;
 
 pub use config::{ConfigError, Listen, RelayConfig};
+pub use limits::{Cidr, LimitConfig, Rate};
 pub use server::{Relay, RelayHandle};
 pub use stats::Stats;
 pub use tls::CertPaths;

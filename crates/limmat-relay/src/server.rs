@@ -5,8 +5,10 @@
 //! it closes them (spec 7.6, "a node without a cluster"). `run` returns only when every
 //! connection task has ended, so nothing outlives the relay.
 
+use crate::auth::{AuthMode, Authenticator, KeyError, ModeError, resolve_mode};
 use crate::config::{ConfigError, RelayConfig};
 use crate::conn;
+use crate::limits::Limits;
 use crate::registry::Registry;
 use crate::socket;
 use crate::stats::Stats;
@@ -35,6 +37,9 @@ pub(crate) struct Shared {
     /// Terminates TLS legs; present when a certificate is configured.
     pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
     pub(crate) certs: Option<Arc<CertStore>>,
+    /// Checks device keys; `None` in open mode.
+    pub(crate) auth: Option<Authenticator>,
+    pub(crate) limits: Arc<Limits>,
 }
 
 /// Why a relay could not start.
@@ -48,6 +53,10 @@ pub enum StartError {
     Certificate(#[from] CertError),
     #[error("TLS configuration: {0}")]
     Tls(#[from] rustls::Error),
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    #[error(transparent)]
+    AuthMode(#[from] ModeError),
 }
 
 /// A bound relay, ready to [`run`](Relay::run).
@@ -95,6 +104,18 @@ impl Relay {
             false => Some(CertStore::load(&config.certs)?),
         };
         let tls = certs.as_ref().map(|c| c.acceptor()).transpose()?;
+        let loopback_only = config.listen.iter().all(|l| l.addr.ip().is_loopback());
+        let mode = resolve_mode(config.auth, config.keys.any(), loopback_only)?;
+        let auth = match mode {
+            AuthMode::Keys => Some(Authenticator::load(&config.keys)?),
+            AuthMode::Open => {
+                if config.auth == Some(AuthMode::Open) && !loopback_only {
+                    tracing::warn!("auth = open: any device may register any domain");
+                }
+                None
+            }
+        };
+        let limits = Limits::new(config.limits.clone());
         let mut listeners = Vec::with_capacity(config.listen.len());
         for l in &config.listen {
             let addr = l.addr;
@@ -111,6 +132,8 @@ impl Relay {
             tasks: TaskTracker::new(),
             tls,
             certs,
+            auth,
+            limits,
         });
         Ok(Self { shared, listeners })
     }
@@ -180,7 +203,17 @@ fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
 }
 
 async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, tls: bool) {
+    let max = shared.config.max_connections;
+    let mut open = shared.stats.open_connections();
     loop {
+        if max > 0 {
+            // At the node's limit, stop accepting: the kernel's backlog holds new connections
+            // until some close, instead of the relay falling over (4.3).
+            tokio::select! {
+                _ = open.wait_for(|&n| n < max) => {}
+                () = shared.shutdown.cancelled() => return,
+            }
+        }
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = shared.shutdown.cancelled() => return,
