@@ -3,6 +3,7 @@
 //! - `limmat relay`: the public reverse-HTTP relay.
 //! - `limmat tunnel server|proxy|client`: the device side, in YalerTunnel's argument shape.
 
+mod key;
 mod relay;
 mod tunnel;
 mod units;
@@ -25,7 +26,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a relay: devices connect out to it, web clients reach them through it.
-    Relay(relay::RelayArgs),
+    Relay(Box<relay::RelayArgs>),
     /// Run the device side (server, proxy) or its client counterpart, as YalerTunnel does.
     Tunnel(tunnel::TunnelArgs),
 }
@@ -54,7 +55,7 @@ fn main() -> ExitCode {
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));
         match cli.command {
-            Command::Relay(args) => relay::run(args, shutdown).await,
+            Command::Relay(args) => relay::run(*args, shutdown).await,
             Command::Tunnel(args) => tunnel::run(args, shutdown).await,
         }
     });

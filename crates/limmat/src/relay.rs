@@ -3,14 +3,18 @@
 
 use crate::units;
 use anyhow::Context;
-use clap::Args;
-use limmat_relay::{CertPaths, Listen, Relay, RelayConfig};
+use clap::{Args, Subcommand};
+use limmat_relay::auth::{AuthMode, KeySources};
+use limmat_relay::{CertPaths, Cidr, LimitConfig, Listen, Rate, Relay, RelayConfig};
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct RelayArgs {
+    #[command(subcommand)]
+    command: Option<RelayCommand>,
     /// Address to listen on for devices and clients (repeatable); `tls:ADDR` for TLS.
     #[arg(long = "listen", value_name = "ADDR", default_value = "127.0.0.1:8080")]
     listen: Vec<Listen>,
@@ -60,6 +64,40 @@ pub struct RelayArgs {
     /// How long open pipes may finish after SIGTERM or SIGINT.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = units::duration)]
     drain_timeout: Duration,
+    /// `keys`: every device needs a key (the default when a key source is given); `open`:
+    /// any device may register any domain (allowed by default on loopback-only relays).
+    #[arg(long, value_name = "open|keys")]
+    auth: Option<AuthMode>,
+    /// TOML file of [[device_key]] entries (domain, sha256) and revoked_keys (repeatable).
+    #[arg(long = "keys-file", value_name = "FILE")]
+    keys_file: Vec<PathBuf>,
+    /// Master secret for derived keys lmk1.… (repeatable, for rotation).
+    #[arg(long = "master-secret-file", value_name = "FILE")]
+    master_secret_file: Vec<PathBuf>,
+    /// Open connections per client address (IPv6 per /64); 0 = no limit.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    max_conns_per_ip: usize,
+    /// New connections per address, as RATE/UNIT:BURST; 0 = no limit.
+    #[arg(long, value_name = "RATE", default_value = "500/s:1000")]
+    conn_rate_per_ip: Rate,
+    /// Failed device authentications per address before 429; 0 = no limit.
+    #[arg(long, value_name = "RATE", default_value = "10/min:20")]
+    auth_failures_per_ip: Rate,
+    /// Device handshakes per domain (each pairing returns one); 0 = no limit.
+    #[arg(long, value_name = "RATE", default_value = "10/s:64")]
+    handshake_rate_per_domain: Rate,
+    /// Address ranges the per-address limits do not apply to (repeatable).
+    #[arg(long = "limit-exempt", value_name = "CIDR", default_values = ["127.0.0.0/8", "::1/128"])]
+    limit_exempt: Vec<Cidr>,
+    /// Open connections of the whole relay; at the limit it stops accepting; 0 = no limit.
+    #[arg(long, value_name = "N", default_value_t = 65536)]
+    max_connections: usize,
+}
+
+#[derive(Subcommand, Debug)]
+enum RelayCommand {
+    /// Issue a device key: a derived one (--master-secret-file) or a new random one (--new).
+    Key(crate::key::KeyArgs),
 }
 
 impl RelayArgs {
@@ -93,11 +131,28 @@ impl RelayArgs {
             first_post_renew: self.first_post_renew,
             root_uri: self.root_uri,
             drain_timeout: self.drain_timeout,
+            auth: self.auth,
+            keys: KeySources {
+                keys_files: self.keys_file,
+                master_secret_files: self.master_secret_file,
+                ..KeySources::default()
+            },
+            limits: LimitConfig {
+                max_conns_per_ip: self.max_conns_per_ip,
+                conn_rate_per_ip: self.conn_rate_per_ip,
+                auth_failures_per_ip: self.auth_failures_per_ip,
+                handshake_rate_per_domain: self.handshake_rate_per_domain,
+                limit_exempt: self.limit_exempt,
+            },
+            max_connections: self.max_connections,
         })
     }
 }
 
-pub async fn run(args: RelayArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(mut args: RelayArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    if let Some(RelayCommand::Key(key)) = args.command.take() {
+        return crate::key::run(key);
+    }
     let relay = Relay::bind(args.into_config()?)
         .await
         .context("the relay cannot start")?;

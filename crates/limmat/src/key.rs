@@ -1,0 +1,58 @@
+//! `limmat relay key`: issues device keys (spec 4.1.2, 4.1.3).
+//!
+//! `--master-secret-file F <domain>` prints the domain's derived key as the last word of its
+//! output, so scripts can take it with `awk '{print $NF}'`. `--new <domain>` prints a random
+//! static key once, with the `[[device_key]]` entry that holds only its SHA-256: the relay never
+//! needs the key itself, so it should exist nowhere but on the device.
+
+use anyhow::Context;
+use clap::Args;
+use limmat_relay::auth;
+use limmat_wire::route::parse_domain;
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["new", "master_secret_file"])))]
+pub struct KeyArgs {
+    /// Make a new random key and print it with its [[device_key]] entry for the configuration.
+    #[arg(long)]
+    new: bool,
+    /// Print the domain's derived key under this master secret (repeatable, as for the relay;
+    /// the first one is used).
+    #[arg(long, value_name = "FILE")]
+    master_secret_file: Vec<PathBuf>,
+    /// The device's relay domain.
+    #[arg(value_name = "DOMAIN")]
+    domain: String,
+}
+
+pub fn run(args: KeyArgs) -> anyhow::Result<()> {
+    let domain =
+        parse_domain(&args.domain).with_context(|| format!("invalid domain {:?}", args.domain))?;
+    match args.master_secret_file.first() {
+        Some(path) => {
+            let secret = auth::read_master_secret(path)?;
+            println!(
+                "device key for {domain}: {}",
+                auth::derive_key(&secret, &domain)
+            );
+        }
+        None => {
+            let key = auth::new_key().context("the system's random source failed")?;
+            // Domain keys never contain `"` or `\` (H6), so the TOML string needs no escapes.
+            println!(
+                "device key for {domain}: {key}\n\
+                 \n\
+                 This key is shown only once: give it to the device (limmat tunnel: LIMMAT_SECRET_KEY\n\
+                 or --secret-key; YalerTunnel2: --secret-key) and keep no other copy. The relay\n\
+                 needs only its hash: add this entry to its configuration or keys file.\n\
+                 \n\
+                 [[device_key]]\n\
+                 domain = \"{domain}\"\n\
+                 sha256 = \"{}\"",
+                auth::sha256_hex(&key)
+            );
+        }
+    }
+    Ok(())
+}
