@@ -18,7 +18,6 @@ use limmat_wire::tls::{Peek, peek_client_hello};
 use limmat_wire::{Authorization, ClientRoute, Protocol, RequestHead, response};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep_until, timeout_at};
 
 /// An accepted socket, counted for as long as it lives.
@@ -47,9 +46,9 @@ impl Conn {
     }
 }
 
-/// Serves a freshly accepted connection.
-pub(crate) async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, tls: bool) {
-    let mut conn = Conn::new(&shared, Stream::Tcp(tcp), peer);
+/// Serves a freshly accepted connection (already counted by the accept loop).
+pub(crate) async fn handle(shared: Arc<Shared>, mut conn: Conn, tls: bool) {
+    let peer = conn.peer;
     match shared.limits.connection(peer.ip()) {
         Ok(guard) => conn.open._source = guard,
         Err(refusal) => {

@@ -12,6 +12,7 @@ use crate::limits::Limits;
 use crate::registry::Registry;
 use crate::socket;
 use crate::stats::Stats;
+use crate::stream::Stream;
 use crate::tls::{CertError, CertStore};
 use limmat_wire::Hostnames;
 use std::io;
@@ -221,9 +222,9 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, tls: bool) {
         match accepted {
             Ok((stream, peer)) => {
                 socket::configure(&stream);
-                shared
-                    .tasks
-                    .spawn(conn::handle(shared.clone(), stream, peer, tls));
+                // Counted before the next accept, so max_connections is exact.
+                let conn = conn::Conn::new(&shared, Stream::Tcp(stream), peer);
+                shared.tasks.spawn(conn::handle(shared.clone(), conn, tls));
             }
             Err(e) => {
                 // Out of file descriptors or memory: back off instead of spinning, and let
