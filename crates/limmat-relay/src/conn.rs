@@ -255,6 +255,10 @@ fn admit(
         return Err(response::UNAUTHORIZED.to_vec());
     }
     if let Some(auth) = &shared.auth {
+        let auth = auth
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         if let Err(refusal) = shared.limits.auth_allowed(peer.ip()) {
             tracing::info!(%peer, domain, "device refused: too many failed authentications");
             return Err(response::too_many_requests(refusal.secs()));

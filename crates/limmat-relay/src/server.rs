@@ -17,7 +17,7 @@ use crate::tls::{CertError, CertStore};
 use limmat_wire::Hostnames;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
@@ -39,7 +39,7 @@ pub(crate) struct Shared {
     pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
     pub(crate) certs: Option<Arc<CertStore>>,
     /// Checks device keys; `None` in open mode.
-    pub(crate) auth: Option<Authenticator>,
+    pub(crate) auth: Option<RwLock<Arc<Authenticator>>>,
     pub(crate) limits: Arc<Limits>,
 }
 
@@ -88,6 +88,17 @@ impl RelayHandle {
     pub fn reload_certificates(&self) -> usize {
         self.shared.certs.as_ref().map_or(0, |c| c.reload(true))
     }
+
+    /// Reads the keys files and master secrets again (SIGHUP), so keys can be added, rotated
+    /// and revoked without a restart. On any error the previous keys stay in force.
+    pub fn reload_keys(&self) -> Result<(), KeyError> {
+        let Some(current) = &self.shared.auth else {
+            return Ok(());
+        };
+        let fresh = Authenticator::load(&self.shared.config.keys)?;
+        *current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(fresh);
+        Ok(())
+    }
 }
 
 /// How often certificate files are checked for changes.
@@ -133,7 +144,7 @@ impl Relay {
             tasks: TaskTracker::new(),
             tls,
             certs,
-            auth,
+            auth: auth.map(|a| RwLock::new(Arc::new(a))),
             limits,
         });
         Ok(Self { shared, listeners })

@@ -330,3 +330,32 @@ async fn slowloris_flood_does_not_stop_normal_traffic() {
     relay.open_connections(0).await;
     relay.stop().await;
 }
+
+#[tokio::test]
+async fn keys_files_reload_without_a_restart() {
+    let keys = secret_file("");
+    let write_keys = |domain: &str, key: &str| {
+        let toml = format!(
+            "[[device_key]]\ndomain = \"{domain}\"\nsha256 = \"{}\"\n",
+            sha256_hex(key)
+        );
+        std::fs::write(&keys.0, toml).unwrap();
+    };
+    write_keys("dom", "first-key");
+    let sources = KeySources {
+        keys_files: vec![keys.0.clone()],
+        ..KeySources::default()
+    };
+    let relay = start(move |c| c.keys = sources).await;
+    expect_registered(&relay, &handshake_with("dom", &bearer("first-key")), "dom").await;
+    // Rotate: the new key works after a reload, the old one no longer does.
+    write_keys("dom", "second-key");
+    relay.handle.reload_keys().unwrap();
+    expect_registered(&relay, &handshake_with("dom", &bearer("second-key")), "dom").await;
+    expect_401(&relay, &handshake_with("dom", &bearer("first-key"))).await;
+    // A broken file is reported and the keys in force stay.
+    std::fs::write(&keys.0, "[[device_key]]\nsha256 = 12\n").unwrap();
+    assert!(relay.handle.reload_keys().is_err());
+    expect_registered(&relay, &handshake_with("dom", &bearer("second-key")), "dom").await;
+    relay.stop().await;
+}

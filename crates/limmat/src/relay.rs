@@ -166,7 +166,8 @@ pub async fn run(mut args: RelayArgs, shutdown: CancellationToken) -> anyhow::Re
     Ok(())
 }
 
-/// SIGHUP reads the certificates again; a file that does not load keeps the old certificate.
+/// SIGHUP reads the certificates and device keys again; whatever does not load keeps the old
+/// one in force.
 async fn reload_on_sighup(handle: limmat_relay::RelayHandle) {
     #[cfg(unix)]
     {
@@ -180,6 +181,12 @@ async fn reload_on_sighup(handle: limmat_relay::RelayHandle) {
         while hup.recv().await.is_some() {
             let replaced = handle.reload_certificates();
             tracing::info!(replaced, "SIGHUP: certificates reloaded");
+            match handle.reload_keys() {
+                Ok(()) => tracing::info!("SIGHUP: device keys reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "SIGHUP: device keys not reloaded; the previous keys stay in force")
+                }
+            }
         }
     }
     #[cfg(not(unix))]
