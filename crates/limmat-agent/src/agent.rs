@@ -85,8 +85,10 @@ impl AgentConfig {
 /// A configuration the agent cannot run with.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    #[error("bad domain `{domain}`: {source}")]
-    Domain { domain: String, source: DomainError },
+    // The causes are in the messages, not chained as `source()`, so that `{:#}` does not
+    // print them twice.
+    #[error("bad domain `{domain}`: {error}")]
+    Domain { domain: String, error: DomainError },
     #[error("min_listeners must be at least 1")]
     NoListeners,
     #[error("max_sockets ({max_sockets}) must be at least min_listeners ({min_listeners})")]
@@ -96,8 +98,8 @@ pub enum AgentError {
     },
     #[error("the secret key must be non-empty printable ASCII without spaces")]
     BadKey,
-    #[error("TLS to the relay {relay}: {source}")]
-    Tls { relay: RelayAddr, source: TlsError },
+    #[error("TLS to the relay {relay}: {error}")]
+    Tls { relay: RelayAddr, error: TlsError },
 }
 
 /// The connector for `relay`, its TLS configuration already built when the relay is TLS or a
@@ -109,9 +111,9 @@ pub(crate) fn relay_connector(
 ) -> Result<Connector, AgentError> {
     let connector = Connector::new(options.clone());
     if relay.tls || options.ca_file.is_some() {
-        connector.prepare().map_err(|source| AgentError::Tls {
+        connector.prepare().map_err(|error| AgentError::Tls {
             relay: relay.clone(),
-            source,
+            error,
         })?;
     }
     Ok(connector)
@@ -146,9 +148,9 @@ impl Agent {
     /// Validates `config`: the domain (2.9: `relay_domain` and bytes outside H6 are errors),
     /// the pool sizes and the key. The domain is stored case-folded.
     pub fn new(mut config: AgentConfig) -> Result<Self, AgentError> {
-        config.domain = parse_domain(&config.domain).map_err(|source| AgentError::Domain {
+        config.domain = parse_domain(&config.domain).map_err(|error| AgentError::Domain {
             domain: config.domain.clone(),
-            source,
+            error,
         })?;
         if config.min_listeners == 0 {
             return Err(AgentError::NoListeners);

@@ -49,8 +49,8 @@ pub struct TlsOptions {
 /// Why no TLS client configuration could be built.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("cannot read the CA file {}: {source}", path.display())]
-    CaFileRead { path: PathBuf, source: io::Error },
+    #[error("cannot read the CA file {}: {error}", path.display())]
+    CaFileRead { path: PathBuf, error: io::Error },
     #[error("the CA file {} contains no PEM certificate", path.display())]
     CaFileEmpty { path: PathBuf },
     #[error("the CA file {} has a bad certificate: {reason}", path.display())]
@@ -60,7 +60,7 @@ pub enum TlsError {
     )]
     NoSystemRoots(String),
     #[error("cannot set up TLS: {0}")]
-    Config(#[from] rustls::Error),
+    Config(rustls::Error),
 }
 
 /// Opens plain or TLS connections with one [`TlsOptions`]. Cheap to clone.
@@ -155,7 +155,8 @@ impl Connector {
 fn client_config(options: &TlsOptions) -> Result<rustls::ClientConfig, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
-        .with_safe_default_protocol_versions()?;
+        .with_safe_default_protocol_versions()
+        .map_err(TlsError::Config)?;
     if options.no_certificate_verification {
         return Ok(builder
             .dangerous()
@@ -178,9 +179,9 @@ fn root_store(ca_file: Option<&PathBuf>) -> Result<RootCertStore, TlsError> {
     let (added, ignored) = roots.add_parsable_certificates(native.certs);
     debug!(added, ignored, "system root certificates loaded");
     if let Some(path) = ca_file {
-        let pem = std::fs::read(path).map_err(|source| TlsError::CaFileRead {
+        let pem = std::fs::read(path).map_err(|error| TlsError::CaFileRead {
             path: path.clone(),
-            source,
+            error,
         })?;
         let mut found = 0;
         for cert in CertificateDer::pem_slice_iter(&pem) {

@@ -178,8 +178,8 @@ impl ClientConfig {
 pub enum ClientError {
     #[error(transparent)]
     Config(#[from] AgentError),
-    #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: LocalAddr, source: io::Error },
+    #[error("cannot listen on {addr}: {error}")]
+    Bind { addr: LocalAddr, error: io::Error },
     #[error(
         "client mode listens for plain TCP, not TLS: give the local address {0} without `tls:`"
     )]
@@ -199,9 +199,9 @@ impl TunnelClient {
     /// Validates the configuration and binds `local` (port 0 picks a free port; see
     /// [`Self::local_addr`]).
     pub async fn bind(local: &LocalAddr, mut config: ClientConfig) -> Result<Self, ClientError> {
-        config.domain = parse_domain(&config.domain).map_err(|source| AgentError::Domain {
+        config.domain = parse_domain(&config.domain).map_err(|error| AgentError::Domain {
             domain: config.domain.clone(),
-            source,
+            error,
         })?;
         if local.tls {
             return Err(ClientError::TlsListener(local.clone()));
@@ -209,9 +209,9 @@ impl TunnelClient {
         let connector = relay_connector(&config.relay, &config.tls)?;
         let listener = TcpListener::bind((local.host.as_str(), local.port))
             .await
-            .map_err(|source| ClientError::Bind {
+            .map_err(|error| ClientError::Bind {
                 addr: local.clone(),
-                source,
+                error,
             })?;
         let home = Target {
             host: config.relay.host.clone(),

@@ -443,7 +443,7 @@ fn bad_configurations_are_refused() {
             c.tls.ca_file = Some("/nonexistent/ca.pem".into());
         }),
         Some(AgentError::Tls {
-            source: limmat_agent::TlsError::CaFileRead { .. },
+            error: limmat_agent::TlsError::CaFileRead { .. },
             ..
         })
     ));

@@ -410,7 +410,7 @@ async fn bad_ca_files_are_refused_at_start() {
     assert!(matches!(
         Agent::new(config),
         Err(AgentError::Tls {
-            source: TlsError::CaFileEmpty { .. },
+            error: TlsError::CaFileEmpty { .. },
             ..
         })
     ));
