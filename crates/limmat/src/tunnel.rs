@@ -3,12 +3,16 @@
 //! for YalerTunnel keep working.
 //!
 //! Arguments are parsed into typed addresses and a checked domain by clap, so a typo stops the
-//! program with a message naming the bad value instead of being retried by the backoff.
+//! program with a message naming the bad value instead of being retried by the backoff. For
+//! the same reason the TLS configuration (CA file, system roots) is loaded before anything is
+//! opened.
+
+use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use limmat_agent::tunnel::{self as modes, ClientConfig, TunnelClient};
-use limmat_agent::{Agent, AgentConfig, LocalAddr, RelayAddr};
+use limmat_agent::{Agent, AgentConfig, LocalAddr, RelayAddr, TlsOptions};
 use tokio_util::sync::CancellationToken;
 
 /// Where the key is read from when `--secret-key` is not given, to keep it out of `ps`.
@@ -20,11 +24,12 @@ pub struct TunnelArgs {
     /// tunnel client; client: accept on <LOCAL> and tunnel to <DOMAIN>'s proxy.
     #[arg(value_enum)]
     mode: Mode,
-    /// host:port of the local service (server, proxy) or to listen on (client).
+    /// host:port of the local service (server, proxy) or to listen on (client). `tls:` connects
+    /// to the local service over TLS (server, proxy).
     #[arg(value_name = "LOCAL")]
     local: LocalAddr,
-    /// The relay, host[:port] (default port 80). `tls:` and port 443 select TLS (not yet
-    /// supported); `tcp:` forces plain TCP.
+    /// The relay, [tls:|tcp:]host[:port]. `tls:` selects TLS, and so does port 443 without a
+    /// prefix; `tcp:` forces plain TCP. The port defaults to 80, or 443 with `tls:`.
     #[arg(value_name = "RELAY")]
     relay: RelayAddr,
     /// The relay domain to register (server, proxy) or to reach (client).
@@ -40,6 +45,36 @@ pub struct TunnelArgs {
     /// Cap on waiting plus relayed connections (server, proxy).
     #[arg(long, value_name = "M", default_value_t = 128, value_parser = at_least_one)]
     max_sockets: usize,
+    /// PEM file of CA certificates trusted, besides the system roots, for TLS to the relay (and
+    /// to a `tls:` local service).
+    #[arg(long, value_name = "F")]
+    ca_file: Option<PathBuf>,
+    /// Do not verify TLS certificates. The connection is encrypted but anyone on the path can
+    /// impersonate the relay; for tests only.
+    #[arg(long, conflicts_with = "ca_file")]
+    no_certificate_verification: bool,
+    /// `transport/pass-through` (or `pass-through`): ask the relay to hand this device the
+    /// raw TLS of SNI-routed clients, so that the device terminates their TLS (server, proxy).
+    #[arg(long, value_name = "S", value_parser = parse_relay_security)]
+    relay_security: Option<RelaySecurity>,
+}
+
+/// The values of `--relay-security`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RelaySecurity {
+    PassThrough,
+}
+
+fn parse_relay_security(value: &str) -> Result<RelaySecurity, String> {
+    if value.eq_ignore_ascii_case("transport/pass-through")
+        || value.eq_ignore_ascii_case("pass-through")
+    {
+        Ok(RelaySecurity::PassThrough)
+    } else {
+        Err(format!(
+            "unknown relay security `{value}`; the only value is `transport/pass-through`"
+        ))
+    }
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,8 +108,14 @@ pub async fn run(args: TunnelArgs, shutdown: CancellationToken) -> anyhow::Resul
             if args.secret_key.is_some() {
                 tracing::warn!("--secret-key is for server and proxy modes; ignored");
             }
-            let config = ClientConfig::new(args.relay, args.domain);
-            let client = TunnelClient::bind(&args.local, config).await?;
+            if args.relay_security.is_some() {
+                tracing::warn!("--relay-security is for server and proxy modes; ignored");
+            }
+            let mut config = ClientConfig::new(args.relay.clone(), args.domain.clone());
+            config.tls = tls_options(&args);
+            let client = TunnelClient::bind(&args.local, config)
+                .await
+                .context("cannot start the tunnel")?;
             client.run(shutdown).await;
         }
         Mode::Server => {
@@ -89,15 +130,34 @@ pub async fn run(args: TunnelArgs, shutdown: CancellationToken) -> anyhow::Resul
     Ok(())
 }
 
+fn tls_options(args: &TunnelArgs) -> TlsOptions {
+    TlsOptions {
+        ca_file: args.ca_file.clone(),
+        no_certificate_verification: args.no_certificate_verification,
+    }
+}
+
 /// The device side of server and proxy modes.
 fn agent(args: TunnelArgs) -> anyhow::Result<Agent> {
-    let mut config = AgentConfig::new(args.relay, args.domain);
+    let mut config = AgentConfig::new(args.relay.clone(), args.domain.clone());
+    config.tls = tls_options(&args);
+    config.pass_through = args.relay_security == Some(RelaySecurity::PassThrough);
     config.secret_key = args
         .secret_key
         .or_else(|| std::env::var(SECRET_KEY_ENV).ok());
     config.min_listeners = args.min_listeners;
     config.max_sockets = args.max_sockets;
-    Agent::new(config).context("cannot start the tunnel")
+    let agent = Agent::new(config).context("cannot start the tunnel")?;
+    if args.local.tls {
+        // Load the roots now, not at the first client.
+        agent.connector().prepare().with_context(|| {
+            format!(
+                "cannot start the tunnel: TLS to the local service {}",
+                args.local
+            )
+        })?;
+    }
+    Ok(agent)
 }
 
 #[cfg(test)]
@@ -129,6 +189,58 @@ mod tests {
         let args = parse("client 127.0.0.1:10022 relay dom --secret-key k").unwrap();
         assert_eq!(args.relay.port, 80);
         assert_eq!(args.secret_key.as_deref(), Some("k"));
+        assert_eq!(args.relay_security, None);
+        assert!(args.ca_file.is_none() && !args.no_certificate_verification);
+    }
+
+    #[test]
+    fn tls_flags() {
+        let args = parse(
+            "server tls:localhost:8443 tls:relay dom --ca-file /etc/ca.pem \
+             --relay-security transport/pass-through",
+        )
+        .unwrap();
+        assert!(args.local.tls);
+        assert_eq!(args.relay, "relay:443".parse().unwrap());
+        assert!(args.relay.tls);
+        assert_eq!(args.ca_file, Some(PathBuf::from("/etc/ca.pem")));
+        assert_eq!(args.relay_security, Some(RelaySecurity::PassThrough));
+        let args =
+            parse("server localhost:80 relay:443 dom --no-certificate-verification").unwrap();
+        assert!(args.relay.tls && args.no_certificate_verification);
+        assert!(
+            !parse("server localhost:80 tcp:relay:443 dom")
+                .unwrap()
+                .relay
+                .tls
+        );
+        let args = parse("proxy localhost:22 relay dom --relay-security pass-through").unwrap();
+        assert_eq!(args.relay_security, Some(RelaySecurity::PassThrough));
+    }
+
+    /// A CA file that is missing or holds no certificate stops the tunnel before it connects.
+    #[tokio::test]
+    async fn bad_ca_files_stop_the_tunnel() {
+        let empty = std::env::temp_dir().join(format!("limmat-cli-ca-{}.pem", std::process::id()));
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        for (file, expected) in [
+            ("/nonexistent/ca.pem".to_owned(), "cannot read the CA file"),
+            (empty.display().to_string(), "contains no PEM certificate"),
+        ] {
+            for mode in ["server", "client"] {
+                // The CA file is read before anything is bound or opened.
+                let line = format!("{mode} 127.0.0.1:1 tls:127.0.0.1:1 dom --ca-file {file}");
+                let err = run(parse(&line).unwrap(), CancellationToken::new())
+                    .await
+                    .unwrap_err();
+                let err = format!("{err:#}");
+                assert!(
+                    err.contains(expected) && err.contains(&file),
+                    "{line}: {err}"
+                );
+            }
+        }
+        let _ = std::fs::remove_file(&empty);
     }
 
     #[test]
@@ -143,6 +255,14 @@ mod tests {
                 "min-listeners",
             ),
             ("bridge localhost:22 relay dom", "bridge"),
+            (
+                "server localhost:22 relay dom --relay-security e2e",
+                "unknown relay security `e2e`",
+            ),
+            (
+                "server localhost:22 relay dom --ca-file f --no-certificate-verification",
+                "cannot be used with",
+            ),
         ] {
             let err = parse(line).unwrap_err();
             assert!(err.contains(expected), "{line}: {err}");
