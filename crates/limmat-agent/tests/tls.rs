@@ -17,7 +17,7 @@ use limmat_agent::{
     Agent, AgentConfig, AgentError, CancellationToken, LocalAddr, RelayAddr, TlsError, TlsOptions,
 };
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
@@ -141,6 +141,22 @@ fn handshake(host: &str, port: u16, domain: &str, extra: &str) -> String {
     )
 }
 
+/// Half-close across the TLS leg (M5): `near` sends and shuts down, `peer` reads to a clean
+/// end, then answers, and `near` still receives the answer. `read_to_end` on the TLS `peer`
+/// fails on a FIN without `close_notify`, so Ok means the shutdown sent one.
+async fn half_close<S: AsyncRead + AsyncWrite + Unpin>(near: &mut S, peer: &mut TlsPeer) {
+    near.write_all(b"up").await.unwrap();
+    near.shutdown().await.unwrap();
+    let mut up = Vec::new();
+    peer.stream.read_to_end(&mut up).await.unwrap();
+    assert_eq!(up, b"up");
+    peer.send(b"down").await;
+    peer.stream.shutdown().await.unwrap();
+    let mut down = Vec::new();
+    near.read_to_end(&mut down).await.unwrap();
+    assert_eq!(down, b"down");
+}
+
 fn config(relay: RelayAddr, ca_file: Option<&TempFile>) -> AgentConfig {
     let mut config = AgentConfig::new(relay, "dom");
     config.tls.ca_file = ca_file.map(|f| f.path().to_owned());
@@ -173,17 +189,7 @@ async fn handshake_inside_tls_with_sni_and_a_working_101() {
     let (_next, sni, _) = relay.accept_head().await;
     assert_eq!(sni.as_deref(), Some("localhost"));
 
-    conn.write_all(b"up").await.unwrap();
-    conn.shutdown().await.unwrap();
-    // `read_to_end` fails on a TCP FIN without `close_notify`; Ok means a clean TLS close.
-    let mut up = Vec::new();
-    peer.stream.read_to_end(&mut up).await.unwrap();
-    assert_eq!(up, b"up");
-    peer.send(b"down").await;
-    peer.stream.shutdown().await.unwrap();
-    let mut down = Vec::new();
-    conn.read_to_end(&mut down).await.unwrap();
-    assert_eq!(down, b"down");
+    half_close(&mut conn, &mut peer).await;
     drop(conn);
     agent.until(|s| s.relayed == 0 && s.upgrades == 1).await;
     agent.stop().await;
@@ -319,16 +325,7 @@ async fn the_tunnel_client_over_tls() {
     let mut early = [0u8; 5];
     local.read_exact(&mut early).await.unwrap();
     assert_eq!(&early, b"early");
-    local.write_all(b"ping").await.unwrap();
-    local.shutdown().await.unwrap();
-    let mut up = Vec::new();
-    peer.stream.read_to_end(&mut up).await.unwrap();
-    assert_eq!(up, b"ping");
-    peer.send(b"pong").await;
-    peer.stream.shutdown().await.unwrap();
-    let mut down = Vec::new();
-    local.read_to_end(&mut down).await.unwrap();
-    assert_eq!(down, b"pong");
+    half_close(&mut local, &mut peer).await;
 
     shutdown.cancel();
     task.await.unwrap();
