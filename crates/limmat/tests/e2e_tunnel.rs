@@ -7,7 +7,6 @@ mod common;
 use common::*;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::Command;
 use std::thread;
 
 /// A local service that greets first, like sshd, then answers each line in upper case.
