@@ -86,9 +86,10 @@ pub struct RelayArgs {
     /// Device handshakes per domain (each pairing returns one); 0 = no limit.
     #[arg(long, value_name = "RATE", default_value = "10/s:64")]
     handshake_rate_per_domain: Rate,
-    /// Address ranges the per-address limits do not apply to (repeatable).
-    #[arg(long = "limit-exempt", value_name = "CIDR", default_values = ["127.0.0.0/8", "::1/128"])]
-    limit_exempt: Vec<Cidr>,
+    /// Address ranges the per-address limits do not apply to (repeatable; `none` for no
+    /// exemption at all).
+    #[arg(long = "limit-exempt", value_name = "CIDR", default_values = ["127.0.0.0/8", "::1/128"], value_parser = exempt)]
+    limit_exempt: Vec<Option<Cidr>>,
     /// Open connections of the whole relay; at the limit it stops accepting; 0 = no limit.
     #[arg(long, value_name = "N", default_value_t = 65536)]
     max_connections: usize,
@@ -142,7 +143,7 @@ impl RelayArgs {
                 conn_rate_per_ip: self.conn_rate_per_ip,
                 auth_failures_per_ip: self.auth_failures_per_ip,
                 handshake_rate_per_domain: self.handshake_rate_per_domain,
-                limit_exempt: self.limit_exempt,
+                limit_exempt: self.limit_exempt.into_iter().flatten().collect(),
             },
             max_connections: self.max_connections,
         })
@@ -191,4 +192,12 @@ async fn reload_on_sighup(handle: limmat_relay::RelayHandle) {
     }
     #[cfg(not(unix))]
     let _ = handle;
+}
+
+/// A `--limit-exempt` value: a range, or `none`.
+fn exempt(value: &str) -> Result<Option<Cidr>, String> {
+    match value {
+        "none" => Ok(None),
+        range => range.parse().map(Some),
+    }
 }

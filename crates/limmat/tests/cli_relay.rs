@@ -101,3 +101,28 @@ fn tunnel_arguments_are_checked() {
     assert!(!ok);
     assert!(stderr.contains("at least 1"), "{stderr}");
 }
+
+#[test]
+fn security_settings_are_checked_at_start() {
+    let (ok, stderr) = run(&["relay", "--listen", "0.0.0.0:0"]);
+    assert!(!ok);
+    assert!(stderr.contains("--auth open"), "{stderr}");
+    let (ok, stderr) = run(&["relay", "--keys-file", "/nonexistent/keys.toml"]);
+    assert!(!ok);
+    assert!(stderr.contains("/nonexistent/keys.toml"), "{stderr}");
+    let (ok, stderr) = run(&["relay", "--listen", "tls:127.0.0.1:0"]);
+    assert!(!ok);
+    assert!(stderr.contains("--cert"), "{stderr}");
+    let (ok, stderr) = run(&["relay", "--cert", "a.pem"]);
+    assert!(!ok);
+    assert!(stderr.contains("--key"), "{stderr}");
+    let (ok, stderr) = run(&["relay", "--auth", "maybe"]);
+    assert!(!ok);
+    assert!(stderr.contains("maybe"), "{stderr}");
+    let (ok, stderr) = run(&["relay", "--conn-rate-per-ip", "fast"]);
+    assert!(!ok);
+    assert!(stderr.contains("fast"), "{stderr}");
+    let (ok, stderr) = run(&["relay", "--limit-exempt", "10.0.0.0/99"]);
+    assert!(!ok);
+    assert!(stderr.contains("10.0.0.0/99"), "{stderr}");
+}
