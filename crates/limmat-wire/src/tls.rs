@@ -561,36 +561,45 @@ mod tests {
         assert_eq!(sni_of(&good).as_deref(), Some("a.b.c"));
         let ext_block = u16::from_be_bytes([good[EXTENSIONS_AT], good[EXTENSIONS_AT + 1]]);
         let first_ext = EXTENSIONS_AT + 2;
-        let mut cases: Vec<(&str, Vec<u8>)> = Vec::new();
-
-        let mut v = good.clone();
-        set_u16(&mut v, EXTENSIONS_AT, ext_block + 1);
-        cases.push(("extensions block overruns the hello", v));
-        let mut v = good.clone();
-        set_u16(&mut v, EXTENSIONS_AT, ext_block - 1);
-        cases.push(("extensions block short of the hello's end", v));
-        let mut v = good.clone();
-        set_u16(&mut v, first_ext + 2, 0xffff);
-        cases.push(("server_name length overruns the block", v));
-        let mut v = good.clone();
-        set_u16(&mut v, first_ext + 4, 0x00ff);
-        cases.push(("server name list overruns the extension", v));
-        let mut v = good.clone();
-        set_u16(&mut v, first_ext + 4, 0);
-        cases.push(("server name list short of the extension", v));
-        let mut v = good.clone();
-        set_u16(&mut v, first_ext + 7, 6);
-        cases.push(("host name overruns the list", v));
-        // An error after a good SNI still counts: the last extension's length overruns.
-        let mut v = good.clone();
-        let last_len_at = v.len() - 5;
-        set_u16(&mut v, last_len_at, 4);
-        cases.push(("a later extension overruns the block", v));
-        // The handshake length overruns the record.
-        let mut v = good.clone();
+        let patched = |at: usize, value: u16| {
+            let mut v = good.clone();
+            set_u16(&mut v, at, value);
+            v
+        };
+        // The last extension's length (an error after a good SNI still counts).
+        let last_ext_len = good.len() - 5;
+        // The handshake length, one more than the record holds.
+        let mut hello_overruns = good.clone();
         let hello_len = u32::try_from(good.len() - 9 + 1).unwrap().to_be_bytes();
-        v[6..9].copy_from_slice(&hello_len[1..]);
-        cases.push(("hello overruns the record", v));
+        hello_overruns[6..9].copy_from_slice(&hello_len[1..]);
+        let cases = [
+            (
+                "extensions block overruns the hello",
+                patched(EXTENSIONS_AT, ext_block + 1),
+            ),
+            (
+                "extensions block short of the hello's end",
+                patched(EXTENSIONS_AT, ext_block - 1),
+            ),
+            (
+                "server_name length overruns the block",
+                patched(first_ext + 2, 0xffff),
+            ),
+            (
+                "server name list overruns the extension",
+                patched(first_ext + 4, 0x00ff),
+            ),
+            (
+                "server name list short of the extension",
+                patched(first_ext + 4, 0),
+            ),
+            ("host name overruns the list", patched(first_ext + 7, 6)),
+            (
+                "a later extension overruns the block",
+                patched(last_ext_len, 4),
+            ),
+            ("hello overruns the record", hello_overruns),
+        ];
         for (what, bytes) in cases {
             assert_eq!(sni_of(&bytes), None, "{what}");
         }
