@@ -3,6 +3,7 @@
 //! - `limmat relay`: the public reverse-HTTP relay.
 //! - `limmat tunnel server|proxy|client`: the device side, in YalerTunnel's argument shape.
 
+mod config_file;
 mod key;
 mod relay;
 mod tunnel;

@@ -1,10 +1,13 @@
-//! `limmat relay`: command-line flags mapped onto [`RelayConfig`], one flag per setting of the
-//! spec (the setting's name in kebab-case).
+//! `limmat relay`: settings from flags, `LIMMAT_…` environment variables and a TOML file
+//! (`--config`), merged in that order of precedence and then mapped onto [`RelayConfig`]. A
+//! setting's flag is its spec name in kebab-case, its file key the name itself, its variable
+//! the name in upper case after `LIMMAT_`.
 
+use crate::config_file::{self, CONFIG_ENV};
 use crate::units;
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use limmat_relay::auth::{AuthMode, KeySources};
+use limmat_relay::auth::{AuthMode, Authenticator, DeviceKey, KeySources, resolve_mode};
 use limmat_relay::{CertPaths, Cidr, LimitConfig, Listen, Rate, Relay, RelayConfig};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -15,84 +18,115 @@ use tokio_util::sync::CancellationToken;
 pub struct RelayArgs {
     #[command(subcommand)]
     command: Option<RelayCommand>,
+    /// TOML file of settings, each named like its flag in snake_case (hold_time = "30s"; see
+    /// examples/relay.toml). Flags override LIMMAT_… variables, which override the file.
+    /// [env: LIMMAT_CONFIG]
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Check the settings and that the certificates and key files load, print
+    /// "configuration OK" and exit, without listening.
+    #[arg(long)]
+    check_config: bool,
+    #[command(flatten)]
+    settings: Settings,
+}
+
+/// Every relay setting, unset unless its source gives it: flags, variables and the file each
+/// fill one of these, and [`Settings::or`] merges them before the defaults apply. The defaults
+/// are therefore written in the help text rather than given to clap, which would make a
+/// default flag override the file.
+#[derive(Args, Debug, Default)]
+pub struct Settings {
     /// Address to listen on for devices and clients (repeatable); `tls:ADDR` for TLS.
-    #[arg(long = "listen", value_name = "ADDR", default_value = "127.0.0.1:8080")]
-    listen: Vec<Listen>,
+    /// [default: 127.0.0.1:8080]
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<Vec<Listen>>,
     /// PEM certificate chain for TLS listeners (repeatable, paired with --key in order; chosen
     /// by SNI, the first is the default). Reloaded when the file changes or on SIGHUP.
-    #[arg(long = "cert", value_name = "FILE")]
-    cert: Vec<PathBuf>,
+    #[arg(long, value_name = "FILE")]
+    pub cert: Option<Vec<PathBuf>>,
     /// PEM private key for the --cert at the same position.
-    #[arg(long = "key", value_name = "FILE")]
-    key: Vec<PathBuf>,
-    /// The ClientHello and TLS handshake must be done within this.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = units::duration)]
-    tls_handshake_timeout: Duration,
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<Vec<PathBuf>>,
+    /// The ClientHello and TLS handshake must be done within this. [default: 10s]
+    #[arg(long, value_name = "DURATION", value_parser = units::duration)]
+    pub tls_handshake_timeout: Option<Duration>,
     /// Public hostname of the relay (repeatable); turns on <domain>.<hostname> routing.
-    #[arg(long = "hostname", value_name = "NAME")]
-    hostname: Vec<String>,
-    /// A waiting device gets 204 after this long (1s to 74s).
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = units::duration)]
-    hold_time: Duration,
-    /// How long a client waits for a device before 504 (0 = answer at once).
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = units::duration)]
-    client_wait: Duration,
-    /// Close a pipe after this long without a byte either way (0 = never).
-    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = units::duration)]
-    idle_timeout: Duration,
-    /// Waiting connections allowed per domain (0 = no cap); more get 429.
-    #[arg(long, value_name = "N", default_value_t = 32)]
-    max_per_domain: usize,
-    /// Retry-After of the 429 sent over max-per-domain.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = units::duration)]
-    cap_retry_after: Duration,
-    /// Longest request head; longer heads are closed with no response.
-    #[arg(long, value_name = "SIZE", default_value = "16KiB", value_parser = units::size)]
-    max_head: usize,
-    /// A head must be complete this long after accept or a 204.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = units::duration)]
-    head_timeout: Duration,
+    #[arg(long, value_name = "NAME")]
+    pub hostname: Option<Vec<String>>,
+    /// A waiting device gets 204 after this long (1s to 74s). [default: 30s]
+    #[arg(long, value_name = "DURATION", value_parser = config_file::hold_time)]
+    pub hold_time: Option<Duration>,
+    /// How long a client waits for a device before 504 (0 = answer at once). [default: 5s]
+    #[arg(long, value_name = "DURATION", value_parser = units::duration)]
+    pub client_wait: Option<Duration>,
+    /// Close a pipe after this long without a byte either way (0 = never). [default: 10m]
+    #[arg(long, value_name = "DURATION", value_parser = units::duration)]
+    pub idle_timeout: Option<Duration>,
+    /// Waiting connections allowed per domain (0 = no cap); more get 429. [default: 32]
+    #[arg(long, value_name = "N")]
+    pub max_per_domain: Option<usize>,
+    /// Retry-After of the 429 sent over max-per-domain. [default: 30s]
+    #[arg(long, value_name = "DURATION", value_parser = units::duration)]
+    pub cap_retry_after: Option<Duration>,
+    /// Longest request head; longer heads are closed with no response. [default: 16KiB]
+    #[arg(long, value_name = "SIZE", value_parser = units::size)]
+    pub max_head: Option<usize>,
+    /// A head must be complete this long after accept or a 204. [default: 10s]
+    #[arg(long, value_name = "DURATION", value_parser = units::duration)]
+    pub head_timeout: Option<Duration>,
     /// Clients allowed to wait per domain (0 = no limit); more get 504 at once.
-    #[arg(long, value_name = "N", default_value_t = 256)]
-    max_waiting_clients: usize,
-    /// Answer a new connection's first handshake with 204, as Yaler v2.1 does.
-    #[arg(long)]
-    first_post_renew: bool,
+    /// [default: 256]
+    #[arg(long, value_name = "N")]
+    pub max_waiting_clients: Option<usize>,
+    /// Answer a new connection's first handshake with 204, as Yaler v2.1 does (`=false` turns
+    /// off what the file or LIMMAT_FIRST_POST_RENEW turned on). [default: false]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub first_post_renew: Option<bool>,
     /// Where `GET /` is redirected (307); without it, 504.
     #[arg(long, value_name = "URI")]
-    root_uri: Option<String>,
-    /// How long open pipes may finish after SIGTERM or SIGINT.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = units::duration)]
-    drain_timeout: Duration,
+    pub root_uri: Option<String>,
+    /// How long open pipes may finish after SIGTERM or SIGINT. [default: 30s]
+    #[arg(long, value_name = "DURATION", value_parser = units::duration)]
+    pub drain_timeout: Option<Duration>,
     /// `keys`: every device needs a key (the default when a key source is given); `open`:
     /// any device may register any domain (allowed by default on loopback-only relays).
     #[arg(long, value_name = "open|keys")]
-    auth: Option<AuthMode>,
+    pub auth: Option<AuthMode>,
     /// TOML file of [[device_key]] entries (domain, sha256) and revoked_keys (repeatable).
-    #[arg(long = "keys-file", value_name = "FILE")]
-    keys_file: Vec<PathBuf>,
+    #[arg(long, value_name = "FILE")]
+    pub keys_file: Option<Vec<PathBuf>>,
     /// Master secret for derived keys lmk1.… (repeatable, for rotation).
-    #[arg(long = "master-secret-file", value_name = "FILE")]
-    master_secret_file: Vec<PathBuf>,
-    /// Open connections per client address (IPv6 per /64); 0 = no limit.
-    #[arg(long, value_name = "N", default_value_t = 1024)]
-    max_conns_per_ip: usize,
-    /// New connections per address, as RATE/UNIT:BURST; 0 = no limit.
-    #[arg(long, value_name = "RATE", default_value = "500/s:1000")]
-    conn_rate_per_ip: Rate,
+    #[arg(long, value_name = "FILE")]
+    pub master_secret_file: Option<Vec<PathBuf>>,
+    /// Open connections per client address (IPv6 per /64); 0 = no limit. [default: 1024]
+    #[arg(long, value_name = "N")]
+    pub max_conns_per_ip: Option<usize>,
+    /// New connections per address, as RATE/UNIT:BURST; 0 = no limit. [default: 500/s:1000]
+    #[arg(long, value_name = "RATE")]
+    pub conn_rate_per_ip: Option<Rate>,
     /// Failed device authentications per address before 429; 0 = no limit.
-    #[arg(long, value_name = "RATE", default_value = "10/min:20")]
-    auth_failures_per_ip: Rate,
+    /// [default: 10/min:20]
+    #[arg(long, value_name = "RATE")]
+    pub auth_failures_per_ip: Option<Rate>,
     /// Device handshakes per domain (each pairing returns one); 0 = no limit.
-    #[arg(long, value_name = "RATE", default_value = "10/s:64")]
-    handshake_rate_per_domain: Rate,
+    /// [default: 10/s:64]
+    #[arg(long, value_name = "RATE")]
+    pub handshake_rate_per_domain: Option<Rate>,
     /// Address ranges the per-address limits do not apply to (repeatable; `none` for no
-    /// exemption at all).
-    #[arg(long = "limit-exempt", value_name = "CIDR", default_values = ["127.0.0.0/8", "::1/128"], value_parser = exempt)]
-    limit_exempt: Vec<Option<Cidr>>,
+    /// exemption at all). [default: 127.0.0.0/8, ::1/128]
+    #[arg(long, value_name = "CIDR", value_parser = config_file::exempt)]
+    pub limit_exempt: Option<Vec<Option<Cidr>>>,
     /// Open connections of the whole relay; at the limit it stops accepting; 0 = no limit.
-    #[arg(long, value_name = "N", default_value_t = 65536)]
-    max_connections: usize,
+    /// [default: 65536]
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// `[[device_key]]` entries of the file (spec 4.1.2); no flag.
+    #[arg(skip)]
+    pub device_key: Option<Vec<DeviceKey>>,
+    /// `revoked_keys` of the file; no flag.
+    #[arg(skip)]
+    pub revoked_keys: Option<Vec<String>>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -101,60 +135,187 @@ enum RelayCommand {
     Key(crate::key::KeyArgs),
 }
 
-impl RelayArgs {
+impl Settings {
+    /// Each setting from `self` if given, else from `lower`. Certificates and keys go
+    /// together, since they pair by position.
+    fn or(self, lower: Settings) -> Settings {
+        let (cert, key) = match self.cert.is_some() || self.key.is_some() {
+            true => (self.cert, self.key),
+            false => (lower.cert, lower.key),
+        };
+        Settings {
+            listen: self.listen.or(lower.listen),
+            cert,
+            key,
+            tls_handshake_timeout: self.tls_handshake_timeout.or(lower.tls_handshake_timeout),
+            hostname: self.hostname.or(lower.hostname),
+            hold_time: self.hold_time.or(lower.hold_time),
+            client_wait: self.client_wait.or(lower.client_wait),
+            idle_timeout: self.idle_timeout.or(lower.idle_timeout),
+            max_per_domain: self.max_per_domain.or(lower.max_per_domain),
+            cap_retry_after: self.cap_retry_after.or(lower.cap_retry_after),
+            max_head: self.max_head.or(lower.max_head),
+            head_timeout: self.head_timeout.or(lower.head_timeout),
+            max_waiting_clients: self.max_waiting_clients.or(lower.max_waiting_clients),
+            first_post_renew: self.first_post_renew.or(lower.first_post_renew),
+            root_uri: self.root_uri.or(lower.root_uri),
+            drain_timeout: self.drain_timeout.or(lower.drain_timeout),
+            auth: self.auth.or(lower.auth),
+            keys_file: self.keys_file.or(lower.keys_file),
+            master_secret_file: self.master_secret_file.or(lower.master_secret_file),
+            max_conns_per_ip: self.max_conns_per_ip.or(lower.max_conns_per_ip),
+            conn_rate_per_ip: self.conn_rate_per_ip.or(lower.conn_rate_per_ip),
+            auth_failures_per_ip: self.auth_failures_per_ip.or(lower.auth_failures_per_ip),
+            handshake_rate_per_domain: self
+                .handshake_rate_per_domain
+                .or(lower.handshake_rate_per_domain),
+            limit_exempt: self.limit_exempt.or(lower.limit_exempt),
+            max_connections: self.max_connections.or(lower.max_connections),
+            device_key: self.device_key.or(lower.device_key),
+            revoked_keys: self.revoked_keys.or(lower.revoked_keys),
+        }
+    }
+
+    /// The merged settings with the defaults filled in.
     fn into_config(self) -> anyhow::Result<RelayConfig> {
-        if self.cert.len() != self.key.len() {
+        let cert = self.cert.unwrap_or_default();
+        let key = self.key.unwrap_or_default();
+        if cert.len() != key.len() {
             anyhow::bail!(
                 "{} --cert but {} --key: give one --key for each --cert, in the same order",
-                self.cert.len(),
-                self.key.len()
+                cert.len(),
+                key.len()
             );
         }
-        let certs = self
-            .cert
+        let certs = cert
             .into_iter()
-            .zip(self.key)
+            .zip(key)
             .map(|(cert, key)| CertPaths { cert, key })
             .collect();
+        let d = RelayConfig::default();
+        let limits = d.limits;
         Ok(RelayConfig {
-            listen: self.listen,
+            listen: self.listen.unwrap_or_else(|| {
+                vec![Listen::plain(std::net::SocketAddr::from((
+                    [127, 0, 0, 1],
+                    8080,
+                )))]
+            }),
             certs,
-            tls_handshake_timeout: self.tls_handshake_timeout,
-            hostnames: self.hostname,
-            hold_time: self.hold_time,
-            client_wait: self.client_wait,
-            idle_timeout: self.idle_timeout,
-            max_per_domain: self.max_per_domain,
-            cap_retry_after: self.cap_retry_after,
-            max_head: self.max_head,
-            head_timeout: self.head_timeout,
-            max_waiting_clients: self.max_waiting_clients,
-            first_post_renew: self.first_post_renew,
+            tls_handshake_timeout: self
+                .tls_handshake_timeout
+                .unwrap_or(d.tls_handshake_timeout),
+            hostnames: self.hostname.unwrap_or_default(),
+            hold_time: self.hold_time.unwrap_or(d.hold_time),
+            client_wait: self.client_wait.unwrap_or(d.client_wait),
+            idle_timeout: self.idle_timeout.unwrap_or(d.idle_timeout),
+            max_per_domain: self.max_per_domain.unwrap_or(d.max_per_domain),
+            cap_retry_after: self.cap_retry_after.unwrap_or(d.cap_retry_after),
+            max_head: self.max_head.unwrap_or(d.max_head),
+            head_timeout: self.head_timeout.unwrap_or(d.head_timeout),
+            max_waiting_clients: self.max_waiting_clients.unwrap_or(d.max_waiting_clients),
+            first_post_renew: self.first_post_renew.unwrap_or(d.first_post_renew),
             root_uri: self.root_uri,
-            drain_timeout: self.drain_timeout,
+            drain_timeout: self.drain_timeout.unwrap_or(d.drain_timeout),
             auth: self.auth,
             keys: KeySources {
-                keys_files: self.keys_file,
-                master_secret_files: self.master_secret_file,
-                ..KeySources::default()
+                keys_files: self.keys_file.unwrap_or_default(),
+                master_secret_files: self.master_secret_file.unwrap_or_default(),
+                device_keys: self.device_key.unwrap_or_default(),
+                revoked_keys: self.revoked_keys.unwrap_or_default(),
             },
             limits: LimitConfig {
-                max_conns_per_ip: self.max_conns_per_ip,
-                conn_rate_per_ip: self.conn_rate_per_ip,
-                auth_failures_per_ip: self.auth_failures_per_ip,
-                handshake_rate_per_domain: self.handshake_rate_per_domain,
-                limit_exempt: self.limit_exempt.into_iter().flatten().collect(),
+                max_conns_per_ip: self.max_conns_per_ip.unwrap_or(limits.max_conns_per_ip),
+                conn_rate_per_ip: self.conn_rate_per_ip.unwrap_or(limits.conn_rate_per_ip),
+                auth_failures_per_ip: self
+                    .auth_failures_per_ip
+                    .unwrap_or(limits.auth_failures_per_ip),
+                handshake_rate_per_domain: self
+                    .handshake_rate_per_domain
+                    .unwrap_or(limits.handshake_rate_per_domain),
+                limit_exempt: match self.limit_exempt {
+                    Some(ranges) => ranges.into_iter().flatten().collect(),
+                    None => limits.limit_exempt,
+                },
             },
-            max_connections: self.max_connections,
+            max_connections: self.max_connections.unwrap_or(d.max_connections),
         })
     }
+}
+
+impl RelayArgs {
+    /// Flags over `LIMMAT_…` variables over the file over the defaults. Every source is read
+    /// and checked, even where a higher one overrides it, so a typo never lies in wait.
+    fn into_config(self) -> anyhow::Result<RelayConfig> {
+        let env = config_file::from_env()?;
+        let path = match self.config {
+            Some(path) => Some(path),
+            None => match std::env::var_os(CONFIG_ENV) {
+                Some(path) if !path.is_empty() => Some(PathBuf::from(path)),
+                _ => None,
+            },
+        };
+        let file = match path {
+            Some(path) => config_file::from_file(&path)?,
+            None => Settings::default(),
+        };
+        self.settings.or(env).or(file).into_config()
+    }
+}
+
+/// What `Relay::bind` checks before it binds: the settings, the certificates, the
+/// authentication mode and, when keys are required, the key files.
+fn check(config: &RelayConfig) -> anyhow::Result<()> {
+    config.validate()?;
+    for pair in &config.certs {
+        check_certificate(pair)?;
+    }
+    let loopback_only = config.listen.iter().all(|l| l.addr.ip().is_loopback());
+    if resolve_mode(config.auth, config.keys.any(), loopback_only)? == AuthMode::Keys {
+        Authenticator::load(&config.keys)?;
+    }
+    Ok(())
+}
+
+/// Loads a certificate pair as the relay would; `limmat_relay::tls` keeps its loader private,
+/// so this repeats its three steps.
+fn check_certificate(paths: &CertPaths) -> anyhow::Result<()> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(&paths.cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .with_context(|| format!("cannot read certificate file {}", paths.cert.display()))?;
+    if chain.is_empty() {
+        anyhow::bail!(
+            "cannot read certificate file {}: no CERTIFICATE block",
+            paths.cert.display()
+        );
+    }
+    let key = PrivateKeyDer::from_pem_file(&paths.key)
+        .with_context(|| format!("cannot read private key file {}", paths.key.display()))?;
+    rustls::sign::CertifiedKey::from_der(chain, key, &rustls::crypto::ring::default_provider())
+        .with_context(|| {
+            format!(
+                "{} and {} do not form a usable certificate",
+                paths.cert.display(),
+                paths.key.display()
+            )
+        })?;
+    Ok(())
 }
 
 pub async fn run(mut args: RelayArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     if let Some(RelayCommand::Key(key)) = args.command.take() {
         return crate::key::run(key);
     }
-    let relay = Relay::bind(args.into_config()?)
+    let check_only = args.check_config;
+    let config = args.into_config()?;
+    if check_only {
+        check(&config).context("the configuration is not valid")?;
+        println!("configuration OK");
+        return Ok(());
+    }
+    let relay = Relay::bind(config)
         .await
         .context("the relay cannot start")?;
     let handle = relay.handle();
@@ -192,12 +353,4 @@ async fn reload_on_sighup(handle: limmat_relay::RelayHandle) {
     }
     #[cfg(not(unix))]
     let _ = handle;
-}
-
-/// A `--limit-exempt` value: a range, or `none`.
-fn exempt(value: &str) -> Result<Option<Cidr>, String> {
-    match value {
-        "none" => Ok(None),
-        range => range.parse().map(Some),
-    }
 }
