@@ -457,10 +457,22 @@ impl Builder {
 /// A TOML error without the excerpt of the file and without quoted values that `toml` and
 /// `serde` put in their messages: a key pasted into the wrong place must not reach the log.
 fn syntax_message(text: &str, error: &toml::de::Error) -> String {
-    let mut message = String::new();
+    let mut quoted = String::new();
     for (i, part) in error.message().trim_end().split('"').enumerate() {
         // Odd parts are between quotes.
-        message.push_str(if i % 2 == 1 { "\"…\"" } else { part });
+        quoted.push_str(if i % 2 == 1 { "\"…\"" } else { part });
+    }
+    // serde names unknown fields between backticks: a key pasted as a bare TOML key would be
+    // echoed there, so only names too short to be a key (256-bit keys have 43 characters) are
+    // kept, which is enough to show a misspelt field.
+    let mut message = String::new();
+    for (i, part) in quoted.split('`').enumerate() {
+        let known = part.len() <= 20;
+        match (i % 2 == 1, known) {
+            (true, true) => message.push_str(&format!("`{part}`")),
+            (true, false) => message.push_str("`…`"),
+            (false, _) => message.push_str(part),
+        }
     }
     match error.span() {
         Some(span) => {
@@ -1021,6 +1033,15 @@ mod tests {
             assert!(err.contains(&file.0.display().to_string()), "{err}");
             assert!(err.contains(needle), "{needle:?} in {err}");
         }
+    }
+
+    #[test]
+    fn a_key_pasted_as_a_bare_toml_key_is_not_repeated() {
+        let key = new_key().unwrap();
+        let (_file, sources) = keys_file(&format!("[[device_key]]\n{key} = 1\n"));
+        let err = load_err(&sources);
+        assert!(!err.contains(&key), "{err}");
+        assert!(err.contains("unknown field"), "{err}");
     }
 
     #[test]

@@ -170,6 +170,7 @@ async fn pair(shared: &Arc<Shared>, mut client: ClientLeg, device: DeviceLeg) ->
                 let leg = DeviceLeg {
                     conn: device_conn,
                     class: device.class,
+                    hold_until: device.hold_until,
                 };
                 crate::conn::requeue(shared, leg, &domain);
                 return Pairing::ClientGone;
@@ -341,6 +342,7 @@ mod tests {
                 tls: false,
                 pass_through: false,
             },
+            hold_until: Instant::now() + Duration::from_secs(30),
         };
         let dispatched = tokio::spawn({
             let shared = shared.clone();

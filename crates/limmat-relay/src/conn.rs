@@ -7,7 +7,7 @@ use crate::client::{self, ClientLeg};
 use crate::device::{self, DeviceLeg, Renewed};
 use crate::head::read_head;
 use crate::limits::OpenGuard;
-use crate::linger::respond_and_close;
+use crate::linger::{respond_and_close, respond_and_close_briefly};
 use crate::registry::{Admission, ClientKind, DeviceClass};
 use crate::server::Shared;
 use crate::stats::{GaugeGuard, Kind as Gauge};
@@ -18,6 +18,7 @@ use limmat_wire::tls::{Peek, peek_client_hello};
 use limmat_wire::{Authorization, ClientRoute, Protocol, RequestHead, response};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, sleep_until, timeout_at};
 
 /// An accepted socket, counted for as long as it lives.
@@ -27,9 +28,11 @@ pub(crate) struct Conn {
     pub(crate) open: Counted,
 }
 
-/// What an open connection counts against: the node's gauge and its source's limit.
+/// What an open connection counts against: the node's gauge, its place under
+/// `max_connections`, and its source's limit.
 pub(crate) struct Counted {
     _gauge: GaugeGuard,
+    pub(crate) slot: Option<OwnedSemaphorePermit>,
     _source: Option<OpenGuard>,
 }
 
@@ -40,6 +43,7 @@ impl Conn {
             peer,
             open: Counted {
                 _gauge: shared.stats.hold(Gauge::Open),
+                slot: None,
                 _source: None,
             },
         }
@@ -57,7 +61,7 @@ pub(crate) async fn handle(shared: Arc<Shared>, mut conn: Conn, tls: bool) {
             // plaintext answer, and a handshake is what the limit saves: it is just closed.
             if !tls {
                 let response = response::too_many_requests(refusal.secs());
-                respond_and_close(conn.stream, &response).await;
+                respond_and_close_briefly(conn.stream, &response).await;
             }
             return;
         }
@@ -155,15 +159,28 @@ pub(crate) fn requeue(shared: &Arc<Shared>, leg: DeviceLeg, domain: &str) {
     };
     let shared2 = shared.clone();
     shared.tasks.spawn(async move {
-        serve(&shared2, leg.conn, Some((admission, leg.class))).await;
+        let waiting = (admission, leg.class, leg.hold_until);
+        serve(&shared2, leg.conn, Some(waiting)).await;
     });
 }
 
 /// The connection loop. `waiting` starts it as a PTTH device already admitted to a domain.
-async fn serve(shared: &Arc<Shared>, mut conn: Conn, waiting: Option<(Admission, DeviceClass)>) {
+async fn serve(
+    shared: &Arc<Shared>,
+    mut conn: Conn,
+    waiting: Option<(Admission, DeviceClass, Instant)>,
+) {
     let mut carried = None;
-    if let Some((admission, class)) = waiting {
-        match device::wait(shared, conn, Protocol::Ptth, class, admission).await {
+    if let Some((admission, class, hold_until)) = waiting {
+        let wait = device::wait(
+            shared,
+            conn,
+            Protocol::Ptth,
+            class,
+            admission,
+            Some(hold_until),
+        );
+        match wait.await {
             Some(Renewed { conn: c, admission }) => (conn, carried) = (c, Some(admission)),
             None => return,
         }
@@ -222,7 +239,7 @@ async fn serve(shared: &Arc<Shared>, mut conn: Conn, waiting: Option<(Admission,
                 let renewed = if renew_now {
                     device::renew(shared, conn, admission).await
                 } else {
-                    device::wait(shared, conn, protocol, class, admission).await
+                    device::wait(shared, conn, protocol, class, admission, None).await
                 };
                 match renewed {
                     Some(Renewed { conn: c, admission }) => (conn, carried) = (c, Some(admission)),

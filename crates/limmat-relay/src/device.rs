@@ -15,12 +15,15 @@ use limmat_wire::{Protocol, response};
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::oneshot;
-use tokio::time::{sleep, timeout};
+use tokio::time::{Instant, sleep_until, timeout};
 
 /// A waiting device, as handed to a client's task.
 pub(crate) struct DeviceLeg {
     pub(crate) conn: Conn,
     pub(crate) class: DeviceClass,
+    /// When its `204` is due: a device that goes back to waiting keeps its deadline, so it
+    /// always hears from the relay before its 75 s read timeout (D2).
+    pub(crate) hold_until: Instant,
 }
 
 /// How a wait ended, when the connection stays with the caller.
@@ -30,16 +33,18 @@ pub(crate) struct Renewed {
 }
 
 /// Holds a device until it is paired (`None`: the pairing's task took over the connection, or it
-/// was closed) or renewed with a `204`.
+/// was closed) or renewed with a `204` at `hold_until` (default: `hold_time` from now).
 pub(crate) async fn wait(
     shared: &Arc<Shared>,
     mut conn: Conn,
     protocol: Protocol,
     class: DeviceClass,
     admission: Admission,
+    hold_until: Option<Instant>,
 ) -> Option<Renewed> {
     let waiting = shared.stats.hold(Gauge::WaitingDevice);
-    let hold = sleep(shared.config.hold_time);
+    let hold_until = hold_until.unwrap_or_else(|| Instant::now() + shared.config.hold_time);
+    let hold = sleep_until(hold_until);
     tokio::pin!(hold);
     loop {
         let (slot, mut rx) = oneshot::channel::<ClientLeg>();
@@ -48,7 +53,11 @@ pub(crate) async fn wait(
             && let DeviceReady::Client(client) =
                 shared.registry.device_ready(&admission, class, slot)
         {
-            match client.send(DeviceLeg { conn, class }) {
+            match client.send(DeviceLeg {
+                conn,
+                class,
+                hold_until,
+            }) {
                 // The client's task pairs and pipes; this device no longer counts (2.4.5).
                 Ok(()) => return None,
                 // That client left just now: offer this device again.
@@ -62,7 +71,11 @@ pub(crate) async fn wait(
             client = &mut rx => match client {
                 Ok(client) => {
                     drop((waiting, admission));
-                    let leg = DeviceLeg { conn, class };
+                    let leg = DeviceLeg {
+                        conn,
+                        class,
+                        hold_until,
+                    };
                     Box::pin(client::dispatch(shared, client, Some(leg))).await;
                     return None;
                 }
@@ -75,7 +88,11 @@ pub(crate) async fn wait(
                 rx.close();
                 if let Ok(client) = rx.try_recv() {
                     drop((waiting, admission));
-                    let leg = DeviceLeg { conn, class };
+                    let leg = DeviceLeg {
+                        conn,
+                        class,
+                        hold_until,
+                    };
                     Box::pin(client::dispatch(shared, client, Some(leg))).await;
                     return None;
                 }

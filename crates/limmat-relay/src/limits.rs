@@ -64,7 +64,9 @@ impl FromStr for Rate {
             Some(b) => b.trim().parse().map_err(|_| bad())?,
             None => count.max(1.0),
         };
-        if !(count.is_finite() && count >= 0.0 && burst.is_finite() && burst >= 0.0) {
+        // A burst below one token could never admit anything: refuse it rather than let the
+        // limit silently block everything or (as a zero rate) nothing.
+        if !(count.is_finite() && count > 0.0 && burst.is_finite() && burst >= 1.0) {
             return Err(bad());
         }
         Ok(Rate::new(count, per, burst))
@@ -123,8 +125,11 @@ impl Bucket {
         }
     }
 
+    /// Time until the next token, at most an hour (the largest `Retry-After`, 4.3), so a
+    /// tiny configured rate cannot overflow a `Duration`.
     fn wait(&self, rate: Rate) -> Duration {
-        Duration::from_secs_f64(((1.0 - self.tokens) / rate.per_second).max(0.0))
+        let secs = ((1.0 - self.tokens) / rate.per_second).clamp(0.0, 3600.0);
+        Duration::try_from_secs_f64(secs).unwrap_or(Duration::from_secs(3600))
     }
 
     fn is_full(&self, rate: Rate, now: Instant) -> bool {
@@ -435,6 +440,8 @@ mod tests {
         assert!("fast".parse::<Rate>().unwrap_err().contains("fast"));
         assert!("1/fortnight".parse::<Rate>().is_err());
         assert!("-1/s".parse::<Rate>().is_err());
+        assert!("10/min:0.5".parse::<Rate>().is_err());
+        assert!("0/s:5".parse::<Rate>().is_err());
     }
 
     #[test]
@@ -525,6 +532,18 @@ mod tests {
         // A pairing gives a token back.
         limits.paired(&dom);
         assert!(limits.handshake(&dom).is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tiny_rates_do_not_overflow() {
+        let limits = public_only(LimitConfig {
+            conn_rate_per_ip: "1e-300/s:1".parse().unwrap(),
+            max_conns_per_ip: 0,
+            ..LimitConfig::default()
+        });
+        let ip: IpAddr = "192.0.2.9".parse().unwrap();
+        assert!(limits.connection(ip).is_ok());
+        assert_eq!(limits.connection(ip).err().map(|r| r.secs()), Some(3600));
     }
 
     #[test]

@@ -12,8 +12,18 @@ const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 64 * 1024;
 
 /// Writes `response`, half-closes and drains, then drops the connection.
-pub(crate) async fn respond_and_close(mut stream: Stream, response: &[u8]) {
-    let written = timeout(LINGER_TIME, async {
+pub(crate) async fn respond_and_close(stream: Stream, response: &[u8]) {
+    linger(stream, response, LINGER_TIME, LINGER_BYTES).await;
+}
+
+/// The same with a short linger, for connections refused by a per-source limit: a source over
+/// its limit must not hold thousands of sockets in lingering closes.
+pub(crate) async fn respond_and_close_briefly(stream: Stream, response: &[u8]) {
+    linger(stream, response, LINGER_TIME / 8, 4096).await;
+}
+
+async fn linger(mut stream: Stream, response: &[u8], time: Duration, bytes: usize) {
+    let written = timeout(time, async {
         stream.write_all(response).await?;
         stream.shutdown().await
     })
@@ -22,9 +32,9 @@ pub(crate) async fn respond_and_close(mut stream: Stream, response: &[u8]) {
         return;
     }
     let mut scratch = vec![0; 4096];
-    let _ = timeout(LINGER_TIME, async {
+    let _ = timeout(time, async {
         let mut drained = 0;
-        while drained < LINGER_BYTES {
+        while drained < bytes {
             match stream.read(&mut scratch).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => drained += n,

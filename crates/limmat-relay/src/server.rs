@@ -41,6 +41,8 @@ pub(crate) struct Shared {
     /// Checks device keys; `None` in open mode.
     pub(crate) auth: Option<RwLock<Arc<Authenticator>>>,
     pub(crate) limits: Arc<Limits>,
+    /// One permit per connection under `max_connections`, shared by every listener.
+    conn_slots: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 /// Why a relay could not start.
@@ -121,13 +123,15 @@ impl Relay {
         let auth = match mode {
             AuthMode::Keys => Some(Authenticator::load(&config.keys)?),
             AuthMode::Open => {
-                if config.auth == Some(AuthMode::Open) && !loopback_only {
+                if config.auth == Some(AuthMode::Open) {
                     tracing::warn!("auth = open: any device may register any domain");
                 }
                 None
             }
         };
         let limits = Limits::new(config.limits.clone());
+        let conn_slots = (config.max_connections > 0)
+            .then(|| Arc::new(tokio::sync::Semaphore::new(config.max_connections)));
         let mut listeners = Vec::with_capacity(config.listen.len());
         for l in &config.listen {
             let addr = l.addr;
@@ -146,6 +150,7 @@ impl Relay {
             certs,
             auth: auth.map(|a| RwLock::new(Arc::new(a))),
             limits,
+            conn_slots,
         });
         Ok(Self { shared, listeners })
     }
@@ -215,17 +220,17 @@ fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
 }
 
 async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, tls: bool) {
-    let max = shared.config.max_connections;
-    let mut open = shared.stats.open_connections();
     loop {
-        if max > 0 {
-            // At the node's limit, stop accepting: the kernel's backlog holds new connections
-            // until some close, instead of the relay falling over (4.3).
-            tokio::select! {
-                _ = open.wait_for(|&n| n < max) => {}
+        // At the node's limit, stop accepting: the kernel's backlog holds new connections
+        // until some close, instead of the relay falling over (4.3). The permit is taken
+        // before the accept, so several listeners cannot overshoot together.
+        let slot = match &shared.conn_slots {
+            Some(slots) => tokio::select! {
+                permit = slots.clone().acquire_owned() => permit.ok(),
                 () = shared.shutdown.cancelled() => return,
-            }
-        }
+            },
+            None => None,
+        };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = shared.shutdown.cancelled() => return,
@@ -233,8 +238,8 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, tls: bool) {
         match accepted {
             Ok((stream, peer)) => {
                 socket::configure(&stream);
-                // Counted before the next accept, so max_connections is exact.
-                let conn = conn::Conn::new(&shared, Stream::Tcp(stream), peer);
+                let mut conn = conn::Conn::new(&shared, Stream::Tcp(stream), peer);
+                conn.open.slot = slot;
                 shared.tasks.spawn(conn::handle(shared.clone(), conn, tls));
             }
             Err(e) => {

@@ -89,16 +89,16 @@ impl Stream {
             Stream::Tcp(s) => loop {
                 // Allocate only once the socket is readable: idle sockets hold no buffer.
                 s.readable().await?;
-                buf.reserve_exact(max);
-                let mut limited = (&mut *buf).limit(max);
+                let n = grow(buf, max);
+                let mut limited = (&mut *buf).limit(n);
                 match s.try_read_buf(&mut limited) {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                     other => return other,
                 }
             },
             Stream::Tls(s) => {
-                buf.reserve_exact(max);
-                let mut limited = (&mut *buf).limit(max);
+                let n = grow(buf, max);
+                let mut limited = (&mut *buf).limit(n);
                 s.read_buf(&mut limited).await
             }
         }
@@ -139,6 +139,15 @@ impl Stream {
             Stream::Tls(_) => Ok(()),
         }
     }
+}
+
+/// Makes room for the next read and returns how much to read: buffers grow by doubling from
+/// 4 KiB, so a peer that sends a few bytes gets a few KiB, not the whole `max` reserved.
+fn grow(buf: &mut Vec<u8>, max: usize) -> usize {
+    if buf.capacity() == buf.len() {
+        buf.reserve_exact(max.min(buf.len().max(4096)));
+    }
+    max.min(buf.capacity() - buf.len())
 }
 
 /// Reads and drops what a plain socket has buffered, in bounded rounds; EOF is an error.
