@@ -14,7 +14,7 @@ use crate::conn::Conn;
 use crate::device::DeviceLeg;
 use crate::linger::respond_and_close;
 use crate::pipe;
-use crate::registry::{ClientKind, ClientReady};
+use crate::registry::{ClientKind, ClientReady, PipeInfo};
 use crate::server::Shared;
 use crate::stats::Kind as Gauge;
 use crate::stream::{Prefixed, Stream};
@@ -22,6 +22,8 @@ use bytes::Buf;
 use limmat_wire::response;
 use std::io;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::oneshot;
 use tokio::time::{Instant, sleep_until, timeout};
@@ -188,6 +190,9 @@ async fn pair(shared: &Arc<Shared>, mut client: ClientLeg, device: DeviceLeg) ->
         Ok(Ok(())) => {
             // A pairing returns a handshake token: the device's replacement is not a loop.
             shared.limits.paired(&client.domain);
+            crate::metrics::response(response::UPGRADE_PTTH);
+            let arrived = client.deadline.checked_sub(shared.config.client_wait);
+            crate::metrics::paired(arrived.map_or(Duration::ZERO, |t| t.elapsed()));
             let sent = std::mem::take(&mut client.buf).len();
             Pairing::Piped(client, device_conn, sent)
         }
@@ -225,6 +230,7 @@ async fn terminate(shared: &Shared, client: ClientLeg) -> Option<ClientLeg> {
             deadline,
         }),
         Ok(Err(e)) => {
+            crate::metrics::tls_handshake(false);
             tracing::info!(domain = %domain, peer = %conn.peer, error = %e, "client TLS handshake failed");
             None
         }
@@ -245,19 +251,31 @@ async fn run_pipe(shared: &Arc<Shared>, client: ClientLeg, device: Conn, sent: u
         ClientKind::Sni => "tls-passthrough",
     };
     tracing::info!(domain = %client.domain, client = %client_peer, device = %device_peer, leg = kind, "paired");
+    let info = PipeInfo {
+        client: client_peer,
+        device: device_peer,
+        leg: kind,
+        since: std::time::SystemTime::now(),
+        counters: Default::default(),
+    };
+    let listed = shared.registry.pipe_started(&client.domain, info);
+    listed.counters.up.fetch_add(sent as u64, Ordering::Relaxed);
     let outcome = pipe::run(
         client.conn.stream,
         device.stream,
         shared.config.idle_timeout,
-        &shared.hard_stop,
+        &listed.counters,
+        [&shared.hard_stop, listed.killed()],
     )
     .await;
+    drop(listed);
+    crate::metrics::pipe_ended(&outcome, started.elapsed());
     tracing::info!(
         domain = %client.domain,
         client = %client_peer,
         device = %device_peer,
         leg = kind,
-        up = outcome.up + sent as u64,
+        up = outcome.up,
         down = outcome.down,
         duration_ms = started.elapsed().as_millis() as u64,
         end = ?outcome.end,

@@ -98,6 +98,10 @@ pub struct RelayConfig {
     /// Open connections of the whole node; at the limit the relay stops accepting and the
     /// kernel's backlog queues new ones (4.3). Zero: no limit.
     pub max_connections: usize,
+    /// The admin listener: probes, metrics, the JSON API and the dashboard.
+    pub admin: Option<SocketAddr>,
+    /// A file holding the admin bearer token; required when `admin` is not loopback.
+    pub admin_token_file: Option<std::path::PathBuf>,
 }
 
 impl Default for RelayConfig {
@@ -122,6 +126,8 @@ impl Default for RelayConfig {
             keys: KeySources::default(),
             limits: LimitConfig::default(),
             max_connections: 65536,
+            admin: None,
+            admin_token_file: None,
         }
     }
 }
@@ -137,6 +143,10 @@ pub enum ConfigError {
     MaxHead(usize),
     #[error("head_timeout must be greater than zero")]
     HeadTimeout,
+    #[error(
+        "the admin listener {0} is not on a loopback address: give --admin-token-file so that only operators can use it"
+    )]
+    AdminToken(SocketAddr),
     #[error("tls_handshake_timeout must be greater than zero")]
     TlsHandshakeTimeout,
     #[error("the TLS listener {0} needs a certificate: give --cert FILE --key FILE")]
@@ -163,6 +173,12 @@ impl RelayConfig {
         }
         if self.head_timeout.is_zero() {
             return Err(ConfigError::HeadTimeout);
+        }
+        if let Some(admin) = self.admin
+            && !admin.ip().is_loopback()
+            && self.admin_token_file.is_none()
+        {
+            return Err(ConfigError::AdminToken(admin));
         }
         if self.tls_handshake_timeout.is_zero() {
             return Err(ConfigError::TlsHandshakeTimeout);

@@ -8,7 +8,7 @@ use crate::device::{self, DeviceLeg, Renewed};
 use crate::head::read_head;
 use crate::limits::OpenGuard;
 use crate::linger::{respond_and_close, respond_and_close_briefly};
-use crate::registry::{Admission, ClientKind, DeviceClass};
+use crate::registry::{Admission, ClientKind, DeviceClass, DeviceInfo};
 use crate::server::Shared;
 use crate::stats::{GaugeGuard, Kind as Gauge};
 use crate::stream::{Prefixed, Stream};
@@ -18,6 +18,7 @@ use limmat_wire::tls::{Peek, peek_client_hello};
 use limmat_wire::{Authorization, ClientRoute, Protocol, RequestHead, response};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::SystemTime;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, sleep_until, timeout_at};
 
@@ -57,6 +58,7 @@ pub(crate) async fn handle(shared: Arc<Shared>, mut conn: Conn, tls: bool) {
         Ok(guard) => conn.open._source = guard,
         Err(refusal) => {
             tracing::info!(%peer, retry_after = refusal.secs(), "connection refused: per-source limit");
+            crate::metrics::rejected("per_source_limit");
             // Answered without reading the head (4.3). A TLS client could not read a
             // plaintext answer, and a handshake is what the limit saves: it is just closed.
             if !tls {
@@ -127,7 +129,9 @@ async fn accept_tls(shared: &Arc<Shared>, mut conn: Conn) -> Option<Conn> {
     let Stream::Tcp(tcp) = stream else {
         return None;
     };
-    match timeout_at(deadline, acceptor.accept(Prefixed::new(hello, tcp))).await {
+    let accepted = timeout_at(deadline, acceptor.accept(Prefixed::new(hello, tcp))).await;
+    crate::metrics::tls_handshake(matches!(accepted, Ok(Ok(_))));
+    match accepted {
         Ok(Ok(tls)) => Some(Conn {
             stream: Stream::Tls(Box::new(tls)),
             peer,
@@ -157,6 +161,12 @@ pub(crate) fn requeue(shared: &Arc<Shared>, leg: DeviceLeg, domain: &str) {
     let Some(admission) = shared.registry.admit(domain, 0) else {
         return;
     };
+    let info = DeviceInfo {
+        peer: leg.conn.peer,
+        class: leg.class,
+        since: SystemTime::now(),
+    };
+    shared.registry.describe(&admission, info);
     let shared2 = shared.clone();
     shared.tasks.spawn(async move {
         let waiting = (admission, leg.class, leg.hold_until);
@@ -200,6 +210,7 @@ async fn serve(
         let head_len = match read.await {
             Ok(len) => len,
             Err(e) => {
+                crate::metrics::rejected("head");
                 // Oversized, slow or half-sent heads are closed with no response (H2, D8).
                 tracing::debug!(peer = %conn.peer, reason = %e, "closed before a complete head");
                 return;
@@ -231,6 +242,12 @@ async fn serve(
                     Ok(admission) => admission,
                     Err(refusal) => return respond_and_close(conn.stream, &refusal).await,
                 };
+                let info = DeviceInfo {
+                    peer: conn.peer,
+                    class,
+                    since: SystemTime::now(),
+                };
+                shared.registry.describe(&admission, info);
                 if first_head {
                     tracing::info!(domain = %domain, peer = %conn.peer, ?protocol, tls = class.tls, pass_through = class.pass_through, "device connected");
                 }

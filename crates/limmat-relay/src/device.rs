@@ -109,6 +109,16 @@ pub(crate) async fn wait(
                 }
                 return None;
             }
+            () = admission.killed().cancelled() => {
+                // An operator disconnected the domain.
+                rx.close();
+                tracing::info!(domain = %admission.domain(), peer = %conn.peer, "device disconnected by the admin API");
+                if let Ok(client) = rx.try_recv() {
+                    drop((waiting, admission));
+                    Box::pin(client::dispatch(shared, client, None)).await;
+                }
+                return None;
+            }
             () = shared.shutdown.cancelled() => {
                 // Without a cluster, waiting devices are closed with no response (7.6);
                 // they reconnect with backoff to another node or to the restarted one.
@@ -135,6 +145,7 @@ pub(crate) async fn renew(
     .await
     {
         Ok(Ok(())) => {
+            crate::metrics::response(response::RENEW);
             tracing::debug!(domain = %admission.domain(), peer = %conn.peer, "renewed");
             Some(Renewed { conn, admission })
         }

@@ -13,6 +13,7 @@
 //! - [`auth`]: device keys; [`limits`]: per-source and per-domain abuse limits.
 //! - [`stats`]: live counters that tests and operators read.
 
+mod admin;
 pub mod auth;
 pub mod config;
 pub mod server;
@@ -24,6 +25,7 @@ mod device;
 mod head;
 pub mod limits;
 mod linger;
+mod metrics;
 mod pipe;
 mod registry;
 mod socket;

@@ -23,6 +23,7 @@ pub(crate) async fn respond_and_close_briefly(stream: Stream, response: &[u8]) {
 }
 
 async fn linger(mut stream: Stream, response: &[u8], time: Duration, bytes: usize) {
+    crate::metrics::response(response);
     let written = timeout(time, async {
         stream.write_all(response).await?;
         stream.shutdown().await

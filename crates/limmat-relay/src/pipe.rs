@@ -6,6 +6,7 @@
 //! The only per-read work is adding the byte count to a counter, which both feeds the idle
 //! check and the access log; nothing is done per byte.
 
+use crate::registry::PipeCounters;
 use crate::stream::Stream;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,8 +25,8 @@ pub(crate) enum End {
     Error,
     /// No byte moved for `idle_timeout`.
     Idle,
-    /// The relay stopped after its drain timeout.
-    Shutdown,
+    /// The relay stopped after its drain timeout, or an operator disconnected the domain.
+    Stopped,
 }
 
 #[derive(Debug)]
@@ -42,25 +43,33 @@ pub(crate) async fn run(
     mut client: Stream,
     mut device: Stream,
     idle_timeout: Duration,
-    hard_stop: &CancellationToken,
+    counters: &PipeCounters,
+    stops: [&CancellationToken; 2],
 ) -> Outcome {
-    let up = AtomicU64::new(0);
-    let down = AtomicU64::new(0);
+    let (up, down) = (&counters.up, &counters.down);
     let mut client = Counted {
         inner: &mut client,
-        read: &up,
+        read: up,
     };
     let mut device = Counted {
         inner: &mut device,
-        read: &down,
+        read: down,
     };
     let copy = tokio::io::copy_bidirectional(&mut client, &mut device);
     tokio::pin!(copy);
     let total = || up.load(Ordering::Relaxed) + down.load(Ordering::Relaxed);
+    // The relay's drain timeout, or an operator disconnecting the domain.
+    let stopped = async {
+        tokio::select! {
+            () = stops[0].cancelled() => {}
+            () = stops[1].cancelled() => {}
+        }
+    };
+    tokio::pin!(stopped);
     let end = if idle_timeout.is_zero() {
         tokio::select! {
             r = &mut copy => if r.is_ok() { End::Closed } else { End::Error },
-            () = hard_stop.cancelled() => End::Shutdown,
+            () = &mut stopped => End::Stopped,
         }
     } else {
         // Check a few times per timeout, so an idle pipe closes within 1.25 × idle_timeout.
@@ -70,7 +79,7 @@ pub(crate) async fn run(
         loop {
             tokio::select! {
                 r = &mut copy => break if r.is_ok() { End::Closed } else { End::Error },
-                () = hard_stop.cancelled() => break End::Shutdown,
+                () = &mut stopped => break End::Stopped,
                 now = tick.tick() => {
                     let moved = total();
                     if moved != seen {

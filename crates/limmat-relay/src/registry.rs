@@ -13,8 +13,12 @@ use crate::client::ClientLeg;
 use crate::device::DeviceLeg;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::SystemTime;
 use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 
 /// A waiting device: send it a client to pair with.
 pub(crate) type DeviceSlot = oneshot::Sender<ClientLeg>;
@@ -98,6 +102,16 @@ struct Domain {
     clients: [VecDeque<Entry<DeviceLeg>>; 3],
     /// Arrival counter: the oldest eligible entry across FIFOs has the smallest number.
     seq: u64,
+    /// What the admin API shows: device connections by id, pipes by id.
+    device_info: HashMap<u64, DeviceInfo>,
+    pipes: HashMap<u64, PipeInfo>,
+    /// Bytes of the pipes that have ended (live pipes add their own counters).
+    bytes_up: u64,
+    bytes_down: u64,
+    /// When the domain came online (its entry was created).
+    since: Option<SystemTime>,
+    /// Cancelled to disconnect every connection of the domain (admin `DELETE`).
+    kill: CancellationToken,
     /// Waiting, renewing and mux connections: what the per-domain cap counts (2.4.5).
     counted: usize,
     /// Clients inside their `client_wait`.
@@ -106,7 +120,7 @@ struct Domain {
 
 impl Domain {
     fn is_unused(&self) -> bool {
-        self.counted == 0 && self.waiting_clients == 0
+        self.counted == 0 && self.waiting_clients == 0 && self.pipes.is_empty()
     }
 
     fn next_seq(&mut self) -> u64 {
@@ -152,6 +166,8 @@ type Shard = Mutex<HashMap<Arc<str>, Domain>>;
 pub(crate) struct Registry {
     shards: Box<[Shard]>,
     hasher: RandomState,
+    /// Ids for device connections and pipes, unique per node.
+    ids: AtomicU64,
 }
 
 /// Outcome of a device becoming eligible.
@@ -177,6 +193,7 @@ impl Registry {
         Arc::new(Self {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             hasher: RandomState::new(),
+            ids: AtomicU64::new(1),
         })
     }
 
@@ -202,10 +219,68 @@ impl Registry {
             return None;
         }
         entry.counted += 1;
+        entry.since.get_or_insert_with(SystemTime::now);
         Some(Admission {
             registry: self.clone(),
             domain: key,
+            id: self.ids.fetch_add(1, Ordering::Relaxed),
+            kill: entry.kill.clone(),
         })
+    }
+
+    /// Records what the admin API shows about an admitted device connection.
+    pub(crate) fn describe(&self, admission: &Admission, info: DeviceInfo) {
+        if let Some(d) = self.shard(&admission.domain).get_mut(&admission.domain) {
+            d.device_info.insert(admission.id, info);
+        }
+    }
+
+    /// A pipe of `domain` starts; it is shown and counted until the guard drops.
+    pub(crate) fn pipe_started(self: &Arc<Self>, domain: &Arc<str>, info: PipeInfo) -> PipeGuard {
+        let id = self.ids.fetch_add(1, Ordering::Relaxed);
+        let mut shard = self.shard(domain);
+        let d = shard.entry(domain.clone()).or_default();
+        d.since.get_or_insert_with(SystemTime::now);
+        let kill = d.kill.clone();
+        let counters = info.counters.clone();
+        d.pipes.insert(id, info);
+        PipeGuard {
+            registry: self.clone(),
+            domain: domain.clone(),
+            id,
+            counters,
+            kill,
+        }
+    }
+
+    /// Disconnects every connection of `domain` (admin `DELETE`); `false` if it is not online.
+    pub(crate) fn disconnect(&self, domain: &str) -> bool {
+        let mut shard = self.shard(domain);
+        let Some(d) = shard.get_mut(domain) else {
+            return false;
+        };
+        // Connections admitted from now on get a fresh token.
+        std::mem::take(&mut d.kill).cancel();
+        true
+    }
+
+    /// Every online domain, for the admin API.
+    pub(crate) fn snapshot(&self) -> Vec<DomainSnapshot> {
+        let mut all = Vec::new();
+        for shard in self.shards.iter() {
+            let shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            all.extend(shard.iter().map(|(name, d)| DomainSnapshot::of(name, d)));
+        }
+        all.sort_by(|a, b| a.domain.cmp(&b.domain));
+        all
+    }
+
+    /// One domain, for the admin API.
+    pub(crate) fn snapshot_of(&self, domain: &str) -> Option<DomainSnapshot> {
+        let shard = self.shard(domain);
+        shard
+            .get_key_value(domain)
+            .map(|(name, d)| DomainSnapshot::of(name, d))
     }
 
     /// A PTTH device can take a client: pair it with the oldest waiting client it may serve
@@ -310,18 +385,169 @@ impl Registry {
 pub(crate) struct Admission {
     registry: Arc<Registry>,
     domain: Arc<str>,
+    id: u64,
+    kill: CancellationToken,
 }
 
 impl Admission {
     pub(crate) fn domain(&self) -> &Arc<str> {
         &self.domain
     }
+
+    /// Cancelled when an operator disconnects the domain.
+    pub(crate) fn killed(&self) -> &CancellationToken {
+        &self.kill
+    }
 }
 
 impl Drop for Admission {
     fn drop(&mut self) {
-        self.registry
-            .release(&self.domain, |d| d.counted = d.counted.saturating_sub(1));
+        let id = self.id;
+        self.registry.release(&self.domain, |d| {
+            d.counted = d.counted.saturating_sub(1);
+            d.device_info.remove(&id);
+        });
+    }
+}
+
+/// A device connection as the admin API shows it.
+#[derive(Debug, Clone)]
+pub(crate) struct DeviceInfo {
+    pub(crate) peer: SocketAddr,
+    pub(crate) class: DeviceClass,
+    pub(crate) since: SystemTime,
+}
+
+/// Bytes a live pipe has moved, updated by the pipe as it reads.
+#[derive(Debug, Default)]
+pub(crate) struct PipeCounters {
+    pub(crate) up: AtomicU64,
+    pub(crate) down: AtomicU64,
+}
+
+/// A pipe as the admin API shows it.
+#[derive(Debug, Clone)]
+pub(crate) struct PipeInfo {
+    pub(crate) client: SocketAddr,
+    pub(crate) device: SocketAddr,
+    pub(crate) leg: &'static str,
+    pub(crate) since: SystemTime,
+    pub(crate) counters: Arc<PipeCounters>,
+}
+
+/// Keeps a pipe listed until dropped; its bytes then go to the domain's totals.
+pub(crate) struct PipeGuard {
+    registry: Arc<Registry>,
+    domain: Arc<str>,
+    id: u64,
+    pub(crate) counters: Arc<PipeCounters>,
+    kill: CancellationToken,
+}
+
+impl PipeGuard {
+    pub(crate) fn killed(&self) -> &CancellationToken {
+        &self.kill
+    }
+}
+
+impl Drop for PipeGuard {
+    fn drop(&mut self) {
+        let (id, counters) = (self.id, self.counters.clone());
+        self.registry.release(&self.domain, |d| {
+            d.pipes.remove(&id);
+            d.bytes_up += counters.up.load(Ordering::Relaxed);
+            d.bytes_down += counters.down.load(Ordering::Relaxed);
+        });
+    }
+}
+
+/// One domain as the admin API shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct DomainSnapshot {
+    pub(crate) domain: String,
+    /// Device connections waiting or renewing (what `max_per_domain` counts).
+    pub(crate) waiting: usize,
+    pub(crate) waiting_clients: usize,
+    pub(crate) pipes: usize,
+    /// limmat-mux/1 streams: none until the relay speaks mux.
+    pub(crate) mux_streams: usize,
+    /// Client to device, ended and live pipes.
+    pub(crate) bytes_in: u64,
+    /// Device to client.
+    pub(crate) bytes_out: u64,
+    /// Unix seconds.
+    pub(crate) online_since: u64,
+    pub(crate) devices: Vec<DeviceSnapshot>,
+    pub(crate) pipe_list: Vec<PipeSnapshot>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct DeviceSnapshot {
+    pub(crate) id: u64,
+    pub(crate) addr: String,
+    pub(crate) transport: &'static str,
+    pub(crate) pass_through: bool,
+    pub(crate) since: u64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct PipeSnapshot {
+    pub(crate) id: u64,
+    pub(crate) client: String,
+    pub(crate) device: String,
+    pub(crate) leg: &'static str,
+    pub(crate) bytes_in: u64,
+    pub(crate) bytes_out: u64,
+    pub(crate) since: u64,
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl DomainSnapshot {
+    fn of(name: &str, d: &Domain) -> Self {
+        let mut devices: Vec<DeviceSnapshot> = d
+            .device_info
+            .iter()
+            .map(|(&id, info)| DeviceSnapshot {
+                id,
+                addr: info.peer.to_string(),
+                transport: if info.class.tls { "tls" } else { "tcp" },
+                pass_through: info.class.pass_through,
+                since: unix(info.since),
+            })
+            .collect();
+        devices.sort_by_key(|dev| dev.id);
+        let mut pipe_list: Vec<PipeSnapshot> = d
+            .pipes
+            .iter()
+            .map(|(&id, p)| PipeSnapshot {
+                id,
+                client: p.client.to_string(),
+                device: p.device.to_string(),
+                leg: p.leg,
+                bytes_in: p.counters.up.load(Ordering::Relaxed),
+                bytes_out: p.counters.down.load(Ordering::Relaxed),
+                since: unix(p.since),
+            })
+            .collect();
+        pipe_list.sort_by_key(|p| p.id);
+        let live_in: u64 = pipe_list.iter().map(|p| p.bytes_in).sum();
+        let live_out: u64 = pipe_list.iter().map(|p| p.bytes_out).sum();
+        Self {
+            domain: name.to_owned(),
+            waiting: d.counted,
+            waiting_clients: d.waiting_clients,
+            pipes: d.pipes.len(),
+            mux_streams: 0,
+            bytes_in: d.bytes_up + live_in,
+            bytes_out: d.bytes_down + live_out,
+            online_since: d.since.map_or(0, unix),
+            devices,
+            pipe_list,
+        }
     }
 }
 

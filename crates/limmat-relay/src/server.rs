@@ -17,6 +17,7 @@ use crate::tls::{CertError, CertStore};
 use limmat_wire::Hostnames;
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpSocket};
@@ -43,6 +44,8 @@ pub(crate) struct Shared {
     pub(crate) limits: Arc<Limits>,
     /// One permit per connection under `max_connections`, shared by every listener.
     conn_slots: Option<Arc<tokio::sync::Semaphore>>,
+    /// The admin API's bearer token, if one is configured.
+    pub(crate) admin_token: Option<String>,
 }
 
 /// Why a relay could not start.
@@ -60,11 +63,14 @@ pub enum StartError {
     Keys(#[from] KeyError),
     #[error(transparent)]
     AuthMode(#[from] ModeError),
+    #[error("cannot read the admin token file {path}: {error}")]
+    AdminToken { path: PathBuf, error: String },
 }
 
 /// A bound relay, ready to [`run`](Relay::run).
 pub struct Relay {
     pub(crate) shared: Arc<Shared>,
+    admin: Option<TcpListener>,
     /// Each listener and whether it is a TLS one.
     listeners: Vec<(TcpListener, bool)>,
 }
@@ -132,6 +138,18 @@ impl Relay {
         let limits = Limits::new(config.limits.clone());
         let conn_slots = (config.max_connections > 0)
             .then(|| Arc::new(tokio::sync::Semaphore::new(config.max_connections)));
+        let admin_token = match &config.admin_token_file {
+            Some(path) => Some(read_token(path)?),
+            None => None,
+        };
+        let admin = match config.admin {
+            Some(addr) => Some(listen(addr).map_err(|source| StartError::Bind { addr, source })?),
+            None => None,
+        };
+        if admin.is_some() {
+            // The recorder is process-wide; install it before the first event is counted.
+            crate::metrics::handle();
+        }
         let mut listeners = Vec::with_capacity(config.listen.len());
         for l in &config.listen {
             let addr = l.addr;
@@ -151,8 +169,13 @@ impl Relay {
             auth: auth.map(|a| RwLock::new(Arc::new(a))),
             limits,
             conn_slots,
+            admin_token,
         });
-        Ok(Self { shared, listeners })
+        Ok(Self {
+            shared,
+            admin,
+            listeners,
+        })
     }
 
     /// The bound addresses, in the order of `listen` (with the real port for port 0).
@@ -161,6 +184,11 @@ impl Relay {
             .iter()
             .filter_map(|(l, _)| l.local_addr().ok())
             .collect()
+    }
+
+    /// The admin listener's address, if one is configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     pub fn handle(&self) -> RelayHandle {
@@ -172,6 +200,15 @@ impl Relay {
     /// Accepts and serves connections until [`RelayHandle::shutdown`], then drains.
     pub async fn run(self) {
         let tracker = self.shared.tasks.clone();
+        // The admin API outlives the drain (readiness says "draining" meanwhile).
+        let admin_stop = CancellationToken::new();
+        let admin = self.admin.map(|l| {
+            tokio::spawn(crate::admin::serve(
+                self.shared.clone(),
+                l,
+                admin_stop.clone(),
+            ))
+        });
         for (listener, tls) in self.listeners {
             if let Ok(addr) = listener.local_addr() {
                 tracing::info!(%addr, tls, "listening");
@@ -204,8 +241,26 @@ impl Relay {
             self.shared.hard_stop.cancel();
             tracker.wait().await;
         }
+        admin_stop.cancel();
+        if let Some(admin) = admin {
+            let _ = admin.await;
+        }
         tracing::info!("stopped");
     }
+}
+
+/// Reads the admin token: the file's content without surrounding whitespace, not empty.
+fn read_token(path: &std::path::Path) -> Result<String, StartError> {
+    let err = |error: String| StartError::AdminToken {
+        path: path.to_path_buf(),
+        error,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(err("the file is empty".into()));
+    }
+    Ok(token.to_owned())
 }
 
 fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
@@ -238,6 +293,7 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, tls: bool) {
         match accepted {
             Ok((stream, peer)) => {
                 socket::configure(&stream);
+                crate::metrics::accepted(tls);
                 let mut conn = conn::Conn::new(&shared, Stream::Tcp(stream), peer);
                 conn.open.slot = slot;
                 shared.tasks.spawn(conn::handle(shared.clone(), conn, tls));

@@ -20,6 +20,8 @@ pub struct TestRelay {
     pub addr: SocketAddr,
     /// Every listener, in the order configured.
     pub addrs: Vec<SocketAddr>,
+    /// The admin listener, if configured.
+    pub admin: Option<SocketAddr>,
     pub handle: RelayHandle,
     task: JoinHandle<()>,
 }
@@ -32,12 +34,14 @@ pub async fn start(configure: impl FnOnce(&mut RelayConfig)) -> TestRelay {
     configure(&mut config);
     let relay = Relay::bind(config).await.expect("relay binds");
     let addrs = relay.local_addrs();
+    let admin = relay.admin_addr();
     let addr = addrs[0];
     let handle = relay.handle();
     let task = tokio::spawn(relay.run());
     TestRelay {
         addr,
         addrs,
+        admin,
         handle,
         task,
     }

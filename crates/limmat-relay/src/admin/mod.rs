@@ -1,0 +1,160 @@
+//! The admin listener (`--admin 127.0.0.1:9090`): health and readiness probes, Prometheus
+//! metrics, a JSON API over the online domains and their connections, and the live dashboard.
+//!
+//! It is a separate listener because no path on a public listener is reserved (spec 2.1.5).
+//! Everything but the probes needs `Authorization: Bearer <token>` when a token is configured,
+//! which is required whenever the admin listener is not on a loopback address. The dashboard
+//! page itself is static and asks for the token when the API answers 401.
+
+use crate::registry::DomainSnapshot;
+use crate::server::Shared;
+use axum::Router;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+/// Serves the admin API until `stop` is cancelled.
+pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener, stop: CancellationToken) {
+    let protected = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/api/domains", get(domains))
+        .route("/api/domains/{domain}", get(domain).delete(disconnect))
+        .route("/api/connections", get(connections))
+        .route_layer(middleware::from_fn_with_state(
+            shared.clone(),
+            require_token,
+        ));
+    let app = Router::new()
+        .route("/", get(|| async { Html(DASHBOARD) }))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .merge(protected)
+        .with_state(shared);
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "admin listening");
+    }
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await;
+    if let Err(e) = served {
+        tracing::warn!(error = %e, "admin listener failed");
+    }
+}
+
+async fn require_token(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(token) = &shared.admin_token else {
+        return next.run(request).await;
+    };
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+        .unwrap_or_default();
+    if bool::from(presented.ct_eq(token.as_bytes())) {
+        next.run(request).await
+    } else {
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "admin token required\n",
+        )
+            .into_response()
+    }
+}
+
+/// Not ready while draining, so load balancers stop sending clients (7.6).
+async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+    if shared.shutdown.is_cancelled() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
+    } else {
+        (StatusCode::OK, "ready\n").into_response()
+    }
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    let domains = shared.registry.snapshot();
+    let body = crate::metrics::render(&shared.stats, &domains);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+async fn domains(State(shared): State<Arc<Shared>>) -> axum::Json<Vec<DomainSnapshot>> {
+    axum::Json(shared.registry.snapshot())
+}
+
+async fn domain(State(shared): State<Arc<Shared>>, Path(domain): Path<String>) -> Response {
+    match shared.registry.snapshot_of(&domain.to_ascii_lowercase()) {
+        Some(d) => axum::Json(d).into_response(),
+        None => not_found(&domain),
+    }
+}
+
+async fn disconnect(State(shared): State<Arc<Shared>>, Path(domain): Path<String>) -> Response {
+    if shared.registry.disconnect(&domain.to_ascii_lowercase()) {
+        tracing::info!(domain, "domain disconnected through the admin API");
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        not_found(&domain)
+    }
+}
+
+fn not_found(domain: &str) -> Response {
+    let body = serde_json::json!({ "error": format!("domain {domain:?} is not online") });
+    (StatusCode::NOT_FOUND, axum::Json(body)).into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct Page {
+    #[serde(default)]
+    offset: usize,
+    #[serde(default = "default_limit")]
+    limit: usize,
+}
+
+fn default_limit() -> usize {
+    100
+}
+
+const MAX_LIMIT: usize = 1000;
+
+/// Every device connection and pipe, oldest first, a page at a time.
+async fn connections(State(shared): State<Arc<Shared>>, Query(page): Query<Page>) -> Response {
+    if page.limit == 0 || page.limit > MAX_LIMIT {
+        let body = serde_json::json!({ "error": format!("limit must be from 1 to {MAX_LIMIT}") });
+        return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
+    }
+    let mut all: Vec<serde_json::Value> = Vec::new();
+    for d in shared.registry.snapshot() {
+        for dev in &d.devices {
+            all.push(serde_json::json!({
+                "kind": "device", "domain": d.domain, "id": dev.id, "since": dev.since,
+                "device": dev.addr, "transport": dev.transport, "pass_through": dev.pass_through,
+            }));
+        }
+        for p in &d.pipe_list {
+            all.push(serde_json::json!({
+                "kind": "pipe", "domain": d.domain, "id": p.id, "since": p.since,
+                "client": p.client, "device": p.device, "leg": p.leg,
+                "bytes_in": p.bytes_in, "bytes_out": p.bytes_out,
+            }));
+        }
+    }
+    all.sort_by_key(|c| (c["since"].as_u64(), c["id"].as_u64()));
+    let total = all.len();
+    let items: Vec<_> = all.into_iter().skip(page.offset).take(page.limit).collect();
+    axum::Json(serde_json::json!({
+        "total": total, "offset": page.offset, "limit": page.limit, "connections": items,
+    }))
+    .into_response()
+}
