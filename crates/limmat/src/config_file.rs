@@ -46,6 +46,8 @@ const NAMES: &[&str] = &[
     "handshake_rate_per_domain",
     "limit_exempt",
     "max_connections",
+    "admin",
+    "admin_token_file",
 ];
 
 /// Keys only the file has: certificate pairs and static keys (spec 4.1.2).
@@ -86,6 +88,11 @@ fn many<T>(raw: Raw, parse: impl Fn(&str) -> Result<T, String>) -> Result<Vec<T>
 
 fn from_str<T: FromStr<Err = String>>(s: &str) -> Result<T, String> {
     s.parse()
+}
+
+fn socket_addr(s: &str) -> Result<std::net::SocketAddr, String> {
+    s.parse()
+        .map_err(|_| "expected an address such as 127.0.0.1:9090".to_owned())
 }
 
 fn text(s: &str) -> Result<String, String> {
@@ -164,6 +171,8 @@ fn set(s: &mut Settings, name: &str, raw: Raw) -> Result<bool, String> {
         }
         "limit_exempt" => s.limit_exempt = Some(many(raw, exempt)?),
         "max_connections" => s.max_connections = Some(one(raw, count)?),
+        "admin" => s.admin = Some(one(raw, socket_addr)?),
+        "admin_token_file" => s.admin_token_file = Some(one(raw, path)?),
         _ => return Ok(false),
     }
     Ok(true)

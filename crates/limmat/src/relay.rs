@@ -121,6 +121,13 @@ pub struct Settings {
     /// [default: 65536]
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
+    /// Admin listener: /healthz, /readyz, /metrics, the JSON API and the dashboard.
+    /// [default: none]
+    #[arg(long, value_name = "ADDR")]
+    pub admin: Option<std::net::SocketAddr>,
+    /// File holding the admin bearer token; required when --admin is not loopback.
+    #[arg(long, value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
     /// `[[device_key]]` entries of the file (spec 4.1.2); no flag.
     #[arg(skip)]
     pub device_key: Option<Vec<DeviceKey>>,
@@ -171,6 +178,8 @@ impl Settings {
                 .or(lower.handshake_rate_per_domain),
             limit_exempt: self.limit_exempt.or(lower.limit_exempt),
             max_connections: self.max_connections.or(lower.max_connections),
+            admin: self.admin.or(lower.admin),
+            admin_token_file: self.admin_token_file.or(lower.admin_token_file),
             device_key: self.device_key.or(lower.device_key),
             revoked_keys: self.revoked_keys.or(lower.revoked_keys),
         }
@@ -239,6 +248,8 @@ impl Settings {
                 },
             },
             max_connections: self.max_connections.unwrap_or(d.max_connections),
+            admin: self.admin,
+            admin_token_file: self.admin_token_file,
         })
     }
 }

@@ -231,3 +231,31 @@ fn the_example_configuration_is_valid() {
     assert!(ok, "{stderr}");
     assert_eq!(stdout.trim(), "configuration OK");
 }
+
+#[test]
+fn admin_listener_from_the_file_serves_probes() {
+    let dir = std::env::temp_dir().join(format!("limmat-admin-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("relay.toml");
+    std::fs::write(
+        &file,
+        "listen = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    let mut relay = Limmat::spawn(&["relay", "--config", file.to_str().unwrap()]);
+    let line = relay.wait_for("admin listening");
+    let admin: std::net::SocketAddr = field(&line, "addr").parse().unwrap();
+    let mut s = std::net::TcpStream::connect(admin).unwrap();
+    use std::io::{Read, Write};
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    // Off loopback, a token is required.
+    std::fs::write(&file, "listen = [\"127.0.0.1:0\"]\nadmin = \"0.0.0.0:0\"\n").unwrap();
+    let (ok, stderr) = run(&["relay", "--config", file.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(stderr.contains("--admin-token-file"), "{stderr}");
+    let _ = std::fs::remove_dir_all(dir);
+}
