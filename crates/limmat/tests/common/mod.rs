@@ -64,10 +64,15 @@ impl Limmat {
         }
     }
 
-    /// Waits for the `listening addr=…` line and returns the address.
+    /// Waits for the `listening addr=…` line of a public listener (or of tunnel client mode)
+    /// and returns the address; the admin listener's line is skipped.
     pub fn listening_addr(&mut self) -> SocketAddr {
-        let line = self.wait_for("listening");
-        field(&line, "addr").parse().expect("an address")
+        loop {
+            let line = self.wait_for("listening");
+            if !line.contains("admin listening") {
+                return field(&line, "addr").parse().expect("an address");
+            }
+        }
     }
 
     pub fn signal(&self, signal: &str) {
