@@ -1,0 +1,33 @@
+//! The Limmat BLE gateway (`gateway-api.md`). Its architecture, as the specification lays it
+//! out:
+//!
+//! - **Backends** (§6): one object-safe async trait, picked at run time behind an `Arc`: the
+//!   deterministic simulator (the default, for the demo, tests and benchmarks) or BlueZ through
+//!   `bluer` (cargo feature `bluez`). A backend scans, connects, discovers, reads, writes and
+//!   subscribes; the gateway runs one scan and fans it out.
+//! - **HTTP API**: the GAP/GATT REST API of the Bluetooth SIG white papers (§2) and the Limmat
+//!   Beacon API (§3), served on a local listener and, through the agent library, on outgoing
+//!   relay connections with the same router.
+//! - **Beacon pipeline** (§3.2–§3.4, §4): advertisement reports become `(company id, payload)`
+//!   and `(service UUID, payload)` pairs, the pairs decode into beacons keyed by what they
+//!   broadcast, and a presence tracker turns sightings into `beacon.entered`, `beacon.updated`,
+//!   `beacon.left` and `beacon.telemetry` events, committed to a persistent event log.
+//! - **Webhooks** (§5): signed Standard Webhooks deliveries, at least once, from a persistent
+//!   outbox per subscription, with backoff, dead letters and SSRF protection.
+//!
+//! So far this crate holds the pure, I/O-free layer of the beacon pipeline: everything here is
+//! a total function of its inputs (time included, which is passed in), tested byte for byte
+//! against the spec's vectors and with proptest.
+//!
+//! - [`beacon`]: the advertisement formats of §4 (iBeacon, AltBeacon, Eddystone UID, URL, TLM
+//!   and EID), their identity keys (§3.2) and their JSON members, plus raw AD splitting.
+//! - [`presence`]: the presence state machine of §3.3, emitting the events of §3.4.
+//! - [`hex`], [`uuid`]: the spec's representations of bytes and UUIDs.
+
+pub mod beacon;
+pub mod hex;
+pub mod presence;
+pub mod uuid;
+
+pub use beacon::{Beacon, Decoded, Format, Frame, Malformed, Reason, Source, Telemetry};
+pub use uuid::Uuid;
