@@ -67,69 +67,71 @@ pub(crate) async fn wait(
                 }
             }
         }
-        tokio::select! {
+        let (woke, handed) = tokio::select! {
             client = &mut rx => match client {
-                Ok(client) => {
-                    drop((waiting, admission));
-                    let leg = DeviceLeg {
-                        conn,
-                        class,
-                        hold_until,
-                    };
-                    Box::pin(client::dispatch(shared, client, Some(leg))).await;
-                    return None;
-                }
+                Ok(client) => (Woke::Paired, Some(client)),
                 // The client that popped this slot stopped before sending: queue again.
                 Err(_) => continue,
             },
-            () = &mut hold => {
-                // Leave the FIFO before the 204 so that no client is paired meanwhile
-                // (2.4.6); one that was paired just before still gets this device.
-                rx.close();
-                if let Ok(client) = rx.try_recv() {
-                    drop((waiting, admission));
-                    let leg = DeviceLeg {
-                        conn,
-                        class,
-                        hold_until,
-                    };
-                    Box::pin(client::dispatch(shared, client, Some(leg))).await;
-                    return None;
-                }
-                drop(waiting);
-                return renew(shared, conn, admission).await;
+            () = &mut hold => (Woke::Hold, None),
+            reason = conn.stream.until_closed() => (Woke::Gone(reason), None),
+            () = admission.killed().cancelled() => (Woke::Killed, None),
+            () = shared.shutdown.cancelled() => (Woke::Shutdown, None),
+        };
+        // Leave the FIFO (before a 204, so that no client is paired meanwhile, 2.4.6); a
+        // client handed over in this same instant is still served.
+        rx.close();
+        let handed = handed.or_else(|| rx.try_recv().ok());
+        drop(waiting);
+        let leg = |conn| DeviceLeg {
+            conn,
+            class,
+            hold_until,
+        };
+        match (woke, handed) {
+            // Without a cluster, waiting devices are closed with no response (7.6); they
+            // reconnect with backoff to another node or to the restarted one.
+            (Woke::Shutdown, Some(client)) => client::refuse(shared, client).await,
+            (Woke::Shutdown, None) => {}
+            // This device serves the client: the pairing's task takes both legs.
+            (Woke::Paired | Woke::Hold, Some(client)) => {
+                drop(admission);
+                Box::pin(client::dispatch(shared, client, Some(leg(conn)))).await;
             }
-            reason = conn.stream.until_closed() => {
-                rx.close();
-                if let Ok(client) = rx.try_recv() {
-                    drop((waiting, admission));
+            (Woke::Hold, None) => return renew(shared, conn, admission).await,
+            (woke, handed) => {
+                match &woke {
+                    Woke::Gone(reason) => {
+                        tracing::info!(domain = %admission.domain(), peer = %conn.peer, %reason, "device left while waiting");
+                    }
+                    Woke::Killed => {
+                        tracing::info!(domain = %admission.domain(), peer = %conn.peer, "device disconnected by the admin API");
+                    }
+                    _ => {}
+                }
+                // The device is gone or disconnected: a client handed to it looks again.
+                drop((admission, conn));
+                if let Some(client) = handed {
                     Box::pin(client::dispatch(shared, client, None)).await;
-                } else {
-                    tracing::info!(domain = %admission.domain(), peer = %conn.peer, %reason, "device left while waiting");
                 }
-                return None;
-            }
-            () = admission.killed().cancelled() => {
-                // An operator disconnected the domain.
-                rx.close();
-                tracing::info!(domain = %admission.domain(), peer = %conn.peer, "device disconnected by the admin API");
-                if let Ok(client) = rx.try_recv() {
-                    drop((waiting, admission));
-                    Box::pin(client::dispatch(shared, client, None)).await;
-                }
-                return None;
-            }
-            () = shared.shutdown.cancelled() => {
-                // Without a cluster, waiting devices are closed with no response (7.6);
-                // they reconnect with backoff to another node or to the restarted one.
-                rx.close();
-                if let Ok(client) = rx.try_recv() {
-                    client::refuse(shared, client).await;
-                }
-                return None;
             }
         }
+        return None;
     }
+}
+
+/// What ended a device's wait.
+enum Woke {
+    /// A client was handed over.
+    Paired,
+    /// `hold_time` is over: `204`.
+    Hold,
+    /// The device closed or failed.
+    Gone(std::io::Error),
+    /// An operator disconnected the domain.
+    Killed,
+    /// The relay is stopping.
+    Shutdown,
 }
 
 /// Writes the `204`; the connection stays counted until its next head (2.4.2).
