@@ -22,8 +22,10 @@
 //! - [`beacon`]: the advertisement formats of §4 (iBeacon, AltBeacon, Eddystone UID, URL, TLM
 //!   and EID), their identity keys (§3.2) and their JSON members, plus raw AD splitting.
 //! - [`presence`]: the presence state machine of §3.3, emitting the events of §3.4.
-//! - [`hex`], [`uuid`]: the spec's representations of bytes and UUIDs.
+//! - [`hex`], [`uuid`], [`address`]: the spec's representations of bytes, UUIDs and device
+//!   addresses.
 
+pub mod address;
 pub mod beacon;
 pub mod hex;
 pub mod presence;
