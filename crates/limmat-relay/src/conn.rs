@@ -63,13 +63,15 @@ pub(crate) async fn handle(shared: Arc<Shared>, mut conn: Conn, tls: bool) {
             // plaintext answer, and a handshake is what the limit saves: it is just closed.
             if !tls {
                 let response = response::too_many_requests(refusal.secs());
-                respond_and_close_briefly(conn.stream, &response).await;
+                Box::pin(respond_and_close_briefly(conn.stream, &response)).await;
             }
             return;
         }
     }
     if tls {
-        if let Some(conn) = accept_tls(&shared, conn).await {
+        // Boxed, like every rare path here: the task's size is that of its largest state, and
+        // an idle device should not pay for a TLS handshake's (see the size test below).
+        if let Some(conn) = Box::pin(accept_tls(&shared, conn)).await {
             serve(&shared, conn, None).await;
         }
     } else {
@@ -181,22 +183,19 @@ async fn serve(
     waiting: Option<(Admission, DeviceClass, Instant)>,
 ) {
     let mut carried = None;
-    if let Some((admission, class, hold_until)) = waiting {
-        let wait = device::wait(
-            shared,
-            conn,
-            Protocol::Ptth,
-            class,
-            admission,
-            Some(hold_until),
-        );
-        match wait.await {
-            Some(Renewed { conn: c, admission }) => (conn, carried) = (c, Some(admission)),
-            None => return,
-        }
-    }
-    let mut first_head = carried.is_none();
+    // A device about to wait. There is one call of `device::wait` in this loop: every call
+    // site would otherwise add its own copy of the wait's state to every connection's task.
+    let mut pending = waiting
+        .map(|(admission, class, hold_until)| (Protocol::Ptth, class, admission, Some(hold_until)));
+    let mut first_head = pending.is_none();
     loop {
+        if let Some((protocol, class, admission, hold_until)) = pending.take() {
+            let wait = device::wait(shared, conn, protocol, class, admission, hold_until);
+            match wait.await {
+                Some(Renewed { conn: c, admission }) => (conn, carried) = (c, Some(admission)),
+                None => return,
+            }
+        }
         let mut buf = Vec::new();
         let deadline = Instant::now() + shared.config.head_timeout;
         let max_head = shared.config.max_head;
@@ -220,11 +219,11 @@ async fn serve(
         match head.kind() {
             Kind::ForwardConnect => {
                 // The forward proxy is off (D7).
-                return respond_and_close(conn.stream, response::NOT_IMPLEMENTED).await;
+                return Box::pin(respond_and_close(conn.stream, response::NOT_IMPLEMENTED)).await;
             }
             Kind::Device(Protocol::Mux) => {
                 // This relay does not speak limmat-mux/1 yet; agents fall back to PTTH/1.0.
-                return respond_and_close(conn.stream, response::NOT_IMPLEMENTED).await;
+                return Box::pin(respond_and_close(conn.stream, response::NOT_IMPLEMENTED)).await;
             }
             Kind::Device(protocol) => {
                 let domain = head.domain;
@@ -240,7 +239,9 @@ async fn serve(
                 drop(buf); // H13: bytes after a device's head are discarded.
                 let admission = match admitted {
                     Ok(admission) => admission,
-                    Err(refusal) => return respond_and_close(conn.stream, &refusal).await,
+                    Err(refusal) => {
+                        return Box::pin(respond_and_close(conn.stream, &refusal)).await;
+                    }
                 };
                 let info = DeviceInfo {
                     peer: conn.peer,
@@ -253,20 +254,21 @@ async fn serve(
                 }
                 let renew_now = first_head && shared.config.first_post_renew;
                 first_head = false;
-                let renewed = if renew_now {
-                    device::renew(shared, conn, admission).await
+                if renew_now {
+                    match Box::pin(device::renew(shared, conn, admission)).await {
+                        Some(Renewed { conn: c, admission }) => {
+                            (conn, carried) = (c, Some(admission))
+                        }
+                        None => return,
+                    }
                 } else {
-                    device::wait(shared, conn, protocol, class, admission, None).await
-                };
-                match renewed {
-                    Some(Renewed { conn: c, admission }) => (conn, carried) = (c, Some(admission)),
-                    None => return,
+                    pending = Some((protocol, class, admission, None));
                 }
             }
             Kind::Client => {
                 drop(carried.take());
                 let route = ClientRoute::of(&head, &shared.hostnames);
-                return route_client(shared, conn, buf, head_len, route).await;
+                return Box::pin(route_client(shared, conn, buf, head_len, route)).await;
             }
         }
     }
@@ -355,5 +357,33 @@ async fn route_client(
             };
             Box::pin(client::dispatch(shared, client, None)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Relay, RelayConfig};
+
+    /// Every idle device is one task, as large as its largest state: the rare paths (TLS
+    /// accept, head reads, refusals, client routing, renewal) are boxed so that a waiting device
+    /// pays only for waiting. It was 4 KiB before they were; this keeps it from creeping back.
+    #[tokio::test]
+    async fn a_connection_task_stays_small() {
+        let relay = Relay::bind(RelayConfig {
+            listen: vec!["127.0.0.1:0".parse().unwrap()],
+            ..RelayConfig::default()
+        })
+        .await
+        .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _peer = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (tcp, peer) = listener.accept().await.unwrap();
+        let conn = Conn::new(&relay.shared, Stream::Tcp(tcp), peer);
+        let task = handle(relay.shared.clone(), conn, false);
+        let size = std::mem::size_of_val(&task);
+        assert!(size <= 2560, "the connection task grew to {size} bytes");
     }
 }

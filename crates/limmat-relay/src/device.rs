@@ -91,14 +91,14 @@ pub(crate) async fn wait(
         match (woke, handed) {
             // Without a cluster, waiting devices are closed with no response (7.6); they
             // reconnect with backoff to another node or to the restarted one.
-            (Woke::Shutdown, Some(client)) => client::refuse(shared, client).await,
+            (Woke::Shutdown, Some(client)) => Box::pin(client::refuse(shared, client)).await,
             (Woke::Shutdown, None) => {}
             // This device serves the client: the pairing's task takes both legs.
             (Woke::Paired | Woke::Hold, Some(client)) => {
                 drop(admission);
                 Box::pin(client::dispatch(shared, client, Some(leg(conn)))).await;
             }
-            (Woke::Hold, None) => return renew(shared, conn, admission).await,
+            (Woke::Hold, None) => return Box::pin(renew(shared, conn, admission)).await,
             (woke, handed) => {
                 match &woke {
                     Woke::Gone(reason) => {
