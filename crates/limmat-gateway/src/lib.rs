@@ -31,5 +31,6 @@ pub mod hex;
 pub mod presence;
 pub mod uuid;
 
+pub use address::{Address, AddressType};
 pub use beacon::{Beacon, Decoded, Format, Frame, Malformed, Reason, Source, Telemetry};
 pub use uuid::Uuid;

@@ -401,6 +401,11 @@ mod tests {
         }
     }
 
+    /// A fake clock and a tracker with the default settings.
+    fn setup() -> (Clock, Presence) {
+        (Clock::new(), Presence::new(Config::default()))
+    }
+
     const A1: Address = Address([0xc0, 0xff, 0xee, 0, 0, 1]);
     const A3: Address = Address([0xc0, 0xff, 0xee, 0, 0, 3]);
 
@@ -447,8 +452,7 @@ mod tests {
 
     #[test]
     fn first_sighting_enters_once() {
-        let clock = Clock::new();
-        let mut presence = Presence::new(Config::default());
+        let (clock, mut presence) = setup();
         let events = presence.observe_beacon(ibeacon(7), seen(A1, -63, clock.t(0.25)));
         let [Event::Entered { key, beacon }] = &events[..] else {
             panic!("{events:?}")
@@ -471,8 +475,7 @@ mod tests {
 
     #[test]
     fn updates_are_rate_limited_and_carry_window_statistics() {
-        let clock = Clock::new();
-        let mut presence = Presence::new(Config::default());
+        let (clock, mut presence) = setup();
         presence.observe_beacon(ibeacon(7), seen(A1, -63, clock.t(0.0)));
         let mut updates = Vec::new();
         // One sighting a second for 25 s, RSSI cycling -70, -60, -65.
@@ -503,8 +506,7 @@ mod tests {
 
     #[test]
     fn no_update_without_sightings() {
-        let clock = Clock::new();
-        let mut presence = Presence::new(Config::default());
+        let (clock, mut presence) = setup();
         presence.observe_beacon(ibeacon(7), seen(A1, -63, clock.t(0.0)));
         // Silence for 25 s is no update (and not yet a leave).
         assert_eq!(presence.expire(clock.t(25.0)), vec![]);
@@ -517,8 +519,7 @@ mod tests {
 
     #[test]
     fn leaves_after_silence_with_duration() {
-        let clock = Clock::new();
-        let mut presence = Presence::new(Config::default());
+        let (clock, mut presence) = setup();
         presence.observe_beacon(ibeacon(7), seen(A1, -63, clock.t(0.0)));
         presence.observe_beacon(ibeacon(7), seen(A1, -90, clock.t(5.0)));
         assert_eq!(presence.next_expiry(), Some(clock.t(35.0)));
@@ -547,8 +548,7 @@ mod tests {
 
     #[test]
     fn a_sighting_after_the_timer_ran_out_leaves_then_enters() {
-        let clock = Clock::new();
-        let mut presence = Presence::new(Config::default());
+        let (clock, mut presence) = setup();
         presence.observe_beacon(ibeacon(7), seen(A1, -63, clock.t(0.0)));
         let events = presence.observe_beacon(ibeacon(7), seen(A1, -63, clock.t(30.0)));
         assert_eq!(types(&events), ["beacon.left", "beacon.entered"]);
@@ -560,8 +560,7 @@ mod tests {
 
     #[test]
     fn leaves_come_in_deadline_order() {
-        let clock = Clock::new();
-        let mut presence = Presence::new(Config::default());
+        let (clock, mut presence) = setup();
         presence.observe_beacon(ibeacon(9), seen(A1, -63, clock.t(2.0)));
         presence.observe_beacon(ibeacon(8), seen(A1, -63, clock.t(1.0)));
         presence.observe_beacon(uid(), seen(A3, -63, clock.t(1.0)));
@@ -608,8 +607,7 @@ mod tests {
 
     #[test]
     fn the_key_ignores_the_address() {
-        let clock = Clock::new();
-        let mut presence = Presence::new(Config::default());
+        let (clock, mut presence) = setup();
         presence.observe_beacon(ibeacon(7), seen(A1, -63, clock.t(0.0)));
         // The same beacon after an address rotation stays the same beacon.
         assert_eq!(
@@ -621,8 +619,7 @@ mod tests {
 
     #[test]
     fn telemetry_names_the_keys_at_its_address_and_is_rate_limited() {
-        let clock = Clock::new();
-        let mut presence = Presence::new(Config::default());
+        let (clock, mut presence) = setup();
         // Before any beacon is present at the address: an event with no keys.
         let first = presence.observe_telemetry(tlm(1), seen(A3, -70, clock.t(0.0)));
         let Some(Event::Telemetry {
@@ -669,8 +666,7 @@ mod tests {
 
     #[test]
     fn old_telemetry_is_forgotten() {
-        let clock = Clock::new();
-        let mut presence = Presence::new(Config::default());
+        let (clock, mut presence) = setup();
         presence.observe_telemetry(tlm(1), seen(A3, -70, clock.t(0.0)));
         presence.expire(clock.t(59.0));
         assert!(presence.telemetry(&A3).is_some());
@@ -680,8 +676,7 @@ mod tests {
 
     #[test]
     fn out_of_order_instants_do_not_panic_or_rewind() {
-        let clock = Clock::new();
-        let mut presence = Presence::new(Config::default());
+        let (clock, mut presence) = setup();
         presence.observe_beacon(ibeacon(7), seen(A1, -63, clock.t(10.0)));
         assert_eq!(
             presence.observe_beacon(ibeacon(7), seen(A1, -63, clock.t(5.0))),

@@ -3,7 +3,7 @@
 //! whatever its value (the AltBeacon spec's range is 0 to −127), and the reserved byte is
 //! reported as `mfgReserved` but is not part of the identity.
 
-use super::{Beacon, Decoded, Format, Frame, Reader, bad_length};
+use super::{Beacon, Decoded, Format, Frame, Reader, bad_length, frame};
 use crate::uuid::Uuid;
 
 /// The beacon code.
@@ -32,18 +32,14 @@ pub fn decode(company_id: u16, payload: &[u8]) -> Decoded {
         return bad_length(Format::AltBeacon, payload.len(), "24");
     }
     let mut r = Reader(payload.get(CODE.len()..).unwrap_or_default());
-    let fields = (|| {
-        Some(AltBeacon {
+    frame(Format::AltBeacon, LEN, "24", || {
+        Some(Frame::Beacon(Beacon::AltBeacon(AltBeacon {
             company_id,
             beacon_id: r.array()?,
             tx_power: r.i8()?,
             mfg_reserved: r.u8()?,
-        })
-    })();
-    match fields {
-        Some(beacon) => Decoded::Frame(Frame::Beacon(Beacon::AltBeacon(beacon))),
-        None => bad_length(Format::AltBeacon, payload.len(), "24"),
-    }
+        })))
+    })
 }
 
 impl AltBeacon {

@@ -8,7 +8,7 @@
 //! came from (§3.2). Encrypted TLM (version 1) is passed on as its three opaque fields
 //! (§3.4); decrypting it needs the beacon's identity key and is out of scope.
 
-use super::{Beacon, Decoded, Format, Frame, Malformed, Reader, Reason, bad_length, url};
+use super::{Beacon, Decoded, Format, Frame, Malformed, Reader, Reason, bad_length, frame, url};
 use crate::hex::encode as hex;
 use serde::ser::{SerializeMap, Serializer};
 
@@ -149,17 +149,6 @@ pub fn decode(payload: &[u8]) -> Decoded {
         },
         _ => Decoded::NotABeacon,
     }
-}
-
-/// Runs a field reader on a payload whose length was checked; a short read (which the check
-/// rules out) still gives `Malformed`, never a panic.
-fn frame(
-    format: Format,
-    len: usize,
-    expected: &'static str,
-    read: impl FnOnce() -> Option<Frame>,
-) -> Decoded {
-    read().map_or_else(|| bad_length(format, len, expected), Decoded::Frame)
 }
 
 impl EddystoneUid {

@@ -2,7 +2,7 @@
 //! `02 15`. Other Apple payloads (other type bytes, such as `0x12` or `0x10`) are not beacons;
 //! `02 15` with another length is malformed.
 
-use super::{Beacon, Decoded, Format, Frame, Reader, bad_length};
+use super::{Beacon, Decoded, Format, Frame, Reader, bad_length, frame};
 use crate::uuid::Uuid;
 
 /// Apple's company id.
@@ -31,18 +31,14 @@ pub fn decode(company_id: u16, payload: &[u8]) -> Decoded {
         return bad_length(Format::IBeacon, payload.len(), "23");
     }
     let mut r = Reader(payload.get(PREFIX.len()..).unwrap_or_default());
-    let fields = (|| {
-        Some(IBeacon {
+    frame(Format::IBeacon, LEN, "23", || {
+        Some(Frame::Beacon(Beacon::IBeacon(IBeacon {
             uuid: Uuid(r.array()?),
             major: r.u16()?,
             minor: r.u16()?,
             tx_power: r.i8()?,
-        })
-    })();
-    match fields {
-        Some(beacon) => Decoded::Frame(Frame::Beacon(Beacon::IBeacon(beacon))),
-        None => bad_length(Format::IBeacon, payload.len(), "23"),
-    }
+        })))
+    })
 }
 
 impl IBeacon {

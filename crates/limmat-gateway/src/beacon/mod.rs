@@ -333,5 +333,16 @@ fn bad_length(format: Format, actual: usize, expected: &'static str) -> Decoded 
     })
 }
 
+/// Runs a field reader on a payload whose length was checked; a short read (which the check
+/// rules out) still gives `Malformed`, never a panic.
+fn frame(
+    format: Format,
+    len: usize,
+    expected: &'static str,
+    read: impl FnOnce() -> Option<Frame>,
+) -> Decoded {
+    read().map_or_else(|| bad_length(format, len, expected), Decoded::Frame)
+}
+
 #[cfg(test)]
 mod tests;

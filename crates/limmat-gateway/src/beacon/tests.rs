@@ -44,6 +44,10 @@ fn malformed(format: Format, reason: Reason) -> Decoded {
     Decoded::Malformed(Malformed { format, reason })
 }
 
+fn length(format: Format, actual: usize, expected: &'static str) -> Decoded {
+    malformed(format, Reason::Length { actual, expected })
+}
+
 fn json(value: &impl serde::Serialize) -> serde_json::Value {
     serde_json::to_value(value).unwrap()
 }
@@ -123,14 +127,19 @@ fn v2_ibeacon_extremes() {
     );
 }
 
+/// A *raw* vector: it decodes to exactly `frame`, and `frame` builds exactly these bytes.
+fn raw_vector(raw_hex: &str, frame: Frame) {
+    assert_eq!(raw(raw_hex), vec![Decoded::Frame(frame.clone())]);
+    let (source, payload) = frame.encode();
+    let built = ad::advertisement(&source, &payload).unwrap();
+    assert_eq!(hex::encode(&built), raw_hex);
+}
+
 #[test]
 fn v3_raw_ibeacon() {
-    let raw_v3 = "0201061aff4c0002154c696d6d6174426561636f6e2d30303100010007c5";
-    assert_eq!(raw(raw_v3), vec![Decoded::Frame(Frame::Beacon(v1()))]);
-    let (source, payload) = v1().encode();
-    assert_eq!(
-        hex::encode(&ad::advertisement(&source, &payload).unwrap()),
-        raw_v3
+    raw_vector(
+        "0201061aff4c0002154c696d6d6174426561636f6e2d30303100010007c5",
+        Frame::Beacon(v1()),
     );
 }
 
@@ -153,12 +162,7 @@ fn v4_altbeacon() {
 fn v5_raw_altbeacon() {
     let raw_v5 = "0201061bff1801beac4c696d6d6174426561636f6e2d303031002a0003bf5a";
     assert_eq!(bytes(raw_v5).len(), 31);
-    assert_eq!(raw(raw_v5), vec![Decoded::Frame(Frame::Beacon(v4()))]);
-    let (source, payload) = v4().encode();
-    assert_eq!(
-        hex::encode(&ad::advertisement(&source, &payload).unwrap()),
-        raw_v5
-    );
+    raw_vector(raw_v5, Frame::Beacon(v4()));
 }
 
 #[test]
@@ -188,13 +192,8 @@ fn v7_eddystone_uid_without_rfu() {
 fn v8_raw_eddystone_uid() {
     let raw_v8 = "0201060303aafe1716aafe00ee4c696d6d6f6e2d3030310000000000010000";
     assert_eq!(bytes(raw_v8).len(), 31);
-    assert_eq!(raw(raw_v8), vec![Decoded::Frame(Frame::Beacon(v6()))]);
-    let (source, payload) = v6().encode();
-    assert_eq!(hex::encode(&payload), V6);
-    assert_eq!(
-        hex::encode(&ad::advertisement(&source, &payload).unwrap()),
-        raw_v8
-    );
+    raw_vector(raw_v8, Frame::Beacon(v6()));
+    assert_eq!(hex::encode(&v6().encode().1), V6);
 }
 
 #[test]
@@ -276,15 +275,9 @@ fn v12_to_v14_plain_tlm() {
 
 #[test]
 fn v15_raw_tlm() {
-    let raw_v15 = "0201060303aafe1116aafe20000b861780000004b000008ca0";
-    assert_eq!(
-        raw(raw_v15),
-        vec![Decoded::Frame(Frame::Telemetry(Telemetry::Plain(v12())))]
-    );
-    let (source, payload) = Frame::Telemetry(Telemetry::Plain(v12())).encode();
-    assert_eq!(
-        hex::encode(&ad::advertisement(&source, &payload).unwrap()),
-        raw_v15
+    raw_vector(
+        "0201060303aafe1116aafe20000b861780000004b000008ca0",
+        Frame::Telemetry(Telemetry::Plain(v12())),
     );
 }
 
@@ -337,13 +330,7 @@ fn n1_apple_but_not_ibeacon() {
 fn n2_short_ibeacon() {
     assert_eq!(
         manufacturer(0x004c, "02154c696d6d6174426561636f6e2d303031000100"),
-        malformed(
-            Format::IBeacon,
-            Reason::Length {
-                actual: 21,
-                expected: "23"
-            }
-        )
+        length(Format::IBeacon, 21, "23")
     );
 }
 
@@ -371,13 +358,7 @@ fn n4_to_n6_bad_urls() {
     );
     assert_eq!(
         eddystone(&format!("10ee03{}", "61".repeat(18))),
-        malformed(
-            Format::EddystoneUrl,
-            Reason::Length {
-                actual: 21,
-                expected: "3 to 20"
-            }
-        )
+        length(Format::EddystoneUrl, 21, "3 to 20")
     );
 }
 
@@ -385,13 +366,7 @@ fn n4_to_n6_bad_urls() {
 fn n7_short_uid() {
     assert_eq!(
         eddystone("00ee4c696d6d6f6e2d303031000000"),
-        malformed(
-            Format::EddystoneUid,
-            Reason::Length {
-                actual: 15,
-                expected: "18 or 20"
-            }
-        )
+        length(Format::EddystoneUid, 15, "18 or 20")
     );
 }
 
@@ -438,13 +413,7 @@ fn other_malformed_lengths() {
     let long_ibeacon = format!("{V1}00");
     assert_eq!(
         manufacturer(0x004c, &long_ibeacon),
-        malformed(
-            Format::IBeacon,
-            Reason::Length {
-                actual: 24,
-                expected: "23"
-            }
-        )
+        length(Format::IBeacon, 24, "23")
     );
     // `02 15` under another company is not Apple's format.
     assert_eq!(manufacturer(0x0118, V1), Decoded::NotABeacon);
@@ -452,30 +421,17 @@ fn other_malformed_lengths() {
     assert_eq!(manufacturer(0x004c, "02"), Decoded::NotABeacon);
     assert_eq!(
         manufacturer(0xffff, "beac"),
-        malformed(
-            Format::AltBeacon,
-            Reason::Length {
-                actual: 2,
-                expected: "24"
-            }
-        )
+        length(Format::AltBeacon, 2, "24")
     );
     assert_eq!(
         manufacturer(0x0118, &format!("{V4}00")),
-        malformed(
-            Format::AltBeacon,
-            Reason::Length {
-                actual: 25,
-                expected: "24"
-            }
-        )
+        length(Format::AltBeacon, 25, "24")
     );
     // AltBeacon is accepted under any company id, Apple's included.
     assert_eq!(
         beacon(manufacturer(0x004c, V4)).key(),
         "altbeacon:4c696d6d6174426561636f6e2d303031002a0003"
     );
-    let length = |format, actual, expected| malformed(format, Reason::Length { actual, expected });
     assert_eq!(
         eddystone(&V6[..38]),
         length(Format::EddystoneUid, 19, "18 or 20")
