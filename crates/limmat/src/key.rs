@@ -32,15 +32,13 @@ pub fn run(args: KeyArgs) -> anyhow::Result<()> {
     match args.master_secret_file.first() {
         Some(path) => {
             let secret = auth::read_master_secret(path)?;
-            println!(
-                "device key for {domain}: {}",
-                auth::derive_key(&secret, &domain)
-            );
+            let key = auth::derive_key(&secret, &domain);
+            print_out(format_args!("device key for {domain}: {key}"))?;
         }
         None => {
             let key = auth::new_key().context("the system's random source failed")?;
             // Domain keys never contain `"` or `\` (H6), so the TOML string needs no escapes.
-            println!(
+            print_out(format_args!(
                 "device key for {domain}: {key}\n\
                  \n\
                  This key is shown only once: give it to the device (limmat tunnel: LIMMAT_SECRET_KEY\n\
@@ -51,8 +49,15 @@ pub fn run(args: KeyArgs) -> anyhow::Result<()> {
                  domain = \"{domain}\"\n\
                  sha256 = \"{}\"",
                 auth::sha256_hex(&key)
-            );
+            ))?;
         }
     }
     Ok(())
+}
+
+/// Prints to stdout, reporting a closed or failing stdout as an error instead of panicking
+/// the way `println!` does.
+pub fn print_out(text: std::fmt::Arguments<'_>) -> anyhow::Result<()> {
+    use std::io::Write;
+    writeln!(std::io::stdout(), "{text}").context("cannot write to standard output")
 }

@@ -27,9 +27,13 @@ pub enum LogFormat {
 /// Installs the global subscriber writing to stderr in `format`.
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // A log line that cannot be written (stderr closed, a full disk) is dropped. The fallback
+    // of reporting it with `eprintln!` would panic whichever task logged, and a relay must keep
+    // serving and stop on SIGTERM even when its log reader went away.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .log_internal_errors(false);
     match format {
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
         LogFormat::Json => builder.json().flatten_event(true).with_ansi(false).init(),

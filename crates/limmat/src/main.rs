@@ -51,7 +51,7 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            report(format_args!("error: cannot start the async runtime: {e}"));
             return ExitCode::FAILURE;
         }
     };
@@ -66,7 +66,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            report(format_args!("error: {e:#}"));
             ExitCode::FAILURE
         }
     }
@@ -94,4 +94,11 @@ async fn stop_on_signal(shutdown: CancellationToken) {
     let _ = tokio::signal::ctrl_c().await;
     tracing::info!("stop requested");
     shutdown.cancel();
+}
+
+/// Writes a final error to stderr; if stderr is gone there is nobody to tell, and `eprintln!`
+/// would panic instead of exiting with the failure status.
+fn report(message: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{message}");
 }

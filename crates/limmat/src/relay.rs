@@ -323,7 +323,7 @@ pub async fn run(mut args: RelayArgs, shutdown: CancellationToken) -> anyhow::Re
     let config = args.into_config()?;
     if check_only {
         check(&config).context("the configuration is not valid")?;
-        println!("configuration OK");
+        crate::key::print_out(format_args!("configuration OK"))?;
         return Ok(());
     }
     let relay = Relay::bind(config)

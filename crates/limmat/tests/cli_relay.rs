@@ -126,3 +126,51 @@ fn security_settings_are_checked_at_start() {
     assert!(!ok);
     assert!(stderr.contains("10.0.0.0/99"), "{stderr}");
 }
+
+#[test]
+fn a_closed_stderr_neither_stops_serving_nor_blocks_sigterm() {
+    // The port is chosen here because the relay's log cannot be read: its stderr is closed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_limmat"))
+        .args(["relay", "--listen", &addr, "--client-wait", "0"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take()); // every log line now fails with EPIPE
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let mut client = loop {
+        match TcpStream::connect(&addr) {
+            Ok(s) => break s,
+            Err(_) if std::time::Instant::now() < deadline => std::thread::yield_now(),
+            Err(e) => panic!("relay not listening: {e}"),
+        }
+    };
+    // Serving logs a line; the connection's task must survive it.
+    client.write_all(b"GET /nobody HTTP/1.1\r\n\r\n").unwrap();
+    let mut response = Vec::new();
+    client.read_to_end(&mut response).unwrap();
+    assert_eq!(response, b"HTTP/1.1 504 \r\n\r\n");
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "{status}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "SIGTERM did not stop the relay"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
