@@ -160,7 +160,9 @@ fn push_compacting<T>(queue: &mut VecDeque<Entry<T>>, entry: Entry<T>, live: usi
     queue.push_back(entry);
 }
 
-type Shard = Mutex<HashMap<Arc<str>, Domain>>;
+/// Domains are boxed: a map bucket then costs a pointer, not a whole `Domain`, and maps keep
+/// spare buckets.
+type Shard = Mutex<HashMap<Arc<str>, Box<Domain>>>;
 
 /// All domains of one relay node.
 pub(crate) struct Registry {
@@ -197,7 +199,7 @@ impl Registry {
         })
     }
 
-    fn shard(&self, domain: &str) -> MutexGuard<'_, HashMap<Arc<str>, Domain>> {
+    fn shard(&self, domain: &str) -> MutexGuard<'_, HashMap<Arc<str>, Box<Domain>>> {
         let index = self.hasher.hash_one(domain) as usize % SHARDS;
         // A panic elsewhere cannot leave these maps half-updated: every critical section
         // is a few infallible moves, so a poisoned lock is still consistent.
