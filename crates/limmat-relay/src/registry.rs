@@ -595,23 +595,11 @@ mod tests {
     fn oldest_eligible_device_across_classes() {
         let r = Registry::new();
         let domain: Arc<str> = "dom".into();
-        let classes = [
-            DeviceClass {
-                tls: false,
-                pass_through: false,
-            },
-            DeviceClass {
-                tls: true,
-                pass_through: false,
-            },
-            DeviceClass {
-                tls: false,
-                pass_through: true,
-            },
-        ];
+        // Plain, TLS, plain pass-through: the first three classes, in arrival order.
+        let classes = &DeviceClass::ALL[..3];
         let admissions: Vec<_> = classes.iter().map(|_| r.admit("dom", 0).unwrap()).collect();
         let mut receivers = Vec::new();
-        for (a, class) in admissions.iter().zip(classes) {
+        for (a, &class) in admissions.iter().zip(classes) {
             let (tx, rx) = oneshot::channel();
             assert!(matches!(r.device_ready(a, class, tx), DeviceReady::Queued));
             receivers.push(rx);
