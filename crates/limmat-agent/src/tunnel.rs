@@ -12,6 +12,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use limmat_wire::request::RequestHead;
@@ -159,6 +160,9 @@ pub struct ClientConfig {
     pub response_timeout: Duration,
     /// How the relay is verified over `tls:` or after an `https` redirect.
     pub tls: TlsOptions,
+    /// Tunnels open at once; at the cap, local connections wait in the kernel's backlog
+    /// instead of each opening a relay connection.
+    pub max_sockets: usize,
 }
 
 impl ClientConfig {
@@ -169,6 +173,7 @@ impl ClientConfig {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
             tls: TlsOptions::default(),
+            max_sockets: crate::agent::DEFAULT_MAX_SOCKETS,
         }
     }
 }
@@ -236,11 +241,21 @@ impl TunnelClient {
     /// shutdown, open tunnels are closed; returns once every task has ended.
     pub async fn run(self, shutdown: CancellationToken) {
         let tracker = TaskTracker::new();
+        let sockets = Arc::new(tokio::sync::Semaphore::new(self.config.max_sockets.max(1)));
         match self.local_addr() {
             Ok(addr) => info!(relay = %self.home, %addr, "tunnel client listening"),
             Err(e) => info!(relay = %self.home, error = %e, "tunnel client listening"),
         }
         loop {
+            // A permit before the accept: a flood of local connections cannot open more than
+            // `max_sockets` relay connections.
+            let permit = tokio::select! {
+                () = shutdown.cancelled() => break,
+                permit = sockets.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                },
+            };
             let accepted = tokio::select! {
                 () = shutdown.cancelled() => break,
                 accepted = self.listener.accept() => accepted,
@@ -264,6 +279,7 @@ impl TunnelClient {
             );
             tracker.spawn(
                 async move {
+                    let _permit = permit;
                     tokio::select! {
                         () = shutdown.cancelled() => {}
                         () = client_connection(local, &home, &config, &connector) => {}

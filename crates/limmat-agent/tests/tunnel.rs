@@ -304,3 +304,33 @@ async fn serve_http_speaks_h2_with_prior_knowledge() {
     );
     agent.stop().await;
 }
+
+/// Client mode opens at most `max_sockets` tunnels; further local connections wait until one
+/// ends.
+#[tokio::test(start_paused = true)]
+async fn client_mode_caps_open_tunnels() {
+    let relay = FakeRelay::bind().await;
+    let local = LocalAddr::new("127.0.0.1", 0);
+    let mut config = ClientConfig::new(relay.addr(), "Dom");
+    config.max_sockets = 1;
+    let client = TunnelClient::bind(&local, config).await.unwrap();
+    let addr = client.local_addr().unwrap();
+    let mode = client_mode(client);
+    let first = TcpStream::connect(addr).await.unwrap();
+    let (mut peer, _) = relay.accept_head().await;
+    peer.send(b"HTTP/1.1 200 OK\r\n\r\n").await;
+    // The second user is queued: no relay connection is opened for it yet.
+    let _second = TcpStream::connect(addr).await.unwrap();
+    let waited = tokio::time::timeout(std::time::Duration::from_secs(60), relay.accept()).await;
+    assert!(
+        waited.is_err(),
+        "a second tunnel was opened beyond max_sockets"
+    );
+    // When the first tunnel ends, the second gets its relay connection.
+    drop(first);
+    assert_eq!(peer.read_to_end().await, b"");
+    drop(peer);
+    let (_peer2, head) = relay.accept_head().await;
+    assert!(head.starts_with(b"CONNECT /dom HTTP/1.1\r\n"));
+    mode.stop().await;
+}

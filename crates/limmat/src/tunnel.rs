@@ -42,7 +42,7 @@ pub struct TunnelArgs {
     /// Connections kept waiting at the relay (server, proxy).
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = at_least_one)]
     min_listeners: usize,
-    /// Cap on waiting plus relayed connections (server, proxy).
+    /// Cap on waiting plus relayed connections (server, proxy), or on open tunnels (client).
     #[arg(long, value_name = "M", default_value_t = 128, value_parser = at_least_one)]
     max_sockets: usize,
     /// PEM file of CA certificates trusted, besides the system roots, for TLS to the relay (and
@@ -113,6 +113,7 @@ pub async fn run(args: TunnelArgs, shutdown: CancellationToken) -> anyhow::Resul
             }
             let mut config = ClientConfig::new(args.relay.clone(), args.domain.clone());
             config.tls = tls_options(&args);
+            config.max_sockets = args.max_sockets;
             let client = TunnelClient::bind(&args.local, config)
                 .await
                 .context("cannot start the tunnel")?;
