@@ -43,9 +43,12 @@ pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(75);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_MIN_LISTENERS: usize = 1;
 pub const DEFAULT_MAX_SOCKETS: usize = 128;
+/// The largest `max_sockets` (and so `min_listeners`): a device with more concurrent
+/// connections than this would run out of ports and file descriptors first.
+pub const MAX_POOL: usize = 65_535;
 
 /// What an [`Agent`] connects to and how.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AgentConfig {
     pub relay: RelayAddr,
     /// The relay domain to register; validated and case-folded by [`Agent::new`].
@@ -63,6 +66,26 @@ pub struct AgentConfig {
     /// Sends `X-Relay-Security: transport/pass-through` (2.6.5): SNI-routed clients are then
     /// spliced to this device with their TLS intact, and the device terminates it.
     pub pass_through: bool,
+}
+
+/// The key is shown as its presence only, so a logged configuration never leaks it.
+impl std::fmt::Debug for AgentConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentConfig")
+            .field("relay", &self.relay)
+            .field("domain", &self.domain)
+            .field(
+                "secret_key",
+                &self.secret_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field("min_listeners", &self.min_listeners)
+            .field("max_sockets", &self.max_sockets)
+            .field("response_timeout", &self.response_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("tls", &self.tls)
+            .field("pass_through", &self.pass_through)
+            .finish()
+    }
 }
 
 impl AgentConfig {
@@ -91,6 +114,8 @@ pub enum AgentError {
     Domain { domain: String, error: DomainError },
     #[error("min_listeners must be at least 1")]
     NoListeners,
+    #[error("max_sockets is {0}; at most {MAX_POOL} are supported")]
+    TooManySockets(usize),
     #[error("max_sockets ({max_sockets}) must be at least min_listeners ({min_listeners})")]
     TooFewSockets {
         min_listeners: usize,
@@ -154,6 +179,9 @@ impl Agent {
         })?;
         if config.min_listeners == 0 {
             return Err(AgentError::NoListeners);
+        }
+        if config.max_sockets > MAX_POOL {
+            return Err(AgentError::TooManySockets(config.max_sockets));
         }
         if config.max_sockets < config.min_listeners {
             return Err(AgentError::TooFewSockets {
@@ -315,6 +343,13 @@ where
                     backoff.reset();
                     info!(relay = %target, early_bytes = leftover.len(), "client paired (101)");
                     self.hand_over(RelayedConn::new(stream, leftover), permit);
+                }
+                Ok(Outcome::Redirect(to)) if target.tls && !to.tls => {
+                    // A TLS relay never sends a device to plaintext on purpose; following it
+                    // would send the key and the traffic in clear.
+                    hops = 0;
+                    let refused = AttemptError::InsecureRedirect(to.to_string());
+                    self.failed(&target, &backoff, &refused);
                 }
                 Ok(Outcome::Redirect(to)) if hops >= MAX_REDIRECTS => {
                     hops = 0;

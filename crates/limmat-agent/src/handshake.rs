@@ -106,6 +106,8 @@ pub enum AttemptError {
     BadRetryAfter,
     #[error("more than {MAX_REDIRECTS} redirects in a row")]
     TooManyRedirects,
+    #[error("a redirect from TLS to plain HTTP ({0}) is not followed: it would expose the key")]
+    InsecureRedirect(String),
 }
 
 /// Redirects followed in a row without a `101` or `204`; one more is a failure.
@@ -168,7 +170,9 @@ pub async fn exchange(
             }
             429 => match reply.retry_after {
                 Some(RetryAfter::Seconds(n)) => {
-                    let wait = Duration::from_secs(n).min(MAX_RETRY_AFTER);
+                    // At least a second: `Retry-After: 0` from some other relay must not turn
+                    // into a reconnect loop with no delay at all.
+                    let wait = Duration::from_secs(n.max(1)).min(MAX_RETRY_AFTER);
                     return Ok(Outcome::RetryAfter(wait));
                 }
                 _ => return Err(AttemptError::BadRetryAfter),

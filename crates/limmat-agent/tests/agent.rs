@@ -258,6 +258,19 @@ async fn retry_after_is_honoured() {
     agent.stop().await;
 }
 
+/// `Retry-After: 0` (which this relay never sends) still waits a second: no reconnect loop.
+#[tokio::test(start_paused = true)]
+async fn retry_after_zero_waits_a_second() {
+    let relay = FakeRelay::bind().await;
+    let (mut agent, _conns) = Running::collecting(relay.config("dom"));
+    let (mut peer, _) = relay.accept_head().await;
+    peer.send(b"HTTP/1.1 429 \r\nRetry-After: 0\r\n\r\n").await;
+    let sent = Instant::now();
+    relay.accept_head().await;
+    assert!(Instant::now() - sent >= Duration::from_secs(1));
+    agent.stop().await;
+}
+
 /// Checklist 46: a `Retry-After` that is not delta-seconds is an ordinary failure (1 s stage).
 #[tokio::test(start_paused = true)]
 async fn a_bad_retry_after_is_an_ordinary_failure() {

@@ -295,6 +295,34 @@ async fn an_https_redirect_switches_to_tls() {
     agent.stop().await;
 }
 
+/// A TLS relay that redirects to plain HTTP is not followed: the key would travel in clear.
+#[tokio::test]
+async fn a_redirect_from_tls_to_plain_http_is_refused() {
+    let pki = Pki::new();
+    let ca = pki.ca_file();
+    let relay = TlsRelay::bind(&pki).await;
+    let plain = FakeRelay::bind().await;
+    let mut cfg = config(relay.addr("localhost"), Some(&ca));
+    cfg.secret_key = Some("k3y".into());
+    let (mut agent, _conns) = Running::collecting(cfg);
+    let (mut peer, _, _) = relay.accept_head().await;
+    peer.send(
+        format!(
+            "HTTP/1.1 307 \r\nLocation: http://127.0.0.1:{}/dom\r\n\r\n",
+            plain.port
+        )
+        .as_bytes(),
+    )
+    .await;
+    // The agent counts a failure and comes back to the TLS relay, never to the plain one.
+    agent.until(|s| s.failures >= 1).await;
+    let (_again, _, head) = relay.accept_head().await;
+    assert!(String::from_utf8_lossy(&head).contains("Authorization: Bearer k3y"));
+    let stray = tokio::time::timeout(std::time::Duration::from_millis(200), plain.accept()).await;
+    assert!(stray.is_err(), "the agent connected to the plain relay");
+    agent.stop().await;
+}
+
 /// Client mode over TLS: the exact `CONNECT` inside TLS, the bytes after the `200` first, and
 /// half-close both ways.
 #[tokio::test]

@@ -74,12 +74,19 @@ fn one<T>(raw: Raw, parse: impl Fn(&str) -> Result<T, String>) -> Result<T, Stri
 /// Parses a list: a TOML array, a single TOML value, or a comma-separated variable.
 fn many<T>(raw: Raw, parse: impl Fn(&str) -> Result<T, String>) -> Result<Vec<T>, String> {
     let items = match raw {
-        Raw::Env(s) => s
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect(),
+        Raw::Env(s) => {
+            let items: Vec<String> = s
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect();
+            // "," would otherwise silently replace the file's list with nothing.
+            if items.is_empty() {
+                return Err("expected a comma-separated list with at least one value".into());
+            }
+            items
+        }
         Raw::Scalar(s) => vec![s],
         Raw::List(items) => items,
     };

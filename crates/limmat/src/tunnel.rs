@@ -91,6 +91,9 @@ fn parse_domain(domain: &str) -> Result<String, limmat_wire::route::DomainError>
 fn at_least_one(value: &str) -> Result<usize, String> {
     match value.parse::<usize>() {
         Ok(0) => Err("must be at least 1".into()),
+        Ok(n) if n > limmat_agent::agent::MAX_POOL => {
+            Err(format!("must be at most {}", limmat_agent::agent::MAX_POOL))
+        }
         Ok(n) => Ok(n),
         Err(_) => Err("must be a whole number".into()),
     }
@@ -143,9 +146,13 @@ fn agent(args: TunnelArgs) -> anyhow::Result<Agent> {
     let mut config = AgentConfig::new(args.relay.clone(), args.domain.clone());
     config.tls = tls_options(&args);
     config.pass_through = args.relay_security == Some(RelaySecurity::PassThrough);
-    config.secret_key = args
-        .secret_key
-        .or_else(|| std::env::var(SECRET_KEY_ENV).ok());
+    // A key from a mounted secrets file often ends in a newline; an empty variable is unset.
+    config.secret_key = args.secret_key.or_else(|| {
+        std::env::var(SECRET_KEY_ENV)
+            .ok()
+            .map(|k| k.trim().to_owned())
+            .filter(|k| !k.is_empty())
+    });
     config.min_listeners = args.min_listeners;
     config.max_sockets = args.max_sockets;
     let agent = Agent::new(config).context("cannot start the tunnel")?;
@@ -251,6 +258,10 @@ mod tests {
             ("server localhost:22 relay:x dom", "relay:x"),
             ("server localhost:22 relay relay_domain", "reserved"),
             ("server localhost:22 relay a/b", "domain contains"),
+            (
+                "server localhost:22 relay dom --max-sockets 2305843009213693952",
+                "at most 65535",
+            ),
             (
                 "server localhost:22 relay dom --min-listeners 0",
                 "min-listeners",

@@ -259,3 +259,10 @@ fn admin_listener_from_the_file_serves_probes() {
     assert!(stderr.contains("--admin-token-file"), "{stderr}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn an_empty_list_variable_is_refused() {
+    let (ok, _, stderr) = run_env(&["relay", "--check-config"], &[("LIMMAT_HOSTNAME", ",")]);
+    assert!(!ok);
+    assert!(stderr.contains("LIMMAT_HOSTNAME"), "{stderr}");
+}
