@@ -262,7 +262,7 @@ async fn retry_after_is_honoured() {
 #[tokio::test(start_paused = true)]
 async fn retry_after_zero_waits_a_second() {
     let relay = FakeRelay::bind().await;
-    let (mut agent, _conns) = Running::collecting(relay.config("dom"));
+    let (agent, _conns) = Running::collecting(relay.config("dom"));
     let (mut peer, _) = relay.accept_head().await;
     peer.send(b"HTTP/1.1 429 \r\nRetry-After: 0\r\n\r\n").await;
     let sent = Instant::now();
