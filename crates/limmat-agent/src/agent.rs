@@ -458,16 +458,19 @@ where
         }
     }
 
-    /// Runs the handler for a paired connection in its own task.
-    fn hand_over(&self, conn: RelayedConn, permit: OwnedSemaphorePermit) {
+    /// Runs the handler for a paired connection in its own task. The handler is called there
+    /// too: a handler that panics ends that connection's task, never the slot that keeps the
+    /// device reachable.
+    fn hand_over(self: &Arc<Self>, conn: RelayedConn, permit: OwnedSemaphorePermit) {
         self.status.send_modify(|s| s.upgrades += 1);
         let lease = (permit, Counted::new(&self.status, |s| &mut s.relayed));
-        let work = (self.handler)(conn.with_lease(Box::new(lease)));
-        let shutdown = self.shutdown.clone();
+        let conn = conn.with_lease(Box::new(lease));
+        let shared = self.clone();
         self.tracker.spawn(
             async move {
+                let work = (shared.handler)(conn);
                 tokio::select! {
-                    () = shutdown.cancelled() => {}
+                    () = shared.shutdown.cancelled() => {}
                     () = work => {}
                 }
             }

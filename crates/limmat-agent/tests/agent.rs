@@ -462,3 +462,31 @@ fn bad_configurations_are_refused() {
     ));
     assert!(config(|_| {}).is_none());
 }
+
+/// A handler that panics while building its future loses that connection only: the slot
+/// keeps a connection waiting and the next client is served.
+#[tokio::test(start_paused = true)]
+async fn a_panicking_handler_does_not_end_the_slot() {
+    let relay = FakeRelay::bind().await;
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (tx, mut served) = tokio::sync::mpsc::unbounded_channel();
+    let agent = Agent::new(relay.config("dom")).unwrap();
+    let counter = calls.clone();
+    let running = Running::start(agent, move |conn| {
+        if counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            panic!("a handler bug");
+        }
+        let tx = tx.clone();
+        async move {
+            let _ = tx.send(conn);
+        }
+    });
+    let (mut first, _) = relay.accept_head().await;
+    first.send(UPGRADE).await;
+    // The replacement connection still comes, and the next pairing reaches the handler.
+    let replacement = tokio::time::timeout(Duration::from_secs(60), relay.accept_head()).await;
+    let (mut second, _) = replacement.expect("the slot survived the panic");
+    second.send(UPGRADE).await;
+    assert!(served.recv().await.is_some());
+    running.stop().await;
+}
