@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -125,15 +125,10 @@ fn device_tls_server(cert: &rcgen::CertifiedKey) -> SocketAddr {
                 };
                 let mut tls = rustls::StreamOwned::new(conn, stream);
                 let mut reader = BufReader::new(&mut tls);
-                let mut request_line = String::new();
-                if reader.read_line(&mut request_line).is_err() {
+                let Some(request_line) = read_request(&mut reader) else {
                     return;
-                }
-                let mut line = String::new();
-                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
-                    line.clear();
-                }
-                let body = format!("end to end: {}", request_line.trim_end());
+                };
+                let body = format!("end to end: {request_line}");
                 let response = format!(
                     "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                     body.len()

@@ -130,6 +130,17 @@ pub fn run(args: &[&str]) -> (bool, String) {
     )
 }
 
+/// Reads a request head and returns its first line without the line ending.
+pub fn read_request(reader: &mut impl BufRead) -> Option<String> {
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line).ok()?;
+    let mut line = String::new();
+    while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+        line.clear();
+    }
+    Some(request_line.trim_end().to_owned())
+}
+
 /// A local HTTP server that answers every request with its own request line as the body.
 pub fn http_origin() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -138,15 +149,10 @@ pub fn http_origin() -> SocketAddr {
         for stream in listener.incoming().map_while(Result::ok) {
             std::thread::spawn(move || {
                 let mut reader = BufReader::new(stream);
-                let mut request_line = String::new();
-                if reader.read_line(&mut request_line).is_err() {
+                let Some(request_line) = read_request(&mut reader) else {
                     return;
-                }
-                let mut line = String::new();
-                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
-                    line.clear();
-                }
-                let body = request_line.trim_end();
+                };
+                let body = request_line.as_str();
                 let response = format!(
                     "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                     body.len()
