@@ -87,6 +87,12 @@ fn load(paths: &CertPaths, provider: &CryptoProvider) -> Result<Loaded, CertErro
     })
 }
 
+/// Loads a certificate pair exactly as a TLS listener would, without keeping it: for
+/// `--check-config`.
+pub fn check(paths: &CertPaths) -> Result<(), CertError> {
+    load(paths, &provider()).map(|_| ())
+}
+
 /// The relay's certificates; shared by every TLS listener and swapped as a whole on reload.
 pub(crate) struct CertStore {
     provider: Arc<CryptoProvider>,

@@ -279,39 +279,12 @@ impl RelayArgs {
 fn check(config: &RelayConfig) -> anyhow::Result<()> {
     config.validate()?;
     for pair in &config.certs {
-        check_certificate(pair)?;
+        limmat_relay::tls::check(pair)?;
     }
     let loopback_only = config.listen.iter().all(|l| l.addr.ip().is_loopback());
     if resolve_mode(config.auth, config.keys.any(), loopback_only)? == AuthMode::Keys {
         Authenticator::load(&config.keys)?;
     }
-    Ok(())
-}
-
-/// Loads a certificate pair as the relay would; `limmat_relay::tls` keeps its loader private,
-/// so this repeats its three steps.
-fn check_certificate(paths: &CertPaths) -> anyhow::Result<()> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let chain = CertificateDer::pem_file_iter(&paths.cert)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .with_context(|| format!("cannot read certificate file {}", paths.cert.display()))?;
-    if chain.is_empty() {
-        anyhow::bail!(
-            "cannot read certificate file {}: no CERTIFICATE block",
-            paths.cert.display()
-        );
-    }
-    let key = PrivateKeyDer::from_pem_file(&paths.key)
-        .with_context(|| format!("cannot read private key file {}", paths.key.display()))?;
-    rustls::sign::CertifiedKey::from_der(chain, key, &rustls::crypto::ring::default_provider())
-        .with_context(|| {
-            format!(
-                "{} and {} do not form a usable certificate",
-                paths.cert.display(),
-                paths.key.display()
-            )
-        })?;
     Ok(())
 }
 
