@@ -15,9 +15,8 @@
 //! - **Webhooks** (§5): signed Standard Webhooks deliveries, at least once, from a persistent
 //!   outbox per subscription, with backoff, dead letters and SSRF protection.
 //!
-//! So far this crate holds the pure, I/O-free layer of the beacon pipeline: everything here is
-//! a total function of its inputs (time included, which is passed in), tested byte for byte
-//! against the spec's vectors and with proptest.
+//! The pure, I/O-free layer of the beacon pipeline is a total function of its inputs (time
+//! included, which is passed in), tested byte for byte against the spec's vectors:
 //!
 //! - [`beacon`]: the advertisement formats of §4 (iBeacon, AltBeacon, Eddystone UID, URL, TLM
 //!   and EID), their identity keys (§3.2) and their JSON members, plus raw AD splitting.
@@ -25,11 +24,19 @@
 //! - [`hex`], [`uuid`], [`address`]: the spec's representations of bytes, UUIDs and device
 //!   addresses.
 
+// `api::problem::Problem` (~130 bytes) is the error of every handler helper; it is built on
+// error paths only, so boxing it would buy nothing but noise.
+#![allow(clippy::result_large_err)]
+
 pub mod address;
+pub mod api;
+pub mod backend;
 pub mod beacon;
+pub mod config;
 pub mod hex;
 pub mod presence;
 pub mod uuid;
+pub mod webhook;
 
 pub use address::{Address, AddressType};
 pub use beacon::{Beacon, Decoded, Format, Frame, Malformed, Reason, Source, Telemetry};

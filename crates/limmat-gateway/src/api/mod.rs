@@ -1,0 +1,179 @@
+//! The gateway's HTTP API (`gateway-api.md` §1.3, §2, §3): one axum router served on the local
+//! listener and on every relay connection. The parts are independent routers, each with its
+//! own state ([`gap`] and [`gatt`] over the BLE layer, [`beacon`] over the beacon pipeline),
+//! merged here with what all of them share:
+//!
+//! - the relay prefix (§1.2): `/<domain>/<path>` is served as `/<path>`, and the prefix the
+//!   request came with is remembered so links keep working through the relay;
+//! - absolute links ([`Base`]): `api.public_base_url`, or `http://` + `Host` + prefix;
+//! - the bearer token (§1.3), also accepted as `access_token` for `EventSource`;
+//! - the OpenAPI document, generated from the handlers' annotations (`/openapi.json`).
+
+pub mod beacon;
+pub mod gap;
+pub mod gatt;
+pub mod problem;
+pub mod query;
+
+use axum::Router;
+use axum::extract::{FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{Uri, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use problem::Problem;
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+use utoipa_axum::router::OpenApiRouter;
+
+/// What the shared middleware needs to know.
+#[derive(Debug, Clone, Default)]
+pub struct ApiSettings {
+    /// The relay domain, when the gateway is reachable through a relay in path form.
+    pub domain: Option<String>,
+    /// `api.token`.
+    pub token: Option<String>,
+    /// `api.public_base_url`.
+    pub public_base_url: Option<String>,
+}
+
+/// The absolute base of links for this request, without a trailing slash:
+/// `http://relay.example/gw-zurich-01` through a relay in path form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Base(pub String);
+
+impl Base {
+    /// `base + path`, where `path` starts with `/`.
+    pub fn href(&self, path: &str) -> String {
+        format!("{}{}", self.0, path)
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Base {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Base, Problem> {
+        Ok(parts
+            .extensions
+            .get::<Base>()
+            .cloned()
+            .unwrap_or_else(|| Base(String::new())))
+    }
+}
+
+/// Merge the API's parts (each already given its state) into the served router.
+pub fn router(settings: ApiSettings, parts: Vec<OpenApiRouter>) -> Router {
+    let mut api = OpenApiRouter::new();
+    for part in parts {
+        api = api.merge(part);
+    }
+    let (router, mut doc) = api.split_for_parts();
+    doc.info.title = "Limmat gateway".into();
+    doc.info.version = env!("CARGO_PKG_VERSION").into();
+    let doc = Arc::new(doc);
+    let router = router.route(
+        "/openapi.json",
+        axum::routing::get(move || {
+            let doc = doc.clone();
+            async move { axum::Json((*doc).clone()) }
+        }),
+    );
+    let settings = Arc::new(settings);
+    router
+        .fallback(|| async { Problem::not_found("no such resource") })
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            let settings = settings.clone();
+            async move { shared(settings, req, next).await }
+        }))
+}
+
+/// Prefix stripping, link base and authentication, before routing.
+async fn shared(settings: Arc<ApiSettings>, mut req: Request, next: Next) -> Response {
+    let (path, prefix) = strip_prefix(req.uri().path(), settings.domain.as_deref());
+    if let Some(path) = path {
+        let rest = match req.uri().query() {
+            Some(q) => format!("{path}?{q}"),
+            None => path,
+        };
+        match Uri::builder().path_and_query(rest).build() {
+            Ok(uri) => *req.uri_mut() = uri,
+            Err(_) => {
+                return Problem::bad_request("path", "malformed request target").into_response();
+            }
+        }
+    }
+    let base = match &settings.public_base_url {
+        Some(url) => url.trim_end_matches('/').to_string(),
+        None => {
+            let host = req
+                .headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .or_else(|| req.uri().authority().map(|a| a.as_str()))
+                .unwrap_or("localhost");
+            format!("http://{host}{prefix}")
+        }
+    };
+    req.extensions_mut().insert(Base(base));
+    if let Some(token) = &settings.token
+        && !authorized(&req, token)
+    {
+        return Problem::unauthorized().into_response();
+    }
+    next.run(req).await
+}
+
+/// `(rewritten path, prefix)`: `/<domain>/x` → (`/x`, `/<domain>`), compared case-insensitively
+/// and only up to a segment boundary; other paths are left alone.
+fn strip_prefix(path: &str, domain: Option<&str>) -> (Option<String>, String) {
+    let Some(domain) = domain else {
+        return (None, String::new());
+    };
+    let Some(rest) = path.strip_prefix('/') else {
+        return (None, String::new());
+    };
+    let (first, tail) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    if !first.eq_ignore_ascii_case(domain) {
+        return (None, String::new());
+    }
+    let tail = if tail.is_empty() { "/" } else { tail };
+    (Some(tail.to_string()), format!("/{first}"))
+}
+
+fn authorized(req: &Request, token: &str) -> bool {
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::to_string)
+        .or_else(|| {
+            let mut params = query::Params::parse(req.uri().query()).ok()?;
+            params.scalar("access_token").ok().flatten()
+        });
+    presented.is_some_and(|p| p.as_bytes().ct_eq(token.as_bytes()).into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_prefix;
+
+    #[test]
+    fn prefix_is_stripped_at_segment_boundaries_only() {
+        let d = Some("gw-01");
+        assert_eq!(
+            strip_prefix("/gw-01/gap/nodes", d),
+            (Some("/gap/nodes".into()), "/gw-01".into())
+        );
+        assert_eq!(
+            strip_prefix("/GW-01", d),
+            (Some("/".into()), "/GW-01".into())
+        );
+        assert_eq!(strip_prefix("/gw-01x/gap", d), (None, String::new()));
+        assert_eq!(strip_prefix("/gap/nodes", d), (None, String::new()));
+        assert_eq!(strip_prefix("/gap/nodes", None), (None, String::new()));
+    }
+}
