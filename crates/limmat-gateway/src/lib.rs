@@ -33,8 +33,11 @@ pub mod api;
 pub mod backend;
 pub mod beacon;
 pub mod config;
+pub mod events;
 pub mod hex;
+pub mod pipeline;
 pub mod presence;
+pub mod store;
 pub mod uuid;
 pub mod webhook;
 

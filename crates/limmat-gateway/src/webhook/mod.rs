@@ -73,3 +73,6 @@ pub enum Outcome {
 pub trait Transport: Send + Sync + 'static {
     async fn attempt(&self, message: Message<'_>) -> Outcome;
 }
+
+pub mod scheduler;
+pub mod scheduler_backoff;

@@ -1,0 +1,211 @@
+//! The webhook scheduler (§5.3–§5.6): decides which queued message goes out next and commits
+//! what came of it. Per subscription the queue is strict: at most one message in flight, the
+//! next only after the previous succeeded or became a dead letter. Subscriptions deliver in
+//! parallel, up to `webhooks.max_in_flight` attempts in all; each attempt is its own task, so
+//! a hanging receiver holds one slot until its timeout and never blocks the loop, the pipeline
+//! or other subscriptions.
+//!
+//! Everything it decides is in the store before it acts on it: messages exist before their
+//! first attempt (acceptance or batch formation committed them), and a message leaves its
+//! queue only in the transaction that records its 2xx. A crash in between re-sends it after a
+//! restart with the same `webhook-id` and body. The loop itself keeps only what is safe to
+//! lose: which attempts are running.
+
+use super::scheduler_backoff::{Backoff, delay_ms};
+use super::{FailureKind, Message, Outcome, Transport};
+use crate::config::WebhooksSection;
+use crate::store::Store;
+use crate::store::delivery::Head;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Wall-clock milliseconds that advance with the tokio clock, so paused-time tests drive
+/// backoff and batch deadlines, and a wall-clock jump does not fire timers early.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    base_ms: u64,
+    base: Instant,
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::new()
+    }
+}
+
+impl Clock {
+    pub fn new() -> Clock {
+        Clock {
+            base_ms: crate::events::millis(std::time::SystemTime::now()),
+            base: Instant::now(),
+        }
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        let elapsed = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.base_ms.saturating_add(elapsed)
+    }
+
+    /// The tokio instant of a wall-clock time in ms (now, if it is past).
+    pub fn instant(&self, ms: u64) -> Instant {
+        Instant::now() + Duration::from_millis(ms.saturating_sub(self.now_ms()))
+    }
+}
+
+/// The scheduler's settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub max_in_flight: usize,
+    pub backoff: Backoff,
+    /// A safety net above the transport's own timeouts: an attempt that takes longer counts
+    /// as a `timeout` failure.
+    pub attempt_limit: Duration,
+    /// How often dead letters past their retention are purged.
+    pub housekeeping: Duration,
+}
+
+impl Settings {
+    pub fn from_config(w: &WebhooksSection) -> Settings {
+        Settings {
+            max_in_flight: w.max_in_flight.max(1),
+            backoff: Backoff {
+                base_s: w.retry_base_s,
+                factor: w.retry_factor,
+                max_s: w.retry_max_delay_s,
+            },
+            attempt_limit: Duration::from_secs_f64(w.connect_timeout_s + w.timeout_s + 5.0),
+            housekeeping: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Run the scheduler until `shutdown`. `wake` is notified whenever new messages are queued or
+/// subscriptions change. Attempts still running at shutdown are abandoned: their messages stay
+/// queued and go out again after a restart.
+pub async fn run(
+    store: Store,
+    transport: Arc<dyn Transport>,
+    settings: Settings,
+    wake: Arc<Notify>,
+    clock: Clock,
+    shutdown: CancellationToken,
+) {
+    let mut attempts: JoinSet<(String, u64, Outcome)> = JoinSet::new();
+    // Subscriptions whose last result could not be committed: left alone for a moment so a
+    // failing disk does not turn into a hot loop of re-sends.
+    let mut cooling: HashMap<String, Instant> = HashMap::new();
+    let mut housekeeping = tokio::time::interval(settings.housekeeping);
+    loop {
+        let now = clock.now_ms();
+        if let Err(e) = blocking(&store, move |s| s.close_due_batches(now)).await {
+            tracing::error!(error = %e, "could not close due batches");
+        }
+        let (due, next) = store.due(now);
+        let now_instant = Instant::now();
+        cooling.retain(|_, until| *until > now_instant);
+        for id in due {
+            if attempts.len() >= settings.max_in_flight {
+                break;
+            }
+            if cooling.contains_key(&id) {
+                continue;
+            }
+            let sid = id.clone();
+            let head = match blocking(&store, move |s| s.head(&sid)).await {
+                Ok(Some(head)) => head,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::error!(error = %e, "could not read a queue head");
+                    continue;
+                }
+            };
+            store.set_in_flight(&id, Some((head.position, head.meta.id.clone())));
+            let transport = transport.clone();
+            let limit = settings.attempt_limit;
+            attempts.spawn(async move {
+                let outcome = attempt(&*transport, &head, limit).await;
+                (head.subscription_id, head.position, outcome)
+            });
+        }
+        let wake_at = next
+            .map(|ms| clock.instant(ms))
+            .into_iter()
+            .chain(cooling.values().copied())
+            .min();
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = wake.notified() => {}
+            _ = sleep_until(wake_at) => {}
+            Some(joined) = attempts.join_next(), if !attempts.is_empty() => {
+                let Ok((id, position, outcome)) = joined else { continue };
+                let backoff = settings.backoff;
+                let now = clock.now_ms();
+                let sid = id.clone();
+                let result = blocking(&store, move |s| {
+                    s.record_attempt(&sid, position, &outcome, now, &|k| delay_ms(&backoff, k))
+                })
+                .await;
+                if let Err(e) = result {
+                    tracing::error!(error = %e, subscription = %id, "could not record a delivery attempt; it will be retried");
+                    store.set_in_flight(&id, None);
+                    cooling.insert(id, Instant::now() + Duration::from_secs(1));
+                }
+            }
+            _ = housekeeping.tick() => {
+                let now = clock.now_ms();
+                if let Err(e) = blocking(&store, move |s| s.expire_dead_letters(now)).await {
+                    tracing::error!(error = %e, "could not purge expired dead letters");
+                }
+            }
+        }
+    }
+    attempts.abort_all();
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One attempt, bounded by `limit`.
+async fn attempt(transport: &dyn Transport, head: &Head, limit: Duration) -> Outcome {
+    let message = Message {
+        subscription_id: &head.subscription_id,
+        msg_id: &head.meta.id,
+        url: &head.url,
+        body: &head.body,
+        secrets: &head.secrets,
+    };
+    let outcome = tokio::time::timeout(limit, transport.attempt(message))
+        .await
+        .unwrap_or(Outcome::Failed {
+            kind: FailureKind::Timeout,
+            status: None,
+            retry_after: None,
+        });
+    let result = match &outcome {
+        Outcome::Delivered { .. } => "delivered",
+        Outcome::Gone => "gone",
+        Outcome::Failed { kind, .. } => kind.as_str(),
+    };
+    metrics::counter!("limmat_gateway_webhook_attempts_total", "result" => result).increment(1);
+    outcome
+}
+
+/// Run a store operation on a blocking thread.
+pub async fn blocking<T: Send + 'static>(
+    store: &Store,
+    f: impl FnOnce(&Store) -> Result<T, crate::store::StoreError> + Send + 'static,
+) -> Result<T, crate::store::StoreError> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || f(&store))
+        .await
+        .unwrap_or_else(|e| Err(crate::store::StoreError::Write(e.to_string())))
+}

@@ -1,0 +1,261 @@
+//! The webhook scheduler against a scripted transport (checklist 36–43): backoff, Retry-After,
+//! 410, the retry budget and replay, hanging receivers, ordering, and a stop between a 2xx
+//! and its commit.
+
+mod beacon_support;
+
+use beacon_support::*;
+use limmat_gateway::events::Filter;
+use limmat_gateway::store::records::BatchSpec;
+use limmat_gateway::webhook::{FailureKind, Outcome};
+use std::time::Duration;
+
+fn add(engine: &Engine, batch: Option<BatchSpec>) -> String {
+    engine
+        .beacons
+        .store()
+        .create_subscription(subscription(batch, Filter::default()))
+        .unwrap()
+        .sub
+        .id
+}
+
+fn body(a: &Attempt) -> serde_json::Value {
+    serde_json::from_str(&a.body).unwrap()
+}
+
+#[tokio::test]
+async fn three_failures_then_success_is_four_attempts_spaced_by_backoff() {
+    let dir = tempfile::tempdir().unwrap();
+    let (transport, mut attempts) = Scripted::new();
+    let engine = Engine::start(&config(dir.path()), transport.clone());
+    let sub = add(&engine, None);
+    transport.script(&sub, [failed(500), failed(500), failed(500)]);
+    engine.feed(v1(-63));
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        seen.push(next_attempt(&mut attempts).await);
+    }
+    assert!(
+        seen.iter()
+            .all(|a| a.msg_id == seen[0].msg_id && a.body == seen[0].body)
+    );
+    // base 50 ms, factor 2, jitter ≥ 0.75: gaps of at least 37, 75, 150 ms.
+    for (i, min_ms) in [37u64, 75, 150].into_iter().enumerate() {
+        let gap = seen[i + 1].at - seen[i].at;
+        assert!(gap >= Duration::from_millis(min_ms), "gap {i}: {gap:?}");
+    }
+    // Delivered: the counters say so once the commit is in.
+    let d = wait_for(&engine, &sub, |v| v.pending == 0).await;
+    assert_eq!(
+        (d.sub.delivery.delivered, d.sub.delivery.failed_attempts),
+        (1, 3)
+    );
+    assert_eq!(d.sub.status(), "active");
+    engine.stop().await;
+}
+
+#[tokio::test]
+async fn retry_after_delays_the_next_attempt() {
+    let dir = tempfile::tempdir().unwrap();
+    let (transport, mut attempts) = Scripted::new();
+    let engine = Engine::start(&config(dir.path()), transport.clone());
+    let sub = add(&engine, None);
+    transport.script(
+        &sub,
+        [Outcome::Failed {
+            kind: FailureKind::Status,
+            status: Some(503),
+            retry_after: Some(Duration::from_secs(2)),
+        }],
+    );
+    engine.feed(v1(-63));
+    let first = next_attempt(&mut attempts).await;
+    let second = next_attempt(&mut attempts).await;
+    assert!(second.at - first.at >= Duration::from_secs(2));
+    assert_eq!(first.msg_id, second.msg_id);
+    engine.stop().await;
+}
+
+#[tokio::test]
+async fn gone_disables_and_moves_the_queue_to_dead_letters() {
+    let dir = tempfile::tempdir().unwrap();
+    let (transport, mut attempts) = Scripted::new();
+    let mut engine = Engine::start(&config(dir.path()), transport.clone());
+    let sub = add(&engine, None);
+    transport.script(&sub, [Outcome::Gone]);
+    // Both reports land in one group commit, so the queue holds two messages.
+    engine.feed(v1(-63));
+    engine.feed(v4(-63));
+    engine.next_event().await;
+    engine.next_event().await;
+    let _ = next_attempt(&mut attempts).await;
+    let v = wait_for(&engine, &sub, |v| !v.sub.enabled()).await;
+    assert_eq!(v.sub.disabled_reason.as_deref(), Some("gone"));
+    assert_eq!(v.pending, 0);
+    let dead = engine
+        .beacons
+        .store()
+        .dead_letters(&sub, None, 100)
+        .unwrap();
+    assert_eq!(dead.len(), 2);
+    assert!(dead.iter().all(|d| d.meta.reason == "gone"));
+    // New events are not queued for it.
+    engine.feed(v9(-63));
+    wait_for(&engine, &sub, |v| v.pending == 0).await;
+    engine.stop().await;
+}
+
+#[tokio::test]
+async fn the_retry_budget_makes_a_dead_letter_that_replays_with_the_same_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.webhooks.max_attempts = 3;
+    let (transport, mut attempts) = Scripted::new();
+    let engine = Engine::start(&c, transport.clone());
+    let sub = add(&engine, None);
+    transport.script(&sub, [failed(500), failed(500), failed(500)]);
+    engine.feed(v1(-63));
+    let first = next_attempt(&mut attempts).await;
+    next_attempt(&mut attempts).await;
+    next_attempt(&mut attempts).await;
+    wait_for(&engine, &sub, |v| v.dead_letters == 1).await;
+    let dead = engine
+        .beacons
+        .store()
+        .dead_letters(&sub, None, 100)
+        .unwrap();
+    assert_eq!(dead[0].meta.reason, "retry-budget");
+    assert_eq!(dead[0].meta.id, first.msg_id);
+    assert_eq!(dead[0].meta.attempts, 3);
+    let now = engine.beacons.now_ms();
+    engine
+        .beacons
+        .store()
+        .replay(&sub, Some(&first.msg_id), now)
+        .unwrap();
+    engine.beacons.wake_scheduler();
+    let replayed = next_attempt(&mut attempts).await;
+    assert_eq!(
+        (replayed.msg_id.as_str(), replayed.body.as_str()),
+        (first.msg_id.as_str(), first.body.as_str())
+    );
+    wait_for(&engine, &sub, |v| v.pending == 0 && v.dead_letters == 0).await;
+    engine.stop().await;
+}
+
+#[tokio::test]
+async fn a_hanging_receiver_does_not_block_other_subscriptions() {
+    let dir = tempfile::tempdir().unwrap();
+    let (transport, mut attempts) = Scripted::new();
+    let mut engine = Engine::start(&config(dir.path()), transport.clone());
+    let stuck = add(&engine, None);
+    let fine = add(&engine, None);
+    transport.hang(&stuck);
+    for r in [v1(-63), v4(-63), v6(-63), v9(-63)] {
+        engine.feed(r);
+        engine.next_event().await;
+    }
+    let mut fine_sequences = Vec::new();
+    let mut stuck_attempts = 0;
+    while fine_sequences.len() < 4 {
+        let a = next_attempt(&mut attempts).await;
+        if a.subscription == fine {
+            fine_sequences.push(body(&a)["sequence"].as_u64().unwrap());
+        } else {
+            stuck_attempts += 1;
+        }
+    }
+    // Strictly in order, and the stuck one has exactly one request out.
+    assert_eq!(fine_sequences, [1, 2, 3, 4]);
+    assert!(stuck_attempts <= 1);
+    let v = engine.beacons.store().subscription(&stuck).unwrap();
+    assert_eq!(v.pending, 4);
+    assert!(v.in_flight.is_some());
+    engine.stop().await;
+}
+
+#[tokio::test]
+async fn batches_of_100_are_contiguous_and_ordered() {
+    let dir = tempfile::tempdir().unwrap();
+    let (transport, mut attempts) = Scripted::new();
+    let engine = Engine::start(&config(dir.path()), transport.clone());
+    let _sub = add(
+        &engine,
+        Some(BatchSpec {
+            max_events: 100,
+            max_delay_ms: 100,
+        }),
+    );
+    // 150 entered/left events: a beacon every report, with a fresh minor each time.
+    for minor in 0..150u16 {
+        let mut r = (*v1(-63)).clone();
+        let payload = r.manufacturer_data.get_mut(&0x004c).unwrap();
+        payload[19..21].copy_from_slice(&minor.to_be_bytes());
+        engine.feed(std::sync::Arc::new(r));
+    }
+    let mut expected = 1;
+    let mut sizes = Vec::new();
+    while expected <= 150 {
+        let a = next_attempt(&mut attempts).await;
+        let b = body(&a);
+        assert_eq!(b["type"], "beacon.batch");
+        let events = b["data"]["events"].as_array().unwrap();
+        sizes.push(events.len());
+        for e in events {
+            assert_eq!(e["sequence"], expected);
+            expected += 1;
+        }
+    }
+    assert!(sizes.iter().all(|s| *s <= 100));
+    assert_eq!(sizes.iter().sum::<usize>(), 150);
+    engine.stop().await;
+}
+
+#[tokio::test]
+async fn a_stop_between_a_2xx_and_its_commit_resends_the_same_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = config(dir.path());
+    let (transport, mut attempts) = Scripted::new();
+    let mut engine = Engine::start(&c, transport.clone());
+    let sub = add(&engine, None);
+    // The receiver takes the request (the "2xx" is on its way) but the result never reaches
+    // the commit: the process stops first.
+    transport.hang(&sub);
+    engine.feed(v1(-63));
+    let accepted = engine.next_event().await;
+    let sent = next_attempt(&mut attempts).await;
+    let store = engine.beacons.store().clone();
+    engine.stop().await;
+    drop(store);
+
+    let (transport, mut attempts) = Scripted::new();
+    let engine = Engine::start(&c, transport);
+    let again = next_attempt(&mut attempts).await;
+    assert_eq!(again.msg_id, sent.msg_id);
+    assert_eq!(again.body, sent.body);
+    assert_eq!(body(&again)["id"], accepted["id"]);
+    wait_for(&engine, &sub, |v| v.pending == 0).await;
+    engine.stop().await;
+}
+
+/// Wait (≤ 5 s) until a subscription's view satisfies `done`.
+async fn wait_for(
+    engine: &Engine,
+    sub: &str,
+    done: impl Fn(&limmat_gateway::store::subscriptions::SubscriptionView) -> bool,
+) -> limmat_gateway::store::subscriptions::SubscriptionView {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Some(v) = engine.beacons.store().subscription(sub)
+                && done(&v)
+            {
+                return v;
+            }
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("condition within 5 s")
+}

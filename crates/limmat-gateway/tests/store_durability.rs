@@ -1,0 +1,333 @@
+//! The state database's guarantees (§5.3): exclusive lock, 0600 file, accepted events and
+//! their queue places survive an unclean stop, a message leaves its queue only after a 2xx
+//! (and is re-sent with the same id and body if the process stops between the 2xx and the
+//! commit), and storage failures refuse writes without losing what was accepted.
+
+mod beacon_support;
+
+use beacon_support::*;
+use limmat_gateway::events::{BeaconState, Draft, EventMeta, Filter, Raw};
+use limmat_gateway::store::accept::AcceptBatch;
+use limmat_gateway::store::records::BatchSpec;
+use limmat_gateway::store::{Options, Store, StoreError};
+use limmat_gateway::webhook::Outcome;
+use limmat_gateway::{AddressType, Beacon, Decoded, Frame};
+use std::path::Path;
+
+fn options(dir: &Path) -> Options {
+    Options::from_config(&config(dir))
+}
+
+fn ibeacon(minor: u16) -> BeaconState {
+    let mut payload = hex("02154c696d6d6174426561636f6e2d30303100010007c5");
+    payload[19..21].copy_from_slice(&minor.to_be_bytes());
+    let Decoded::Frame(Frame::Beacon(beacon)) =
+        limmat_gateway::beacon::decode_manufacturer_data(0x004c, &payload)
+    else {
+        panic!()
+    };
+    state(beacon)
+}
+
+fn state(beacon: Beacon) -> BeaconState {
+    BeaconState {
+        beacon,
+        address: "C0:FF:EE:00:00:01".parse().unwrap(),
+        address_type: AddressType::Random,
+        rssi: Some(-63),
+        first_seen_ms: 1_000,
+        last_seen_ms: 1_000,
+        sightings: 1,
+    }
+}
+
+fn entered(s: &BeaconState) -> Draft {
+    Draft::entered(s, None, &Raw::default(), "http://x")
+}
+
+fn updated(s: &BeaconState) -> Draft {
+    Draft::updated(s, None, &Default::default(), "http://x")
+}
+
+fn left(s: &BeaconState) -> Draft {
+    Draft::left(s, None, 2_000, "http://x")
+}
+
+fn accept(store: &Store, drafts: Vec<Draft>, now_ms: u64) -> Vec<u64> {
+    store
+        .accept(AcceptBatch {
+            drafts,
+            presence: Vec::new(),
+            now_ms,
+        })
+        .unwrap()
+        .into_iter()
+        .map(|a| a.sequence)
+        .collect()
+}
+
+#[test]
+fn a_second_open_of_the_same_dir_refuses_and_the_file_is_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), options(dir.path())).unwrap();
+    let err = Store::open(dir.path(), options(dir.path())).unwrap_err();
+    assert!(matches!(err, StoreError::Locked(_)), "{err}");
+    assert!(
+        err.to_string().contains("in use by another gateway"),
+        "{err}"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join(limmat_gateway::store::FILE_NAME))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    drop(store);
+    Store::open(dir.path(), options(dir.path())).unwrap();
+}
+
+#[test]
+fn accepted_events_and_their_messages_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), options(dir.path())).unwrap();
+    let sub = store
+        .create_subscription(subscription(None, Filter::default()))
+        .unwrap()
+        .sub
+        .id;
+    let b = ibeacon(7);
+    let sequences = accept(&store, vec![entered(&b), updated(&b)], 1_000);
+    assert_eq!(sequences, [1, 2]);
+    let head = store.head(&sub).unwrap().unwrap();
+    // Unclean stop: no shutdown step exists; every accepted commit was already durable.
+    drop(store);
+    let store = Store::open(dir.path(), options(dir.path())).unwrap();
+    let view = store.subscription(&sub).unwrap();
+    assert_eq!(view.pending, 2);
+    let again = store.head(&sub).unwrap().unwrap();
+    assert_eq!(again.meta.id, head.meta.id);
+    assert_eq!(again.body, head.body);
+    assert_eq!(store.log_len().unwrap(), 2);
+    // Sequences go on after the reopen.
+    assert_eq!(accept(&store, vec![left(&b)], 1_500), [3]);
+}
+
+#[test]
+fn a_message_leaves_only_after_a_2xx_and_failures_keep_retry_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), options(dir.path())).unwrap();
+    let sub = store
+        .create_subscription(subscription(None, Filter::default()))
+        .unwrap()
+        .sub
+        .id;
+    accept(&store, vec![entered(&ibeacon(7))], 1_000);
+    let head = store.head(&sub).unwrap().unwrap();
+    store
+        .record_attempt(&sub, head.position, &failed(500), 2_000, &|_| 100)
+        .unwrap();
+    drop(store);
+    let store = Store::open(dir.path(), options(dir.path())).unwrap();
+    let again = store.head(&sub).unwrap().unwrap();
+    assert_eq!(
+        (again.meta.id.as_str(), again.meta.attempts),
+        (head.meta.id.as_str(), 1)
+    );
+    assert_eq!(again.meta.last_error.as_deref(), Some("status"));
+    let view = store.subscription(&sub).unwrap();
+    assert_eq!(view.sub.status(), "retrying");
+    assert_eq!(view.sub.delivery.next_attempt_ms, Some(2_100));
+    // Between a 2xx and its commit nothing changes: the message is still the head.
+    store
+        .record_attempt(
+            &sub,
+            again.position,
+            &Outcome::Delivered { status: 204 },
+            3_000,
+            &|_| 0,
+        )
+        .unwrap();
+    assert!(store.head(&sub).unwrap().is_none());
+    let d = store.subscription(&sub).unwrap().sub.delivery;
+    assert_eq!(
+        (d.delivered, d.failed_attempts, d.consecutive_failures),
+        (1, 1, 0)
+    );
+}
+
+#[test]
+fn storage_failure_accepts_nothing_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), options(dir.path())).unwrap();
+    let sub = store
+        .create_subscription(subscription(None, Filter::default()))
+        .unwrap()
+        .sub
+        .id;
+    accept(&store, vec![entered(&ibeacon(7))], 1_000);
+    store.set_fail_writes(true);
+    let err = store
+        .accept(AcceptBatch {
+            drafts: vec![entered(&ibeacon(8))],
+            presence: Vec::new(),
+            now_ms: 1_100,
+        })
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Injected));
+    assert!(!store.writable());
+    assert!(
+        store
+            .create_subscription(subscription(None, Filter::default()))
+            .is_err()
+    );
+    // Memory did not run ahead of the disk.
+    assert_eq!(store.subscription(&sub).unwrap().pending, 1);
+    assert_eq!(store.subscriptions().len(), 1);
+    store.set_fail_writes(false);
+    assert_eq!(accept(&store, vec![entered(&ibeacon(9))], 1_200), [2]);
+    assert!(store.writable());
+    drop(store);
+    let store = Store::open(dir.path(), options(dir.path())).unwrap();
+    assert_eq!(store.subscription(&sub).unwrap().pending, 2);
+}
+
+#[test]
+fn batches_are_contiguous_in_sequence_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), options(dir.path())).unwrap();
+    let spec = BatchSpec {
+        max_events: 100,
+        max_delay_ms: 500,
+    };
+    let sub = store
+        .create_subscription(subscription(Some(spec), Filter::default()))
+        .unwrap()
+        .sub
+        .id;
+    let b = ibeacon(7);
+    let drafts: Vec<Draft> = (0..250).map(|_| updated(&b)).collect();
+    accept(&store, drafts, 1_000);
+    let view = store.subscription(&sub).unwrap();
+    assert_eq!(view.pending, 250);
+    // Two full batches formed at acceptance; 50 events wait for the delay.
+    let (due, next) = store.due(1_000);
+    assert_eq!(due, vec![sub.clone()]);
+    assert_eq!(next, Some(1_500));
+    store.close_due_batches(1_499).unwrap();
+    store.close_due_batches(1_500).unwrap();
+    let mut expected = 1u64;
+    for size in [100, 100, 50] {
+        let head = store.head(&sub).unwrap().unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&head.body).unwrap();
+        assert_eq!(body["type"], "beacon.batch");
+        assert!(body["id"].as_str().unwrap().starts_with("bat_"));
+        let events = body["data"]["events"].as_array().unwrap();
+        assert_eq!(events.len(), size);
+        for e in events {
+            assert_eq!(e["sequence"], expected);
+            expected += 1;
+        }
+        store
+            .record_attempt(
+                &sub,
+                head.position,
+                &Outcome::Delivered { status: 200 },
+                2_000,
+                &|_| 0,
+            )
+            .unwrap();
+    }
+    assert_eq!(store.subscription(&sub).unwrap().pending, 0);
+}
+
+#[test]
+fn coalescing_drops_only_superseded_updates() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.webhooks.coalesce_threshold = 3;
+    let store = Store::open(dir.path(), Options::from_config(&c)).unwrap();
+    let sub = store
+        .create_subscription(subscription(None, Filter::default()))
+        .unwrap()
+        .sub
+        .id;
+    let (a, b) = (ibeacon(1), ibeacon(2));
+    let drafts = vec![
+        entered(&a),
+        entered(&b),
+        updated(&a), // 3
+        updated(&a), // 4: over the threshold, supersedes 3
+        updated(&b), // 5
+        left(&a),    // 6
+        updated(&a), // 7: a left in between, so 4 stays
+        updated(&b), // 8: supersedes 5
+    ];
+    accept(&store, drafts, 1_000);
+    let view = store.subscription(&sub).unwrap();
+    assert_eq!(view.sub.delivery.coalesced, 2);
+    let mut delivered = Vec::new();
+    while let Some(head) = store.head(&sub).unwrap() {
+        let body: serde_json::Value = serde_json::from_slice(&head.body).unwrap();
+        delivered.push(body["sequence"].as_u64().unwrap());
+        store
+            .record_attempt(
+                &sub,
+                head.position,
+                &Outcome::Delivered { status: 200 },
+                2_000,
+                &|_| 0,
+            )
+            .unwrap();
+    }
+    assert_eq!(delivered, [1, 2, 4, 6, 7, 8]);
+}
+
+#[test]
+fn backlog_overflow_becomes_dead_letters() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.webhooks.max_backlog = 3;
+    let store = Store::open(dir.path(), Options::from_config(&c)).unwrap();
+    let sub = store
+        .create_subscription(subscription(None, Filter::default()))
+        .unwrap()
+        .sub
+        .id;
+    let b = ibeacon(1);
+    accept(&store, (0..5).map(|_| entered(&b)).collect(), 1_000);
+    assert_eq!(store.subscription(&sub).unwrap().pending, 3);
+    let dead = store.dead_letters(&sub, None, 100).unwrap();
+    assert_eq!(dead.len(), 2);
+    assert!(dead.iter().all(|d| d.meta.reason == "backlog-overflow"));
+    assert_eq!(dead[0].meta.sequences, [1]);
+}
+
+#[test]
+fn filters_route_events_and_disabled_subscriptions_get_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), options(dir.path())).unwrap();
+    let only_left = Filter {
+        types: vec!["beacon.left".into()],
+        ..Filter::default()
+    };
+    let left_sub = store
+        .create_subscription(subscription(None, only_left))
+        .unwrap()
+        .sub
+        .id;
+    let mut disabled = subscription(None, Filter::default());
+    disabled.disabled_reason = Some("manual".into());
+    let disabled = store.create_subscription(disabled).unwrap().sub.id;
+    let b = ibeacon(1);
+    accept(&store, vec![entered(&b), updated(&b), left(&b)], 1_000);
+    assert_eq!(store.subscription(&left_sub).unwrap().pending, 1);
+    assert_eq!(store.subscription(&disabled).unwrap().pending, 0);
+    let meta = EventMeta::of_json(
+        &String::from_utf8(store.head(&left_sub).unwrap().unwrap().body).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(meta.type_, "beacon.left");
+}
