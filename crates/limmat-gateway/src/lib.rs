@@ -34,6 +34,7 @@ pub mod backend;
 pub mod beacon;
 pub mod config;
 pub mod hex;
+pub mod metrics;
 pub mod presence;
 pub mod uuid;
 pub mod webhook;
