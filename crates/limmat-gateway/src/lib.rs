@@ -35,6 +35,7 @@ pub mod beacon;
 pub mod config;
 pub mod events;
 pub mod hex;
+pub mod metrics;
 pub mod pipeline;
 pub mod presence;
 pub mod store;

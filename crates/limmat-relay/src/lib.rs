@@ -33,6 +33,7 @@ mod stream;
 pub mod tls;
 
 pub use config::{ConfigError, Listen, RelayConfig};
+pub use metrics::share_recorder;
 pub use limits::{Cidr, LimitConfig, Rate};
 pub use server::{Relay, RelayHandle};
 pub use stats::Stats;

@@ -19,6 +19,13 @@ const TOP_DOMAINS: usize = 10;
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
+/// Makes the relay render `handle`, a recorder another part of the process installed (the
+/// gateway, in `limmat demo`), instead of installing its own. `false` if the relay's recorder
+/// was already chosen.
+pub fn share_recorder(handle: PrometheusHandle) -> bool {
+    HANDLE.set(Some(handle)).is_ok()
+}
+
 /// Installs the process-wide recorder once (the first relay with an admin listener does).
 /// `None` if another recorder was installed first, e.g. by an embedding program.
 pub(crate) fn handle() -> Option<&'static PrometheusHandle> {
