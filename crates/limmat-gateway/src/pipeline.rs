@@ -336,6 +336,7 @@ impl Pipeline {
 
     /// Decode a report's pairs and run its frames through the tracker.
     fn report(&mut self, report: &Report) {
+        crate::metrics::advertisement();
         let mut pairs: Vec<(Source, Vec<u8>)> = Vec::new();
         if report.manufacturer_data.is_empty() && report.service_data.is_empty() {
             if let Some(raw) = &report.raw {
@@ -552,8 +553,12 @@ impl Pipeline {
                         view.telemetry.retain(|a, _| present.contains(a));
                     }
                 }
-                metrics::counter!("limmat_gateway_events_accepted_total")
-                    .increment(accepted.len() as u64);
+                crate::metrics::beacons_present(
+                    self.shared.view.read().map_or(0, |v| v.beacons.len()),
+                );
+                for event in &accepted {
+                    crate::metrics::event_accepted(event.meta.type_);
+                }
                 if !accepted.is_empty() {
                     self.shared.wake.notify_one();
                 }
@@ -566,7 +571,7 @@ impl Pipeline {
                 }
             }
             Err(e) => {
-                metrics::counter!("limmat_gateway_events_rejected_total").increment(n);
+                crate::metrics::events_rejected(n);
                 tracing::error!(error = %e, events = n, "state database commit failed: events not accepted");
                 if let Some((presence, walls)) = snapshot {
                     self.presence = presence;

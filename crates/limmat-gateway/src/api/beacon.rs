@@ -4,11 +4,9 @@
 //! committed first (§5.3).
 //!
 //! - [`body`]: strict JSON request bodies (415/413/400 naming the member).
-//! - [`ssrf`]: the registration SSRF check (interim, see its docs).
 
 pub mod body;
 pub mod dead_letters;
-pub mod ssrf;
 pub mod stream;
 pub mod subscriptions;
 

@@ -164,7 +164,7 @@ fn coalesce(queues: &mut Queues<'_>, st: &mut SubState, key: &str) -> Result<(),
         .is_some_and(|(m, _)| m.attempts == 0);
     if unattempted && queues.remove_message(st, position)?.is_some() {
         st.sub.delivery.coalesced += 1;
-        metrics::counter!("limmat_gateway_events_coalesced_total").increment(1);
+        crate::metrics::coalesced(1);
     }
     Ok(())
 }

@@ -331,7 +331,7 @@ impl Store {
         for st in touched {
             cache.subs.insert(st.sub.id.clone(), st);
         }
-        metrics::counter!("limmat_gateway_dead_letters_purged_total").increment(purged);
+        crate::metrics::dead_letters_purged(purged);
         Ok(purged)
     }
 
@@ -436,7 +436,7 @@ fn apply(
             let failing_since = *d.failing_since_ms.get_or_insert(now);
             let mut delay = backoff(d.consecutive_failures);
             if let Some(ra) = retry_after {
-                let ra = (*ra).min(std::time::Duration::from_secs(8 * 3600));
+                let ra = (*ra).min(crate::webhook::backoff::RETRY_AFTER_CAP);
                 delay = delay.max(u64::try_from(ra.as_millis()).unwrap_or(u64::MAX));
             }
             let next = now.saturating_add(delay);

@@ -106,8 +106,7 @@ impl<'t> Queues<'t> {
             .insert((st.sub.id.as_str(), position), value.as_slice())?;
         st.dead += 1;
         st.sub.delivery.dead_letters += 1;
-        metrics::counter!("limmat_gateway_dead_letters_total", "reason" => dead.reason.clone())
-            .increment(1);
+        crate::metrics::dead_letter(reason_name(&dead.reason));
         while st.dead > options.dead_letter_max {
             let id = st.sub.id.clone();
             let oldest = {
@@ -122,7 +121,7 @@ impl<'t> Queues<'t> {
             let Some(oldest) = oldest else { break };
             self.dead.remove((id.as_str(), oldest))?;
             st.dead -= 1;
-            metrics::counter!("limmat_gateway_dead_letters_purged_total").increment(1);
+            crate::metrics::dead_letters_purged(1);
         }
         Ok(())
     }
@@ -236,4 +235,12 @@ impl<'t> Queues<'t> {
         st.coalesce.clear();
         Ok(())
     }
+}
+
+/// The static name of a dead-letter reason, for metric labels.
+fn reason_name(reason: &str) -> &'static str {
+    ["retry-budget", "gone", "disabled", "backlog-overflow"]
+        .into_iter()
+        .find(|r| *r == reason)
+        .unwrap_or("other")
 }

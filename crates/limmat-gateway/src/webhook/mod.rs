@@ -11,6 +11,7 @@
 pub mod backoff;
 pub mod client;
 pub mod receiver;
+pub mod scheduler;
 pub mod sign;
 pub mod ssrf;
 
@@ -79,6 +80,3 @@ pub enum Outcome {
 pub trait Transport: Send + Sync + 'static {
     async fn attempt(&self, message: Message<'_>) -> Outcome;
 }
-
-pub mod scheduler;
-pub mod scheduler_backoff;

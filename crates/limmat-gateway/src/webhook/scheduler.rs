@@ -11,7 +11,6 @@
 //! restart with the same `webhook-id` and body. The loop itself keeps only what is safe to
 //! lose: which attempts are running.
 
-use super::scheduler_backoff::{Backoff, delay_ms};
 use super::{FailureKind, Message, Outcome, Transport};
 use crate::config::WebhooksSection;
 use crate::store::Store;
@@ -54,6 +53,23 @@ impl Clock {
     /// The tokio instant of a wall-clock time in ms (now, if it is past).
     pub fn instant(&self, ms: u64) -> Instant {
         Instant::now() + Duration::from_millis(ms.saturating_sub(self.now_ms()))
+    }
+}
+
+/// The backoff settings (`webhooks.retry_base_s`, `retry_factor`, `retry_max_delay_s`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Backoff {
+    pub base_s: f64,
+    pub factor: f64,
+    pub max_s: f64,
+}
+
+impl Backoff {
+    /// The jittered delay after the k-th consecutive failure (§5.5), in ms.
+    pub fn delay_ms(&self, k: u32) -> u64 {
+        let unit: f64 = rand::random();
+        let d = super::backoff::delay(k, self.base_s, self.factor, self.max_s, unit);
+        u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
     }
 }
 
@@ -147,7 +163,7 @@ pub async fn run(
                 let now = clock.now_ms();
                 let sid = id.clone();
                 let result = blocking(&store, move |s| {
-                    s.record_attempt(&sid, position, &outcome, now, &|k| delay_ms(&backoff, k))
+                    s.record_attempt(&sid, position, &outcome, now, &|k| backoff.delay_ms(k))
                 })
                 .await;
                 if let Err(e) = result {
@@ -190,12 +206,11 @@ async fn attempt(transport: &dyn Transport, head: &Head, limit: Duration) -> Out
             status: None,
             retry_after: None,
         });
-    let result = match &outcome {
+    crate::metrics::delivery(match &outcome {
         Outcome::Delivered { .. } => "delivered",
         Outcome::Gone => "gone",
-        Outcome::Failed { kind, .. } => kind.as_str(),
-    };
-    metrics::counter!("limmat_gateway_webhook_attempts_total", "result" => result).increment(1);
+        Outcome::Failed { .. } => "failed",
+    });
     outcome
 }
 

@@ -176,35 +176,22 @@ fn json_of<'a>(
     }
 }
 
-/// Validate a subscription URL (§3.7, §5.8).
+/// Validate a subscription URL: the rules of §3.7 and the registration SSRF check of §5.8.
 async fn check_url(url: &str, allow: &[String]) -> Result<(), Problem> {
-    let bad = |why: &str| Problem::bad_request("url", why.to_string());
-    if url.len() > 2048 {
-        return Err(bad("the URL is longer than 2048 characters"));
+    use crate::webhook::ssrf::{AllowList, SsrfError, check_registration};
+    // `allow_networks` was validated with the configuration; an entry that does not parse
+    // allows nothing.
+    let allow = AllowList::parse(allow).unwrap_or_default();
+    match check_registration(url, &allow).await {
+        Ok(()) => Ok(()),
+        Err(SsrfError::Denied(what)) => Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "url-not-allowed",
+            format!("{what} is not an allowed destination"),
+        )
+        .with_field("url")),
+        Err(e) => Err(Problem::bad_request("url", e.to_string())),
     }
-    if url.contains('#') {
-        return Err(bad("the URL has a fragment"));
-    }
-    let uri: axum::http::Uri = url.parse().map_err(|_| bad("not an absolute URL"))?;
-    let default_port = match uri.scheme_str() {
-        Some("http") => 80,
-        Some("https") => 443,
-        _ => return Err(bad("the URL's scheme must be http or https")),
-    };
-    let authority = uri.authority().ok_or_else(|| bad("not an absolute URL"))?;
-    if authority.as_str().contains('@') {
-        return Err(bad("the URL has userinfo"));
-    }
-    if authority.host().is_empty() {
-        return Err(bad("the URL has no host"));
-    }
-    let port = authority.port_u16().unwrap_or(default_port);
-    super::ssrf::check_registration(authority.host(), port, allow)
-        .await
-        .map_err(|e| {
-            Problem::new(StatusCode::BAD_REQUEST, "url-not-allowed", e.to_string())
-                .with_field("url")
-        })
 }
 
 fn check_types(types: &[String]) -> Result<(), Problem> {
