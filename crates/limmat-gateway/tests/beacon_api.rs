@@ -5,51 +5,11 @@
 mod beacon_support;
 
 use axum::body::Body;
-use axum::http::{Request, StatusCode, header};
+use axum::http::{Request, header};
 use beacon_support::*;
 use http_body_util::BodyExt;
-use limmat_gateway::api::{ApiSettings, router};
 use std::time::Duration;
 use tower::ServiceExt;
-
-fn app(engine: &Engine) -> axum::Router {
-    router(
-        ApiSettings::default(),
-        vec![limmat_gateway::api::beacon::routes(engine.beacons.clone())],
-    )
-}
-
-async fn call(
-    app: &axum::Router,
-    method: &str,
-    uri: &str,
-    content_type: Option<&str>,
-    body: impl Into<Body>,
-) -> (StatusCode, axum::http::HeaderMap, serde_json::Value) {
-    let mut req = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header(header::HOST, "gw.test");
-    if let Some(ct) = content_type {
-        req = req.header(header::CONTENT_TYPE, ct);
-    }
-    let response = app
-        .clone()
-        .oneshot(req.body(body.into()).unwrap())
-        .await
-        .unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    let json = if bytes.is_empty() {
-        serde_json::Value::Null
-    } else {
-        serde_json::from_slice(&bytes).unwrap_or_else(|_| panic!("JSON: {bytes:?}"))
-    };
-    (status, headers, json)
-}
-
-const JSON: Option<&str> = Some("application/json");
 
 #[tokio::test]
 async fn present_beacons_are_listed_by_key_with_links() {

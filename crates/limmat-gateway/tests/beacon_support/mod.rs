@@ -268,3 +268,50 @@ pub async fn next_attempt(rx: &mut mpsc::UnboundedReceiver<Attempt>) -> Attempt 
         .expect("an attempt within 5 s")
         .expect("transport alive")
 }
+
+/// The shared API router over the engine's Beacon API routes.
+pub fn app(engine: &Engine) -> axum::Router {
+    limmat_gateway::api::router(
+        limmat_gateway::api::ApiSettings::default(),
+        vec![limmat_gateway::api::beacon::routes(engine.beacons.clone())],
+    )
+}
+
+pub const JSON: Option<&str> = Some("application/json");
+
+/// One request through the router (Host `gw.test`): status, headers and the JSON body.
+pub async fn call(
+    app: &axum::Router,
+    method: &str,
+    uri: &str,
+    content_type: Option<&str>,
+    body: impl Into<axum::body::Body>,
+) -> (
+    axum::http::StatusCode,
+    axum::http::HeaderMap,
+    serde_json::Value,
+) {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let mut req = axum::http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(axum::http::header::HOST, "gw.test");
+    if let Some(ct) = content_type {
+        req = req.header(axum::http::header::CONTENT_TYPE, ct);
+    }
+    let response = app
+        .clone()
+        .oneshot(req.body(body.into()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let json = if bytes.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or_else(|_| panic!("JSON: {bytes:?}"))
+    };
+    (status, headers, json)
+}
