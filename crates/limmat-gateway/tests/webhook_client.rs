@@ -393,6 +393,26 @@ async fn refused_connections_fail_with_connect() {
     );
 }
 
+/// `connect_timeout_s` covers the TLS handshake: a listener whose backlog completes TCP but
+/// that never speaks TLS costs the connect timeout, then `timeout`.
+#[tokio::test]
+async fn a_stalled_tls_handshake_times_out_within_connect_timeout() {
+    let silent = tokio::net::TcpListener::bind(LOCAL).await.unwrap();
+    let mut s = settings(&["127.0.0.1/32"]);
+    s.connect_timeout_s = 0.3;
+    let t = HttpTransport::new(&s).unwrap();
+    let url = format!("https://{}/", silent.local_addr().unwrap());
+    let keys = [key()];
+    let started = Instant::now();
+    assert_eq!(
+        t.attempt(message(&url, &keys)).await,
+        failed(FailureKind::Timeout, None, None)
+    );
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(300), "{took:?}");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+}
+
 /// HTTPS with a private CA in `ca_file`, by IP literal and by name (SNI and name check), and
 /// `tls` without that root.
 #[tokio::test]
