@@ -33,12 +33,14 @@
 //! Modules, one concern each: [`backoff`] (the staged reconnect schedule), [`addr`] (CLI
 //! addresses), `transport` (opening plain and TLS connections: [`Connector`], [`RelayStream`]), `head` (reading heads), `handshake` (one
 //! connection's AWAIT state), [`conn`] (the relayed stream), [`agent`] (the pool), `serve`
-//! (splicing and HTTP) and [`tunnel`] (the `limmat tunnel` modes).
+//! (splicing and HTTP), [`tunnel`] (the `limmat tunnel` modes) and [`egress`] (using a
+//! relay's forward proxy: [`connect_via_proxy`], `limmat tunnel egress`).
 
 pub mod addr;
 pub mod agent;
 pub mod backoff;
 pub mod conn;
+pub mod egress;
 mod handshake;
 mod head;
 mod serve;
@@ -48,6 +50,7 @@ pub mod tunnel;
 pub use addr::{AddrError, LocalAddr, RelayAddr};
 pub use agent::{Agent, AgentConfig, AgentError, AgentStatus};
 pub use conn::RelayedConn;
+pub use egress::{EgressProxy, ProxyAuth, ProxyError, connect_via_proxy};
 pub use handshake::{AttemptError, RedirectError};
 pub use head::{HeadError, MAX_HEAD};
 pub use serve::{BoxError, forward, forward_with, serve_http};

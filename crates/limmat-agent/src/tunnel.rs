@@ -240,58 +240,72 @@ impl TunnelClient {
     /// Accepts local connections until `shutdown`, tunnelling each through the relay. On
     /// shutdown, open tunnels are closed; returns once every task has ended.
     pub async fn run(self, shutdown: CancellationToken) {
-        let tracker = TaskTracker::new();
-        let sockets = Arc::new(tokio::sync::Semaphore::new(self.config.max_sockets.max(1)));
         match self.local_addr() {
             Ok(addr) => info!(relay = %self.home, %addr, "tunnel client listening"),
             Err(e) => info!(relay = %self.home, error = %e, "tunnel client listening"),
         }
-        loop {
-            // A permit before the accept: a flood of local connections cannot open more than
-            // `max_sockets` relay connections.
-            let permit = tokio::select! {
-                () = shutdown.cancelled() => break,
-                permit = sockets.clone().acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => break,
-                },
-            };
-            let accepted = tokio::select! {
-                () = shutdown.cancelled() => break,
-                accepted = self.listener.accept() => accepted,
-            };
-            let (local, peer) = match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of file descriptors, say: pause instead of spinning.
-                    warn!("accept failed: {e}");
-                    tokio::select! {
-                        () = shutdown.cancelled() => break,
-                        () = tokio::time::sleep(Duration::from_millis(100)) => continue,
-                    }
-                }
-            };
-            let (home, config, connector, shutdown) = (
+        let serve = |local, peer: SocketAddr| {
+            let (home, config, connector) = (
                 self.home.clone(),
                 self.config.clone(),
                 self.connector.clone(),
-                shutdown.clone(),
             );
-            tracker.spawn(
-                async move {
-                    let _permit = permit;
-                    tokio::select! {
-                        () = shutdown.cancelled() => {}
-                        () = client_connection(local, &home, &config, &connector) => {}
-                    }
-                }
-                .instrument(info_span!("client", %peer)),
-            );
-        }
-        tracker.close();
-        tracker.wait().await;
+            async move { client_connection(local, &home, &config, &connector).await }
+                .instrument(info_span!("client", %peer))
+        };
+        accept_local(&self.listener, self.config.max_sockets, &shutdown, serve).await;
         info!("tunnel client stopped");
     }
+}
+
+/// Accepts local connections until `shutdown` and serves each with `serve` in a task that
+/// `shutdown` also ends; returns once every task has ended. A permit is taken before each
+/// accept, so a flood of local connections cannot open more than `max_sockets` upstream ones.
+pub(crate) async fn accept_local<F, Fut>(
+    listener: &TcpListener,
+    max_sockets: usize,
+    shutdown: &CancellationToken,
+    serve: F,
+) where
+    F: Fn(TcpStream, SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let tracker = TaskTracker::new();
+    let sockets = Arc::new(tokio::sync::Semaphore::new(max_sockets.max(1)));
+    loop {
+        let permit = tokio::select! {
+            () = shutdown.cancelled() => break,
+            permit = sockets.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (local, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors, say: pause instead of spinning.
+                warn!("accept failed: {e}");
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                }
+            }
+        };
+        let (task, shutdown) = (serve(local, peer), shutdown.clone());
+        tracker.spawn(async move {
+            let _permit = permit;
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                () = task => {}
+            }
+        });
+    }
+    tracker.close();
+    tracker.wait().await;
 }
 
 /// One local connection in client mode.

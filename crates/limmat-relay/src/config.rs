@@ -2,6 +2,7 @@
 //! would misbehave, such as a hold time the devices' 75 s read timeout would cut short (D2).
 
 use crate::auth::{AuthMode, KeySources};
+use crate::egress::EgressConfig;
 use crate::limits::LimitConfig;
 use crate::tls::CertPaths;
 use std::net::SocketAddr;
@@ -102,6 +103,14 @@ pub struct RelayConfig {
     pub admin: Option<SocketAddr>,
     /// A file holding the admin bearer token; required when `admin` is not loopback.
     pub admin_token_file: Option<std::path::PathBuf>,
+    /// The forward proxy for devices (section 6): off unless set, refused in open mode.
+    pub forward_proxy: bool,
+    /// The proxy's egress rules and default (6.4).
+    pub egress: EgressConfig,
+    /// Resolving and connecting to a proxy target must be done within this (6.3).
+    pub proxy_connect_timeout: Duration,
+    /// Concurrent proxy tunnels and requests per device domain; more get 429 (6.3). 0: none.
+    pub proxy_max_per_domain: usize,
 }
 
 impl Default for RelayConfig {
@@ -128,6 +137,10 @@ impl Default for RelayConfig {
             max_connections: 65536,
             admin: None,
             admin_token_file: None,
+            forward_proxy: false,
+            egress: EgressConfig::default(),
+            proxy_connect_timeout: Duration::from_secs(10),
+            proxy_max_per_domain: 64,
         }
     }
 }
@@ -157,6 +170,13 @@ pub enum ConfigError {
     Hostname(String),
     #[error("root_uri {0:?} must be an absolute http:// or https:// URI without CR or LF")]
     RootUri(String),
+    #[error(
+        "forward_proxy needs device authentication, but auth is open: give --keys-file or \
+         --master-secret-file (the proxy must never be open)"
+    )]
+    ProxyInOpenMode,
+    #[error("proxy_connect_timeout must be greater than zero")]
+    ProxyConnectTimeout,
 }
 
 impl RelayConfig {
@@ -197,6 +217,7 @@ impl RelayConfig {
             ("idle_timeout", self.idle_timeout),
             ("cap_retry_after", self.cap_retry_after),
             ("drain_timeout", self.drain_timeout),
+            ("proxy_connect_timeout", self.proxy_connect_timeout),
         ] {
             if value > LIMIT {
                 return Err(ConfigError::TooLong(name, value));
@@ -212,12 +233,23 @@ impl RelayConfig {
                 return Err(ConfigError::Hostname(name.clone()));
             }
         }
+        if self.proxy_connect_timeout.is_zero() {
+            return Err(ConfigError::ProxyConnectTimeout);
+        }
         if let Some(uri) = &self.root_uri {
             let lower = uri.to_ascii_lowercase();
             let absolute = lower.starts_with("http://") || lower.starts_with("https://");
             if !absolute || uri.bytes().any(|b| b == b'\r' || b == b'\n') {
                 return Err(ConfigError::RootUri(uri.clone()));
             }
+        }
+        Ok(())
+    }
+
+    /// The forward proxy is never open (4.2, 6): refused when devices are not authenticated.
+    pub fn check_mode(&self, mode: AuthMode) -> Result<(), ConfigError> {
+        if self.forward_proxy && mode == AuthMode::Open {
+            return Err(ConfigError::ProxyInOpenMode);
         }
         Ok(())
     }
@@ -310,5 +342,14 @@ mod tests {
             ..config()
         };
         assert!(matches!(c.validate(), Err(ConfigError::RootUri(_))));
+        let c = RelayConfig {
+            forward_proxy: true,
+            ..config()
+        };
+        assert_eq!(
+            c.check_mode(AuthMode::Open),
+            Err(ConfigError::ProxyInOpenMode)
+        );
+        assert_eq!(c.check_mode(AuthMode::Keys), Ok(()));
     }
 }

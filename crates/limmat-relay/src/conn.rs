@@ -216,9 +216,16 @@ async fn serve(
             }
         };
         let head = RequestHead::parse(&buf[..head_len]);
+        let proxy_on = shared.proxy.is_some();
+        if limmat_wire::proxy::is_proxy_request(&head, proxy_on, &shared.hostnames) {
+            // An authority-form CONNECT, or an absolute-form request to a foreign host (6.1);
+            // the proxy module answers 501 when it is off.
+            drop(carried.take());
+            return Box::pin(crate::proxy::serve(shared, conn, buf, head_len)).await;
+        }
         match head.kind() {
             Kind::ForwardConnect => {
-                // The forward proxy is off (D7).
+                // Unreachable: taken by the forward proxy above.
                 return Box::pin(respond_and_close(conn.stream, response::NOT_IMPLEMENTED)).await;
             }
             Kind::Device(Protocol::Mux) => {

@@ -11,6 +11,7 @@
 //! - `pipe`: the forwarding loop; `head`: bounded head reads; `linger`: lingering close.
 //! - `stream`: a leg, plain or TLS; [`tls`]: certificates, SNI selection and reload.
 //! - [`auth`]: device keys; [`limits`]: per-source and per-domain abuse limits.
+//! - [`egress`]: the forward proxy's egress policy; `proxy`: the forward proxy itself (6).
 //! - [`stats`]: live counters that tests and operators read.
 
 mod admin;
@@ -22,17 +23,20 @@ pub mod stats;
 mod client;
 mod conn;
 mod device;
+pub mod egress;
 mod head;
 pub mod limits;
 mod linger;
 mod metrics;
 mod pipe;
+mod proxy;
 mod registry;
 mod socket;
 mod stream;
 pub mod tls;
 
 pub use config::{ConfigError, Listen, RelayConfig};
+pub use egress::{Action, EgressConfig, EgressRule};
 pub use metrics::share_recorder;
 pub use limits::{Cidr, LimitConfig, Rate};
 pub use server::{Relay, RelayHandle};

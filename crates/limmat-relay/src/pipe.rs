@@ -7,7 +7,6 @@
 //! check and the access log; nothing is done per byte.
 
 use crate::registry::PipeCounters;
-use crate::stream::Stream;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
@@ -38,14 +37,19 @@ pub(crate) struct Outcome {
     pub(crate) down: u64,
 }
 
-/// Forwards between the two legs until the pipe ends.
-pub(crate) async fn run(
-    mut client: Stream,
-    mut device: Stream,
+/// Forwards between the two legs until the pipe ends. Generic so that the forward proxy can
+/// pass a client leg that ends after one request's body.
+pub(crate) async fn run<C, D>(
+    mut client: C,
+    mut device: D,
     idle_timeout: Duration,
     counters: &PipeCounters,
     stops: [&CancellationToken; 2],
-) -> Outcome {
+) -> Outcome
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    D: AsyncRead + AsyncWrite + Unpin,
+{
     let (up, down) = (&counters.up, &counters.down);
     let mut client = Counted {
         inner: &mut client,

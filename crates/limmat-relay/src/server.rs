@@ -46,6 +46,8 @@ pub(crate) struct Shared {
     conn_slots: Option<Arc<tokio::sync::Semaphore>>,
     /// The admin API's bearer token, if one is configured.
     pub(crate) admin_token: Option<String>,
+    /// The forward proxy (section 6), when `forward_proxy` is on.
+    pub(crate) proxy: Option<crate::proxy::Proxy>,
 }
 
 /// Why a relay could not start.
@@ -126,6 +128,7 @@ impl Relay {
         let tls = certs.as_ref().map(|c| c.acceptor()).transpose()?;
         let loopback_only = config.listen.iter().all(|l| l.addr.ip().is_loopback());
         let mode = resolve_mode(config.auth, config.keys.any(), loopback_only)?;
+        config.check_mode(mode)?;
         let auth = match mode {
             AuthMode::Keys => Some(Authenticator::load(&config.keys)?),
             AuthMode::Open => {
@@ -156,6 +159,19 @@ impl Relay {
             let listener = listen(addr).map_err(|source| StartError::Bind { addr, source })?;
             listeners.push((listener, l.tls));
         }
+        // The proxy never connects to this node's own endpoints (6.4.4).
+        let proxy = config.forward_proxy.then(|| {
+            let own = listeners
+                .iter()
+                .map(|(l, _)| l)
+                .chain(admin.as_ref())
+                .filter_map(|l| l.local_addr().ok())
+                .collect();
+            crate::proxy::Proxy {
+                policy: crate::egress::Policy::new(config.egress.clone(), own),
+                stats: Arc::default(),
+            }
+        });
         let shared = Arc::new(Shared {
             hostnames: Hostnames::new(&config.hostnames),
             config,
@@ -170,6 +186,7 @@ impl Relay {
             limits,
             conn_slots,
             admin_token,
+            proxy,
         });
         Ok(Self {
             shared,

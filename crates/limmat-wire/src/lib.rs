@@ -9,9 +9,11 @@
 //! - [`response`]: the relay's responses, byte-exact (2.3).
 //! - [`reply`]: how a device or tunnel client reads the relay's responses (2.9).
 //! - [`tunnel`]: the end-to-end conventions of `limmat tunnel` (2.8) and the device handshake.
+//! - [`proxy`]: the forward proxy's targets, credentials, rewrite and refusals (6).
 //! - [`tls`]: the SNI peek at a TLS ClientHello on a `tls` listener (2.6.2).
 
 pub mod head;
+pub mod proxy;
 pub mod reply;
 pub mod request;
 pub mod response;

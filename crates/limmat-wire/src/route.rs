@@ -111,6 +111,18 @@ impl Hostnames {
         self.names.iter().any(|n| n.eq_ignore_ascii_case(host))
     }
 
+    /// `host` is a relay hostname or a subdomain of one (6.1): such absolute-form targets are
+    /// Yaler requests, never proxy requests.
+    pub fn is_relay_host(&self, host: &[u8]) -> bool {
+        let host = normalise_host(host);
+        self.names.iter().any(|n| {
+            host.eq_ignore_ascii_case(n)
+                || (host.len() > n.len()
+                    && host[host.len() - n.len()..].eq_ignore_ascii_case(n)
+                    && host[host.len() - n.len() - 1] == b'.')
+        })
+    }
+
     /// The subdomain tests of 2.5.2. On success, the first label of `host`.
     pub fn subdomain_label<'h>(&self, host: &'h [u8]) -> Option<&'h [u8]> {
         if self.is_empty() || self.contains(host) || is_ipv4_literal(host) {

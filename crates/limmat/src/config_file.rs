@@ -7,7 +7,8 @@ use crate::relay::Settings;
 use crate::units;
 use anyhow::{Context, anyhow};
 use limmat_relay::auth::{AuthMode, DeviceKey};
-use limmat_relay::{Cidr, Listen, Rate};
+use limmat_relay::egress::{HostPattern, Ports};
+use limmat_relay::{Action, Cidr, EgressRule, Listen, Rate};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -48,10 +49,16 @@ const NAMES: &[&str] = &[
     "max_connections",
     "admin",
     "admin_token_file",
+    "forward_proxy",
+    "egress_allow",
+    "egress_deny",
+    "egress_default",
+    "proxy_connect_timeout",
+    "proxy_max_per_domain",
 ];
 
 /// Keys only the file has: certificate pairs and static keys (spec 4.1.2).
-const FILE_ONLY: &[&str] = &["certs", "device_key", "revoked_keys"];
+const FILE_ONLY: &[&str] = &["certs", "device_key", "revoked_keys", "egress"];
 
 /// A value before its setting's parser sees it.
 enum Raw {
@@ -148,6 +155,40 @@ pub fn exempt(value: &str) -> Result<Option<Cidr>, String> {
     }
 }
 
+/// An `--egress-allow` value.
+pub fn allow_rule(s: &str) -> Result<EgressRule, String> {
+    EgressRule::parse(Action::Allow, s)
+}
+
+/// An `--egress-deny` value.
+pub fn deny_rule(s: &str) -> Result<EgressRule, String> {
+    EgressRule::parse(Action::Deny, s)
+}
+
+/// A list of egress rules. In a variable, a rule's port list has commas too
+/// (`LIMMAT_EGRESS_ALLOW=10.0.0.0/8:443,8883,*.example.com`): an item that is only a port or
+/// a port range continues the rule before it.
+fn rules(raw: Raw, action: Action) -> Result<Vec<EgressRule>, String> {
+    let raw = match raw {
+        Raw::Env(s) => {
+            let mut items: Vec<String> = Vec::new();
+            for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+                let port_only = item.bytes().all(|b| b.is_ascii_digit() || b == b'-');
+                match items.last_mut() {
+                    Some(last) if port_only && last.contains(':') => {
+                        last.push(',');
+                        last.push_str(item);
+                    }
+                    _ => items.push(item.to_owned()),
+                }
+            }
+            Raw::List(items)
+        }
+        other => other,
+    };
+    many(raw, |s| EgressRule::parse(action, s))
+}
+
 /// Stores `raw` in the setting `name`; `Ok(false)` if there is no such setting.
 fn set(s: &mut Settings, name: &str, raw: Raw) -> Result<bool, String> {
     match name {
@@ -180,6 +221,12 @@ fn set(s: &mut Settings, name: &str, raw: Raw) -> Result<bool, String> {
         "max_connections" => s.max_connections = Some(one(raw, count)?),
         "admin" => s.admin = Some(one(raw, socket_addr)?),
         "admin_token_file" => s.admin_token_file = Some(one(raw, path)?),
+        "forward_proxy" => s.forward_proxy = Some(one(raw, boolean)?),
+        "egress_allow" => s.egress_allow = Some(rules(raw, Action::Allow)?),
+        "egress_deny" => s.egress_deny = Some(rules(raw, Action::Deny)?),
+        "egress_default" => s.egress_default = Some(one(raw, from_str::<Action>)?),
+        "proxy_connect_timeout" => s.proxy_connect_timeout = Some(one(raw, units::duration)?),
+        "proxy_max_per_domain" => s.proxy_max_per_domain = Some(one(raw, count)?),
         _ => return Ok(false),
     }
     Ok(true)
@@ -219,6 +266,54 @@ struct CertTable {
     key: PathBuf,
 }
 
+/// The `[egress]` table: `default` and `[[egress.rule]]` (spec 6.4.2).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EgressTable {
+    default: Option<String>,
+    #[serde(default)]
+    rule: Vec<RuleTable>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleTable {
+    action: String,
+    cidr: Option<String>,
+    host: Option<String>,
+    /// `"443,8883,1000-2000"`, or a single port as a number.
+    ports: Option<toml::Value>,
+    #[serde(default)]
+    domains: Vec<String>,
+}
+
+impl RuleTable {
+    fn into_rule(self) -> Result<EgressRule, String> {
+        let ports = match self.ports {
+            None => None,
+            Some(toml::Value::String(s)) => Some(s.parse::<Ports>()?),
+            Some(toml::Value::Integer(n)) => Some(n.to_string().parse::<Ports>()?),
+            Some(other) => return Err(format!("ports = {other}: expected \"443,8000-8100\"")),
+        };
+        let domains = self
+            .domains
+            .iter()
+            .map(|d| limmat_wire::route::parse_domain(d).map_err(|e| format!("domain {d:?}: {e}")))
+            .collect::<Result<_, _>>()?;
+        Ok(EgressRule {
+            action: self.action.parse()?,
+            cidr: self.cidr.as_deref().map(str::parse::<Cidr>).transpose()?,
+            host: self
+                .host
+                .as_deref()
+                .map(str::parse::<HostPattern>)
+                .transpose()?,
+            ports,
+            domains,
+        })
+    }
+}
+
 /// Reads a configuration file: every key must be a setting.
 pub fn from_file(file: &Path) -> anyhow::Result<Settings> {
     let text = std::fs::read_to_string(file)
@@ -231,6 +326,7 @@ fn parse(source: &str) -> Result<Settings, String> {
     let table: toml::Table = toml::from_str(source).map_err(|e| e.to_string())?;
     let mut settings = Settings::default();
     let mut certs: Option<Vec<CertTable>> = None;
+    let mut egress_default = None;
     for (key, value) in table {
         let bad = |problem: String| format!("{key} = {value}: {problem}");
         match key.as_str() {
@@ -261,6 +357,32 @@ fn parse(source: &str) -> Result<Settings, String> {
                 })?;
                 settings.device_key = Some(keys);
             }
+            "egress" => {
+                let table = value.clone().try_into::<EgressTable>().map_err(|e| {
+                    bad(format!(
+                        "expected an [egress] table with default and [[egress.rule]] tables of \
+                         action, cidr, host, ports and domains ({})",
+                        e.message().trim_end()
+                    ))
+                })?;
+                let rules = table
+                    .rule
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, r)| {
+                        r.into_rule()
+                            .map_err(|e| format!("egress.rule #{}: {e}", i + 1))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                settings.egress_rule = Some(rules);
+                if let Some(default) = table.default {
+                    egress_default = Some(
+                        default
+                            .parse::<Action>()
+                            .map_err(|e| format!("egress.default: {e}"))?,
+                    );
+                }
+            }
             "revoked_keys" => {
                 let keys = many(raw(&value).map_err(&bad)?, text).map_err(&bad)?;
                 settings.revoked_keys = Some(keys);
@@ -275,6 +397,14 @@ fn parse(source: &str) -> Result<Settings, String> {
                 }
             }
         }
+    }
+    if let Some(default) = egress_default {
+        if settings.egress_default.is_some() {
+            return Err(
+                "give the default as either egress_default or egress.default, not both".into(),
+            );
+        }
+        settings.egress_default = Some(default);
     }
     if let Some(certs) = certs {
         let (cert, key) = certs.into_iter().map(|c| (c.cert, c.key)).unzip();
@@ -398,6 +528,61 @@ mod tests {
         assert!(e.contains("single value"), "{e}");
         let e = parse("listen = [{a = 1}]").err().unwrap();
         assert!(e.contains("listen"), "{e}");
+    }
+
+    #[test]
+    fn egress_settings() {
+        let s = parse(
+            r#"
+            forward_proxy = true
+            egress_allow = ["127.0.0.1/32", "*.example.com:443,8883"]
+            proxy_max_per_domain = 8
+            [egress]
+            default = "deny"
+            [[egress.rule]]
+            action = "allow"
+            cidr = "10.1.2.0/24"
+            ports = 443
+            domains = ["Backend"]
+            [[egress.rule]]
+            action = "deny"
+            host = "*.internal"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(s.forward_proxy, Some(true));
+        assert_eq!(s.egress_default, Some(Action::Deny));
+        assert_eq!(s.proxy_max_per_domain, Some(8));
+        let allow = s.egress_allow.unwrap();
+        assert_eq!(allow[1].to_string(), "allow *.example.com ports 443,8883");
+        let table = s.egress_rule.unwrap();
+        assert_eq!(
+            table[0].to_string(),
+            "allow 10.1.2.0/24 ports 443 for backend"
+        );
+        assert_eq!(table[1].to_string(), "deny *.internal");
+        let e = parse("[[egress.rule]]\naction = \"maybe\"").err().unwrap();
+        assert!(e.contains("egress.rule #1") && e.contains("maybe"), "{e}");
+        let e = parse("egress_deny = [\"not a rule\"]").err().unwrap();
+        assert!(e.starts_with("egress_deny = "), "{e}");
+        // In a variable, port lists continue the rule before them.
+        let mut s = Settings::default();
+        let value = "10.0.0.0/8:443,8883,1000-2000, *.example.com,127.0.0.1/32";
+        set(&mut s, "egress_allow", Raw::Env(value.into())).unwrap();
+        let rules: Vec<String> = s
+            .egress_allow
+            .unwrap()
+            .iter()
+            .map(|r| r.to_string())
+            .collect();
+        assert_eq!(
+            rules,
+            [
+                "allow 10.0.0.0/8 ports 443,8883,1000-2000",
+                "allow *.example.com",
+                "allow 127.0.0.1/32"
+            ]
+        );
     }
 
     #[test]

@@ -8,7 +8,10 @@ use crate::units;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use limmat_relay::auth::{AuthMode, Authenticator, DeviceKey, KeySources, resolve_mode};
-use limmat_relay::{CertPaths, Cidr, LimitConfig, Listen, Rate, Relay, RelayConfig};
+use limmat_relay::{
+    Action, CertPaths, Cidr, EgressConfig, EgressRule, LimitConfig, Listen, Rate, Relay,
+    RelayConfig,
+};
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -128,6 +131,34 @@ pub struct Settings {
     /// File holding the admin bearer token; required when --admin is not loopback.
     #[arg(long, value_name = "FILE")]
     pub admin_token_file: Option<PathBuf>,
+    /// Let authenticated devices use the relay as an HTTP proxy (CONNECT host:port and
+    /// http:// requests, spec section 6); needs device keys. [default: false]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub forward_proxy: Option<bool>,
+    /// Forward proxy: let devices reach RULE, a CIDR or host pattern with optional :PORTS
+    /// (127.0.0.1/32, 10.1.2.0/24:443, *.example.com:443,8883); repeatable. Checked before the
+    /// built-in deny set of private, loopback, link-local and other non-public ranges.
+    #[arg(long, value_name = "RULE", value_parser = config_file::allow_rule)]
+    pub egress_allow: Option<Vec<EgressRule>>,
+    /// Forward proxy: never let devices reach RULE (same syntax); repeatable. Deny rules are
+    /// checked before allow rules.
+    #[arg(long, value_name = "RULE", value_parser = config_file::deny_rule)]
+    pub egress_deny: Option<Vec<EgressRule>>,
+    /// Forward proxy: what applies to an address that no rule and no built-in range matches.
+    /// [default: allow]
+    #[arg(long, value_name = "allow|deny")]
+    pub egress_default: Option<Action>,
+    /// Forward proxy: resolving and connecting to a target must be done within this.
+    /// [default: 10s]
+    #[arg(long, value_name = "DURATION", value_parser = units::duration)]
+    pub proxy_connect_timeout: Option<Duration>,
+    /// Forward proxy: concurrent tunnels and requests per device domain (0 = no limit); more
+    /// get 429. [default: 64]
+    #[arg(long, value_name = "N")]
+    pub proxy_max_per_domain: Option<usize>,
+    /// `[[egress.rule]]` tables of the file (spec 6.4.2), in order; no flag.
+    #[arg(skip)]
+    pub egress_rule: Option<Vec<EgressRule>>,
     /// `[[device_key]]` entries of the file (spec 4.1.2); no flag.
     #[arg(skip)]
     pub device_key: Option<Vec<DeviceKey>>,
@@ -180,6 +211,13 @@ impl Settings {
             max_connections: self.max_connections.or(lower.max_connections),
             admin: self.admin.or(lower.admin),
             admin_token_file: self.admin_token_file.or(lower.admin_token_file),
+            forward_proxy: self.forward_proxy.or(lower.forward_proxy),
+            egress_allow: self.egress_allow.or(lower.egress_allow),
+            egress_deny: self.egress_deny.or(lower.egress_deny),
+            egress_default: self.egress_default.or(lower.egress_default),
+            proxy_connect_timeout: self.proxy_connect_timeout.or(lower.proxy_connect_timeout),
+            proxy_max_per_domain: self.proxy_max_per_domain.or(lower.proxy_max_per_domain),
+            egress_rule: self.egress_rule.or(lower.egress_rule),
             device_key: self.device_key.or(lower.device_key),
             revoked_keys: self.revoked_keys.or(lower.revoked_keys),
         }
@@ -250,6 +288,21 @@ impl Settings {
             max_connections: self.max_connections.unwrap_or(d.max_connections),
             admin: self.admin,
             admin_token_file: self.admin_token_file,
+            forward_proxy: self.forward_proxy.unwrap_or(d.forward_proxy),
+            // The file's rule tables in their order, then deny rules, then allow rules: flags
+            // cannot keep their relative order, and a deny first is the safe reading.
+            egress: EgressConfig {
+                rules: [self.egress_rule, self.egress_deny, self.egress_allow]
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .collect(),
+                default: self.egress_default.unwrap_or(d.egress.default),
+            },
+            proxy_connect_timeout: self
+                .proxy_connect_timeout
+                .unwrap_or(d.proxy_connect_timeout),
+            proxy_max_per_domain: self.proxy_max_per_domain.unwrap_or(d.proxy_max_per_domain),
         })
     }
 }
@@ -282,7 +335,9 @@ fn check(config: &RelayConfig) -> anyhow::Result<()> {
         limmat_relay::tls::check(pair)?;
     }
     let loopback_only = config.listen.iter().all(|l| l.addr.ip().is_loopback());
-    if resolve_mode(config.auth, config.keys.any(), loopback_only)? == AuthMode::Keys {
+    let mode = resolve_mode(config.auth, config.keys.any(), loopback_only)?;
+    config.check_mode(mode)?;
+    if mode == AuthMode::Keys {
         Authenticator::load(&config.keys)?;
     }
     Ok(())

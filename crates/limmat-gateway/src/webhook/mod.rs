@@ -8,6 +8,12 @@
 //!
 //! The seam also lets the scheduler be tested against a scripted transport.
 
+pub mod backoff;
+pub mod client;
+pub mod receiver;
+pub mod sign;
+pub mod ssrf;
+
 use async_trait::async_trait;
 use std::time::Duration;
 

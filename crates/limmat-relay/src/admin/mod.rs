@@ -5,6 +5,9 @@
 //! Everything but the probes needs `Authorization: Bearer <token>` when a token is configured,
 //! which is required whenever the admin listener is not on a loopback address. The dashboard
 //! page itself is static and asks for the token when the API answers 401.
+//!
+//! Domains that use the forward proxy carry a `proxy` object (connections, active, denied,
+//! errors, bytes) in `/api/domains[/{domain}]`, and are listed even without a device online.
 
 use crate::registry::DomainSnapshot;
 use crate::server::Shared;
@@ -89,14 +92,76 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
-async fn domains(State(shared): State<Arc<Shared>>) -> axum::Json<Vec<DomainSnapshot>> {
-    axum::Json(shared.registry.snapshot())
+async fn domains(State(shared): State<Arc<Shared>>) -> axum::Json<Vec<serde_json::Value>> {
+    let mut online = shared.registry.snapshot();
+    let mut proxied = match &shared.proxy {
+        Some(proxy) => proxy.stats.snapshot(),
+        None => Vec::new(),
+    };
+    // A domain that only uses the forward proxy is listed too, with its proxy counters.
+    let missing: Vec<DomainSnapshot> = proxied
+        .iter()
+        .filter(|(name, _)| online.binary_search_by(|d| d.domain.cmp(name)).is_err())
+        .map(|(name, _)| offline(name))
+        .collect();
+    online.extend(missing);
+    online.sort_by(|a, b| a.domain.cmp(&b.domain));
+    let list = online
+        .into_iter()
+        .map(|d| {
+            let counters = proxied
+                .iter()
+                .position(|(name, _)| *name == d.domain)
+                .map(|i| proxied.swap_remove(i).1);
+            with_proxy(d, counters)
+        })
+        .collect();
+    axum::Json(list)
 }
 
 async fn domain(State(shared): State<Arc<Shared>>, Path(domain): Path<String>) -> Response {
-    match shared.registry.snapshot_of(&domain.to_ascii_lowercase()) {
-        Some(d) => axum::Json(d).into_response(),
-        None => not_found(&domain),
+    let key = domain.to_ascii_lowercase();
+    let counters = shared
+        .proxy
+        .as_ref()
+        .and_then(|p| p.stats.snapshot_of(&key));
+    match (shared.registry.snapshot_of(&key), counters) {
+        (Some(d), counters) => axum::Json(with_proxy(d, counters)).into_response(),
+        (None, Some(counters)) => {
+            axum::Json(with_proxy(offline(&key), Some(counters))).into_response()
+        }
+        (None, None) => not_found(&domain),
+    }
+}
+
+/// A domain's JSON with its forward-proxy counters (6.5) under `proxy`, when it has any.
+fn with_proxy(
+    d: DomainSnapshot,
+    counters: Option<crate::proxy::ProxySnapshot>,
+) -> serde_json::Value {
+    let mut value = serde_json::to_value(d).unwrap_or_default();
+    if let (Some(map), Some(counters)) = (value.as_object_mut(), counters) {
+        map.insert(
+            "proxy".into(),
+            serde_json::to_value(counters).unwrap_or_default(),
+        );
+    }
+    value
+}
+
+/// A domain with no device connection, for one that only uses the forward proxy.
+fn offline(domain: &str) -> DomainSnapshot {
+    DomainSnapshot {
+        domain: domain.to_owned(),
+        waiting: 0,
+        waiting_clients: 0,
+        pipes: 0,
+        mux_streams: 0,
+        bytes_in: 0,
+        bytes_out: 0,
+        online_since: 0,
+        devices: Vec::new(),
+        pipe_list: Vec::new(),
     }
 }
 
