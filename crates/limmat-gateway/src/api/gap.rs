@@ -9,6 +9,7 @@ use super::problem::Problem;
 use super::query::Params;
 use super::{Base, json_body, sse};
 use crate::address::Address;
+use crate::api::openapi_schemas as doc;
 use crate::backend::{BleError, ScanMode};
 use crate::ble::{Ble, ConnectError};
 use axum::Json;
@@ -109,8 +110,8 @@ pub async fn node_object(
         ("filter_duplicates" = Option<u8>, Query, description = "SSE: only first or changed reports"),
     ),
     responses(
-        (status = 200, description = "Node list `{self, scan, nodes}`, or `text/event-stream` of `advertisement` events", body = serde_json::Value),
-        (status = 400, description = "Bad parameter", body = serde_json::Value, content_type = "application/problem+json"),
+        (status = 200, description = "Node list `{self, scan, nodes}`, or `text/event-stream` of `advertisement` events", body = doc::NodeList),
+        (status = 400, description = "Bad parameter", body = doc::ProblemDoc, content_type = "application/problem+json"),
     ))]
 async fn list_nodes(
     State(ble): State<Arc<Ble>>,
@@ -225,9 +226,9 @@ fn scan_stream(ble: Arc<Ble>, base: Base, mode: ScanMode, filter: filter::Filter
         ("name" = Option<u8>, Query, description = "Fill `name` from advertising data or the cache"),
     ),
     responses(
-        (status = 200, description = "The node", body = serde_json::Value),
-        (status = 400, description = "Malformed node", body = serde_json::Value, content_type = "application/problem+json"),
-        (status = 404, description = "Unknown node", body = serde_json::Value, content_type = "application/problem+json"),
+        (status = 200, description = "The node", body = doc::Node),
+        (status = 400, description = "Malformed node", body = doc::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown node", body = doc::ProblemDoc, content_type = "application/problem+json"),
     ))]
 async fn get_node(
     State(ble): State<Arc<Ble>>,
@@ -254,9 +255,9 @@ async fn get_node(
         ("latency" = Option<u32>, Query, description = "Connection latency [O]: not implemented"),
     ),
     responses(
-        (status = 200, description = "The node, `connected` true or false", body = serde_json::Value),
-        (status = 504, description = "`connect-timeout`", body = serde_json::Value, content_type = "application/problem+json"),
-        (status = 501, description = "An optional feature", body = serde_json::Value, content_type = "application/problem+json"),
+        (status = 200, description = "The node, `connected` true or false", body = doc::Node),
+        (status = 504, description = "`connect-timeout`", body = doc::ProblemDoc, content_type = "application/problem+json"),
+        (status = 501, description = "An optional feature", body = doc::ProblemDoc, content_type = "application/problem+json"),
     ))]
 async fn put_node(
     State(ble): State<Arc<Ble>>,
@@ -341,11 +342,11 @@ struct ConnectBody {
 
 #[utoipa::path(post, path = "/gap/nodes/{node}/connection", tag = "gap",
     params(("node" = String, Path, description = "12 hex digits, or the colon form")),
-    request_body(content = serde_json::Value, description = "Optional `{\"timeoutMs\": 10000, \"enable\": false}`", content_type = "application/json"),
+    request_body(content = doc::ConnectBody, description = "Optional `{\"timeoutMs\": 10000, \"enable\": false}`", content_type = "application/json"),
     responses(
-        (status = 200, description = "The node, connected", body = serde_json::Value),
-        (status = 415, description = "Not JSON", body = serde_json::Value, content_type = "application/problem+json"),
-        (status = 504, description = "`connect-timeout`", body = serde_json::Value, content_type = "application/problem+json"),
+        (status = 200, description = "The node, connected", body = doc::Node),
+        (status = 415, description = "Not JSON", body = doc::ProblemDoc, content_type = "application/problem+json"),
+        (status = 504, description = "`connect-timeout`", body = doc::ProblemDoc, content_type = "application/problem+json"),
     ))]
 async fn connect_node(
     State(ble): State<Arc<Ble>>,
@@ -372,7 +373,7 @@ async fn connect_node(
 
 #[utoipa::path(delete, path = "/gap/nodes/{node}/connection", tag = "gap",
     params(("node" = String, Path, description = "12 hex digits, or the colon form")),
-    responses((status = 200, description = "The node, disconnected", body = serde_json::Value)))]
+    responses((status = 200, description = "The node, disconnected", body = doc::Node)))]
 async fn disconnect_node(
     State(ble): State<Arc<Ble>>,
     base: Base,
@@ -416,7 +417,7 @@ async fn connection_events(
 
 #[utoipa::path(get, path = "/management/nodes/{node}", tag = "gap",
     params(("node" = String, Path, description = "12 hex digits, or the colon form")),
-    responses((status = 501, description = "Pairing is not implemented", body = serde_json::Value, content_type = "application/problem+json")))]
+    responses((status = 501, description = "Pairing is not implemented", body = doc::ProblemDoc, content_type = "application/problem+json")))]
 async fn get_management(Path(node): Path<String>) -> Result<Response, Problem> {
     parse_node(&node)?;
     Err(Problem::not_implemented("pairing and bonding (management)"))
@@ -427,7 +428,7 @@ async fn get_management(Path(node): Path<String>) -> Result<Response, Problem> {
         ("node" = String, Path, description = "12 hex digits, or the colon form"),
         ("bond" = Option<u8>, Query, description = "Pair (`1`) or remove the bond (`0`)"),
     ),
-    responses((status = 501, description = "Pairing is not implemented", body = serde_json::Value, content_type = "application/problem+json")))]
+    responses((status = 501, description = "Pairing is not implemented", body = doc::ProblemDoc, content_type = "application/problem+json")))]
 async fn put_management(Path(node): Path<String>) -> Result<Response, Problem> {
     parse_node(&node)?;
     Err(Problem::not_implemented("pairing and bonding (management)"))

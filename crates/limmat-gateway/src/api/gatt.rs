@@ -12,6 +12,7 @@ use super::gap::{node_object, parse_node};
 use super::problem::Problem;
 use super::query::Params;
 use crate::address::Address;
+use crate::api::openapi_schemas as doc;
 use crate::backend::{Characteristic, Descriptor, Handle};
 use crate::ble::Ble;
 use crate::uuid::Uuid;
@@ -108,7 +109,7 @@ async fn find_descriptor(
 }
 
 #[utoipa::path(get, path = "/gatt/nodes", tag = "gatt",
-    responses((status = 200, description = "The connected nodes `{self, nodes}`", body = serde_json::Value)))]
+    responses((status = 200, description = "The connected nodes `{self, nodes}`", body = doc::NodeList)))]
 async fn list_nodes(
     State(ble): State<Arc<Ble>>,
     base: Base,
@@ -133,8 +134,8 @@ async fn list_nodes(
 #[utoipa::path(get, path = "/gatt/nodes/{node}", tag = "gatt",
     params(("node" = String, Path, description = "12 hex digits, or the colon form")),
     responses(
-        (status = 200, description = "The node, with links to its services and characteristics", body = serde_json::Value),
-        (status = 412, description = "`not-connected`", body = serde_json::Value, content_type = "application/problem+json"),
+        (status = 200, description = "The node, with links to its services and characteristics", body = doc::Node),
+        (status = 412, description = "`not-connected`", body = doc::ProblemDoc, content_type = "application/problem+json"),
     ))]
 async fn get_node(
     State(ble): State<Arc<Ble>>,
@@ -156,7 +157,7 @@ async fn get_node(
         ("primary" = Option<u8>, Query, description = "Primary services only"),
         ("uuid" = Option<String>, Query, description = "Primary services with this UUID (16, 32 or 128 bits)"),
     ),
-    responses((status = 200, description = "`{self, services}`", body = serde_json::Value)))]
+    responses((status = 200, description = "`{self, services}`", body = doc::ServiceList)))]
 async fn list_services(
     State(ble): State<Arc<Ble>>,
     base: Base,
@@ -189,7 +190,7 @@ async fn list_services(
         ("node" = String, Path, description = "12 hex digits, or the colon form"),
         ("service" = String, Path, description = "Service handle, 4 hex digits"),
     ),
-    responses((status = 200, description = "The service", body = serde_json::Value)))]
+    responses((status = 200, description = "The service", body = doc::Service)))]
 async fn get_service(
     State(ble): State<Arc<Ble>>,
     base: Base,
@@ -216,7 +217,7 @@ async fn get_service(
         ("service" = String, Path, description = "Service handle, 4 hex digits"),
         ("uuid" = Option<String>, Query, description = "Only this characteristic UUID"),
     ),
-    responses((status = 200, description = "`{self, characteristics}`", body = serde_json::Value)))]
+    responses((status = 200, description = "`{self, characteristics}`", body = doc::CharacteristicList)))]
 async fn service_characteristics(
     State(ble): State<Arc<Ble>>,
     base: Base,
@@ -251,7 +252,7 @@ async fn service_characteristics(
         ("node" = String, Path, description = "12 hex digits, or the colon form"),
         ("uuid" = Option<String>, Query, description = "Only this characteristic UUID"),
     ),
-    responses((status = 200, description = "`{self, characteristics}`", body = serde_json::Value)))]
+    responses((status = 200, description = "`{self, characteristics}`", body = doc::CharacteristicList)))]
 async fn list_characteristics(
     State(ble): State<Arc<Ble>>,
     base: Base,
@@ -292,7 +293,7 @@ async fn characteristics_list(
         ("node" = String, Path, description = "12 hex digits, or the colon form"),
         ("characteristic" = String, Path, description = "Characteristic handle, 4 hex digits"),
     ),
-    responses((status = 200, description = "The characteristic declaration", body = serde_json::Value)))]
+    responses((status = 200, description = "The characteristic declaration", body = doc::Characteristic)))]
 async fn get_characteristic(
     State(ble): State<Arc<Ble>>,
     base: Base,
@@ -318,8 +319,8 @@ async fn get_characteristic(
         ("indicate" = Option<u8>, Query, description = "Turn indication on (`1`) or off (`0`)"),
     ),
     responses(
-        (status = 200, description = "The characteristic, with `notifying`", body = serde_json::Value),
-        (status = 405, description = "`not-permitted`: the properties lack notify or indicate", body = serde_json::Value, content_type = "application/problem+json"),
+        (status = 200, description = "The characteristic, with `notifying`", body = doc::Characteristic),
+        (status = 405, description = "`not-permitted`: the properties lack notify or indicate", body = doc::ProblemDoc, content_type = "application/problem+json"),
     ))]
 async fn put_characteristic(
     State(ble): State<Arc<Ble>>,
@@ -363,7 +364,7 @@ async fn put_characteristic(
         ("node" = String, Path, description = "12 hex digits, or the colon form"),
         ("characteristic" = String, Path, description = "Characteristic handle, 4 hex digits"),
     ),
-    responses((status = 200, description = "`{self, descriptors}`", body = serde_json::Value)))]
+    responses((status = 200, description = "`{self, descriptors}`", body = doc::DescriptorList)))]
 async fn characteristic_descriptors(
     State(ble): State<Arc<Ble>>,
     base: Base,
@@ -394,7 +395,7 @@ async fn characteristic_descriptors(
         ("node" = String, Path, description = "12 hex digits, or the colon form"),
         ("descriptor" = String, Path, description = "Descriptor handle, 4 hex digits"),
     ),
-    responses((status = 200, description = "The descriptor", body = serde_json::Value)))]
+    responses((status = 200, description = "The descriptor", body = doc::Descriptor)))]
 async fn get_descriptor(
     State(ble): State<Arc<Ble>>,
     base: Base,

@@ -6,6 +6,7 @@ use super::Base;
 use super::gap::node::link;
 use super::problem::Problem;
 use super::query::Params;
+use crate::api::openapi_schemas as doc;
 use crate::ble::Ble;
 use axum::Json;
 use axum::extract::{RawQuery, State};
@@ -51,7 +52,7 @@ pub fn routes(ble: Arc<Ble>, info: IndexInfo) -> OpenApiRouter {
 }
 
 #[utoipa::path(get, path = "/", tag = "index",
-    responses((status = 200, description = "Name, version, backend, adapter, capabilities, relay status and links", body = serde_json::Value)))]
+    responses((status = 200, description = "Name, version, backend, adapter, capabilities, relay status and links", body = doc::Index)))]
 async fn index(
     State(index): State<Index>,
     base: Base,

@@ -15,6 +15,7 @@ pub mod gap;
 pub mod gatt;
 pub mod index;
 pub mod json_body;
+pub mod openapi_schemas;
 pub mod problem;
 pub mod query;
 pub mod sse;
@@ -28,6 +29,7 @@ use axum::response::{IntoResponse, Response};
 use problem::Problem;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
+use tower_layer::Layer;
 use utoipa_axum::router::OpenApiRouter;
 
 /// What the shared middleware needs to know.
@@ -91,14 +93,17 @@ pub fn router(settings: ApiSettings, parts: Vec<OpenApiRouter>) -> Router {
             async move { axum::Json((*doc).clone()) }
         }),
     );
+    let routed = router.fallback(|| async { Problem::not_found("no such resource") });
+    // These run around routing (a `Router::layer` runs per route: too late to strip the
+    // prefix, and too early to see the `Allow` a method router adds), so they wrap the routed
+    // service whole.
+    let methods = middleware::from_fn(method_problem);
     let settings = Arc::new(settings);
-    router
-        .fallback(|| async { Problem::not_found("no such resource") })
-        .layer(middleware::from_fn(method_problem))
-        .layer(middleware::from_fn(move |req: Request, next: Next| {
-            let settings = settings.clone();
-            async move { shared(settings, req, next).await }
-        }))
+    let shared = middleware::from_fn(move |req: Request, next: Next| {
+        let settings = settings.clone();
+        async move { shared(settings, req, next).await }
+    });
+    Router::new().fallback_service(shared.layer(methods.layer(routed)))
 }
 
 /// Prefix stripping, link base and authentication, before routing.

@@ -7,6 +7,7 @@ use super::objects::{Attribute, value_json, value_path};
 use super::{connected, find_characteristic, find_descriptor, parse_handle};
 use crate::address::Address;
 use crate::api::gap::parse_node;
+use crate::api::openapi_schemas as doc;
 use crate::api::problem::Problem;
 use crate::api::query::Params;
 use crate::api::{Base, json_body, sse};
@@ -85,9 +86,9 @@ fn json(value: serde_json::Value) -> Response {
         ("event" = Option<u8>, Query, description = "With `notify=1` or `indicate=1`: SSE stream"),
     ),
     responses(
-        (status = 200, description = "The value `{self, handle, value}`, the cached value `{self, handle, value, timestamp}`, or `text/event-stream`", body = serde_json::Value),
-        (status = 405, description = "`not-permitted`", body = serde_json::Value, content_type = "application/problem+json"),
-        (status = 412, description = "`not-connected`, or the cached value while notification is off", body = serde_json::Value, content_type = "application/problem+json"),
+        (status = 200, description = "The value `{self, handle, value}`, the cached value `{self, handle, value, timestamp}`, or `text/event-stream`", body = doc::AttributeValue),
+        (status = 405, description = "`not-permitted`", body = doc::ProblemDoc, content_type = "application/problem+json"),
+        (status = 412, description = "`not-connected`, or the cached value while notification is off", body = doc::ProblemDoc, content_type = "application/problem+json"),
     ))]
 pub async fn read_value(
     State(ble): State<Arc<Ble>>,
@@ -269,9 +270,9 @@ async fn write_characteristic(
         ("long" = Option<u8>, Query, description = "Long write"),
     ),
     responses(
-        (status = 200, description = "The value written `{self, handle, value}`", body = serde_json::Value),
-        (status = 400, description = "Bad hex, bad length, or an ATT error with `attError`", body = serde_json::Value, content_type = "application/problem+json"),
-        (status = 405, description = "`not-permitted`", body = serde_json::Value, content_type = "application/problem+json"),
+        (status = 200, description = "The value written `{self, handle, value}`", body = doc::AttributeValue),
+        (status = 400, description = "Bad hex, bad length, or an ATT error with `attError`", body = doc::ProblemDoc, content_type = "application/problem+json"),
+        (status = 405, description = "`not-permitted`", body = doc::ProblemDoc, content_type = "application/problem+json"),
     ))]
 pub async fn write_value(
     State(ble): State<Arc<Ble>>,
@@ -301,10 +302,10 @@ struct ValueBody {
         ("noresponse" = Option<u8>, Query, description = "Write command (no response)"),
         ("long" = Option<u8>, Query, description = "Long write"),
     ),
-    request_body(content = serde_json::Value, description = "`{\"value\": \"<hex>\"}`, 0–512 bytes", content_type = "application/json"),
+    request_body(content = doc::ValueBody, description = "`{\"value\": \"<hex>\"}`, 0–512 bytes", content_type = "application/json"),
     responses(
-        (status = 200, description = "The value written", body = serde_json::Value),
-        (status = 415, description = "Not JSON", body = serde_json::Value, content_type = "application/problem+json"),
+        (status = 200, description = "The value written", body = doc::AttributeValue),
+        (status = 415, description = "Not JSON", body = doc::ProblemDoc, content_type = "application/problem+json"),
     ))]
 pub async fn write_value_body(
     State(ble): State<Arc<Ble>>,
@@ -328,7 +329,7 @@ pub async fn write_value_body(
 
 #[utoipa::path(get, path = "/gatt/nodes/{node}/characteristics/value", tag = "gatt",
     params(("node" = String, Path, description = "12 hex digits, or the colon form")),
-    responses((status = 501, description = "Read by UUID and read multiple [O] are not implemented", body = serde_json::Value, content_type = "application/problem+json")))]
+    responses((status = 501, description = "Read by UUID and read multiple [O] are not implemented", body = doc::ProblemDoc, content_type = "application/problem+json")))]
 pub async fn by_uuid_or_multiple(
     Path(node): Path<String>,
     RawQuery(query): RawQuery,
@@ -343,7 +344,7 @@ pub async fn by_uuid_or_multiple(
 
 #[utoipa::path(put, path = "/gatt/nodes/{node}/characteristics/value", tag = "gatt",
     params(("node" = String, Path, description = "12 hex digits, or the colon form")),
-    responses((status = 501, description = "Reliable write [O] is not implemented", body = serde_json::Value, content_type = "application/problem+json")))]
+    responses((status = 501, description = "Reliable write [O] is not implemented", body = doc::ProblemDoc, content_type = "application/problem+json")))]
 pub async fn reliable_write(
     Path(node): Path<String>,
     headers: HeaderMap,
@@ -360,7 +361,7 @@ pub async fn reliable_write(
         ("descriptor" = String, Path, description = "Descriptor handle, 4 hex digits"),
         ("long" = Option<u8>, Query, description = "Accepted; reads always return the whole value"),
     ),
-    responses((status = 200, description = "The value; a CCCD reports the current state", body = serde_json::Value)))]
+    responses((status = 200, description = "The value; a CCCD reports the current state", body = doc::AttributeValue)))]
 pub async fn read_descriptor(
     State(ble): State<Arc<Ble>>,
     base: Base,
@@ -399,7 +400,7 @@ pub async fn read_descriptor(
         ("value" = String, Path, description = "1–512 bytes as hex; for a CCCD `0100`, `0200` or `0000`"),
         ("long" = Option<u8>, Query, description = "Long write"),
     ),
-    responses((status = 200, description = "The value written", body = serde_json::Value)))]
+    responses((status = 200, description = "The value written", body = doc::AttributeValue)))]
 pub async fn write_descriptor(
     State(ble): State<Arc<Ble>>,
     base: Base,
