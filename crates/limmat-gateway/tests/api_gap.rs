@@ -437,3 +437,57 @@ async fn the_index_describes_the_gateway() {
         format!("http://{host}/openapi.json")
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn every_route_refuses_bodies_that_are_not_json() {
+    let gw = gateway().await;
+    gw.send(
+        "PUT",
+        "/gap/nodes/c0ffee000010?connect=1",
+        Some(("text/plain", b"x")),
+    )
+    .await
+    .problem(415);
+    let big = vec![b' '; 65 * 1024];
+    gw.send(
+        "PUT",
+        "/gap/nodes/c0ffee000010?connect=1",
+        Some(("application/json", &big)),
+    )
+    .await
+    .problem(413);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_scan_goes_back_to_passive_after_active_demand_ends() {
+    let gw = gateway().await;
+    let list = gw.get("/gap/nodes?active=1&duration=500").await.ok();
+    assert_eq!(list["scan"]["mode"], "active");
+    // While the scan lingers in active mode, passive requests are served actively.
+    let list = gw.get("/gap/nodes?passive=1&duration=500").await.ok();
+    assert_eq!(list["scan"]["mode"], "active");
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    let list = gw.get("/gap/nodes?passive=1&duration=1500").await.ok();
+    assert_eq!(list["scan"]["mode"], "passive");
+    assert_eq!(handles(&list).len(), 6);
+}
+
+#[tokio::test(start_paused = true)]
+async fn connection_events_stream_links_and_timeouts() {
+    let gw = gateway().await;
+    gw.get("/gap/nodes?duration=1500").await.ok();
+    let mut events = gw.events("/gap/connection-events").await;
+    gw.put("/gap/nodes/c0ffee000010?connect=1").await.ok();
+    let event = events.next_within(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(event.event, "connected");
+    assert_eq!(event.json()["node"], "c0ffee000010");
+    gw.put("/gap/nodes/c0ffee000011?connect=1&timeout=100")
+        .await
+        .problem(504);
+    let event = events.next_within(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(event.event, "connect-timeout");
+    assert_eq!(event.json()["node"], "c0ffee000011");
+    gw.put("/gap/nodes/c0ffee000010?enable=0").await.ok();
+    let event = events.next_within(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(event.event, "disconnected");
+}

@@ -20,16 +20,12 @@ pub async fn optional<T: DeserializeOwned>(
     let bytes = match axum::body::to_bytes(body, LIMIT).await {
         Ok(bytes) => bytes,
         Err(e) => {
-            let too_large = e
+            let over = e
                 .into_inner()
                 .downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some();
-            return Err(if too_large {
-                Problem::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "body-too-large",
-                    format!("request bodies are limited to {LIMIT} bytes"),
-                )
+            return Err(if over {
+                too_large()
             } else {
                 Problem::bad_request("body", "the request body could not be read")
             });
@@ -39,11 +35,7 @@ pub async fn optional<T: DeserializeOwned>(
         return Ok(None);
     }
     if !is_json(headers) {
-        return Err(Problem::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported-media-type",
-            "request bodies must be application/json",
-        ));
+        return Err(unsupported_type());
     }
     let value: serde_json::Value = serde_json::from_slice(&bytes)
         .map_err(|e| Problem::bad_request("body", format!("malformed JSON: {e}")))?;
@@ -64,8 +56,26 @@ pub async fn optional<T: DeserializeOwned>(
         .map_err(|e| Problem::bad_request(member_at_fault(&e, members), e.to_string()))
 }
 
+/// `413`.
+pub fn too_large() -> Problem {
+    Problem::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body-too-large",
+        format!("request bodies are limited to {LIMIT} bytes"),
+    )
+}
+
+/// `415`.
+pub fn unsupported_type() -> Problem {
+    Problem::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported-media-type",
+        "request bodies must be application/json",
+    )
+}
+
 /// `application/json`, with or without parameters (`; charset=utf-8`).
-fn is_json(headers: &HeaderMap) -> bool {
+pub fn is_json(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

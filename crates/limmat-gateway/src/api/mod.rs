@@ -98,12 +98,13 @@ pub fn router(settings: ApiSettings, parts: Vec<OpenApiRouter>) -> Router {
     // prefix, and too early to see the `Allow` a method router adds), so they wrap the routed
     // service whole.
     let methods = middleware::from_fn(method_problem);
+    let bodies = middleware::from_fn(body_rules);
     let settings = Arc::new(settings);
     let shared = middleware::from_fn(move |req: Request, next: Next| {
         let settings = settings.clone();
         async move { shared(settings, req, next).await }
     });
-    Router::new().fallback_service(shared.layer(methods.layer(routed)))
+    Router::new().fallback_service(shared.layer(bodies.layer(methods.layer(routed))))
 }
 
 /// Prefix stripping, link base and authentication, before routing.
@@ -159,6 +160,25 @@ fn without_access_token(uri: &Uri) -> Option<Uri> {
         false => format!("{}?{}", uri.path(), rest.join("&")),
     };
     Uri::builder().path_and_query(target).build().ok()
+}
+
+/// §1.3 for every route at once: a request that carries a body must say it is
+/// `application/json` (`415`), and one that declares more than 64 KiB gets `413` unread.
+/// (Handlers that read bodies enforce the limit on what actually arrives, see [`json_body`].)
+async fn body_rules(req: Request, next: Next) -> Response {
+    let headers = req.headers();
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let has_body = length.is_some_and(|n| n > 0) || headers.contains_key(header::TRANSFER_ENCODING);
+    if length.is_some_and(|n| n > json_body::LIMIT as u64) {
+        return json_body::too_large().into_response();
+    }
+    if has_body && !json_body::is_json(headers) {
+        return json_body::unsupported_type().into_response();
+    }
+    next.run(req).await
 }
 
 /// axum answers an unsupported method with a bodiless `405`; give it the problem body §1.3
