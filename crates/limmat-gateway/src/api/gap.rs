@@ -7,6 +7,7 @@ pub mod node;
 
 use super::problem::Problem;
 use super::query::Params;
+use super::target::{NoQuery, Node, Query};
 use super::{Base, json_body, sse};
 use crate::address::Address;
 use crate::api::openapi_schemas as doc;
@@ -14,7 +15,7 @@ use crate::backend::{BleError, ScanMode};
 use crate::ble::{Ble, ConnectError};
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
@@ -40,12 +41,6 @@ pub fn routes(ble: Arc<Ble>) -> OpenApiRouter {
         .routes(routes!(connection_events))
         .routes(routes!(get_management, put_management))
         .with_state(ble)
-}
-
-/// A node handle from a path: 12 hex digits or the colon form, else `400 field: node`.
-pub fn parse_node(text: &str) -> Result<Address, Problem> {
-    text.parse()
-        .map_err(|_| Problem::bad_request("node", format!("`{text}` is not a node address")))
 }
 
 /// A number parameter within a range, with its default.
@@ -116,9 +111,8 @@ pub async fn node_object(
 async fn list_nodes(
     State(ble): State<Arc<Ble>>,
     base: Base,
-    RawQuery(query): RawQuery,
+    Query(mut params): Query,
 ) -> Result<Response, Problem> {
-    let mut params = Params::parse(query.as_deref())?;
     let active = params.flag("active")?;
     let passive = params.flag("passive")?;
     let event = params.flag("event")?.unwrap_or(false);
@@ -222,7 +216,7 @@ fn scan_stream(ble: Arc<Ble>, base: Base, mode: ScanMode, filter: filter::Filter
 
 #[utoipa::path(get, path = "/gap/nodes/{node}", tag = "gap",
     params(
-        ("node" = String, Path, description = "12 hex digits, or the colon form"),
+        doc::NodeParam,
         ("name" = Option<u8>, Query, description = "Fill `name` from advertising data or the cache"),
     ),
     responses(
@@ -233,11 +227,9 @@ fn scan_stream(ble: Arc<Ble>, base: Base, mode: ScanMode, filter: filter::Filter
 async fn get_node(
     State(ble): State<Arc<Ble>>,
     base: Base,
-    Path(node): Path<String>,
-    RawQuery(query): RawQuery,
+    Node(address): Node,
+    Query(mut params): Query,
 ) -> Result<Response, Problem> {
-    let address = parse_node(&node)?;
-    let mut params = Params::parse(query.as_deref())?;
     let name = params.flag("name")?.unwrap_or(false);
     params.finish()?;
     Ok(json(
@@ -247,7 +239,7 @@ async fn get_node(
 
 #[utoipa::path(put, path = "/gap/nodes/{node}", tag = "gap",
     params(
-        ("node" = String, Path, description = "12 hex digits, or the colon form"),
+        doc::NodeParam,
         ("connect" = Option<u8>, Query, description = "`1` connects"),
         ("timeout" = Option<u64>, Query, description = "Connection timeout in ms, 100–30000 (default 10000)"),
         ("enable" = Option<u8>, Query, description = "`0` disconnects; `1` (auto-reconnect) is not implemented"),
@@ -262,11 +254,9 @@ async fn get_node(
 async fn put_node(
     State(ble): State<Arc<Ble>>,
     base: Base,
-    Path(node): Path<String>,
-    RawQuery(query): RawQuery,
+    Node(address): Node,
+    Query(mut params): Query,
 ) -> Result<Response, Problem> {
-    let address = parse_node(&node)?;
-    let mut params = Params::parse(query.as_deref())?;
     let connect_flag = params.flag("connect")?;
     let enable = params.flag("enable")?;
     let timeout = ranged(&mut params, "timeout", TIMEOUT)?;
@@ -341,7 +331,7 @@ struct ConnectBody {
 }
 
 #[utoipa::path(post, path = "/gap/nodes/{node}/connection", tag = "gap",
-    params(("node" = String, Path, description = "12 hex digits, or the colon form")),
+    params(doc::NodeParam),
     request_body(content = doc::ConnectBody, description = "Optional `{\"timeoutMs\": 10000, \"enable\": false}`", content_type = "application/json"),
     responses(
         (status = 200, description = "The node, connected", body = doc::Node),
@@ -351,13 +341,11 @@ struct ConnectBody {
 async fn connect_node(
     State(ble): State<Arc<Ble>>,
     base: Base,
-    Path(node): Path<String>,
-    RawQuery(query): RawQuery,
+    Node(address): Node,
+    _: NoQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Problem> {
-    let address = parse_node(&node)?;
-    Params::parse(query.as_deref())?.finish()?;
     let body: ConnectBody = json_body::optional(&headers, body, &["timeoutMs", "enable"])
         .await?
         .unwrap_or_default();
@@ -372,26 +360,20 @@ async fn connect_node(
 }
 
 #[utoipa::path(delete, path = "/gap/nodes/{node}/connection", tag = "gap",
-    params(("node" = String, Path, description = "12 hex digits, or the colon form")),
+    params(doc::NodeParam),
     responses((status = 200, description = "The node, disconnected", body = doc::Node)))]
 async fn disconnect_node(
     State(ble): State<Arc<Ble>>,
     base: Base,
-    Path(node): Path<String>,
-    RawQuery(query): RawQuery,
+    Node(address): Node,
+    _: NoQuery,
 ) -> Result<Response, Problem> {
-    let address = parse_node(&node)?;
-    Params::parse(query.as_deref())?.finish()?;
     disconnect(&ble, &base, address).await
 }
 
 #[utoipa::path(get, path = "/gap/connection-events", tag = "gap",
     responses((status = 200, description = "`text/event-stream` of `connected`, `disconnected` and `connect-timeout` events with `{node, reason}`")))]
-async fn connection_events(
-    State(ble): State<Arc<Ble>>,
-    RawQuery(query): RawQuery,
-) -> Result<Response, Problem> {
-    Params::parse(query.as_deref())?.finish()?;
+async fn connection_events(State(ble): State<Arc<Ble>>, _: NoQuery) -> Result<Response, Problem> {
     let events = futures::stream::unfold(ble.connection_events(), |mut rx| async move {
         loop {
             match rx.recv().await {
@@ -416,20 +398,18 @@ async fn connection_events(
 }
 
 #[utoipa::path(get, path = "/management/nodes/{node}", tag = "gap",
-    params(("node" = String, Path, description = "12 hex digits, or the colon form")),
+    params(doc::NodeParam),
     responses((status = 501, description = "Pairing is not implemented", body = doc::ProblemDoc, content_type = "application/problem+json")))]
-async fn get_management(Path(node): Path<String>) -> Result<Response, Problem> {
-    parse_node(&node)?;
+async fn get_management(Node(_node): Node) -> Result<Response, Problem> {
     Err(Problem::not_implemented("pairing and bonding (management)"))
 }
 
 #[utoipa::path(put, path = "/management/nodes/{node}", tag = "gap",
     params(
-        ("node" = String, Path, description = "12 hex digits, or the colon form"),
+        doc::NodeParam,
         ("bond" = Option<u8>, Query, description = "Pair (`1`) or remove the bond (`0`)"),
     ),
     responses((status = 501, description = "Pairing is not implemented", body = doc::ProblemDoc, content_type = "application/problem+json")))]
-async fn put_management(Path(node): Path<String>) -> Result<Response, Problem> {
-    parse_node(&node)?;
+async fn put_management(Node(_node): Node) -> Result<Response, Problem> {
     Err(Problem::not_implemented("pairing and bonding (management)"))
 }

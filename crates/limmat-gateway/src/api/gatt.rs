@@ -8,16 +8,17 @@ mod values;
 
 use super::Base;
 use super::gap::node::Tree;
-use super::gap::{node_object, parse_node};
+use super::gap::node_object;
 use super::problem::Problem;
 use super::query::Params;
+use super::target::{Attr, NoQuery, Node, Query};
 use crate::address::Address;
 use crate::api::openapi_schemas as doc;
 use crate::backend::{Characteristic, Descriptor, Handle};
 use crate::ble::Ble;
 use crate::uuid::Uuid;
 use axum::Json;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use objects::{characteristic_json, descriptor_json, service_json};
@@ -44,14 +45,6 @@ pub fn routes(ble: Arc<Ble>) -> OpenApiRouter {
         .routes(routes!(values::read_descriptor))
         .routes(routes!(values::write_descriptor))
         .with_state(ble)
-}
-
-/// An attribute handle from a path: 4 hex digits, else `400` naming the segment.
-fn parse_handle(field: &str, text: &str) -> Result<Handle, Problem> {
-    (text.len() == 4 && text.bytes().all(|b| b.is_ascii_hexdigit()))
-        .then(|| u16::from_str_radix(text, 16).ok())
-        .flatten()
-        .ok_or_else(|| Problem::bad_request(field, format!("`{text}` is not a 4-hex-digit handle")))
 }
 
 /// An optional `uuid` parameter.
@@ -113,9 +106,8 @@ async fn find_descriptor(
 async fn list_nodes(
     State(ble): State<Arc<Ble>>,
     base: Base,
-    RawQuery(query): RawQuery,
+    _: NoQuery,
 ) -> Result<Response, Problem> {
-    Params::parse(query.as_deref())?.finish()?;
     let mut nodes = Vec::new();
     for address in ble.connected() {
         match node_object(&ble, &base, address, Tree::Gatt, true).await {
@@ -132,7 +124,7 @@ async fn list_nodes(
 }
 
 #[utoipa::path(get, path = "/gatt/nodes/{node}", tag = "gatt",
-    params(("node" = String, Path, description = "12 hex digits, or the colon form")),
+    params(doc::NodeParam),
     responses(
         (status = 200, description = "The node, with links to its services and characteristics", body = doc::Node),
         (status = 412, description = "`not-connected`", body = doc::ProblemDoc, content_type = "application/problem+json"),
@@ -140,11 +132,9 @@ async fn list_nodes(
 async fn get_node(
     State(ble): State<Arc<Ble>>,
     base: Base,
-    Path(node): Path<String>,
-    RawQuery(query): RawQuery,
+    Node(address): Node,
+    _: NoQuery,
 ) -> Result<Response, Problem> {
-    let address = parse_node(&node)?;
-    Params::parse(query.as_deref())?.finish()?;
     connected(&ble, address).await?;
     Ok(json_response(
         node_object(&ble, &base, address, Tree::Gatt, true).await?,
@@ -153,7 +143,7 @@ async fn get_node(
 
 #[utoipa::path(get, path = "/gatt/nodes/{node}/services", tag = "gatt",
     params(
-        ("node" = String, Path, description = "12 hex digits, or the colon form"),
+        doc::NodeParam,
         ("primary" = Option<u8>, Query, description = "Primary services only"),
         ("uuid" = Option<String>, Query, description = "Primary services with this UUID (16, 32 or 128 bits)"),
     ),
@@ -161,11 +151,9 @@ async fn get_node(
 async fn list_services(
     State(ble): State<Arc<Ble>>,
     base: Base,
-    Path(node): Path<String>,
-    RawQuery(query): RawQuery,
+    Node(address): Node,
+    Query(mut params): Query,
 ) -> Result<Response, Problem> {
-    let address = parse_node(&node)?;
-    let mut params = Params::parse(query.as_deref())?;
     let primary = params.flag("primary")?.unwrap_or(false);
     let uuid = uuid_param(&mut params)?;
     params.finish()?;
@@ -187,19 +175,15 @@ async fn list_services(
 
 #[utoipa::path(get, path = "/gatt/nodes/{node}/services/{service}", tag = "gatt",
     params(
-        ("node" = String, Path, description = "12 hex digits, or the colon form"),
-        ("service" = String, Path, description = "Service handle, 4 hex digits"),
+        doc::ServicePath,
     ),
     responses((status = 200, description = "The service", body = doc::Service)))]
 async fn get_service(
     State(ble): State<Arc<Ble>>,
     base: Base,
-    Path((node, service)): Path<(String, String)>,
-    RawQuery(query): RawQuery,
+    Attr(address, handle): Attr,
+    _: NoQuery,
 ) -> Result<Response, Problem> {
-    let address = parse_node(&node)?;
-    let handle = parse_handle("service", &service)?;
-    Params::parse(query.as_deref())?.finish()?;
     connected(&ble, address).await?;
     let service = ble
         .backend()
@@ -213,20 +197,16 @@ async fn get_service(
 
 #[utoipa::path(get, path = "/gatt/nodes/{node}/services/{service}/characteristics", tag = "gatt",
     params(
-        ("node" = String, Path, description = "12 hex digits, or the colon form"),
-        ("service" = String, Path, description = "Service handle, 4 hex digits"),
+        doc::ServicePath,
         ("uuid" = Option<String>, Query, description = "Only this characteristic UUID"),
     ),
     responses((status = 200, description = "`{self, characteristics}`", body = doc::CharacteristicList)))]
 async fn service_characteristics(
     State(ble): State<Arc<Ble>>,
     base: Base,
-    Path((node, service)): Path<(String, String)>,
-    RawQuery(query): RawQuery,
+    Attr(address, handle): Attr,
+    Query(mut params): Query,
 ) -> Result<Response, Problem> {
-    let address = parse_node(&node)?;
-    let handle = parse_handle("service", &service)?;
-    let mut params = Params::parse(query.as_deref())?;
     let uuid = uuid_param(&mut params)?;
     params.finish()?;
     connected(&ble, address).await?;
@@ -241,7 +221,7 @@ async fn service_characteristics(
     }
     let list = ble.backend().characteristics(address, Some(handle)).await?;
     let path = format!(
-        "/gatt/nodes/{}/services/{service}/characteristics",
+        "/gatt/nodes/{}/services/{handle:04x}/characteristics",
         address.handle()
     );
     characteristics_list(&ble, &base, address, list, uuid, &path).await
@@ -249,18 +229,16 @@ async fn service_characteristics(
 
 #[utoipa::path(get, path = "/gatt/nodes/{node}/characteristics", tag = "gatt",
     params(
-        ("node" = String, Path, description = "12 hex digits, or the colon form"),
+        doc::NodeParam,
         ("uuid" = Option<String>, Query, description = "Only this characteristic UUID"),
     ),
     responses((status = 200, description = "`{self, characteristics}`", body = doc::CharacteristicList)))]
 async fn list_characteristics(
     State(ble): State<Arc<Ble>>,
     base: Base,
-    Path(node): Path<String>,
-    RawQuery(query): RawQuery,
+    Node(address): Node,
+    Query(mut params): Query,
 ) -> Result<Response, Problem> {
-    let address = parse_node(&node)?;
-    let mut params = Params::parse(query.as_deref())?;
     let uuid = uuid_param(&mut params)?;
     params.finish()?;
     connected(&ble, address).await?;
@@ -290,19 +268,15 @@ async fn characteristics_list(
 
 #[utoipa::path(get, path = "/gatt/nodes/{node}/characteristics/{characteristic}", tag = "gatt",
     params(
-        ("node" = String, Path, description = "12 hex digits, or the colon form"),
-        ("characteristic" = String, Path, description = "Characteristic handle, 4 hex digits"),
+        doc::CharacteristicPath,
     ),
     responses((status = 200, description = "The characteristic declaration", body = doc::Characteristic)))]
 async fn get_characteristic(
     State(ble): State<Arc<Ble>>,
     base: Base,
-    Path((node, characteristic)): Path<(String, String)>,
-    RawQuery(query): RawQuery,
+    Attr(address, handle): Attr,
+    _: NoQuery,
 ) -> Result<Response, Problem> {
-    let address = parse_node(&node)?;
-    let handle = parse_handle("characteristic", &characteristic)?;
-    Params::parse(query.as_deref())?.finish()?;
     connected(&ble, address).await?;
     let c = find_characteristic(&ble, address, handle).await?;
     let notifying = ble.notify().notifying(address, handle).await;
@@ -313,8 +287,7 @@ async fn get_characteristic(
 
 #[utoipa::path(put, path = "/gatt/nodes/{node}/characteristics/{characteristic}", tag = "gatt",
     params(
-        ("node" = String, Path, description = "12 hex digits, or the colon form"),
-        ("characteristic" = String, Path, description = "Characteristic handle, 4 hex digits"),
+        doc::CharacteristicPath,
         ("notify" = Option<u8>, Query, description = "Turn notification on (`1`) or off (`0`)"),
         ("indicate" = Option<u8>, Query, description = "Turn indication on (`1`) or off (`0`)"),
     ),
@@ -325,12 +298,9 @@ async fn get_characteristic(
 async fn put_characteristic(
     State(ble): State<Arc<Ble>>,
     base: Base,
-    Path((node, characteristic)): Path<(String, String)>,
-    RawQuery(query): RawQuery,
+    Attr(address, handle): Attr,
+    Query(mut params): Query,
 ) -> Result<Response, Problem> {
-    let address = parse_node(&node)?;
-    let handle = parse_handle("characteristic", &characteristic)?;
-    let mut params = Params::parse(query.as_deref())?;
     let notify = params.flag("notify")?;
     let indicate = params.flag("indicate")?;
     params.finish()?;
@@ -361,19 +331,15 @@ async fn put_characteristic(
 
 #[utoipa::path(get, path = "/gatt/nodes/{node}/characteristics/{characteristic}/descriptors", tag = "gatt",
     params(
-        ("node" = String, Path, description = "12 hex digits, or the colon form"),
-        ("characteristic" = String, Path, description = "Characteristic handle, 4 hex digits"),
+        doc::CharacteristicPath,
     ),
     responses((status = 200, description = "`{self, descriptors}`", body = doc::DescriptorList)))]
 async fn characteristic_descriptors(
     State(ble): State<Arc<Ble>>,
     base: Base,
-    Path((node, characteristic)): Path<(String, String)>,
-    RawQuery(query): RawQuery,
+    Attr(address, handle): Attr,
+    _: NoQuery,
 ) -> Result<Response, Problem> {
-    let address = parse_node(&node)?;
-    let handle = parse_handle("characteristic", &characteristic)?;
-    Params::parse(query.as_deref())?.finish()?;
     connected(&ble, address).await?;
     find_characteristic(&ble, address, handle).await?;
     let descriptors: Vec<Value> = ble
@@ -392,19 +358,15 @@ async fn characteristic_descriptors(
 
 #[utoipa::path(get, path = "/gatt/nodes/{node}/descriptors/{descriptor}", tag = "gatt",
     params(
-        ("node" = String, Path, description = "12 hex digits, or the colon form"),
-        ("descriptor" = String, Path, description = "Descriptor handle, 4 hex digits"),
+        doc::DescriptorPath,
     ),
     responses((status = 200, description = "The descriptor", body = doc::Descriptor)))]
 async fn get_descriptor(
     State(ble): State<Arc<Ble>>,
     base: Base,
-    Path((node, descriptor)): Path<(String, String)>,
-    RawQuery(query): RawQuery,
+    Attr(address, handle): Attr,
+    _: NoQuery,
 ) -> Result<Response, Problem> {
-    let address = parse_node(&node)?;
-    let handle = parse_handle("descriptor", &descriptor)?;
-    Params::parse(query.as_deref())?.finish()?;
     connected(&ble, address).await?;
     let d = find_descriptor(&ble, address, handle).await?;
     Ok(json_response(descriptor_json(&base, address, &d)))

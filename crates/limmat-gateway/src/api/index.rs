@@ -5,11 +5,11 @@
 use super::Base;
 use super::gap::node::link;
 use super::problem::Problem;
-use super::query::Params;
+use super::target::NoQuery;
 use crate::api::openapi_schemas as doc;
 use crate::ble::Ble;
 use axum::Json;
-use axum::extract::{RawQuery, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -53,12 +53,7 @@ pub fn routes(ble: Arc<Ble>, info: IndexInfo) -> OpenApiRouter {
 
 #[utoipa::path(get, path = "/", tag = "index",
     responses((status = 200, description = "Name, version, backend, adapter, capabilities, relay status and links", body = doc::Index)))]
-async fn index(
-    State(index): State<Index>,
-    base: Base,
-    RawQuery(query): RawQuery,
-) -> Result<Response, Problem> {
-    Params::parse(query.as_deref())?.finish()?;
+async fn index(State(index): State<Index>, base: Base, _: NoQuery) -> Result<Response, Problem> {
     let info = index.ble.backend().info().await;
     Ok(Json(json!({
         "self": link(&base, "/"),

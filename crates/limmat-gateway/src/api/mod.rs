@@ -19,6 +19,7 @@ pub mod openapi_schemas;
 pub mod problem;
 pub mod query;
 pub mod sse;
+pub mod target;
 
 use axum::Router;
 use axum::extract::{FromRequestParts, Request};

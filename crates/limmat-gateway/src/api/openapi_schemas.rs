@@ -194,3 +194,49 @@ pub struct Index {
     pub relay: BTreeMap<String, String>,
     pub links: BTreeMap<String, Link>,
 }
+
+/// `{node}`.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct NodeParam {
+    /// 12 hex digits, or the colon form (`C0:FF:EE:00:00:10`).
+    pub node: String,
+}
+
+/// `{node}/…/{service}`.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct ServicePath {
+    /// 12 hex digits, or the colon form.
+    pub node: String,
+    /// Service handle, 4 hex digits.
+    pub service: String,
+}
+
+/// `{node}/…/{characteristic}`.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct CharacteristicPath {
+    /// 12 hex digits, or the colon form.
+    pub node: String,
+    /// Characteristic handle, 4 hex digits.
+    pub characteristic: String,
+}
+
+/// `{node}/…/{descriptor}`.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct DescriptorPath {
+    /// 12 hex digits, or the colon form.
+    pub node: String,
+    /// Descriptor handle, 4 hex digits.
+    pub descriptor: String,
+}
+
+/// `{value}`.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct ValueParam {
+    /// 1–512 bytes as hex.
+    pub value: String,
+}

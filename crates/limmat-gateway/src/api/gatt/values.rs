@@ -4,12 +4,12 @@
 //! parameters, properties) before anything goes on air.
 
 use super::objects::{Attribute, value_json, value_path};
-use super::{connected, find_characteristic, find_descriptor, parse_handle};
+use super::{connected, find_characteristic, find_descriptor};
 use crate::address::Address;
-use crate::api::gap::parse_node;
 use crate::api::openapi_schemas as doc;
 use crate::api::problem::Problem;
 use crate::api::query::Params;
+use crate::api::target::{Attr, AttrValue, Node, Query, parse_value};
 use crate::api::{Base, json_body, sse};
 use crate::backend::{BleError, Characteristic, Handle, NotifyKind, WriteMode, props};
 use crate::ble::{Ble, NotifyEvent};
@@ -17,30 +17,15 @@ use crate::hex;
 use crate::uuid::Uuid;
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use std::sync::Arc;
 use tokio::sync::broadcast::error::RecvError;
 
-/// The longest attribute value (§2.6).
-const MAX_VALUE: usize = 512;
 /// Client Characteristic Configuration.
 const CCCD: Uuid = Uuid::from_u16(0x2902);
-
-/// A hex value from a path or body: `400 field: value` if malformed or out of `min..=512`.
-fn parse_value(text: &str, min: usize) -> Result<Vec<u8>, Problem> {
-    let value = hex::decode(text)
-        .map_err(|e| Problem::bad_request("value", format!("`value` is not hex: {e}")))?;
-    if value.len() < min || value.len() > MAX_VALUE {
-        return Err(Problem::bad_request(
-            "value",
-            format!("a value has {min}–{MAX_VALUE} bytes, not {}", value.len()),
-        ));
-    }
-    Ok(value)
-}
 
 /// The characteristic's properties must include `bit` (§2.6: `405 not-permitted`).
 fn require(c: &Characteristic, bit: u8) -> Result<(), Problem> {
@@ -78,8 +63,7 @@ fn json(value: serde_json::Value) -> Response {
 
 #[utoipa::path(get, path = "/gatt/nodes/{node}/characteristics/{characteristic}/value", tag = "gatt",
     params(
-        ("node" = String, Path, description = "12 hex digits, or the colon form"),
-        ("characteristic" = String, Path, description = "Characteristic handle, 4 hex digits"),
+        doc::CharacteristicPath,
         ("long" = Option<u8>, Query, description = "Accepted; reads always return the whole value"),
         ("notify" = Option<u8>, Query, description = "The latest notified value (or, with `event=1`, the stream)"),
         ("indicate" = Option<u8>, Query, description = "The latest indicated value (or, with `event=1`, the stream)"),
@@ -93,12 +77,9 @@ fn json(value: serde_json::Value) -> Response {
 pub async fn read_value(
     State(ble): State<Arc<Ble>>,
     base: Base,
-    Path((node, characteristic)): Path<(String, String)>,
-    RawQuery(query): RawQuery,
+    Attr(address, handle): Attr,
+    Query(mut params): Query,
 ) -> Result<Response, Problem> {
-    let address = parse_node(&node)?;
-    let handle = parse_handle("characteristic", &characteristic)?;
-    let mut params = Params::parse(query.as_deref())?;
     let _long = params.flag("long")?;
     let notify = params.flag("notify")?.unwrap_or(false);
     let indicate = params.flag("indicate")?.unwrap_or(false);
@@ -263,9 +244,8 @@ async fn write_characteristic(
 
 #[utoipa::path(put, path = "/gatt/nodes/{node}/characteristics/{characteristic}/value/{value}", tag = "gatt",
     params(
-        ("node" = String, Path, description = "12 hex digits, or the colon form"),
-        ("characteristic" = String, Path, description = "Characteristic handle, 4 hex digits"),
-        ("value" = String, Path, description = "1–512 bytes as hex"),
+        doc::CharacteristicPath,
+        doc::ValueParam,
         ("noresponse" = Option<u8>, Query, description = "Write command (no response)"),
         ("long" = Option<u8>, Query, description = "Long write"),
     ),
@@ -277,13 +257,9 @@ async fn write_characteristic(
 pub async fn write_value(
     State(ble): State<Arc<Ble>>,
     base: Base,
-    Path((node, characteristic, value)): Path<(String, String, String)>,
-    RawQuery(query): RawQuery,
+    AttrValue(address, handle, value): AttrValue,
+    Query(mut params): Query,
 ) -> Result<Response, Problem> {
-    let address = parse_node(&node)?;
-    let handle = parse_handle("characteristic", &characteristic)?;
-    let value = parse_value(&value, 1)?;
-    let mut params = Params::parse(query.as_deref())?;
     let mode = write_mode(&mut params)?;
     params.finish()?;
     write_characteristic(&ble, &base, address, handle, value, mode).await
@@ -297,8 +273,7 @@ struct ValueBody {
 
 #[utoipa::path(put, path = "/gatt/nodes/{node}/characteristics/{characteristic}/value", tag = "gatt",
     params(
-        ("node" = String, Path, description = "12 hex digits, or the colon form"),
-        ("characteristic" = String, Path, description = "Characteristic handle, 4 hex digits"),
+        doc::CharacteristicPath,
         ("noresponse" = Option<u8>, Query, description = "Write command (no response)"),
         ("long" = Option<u8>, Query, description = "Long write"),
     ),
@@ -310,14 +285,11 @@ struct ValueBody {
 pub async fn write_value_body(
     State(ble): State<Arc<Ble>>,
     base: Base,
-    Path((node, characteristic)): Path<(String, String)>,
-    RawQuery(query): RawQuery,
+    Attr(address, handle): Attr,
+    Query(mut params): Query,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Problem> {
-    let address = parse_node(&node)?;
-    let handle = parse_handle("characteristic", &characteristic)?;
-    let mut params = Params::parse(query.as_deref())?;
     let mode = write_mode(&mut params)?;
     params.finish()?;
     let body: ValueBody = json_body::optional(&headers, body, &["value"])
@@ -328,14 +300,12 @@ pub async fn write_value_body(
 }
 
 #[utoipa::path(get, path = "/gatt/nodes/{node}/characteristics/value", tag = "gatt",
-    params(("node" = String, Path, description = "12 hex digits, or the colon form")),
+    params(doc::NodeParam),
     responses((status = 501, description = "Read by UUID and read multiple [O] are not implemented", body = doc::ProblemDoc, content_type = "application/problem+json")))]
 pub async fn by_uuid_or_multiple(
-    Path(node): Path<String>,
-    RawQuery(query): RawQuery,
+    Node(_node): Node,
+    Query(params): Query,
 ) -> Result<Response, Problem> {
-    parse_node(&node)?;
-    let params = Params::parse(query.as_deref())?;
     if params.has("multiple") {
         return Err(Problem::not_implemented("read multiple"));
     }
@@ -343,34 +313,29 @@ pub async fn by_uuid_or_multiple(
 }
 
 #[utoipa::path(put, path = "/gatt/nodes/{node}/characteristics/value", tag = "gatt",
-    params(("node" = String, Path, description = "12 hex digits, or the colon form")),
+    params(doc::NodeParam),
     responses((status = 501, description = "Reliable write [O] is not implemented", body = doc::ProblemDoc, content_type = "application/problem+json")))]
 pub async fn reliable_write(
-    Path(node): Path<String>,
+    Node(_node): Node,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Problem> {
-    parse_node(&node)?;
     json_body::optional::<serde_json::Value>(&headers, body, &["writes"]).await?;
     Err(Problem::not_implemented("reliable write"))
 }
 
 #[utoipa::path(get, path = "/gatt/nodes/{node}/descriptors/{descriptor}/value", tag = "gatt",
     params(
-        ("node" = String, Path, description = "12 hex digits, or the colon form"),
-        ("descriptor" = String, Path, description = "Descriptor handle, 4 hex digits"),
+        doc::DescriptorPath,
         ("long" = Option<u8>, Query, description = "Accepted; reads always return the whole value"),
     ),
     responses((status = 200, description = "The value; a CCCD reports the current state", body = doc::AttributeValue)))]
 pub async fn read_descriptor(
     State(ble): State<Arc<Ble>>,
     base: Base,
-    Path((node, descriptor)): Path<(String, String)>,
-    RawQuery(query): RawQuery,
+    Attr(address, handle): Attr,
+    Query(mut params): Query,
 ) -> Result<Response, Problem> {
-    let address = parse_node(&node)?;
-    let handle = parse_handle("descriptor", &descriptor)?;
-    let mut params = Params::parse(query.as_deref())?;
     let _long = params.flag("long")?;
     params.finish()?;
     connected(&ble, address).await?;
@@ -395,8 +360,7 @@ pub async fn read_descriptor(
 
 #[utoipa::path(put, path = "/gatt/nodes/{node}/descriptors/{descriptor}/value/{value}", tag = "gatt",
     params(
-        ("node" = String, Path, description = "12 hex digits, or the colon form"),
-        ("descriptor" = String, Path, description = "Descriptor handle, 4 hex digits"),
+        doc::DescriptorPath,
         ("value" = String, Path, description = "1–512 bytes as hex; for a CCCD `0100`, `0200` or `0000`"),
         ("long" = Option<u8>, Query, description = "Long write"),
     ),
@@ -404,13 +368,9 @@ pub async fn read_descriptor(
 pub async fn write_descriptor(
     State(ble): State<Arc<Ble>>,
     base: Base,
-    Path((node, descriptor, value)): Path<(String, String, String)>,
-    RawQuery(query): RawQuery,
+    AttrValue(address, handle, value): AttrValue,
+    Query(mut params): Query,
 ) -> Result<Response, Problem> {
-    let address = parse_node(&node)?;
-    let handle = parse_handle("descriptor", &descriptor)?;
-    let value = parse_value(&value, 1)?;
-    let mut params = Params::parse(query.as_deref())?;
     let _long = params.flag("long")?;
     params.finish()?;
     connected(&ble, address).await?;
