@@ -491,3 +491,18 @@ async fn connection_events_stream_links_and_timeouts() {
     let event = events.next_within(Duration::from_secs(5)).await.unwrap();
     assert_eq!(event.event, "disconnected");
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_stream_sends_keep_alive_comments_every_15_s() {
+    let gw = gateway().await;
+    let mut events = gw
+        .events("/gap/nodes?event=1&filter_mac=000000000000")
+        .await;
+    let started = Instant::now();
+    let chunk = tokio::time::timeout(Duration::from_secs(16), events.next_chunk())
+        .await
+        .expect("a keep-alive in time")
+        .unwrap();
+    assert_eq!(chunk, ": keep-alive\n\n");
+    assert!(started.elapsed() >= Duration::from_secs(15));
+}

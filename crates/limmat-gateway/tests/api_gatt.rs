@@ -411,3 +411,26 @@ async fn indications_increase_and_a_link_loss_ends_open_streams() {
     let p = gw.get(&char_path("0047")).await.problem(412);
     assert_eq!(p["code"], "not-connected");
 }
+
+#[tokio::test(start_paused = true)]
+async fn disconnecting_ends_the_node_s_streams() {
+    let gw = connected().await;
+    let mut events = gw
+        .events(&format!("{}/value?notify=1&event=1", char_path("0032")))
+        .await;
+    let first = events.next_within(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(first.event, "notification");
+    let node = gw.put("/gap/nodes/c0ffee000010?enable=0").await.ok();
+    assert_eq!(node["connected"], false);
+    loop {
+        let event = events
+            .next_within(Duration::from_secs(5))
+            .await
+            .expect("disconnected before the end");
+        if event.event == "disconnected" {
+            break;
+        }
+    }
+    assert!(events.next_within(Duration::from_secs(5)).await.is_none());
+    gw.get(&char_path("0032")).await.problem(412);
+}

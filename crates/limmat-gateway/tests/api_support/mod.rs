@@ -217,6 +217,16 @@ impl Events {
         }
     }
 
+    /// The next raw chunk of the body, comments included.
+    pub async fn next_chunk(&mut self) -> Option<String> {
+        loop {
+            let frame = self.body.frame().await?.ok()?;
+            if let Ok(data) = frame.into_data() {
+                return Some(String::from_utf8(data.to_vec()).unwrap());
+            }
+        }
+    }
+
     /// The next event, within `limit` (of tokio time).
     pub async fn next_within(&mut self, limit: Duration) -> Option<Event> {
         tokio::time::timeout(limit, self.next())
