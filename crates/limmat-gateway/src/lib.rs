@@ -32,6 +32,7 @@ pub mod address;
 pub mod api;
 pub mod backend;
 pub mod beacon;
+pub mod ble;
 pub mod config;
 pub mod events;
 pub mod hex;

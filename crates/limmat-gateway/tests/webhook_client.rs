@@ -274,6 +274,35 @@ async fn attempts_to_one_origin_reuse_the_connection() {
     ));
 }
 
+/// At most 64 KiB of a response body is read: a longer one closes the connection instead of
+/// pooling it; a short one leaves it for reuse.
+#[tokio::test]
+async fn a_long_response_body_closes_the_connection() {
+    let rx = receiver().await;
+    rx.script([
+        Reply::status(200).body(vec![b'x'; 100 * 1024]),
+        Reply::status(500).body(vec![b'y'; 1024]),
+    ]);
+    let t = transport(&["127.0.0.1/32"]);
+    let url = rx.url("/");
+    let keys = [key()];
+    assert_eq!(
+        t.attempt(message(&url, &keys)).await,
+        Outcome::Delivered { status: 200 }
+    );
+    assert_eq!(t.idle_connections(), 0);
+    assert_eq!(
+        t.attempt(message(&url, &keys)).await,
+        failed(FailureKind::Status, Some(500), None)
+    );
+    assert_eq!(t.idle_connections(), 1);
+    assert_eq!(
+        t.attempt(message(&url, &keys)).await,
+        Outcome::Delivered { status: 200 }
+    );
+    assert_eq!(rx.connections(), 2);
+}
+
 /// Checklist 31 and 32 at the transport: with an empty allow list a loopback literal,
 /// `localhost` and names that resolve to loopback fail with `ssrf-denied`, and no connection
 /// is made.
@@ -362,6 +391,26 @@ async fn refused_connections_fail_with_connect() {
         t.attempt(message(&url, &keys)).await,
         failed(FailureKind::Connect, None, None)
     );
+}
+
+/// `connect_timeout_s` covers the TLS handshake: a listener whose backlog completes TCP but
+/// that never speaks TLS costs the connect timeout, then `timeout`.
+#[tokio::test]
+async fn a_stalled_tls_handshake_times_out_within_connect_timeout() {
+    let silent = tokio::net::TcpListener::bind(LOCAL).await.unwrap();
+    let mut s = settings(&["127.0.0.1/32"]);
+    s.connect_timeout_s = 0.3;
+    let t = HttpTransport::new(&s).unwrap();
+    let url = format!("https://{}/", silent.local_addr().unwrap());
+    let keys = [key()];
+    let started = Instant::now();
+    assert_eq!(
+        t.attempt(message(&url, &keys)).await,
+        failed(FailureKind::Timeout, None, None)
+    );
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(300), "{took:?}");
+    assert!(took < Duration::from_secs(2), "{took:?}");
 }
 
 /// HTTPS with a private CA in `ca_file`, by IP literal and by name (SNI and name check), and

@@ -7,23 +7,30 @@
 //!   request came with is remembered so links keep working through the relay;
 //! - absolute links ([`Base`]): `api.public_base_url`, or `http://` + `Host` + prefix;
 //! - the bearer token (§1.3), also accepted as `access_token` for `EventSource`;
-//! - the OpenAPI document, generated from the handlers' annotations (`/openapi.json`).
+//! - the OpenAPI document (3.1), generated from the handlers' annotations (`/openapi.json`);
+//! - `405` answers as problem documents with `Allow` (axum's own have no body).
 
 pub mod beacon;
 pub mod gap;
 pub mod gatt;
+pub mod index;
+pub mod json_body;
+pub mod openapi_schemas;
 pub mod problem;
 pub mod query;
+pub mod sse;
+pub mod target;
 
 use axum::Router;
 use axum::extract::{FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{Uri, header};
+use axum::http::{StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use problem::Problem;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
+use tower_layer::Layer;
 use utoipa_axum::router::OpenApiRouter;
 
 /// What the shared middleware needs to know.
@@ -61,6 +68,15 @@ impl<S: Send + Sync> FromRequestParts<S> for Base {
     }
 }
 
+/// The parts served over the BLE layer: the index, GAP and GATT.
+pub fn ble_parts(ble: Arc<crate::ble::Ble>, info: index::IndexInfo) -> Vec<OpenApiRouter> {
+    vec![
+        index::routes(ble.clone(), info),
+        gap::routes(ble.clone()),
+        gatt::routes(ble),
+    ]
+}
+
 /// Merge the API's parts (each already given its state) into the served router.
 pub fn router(settings: ApiSettings, parts: Vec<OpenApiRouter>) -> Router {
     let mut api = OpenApiRouter::new();
@@ -78,13 +94,18 @@ pub fn router(settings: ApiSettings, parts: Vec<OpenApiRouter>) -> Router {
             async move { axum::Json((*doc).clone()) }
         }),
     );
+    let routed = router.fallback(|| async { Problem::not_found("no such resource") });
+    // These run around routing (a `Router::layer` runs per route: too late to strip the
+    // prefix, and too early to see the `Allow` a method router adds), so they wrap the routed
+    // service whole.
+    let methods = middleware::from_fn(method_problem);
+    let bodies = middleware::from_fn(body_rules);
     let settings = Arc::new(settings);
-    router
-        .fallback(|| async { Problem::not_found("no such resource") })
-        .layer(middleware::from_fn(move |req: Request, next: Next| {
-            let settings = settings.clone();
-            async move { shared(settings, req, next).await }
-        }))
+    let shared = middleware::from_fn(move |req: Request, next: Next| {
+        let settings = settings.clone();
+        async move { shared(settings, req, next).await }
+    });
+    Router::new().fallback_service(shared.layer(bodies.layer(methods.layer(routed))))
 }
 
 /// Prefix stripping, link base and authentication, before routing.
@@ -120,7 +141,63 @@ async fn shared(settings: Arc<ApiSettings>, mut req: Request, next: Next) -> Res
     {
         return Problem::unauthorized().into_response();
     }
+    if let Some(uri) = without_access_token(req.uri()) {
+        *req.uri_mut() = uri;
+    }
     next.run(req).await
+}
+
+/// The URI without `access_token`, which authentication consumed (handlers refuse parameters
+/// they do not know); `None` when there is none.
+fn without_access_token(uri: &Uri) -> Option<Uri> {
+    let query = uri.query()?;
+    let is_token = |pair: &&str| pair.split('=').next() == Some("access_token");
+    if !query.split('&').any(|p| is_token(&p)) {
+        return None;
+    }
+    let rest: Vec<&str> = query.split('&').filter(|p| !is_token(p)).collect();
+    let target = match rest.is_empty() {
+        true => uri.path().to_string(),
+        false => format!("{}?{}", uri.path(), rest.join("&")),
+    };
+    Uri::builder().path_and_query(target).build().ok()
+}
+
+/// §1.3 for every route at once: a request that carries a body must say it is
+/// `application/json` (`415`), and one that declares more than 64 KiB gets `413` unread.
+/// (Handlers that read bodies enforce the limit on what actually arrives, see [`json_body`].)
+async fn body_rules(req: Request, next: Next) -> Response {
+    let headers = req.headers();
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let has_body = length.is_some_and(|n| n > 0) || headers.contains_key(header::TRANSFER_ENCODING);
+    if length.is_some_and(|n| n > json_body::LIMIT as u64) {
+        return json_body::too_large().into_response();
+    }
+    if has_body && !json_body::is_json(headers) {
+        return json_body::unsupported_type().into_response();
+    }
+    next.run(req).await
+}
+
+/// axum answers an unsupported method with a bodiless `405`; give it the problem body §1.3
+/// asks for, keeping its `Allow`.
+async fn method_problem(req: Request, next: Next) -> Response {
+    let response = next.run(req).await;
+    if response.status() != StatusCode::METHOD_NOT_ALLOWED
+        || response.headers().contains_key(header::CONTENT_TYPE)
+    {
+        return response;
+    }
+    let allow = response
+        .headers()
+        .get(header::ALLOW)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    Problem::method_not_allowed(&allow).into_response()
 }
 
 /// `(rewritten path, prefix)`: `/<domain>/x` → (`/x`, `/<domain>`), compared case-insensitively

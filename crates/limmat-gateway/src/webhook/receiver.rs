@@ -32,10 +32,11 @@ const MAX_BODY: usize = 1024 * 1024;
 /// How the receiver answers one verified request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
-    /// A status with extra header fields and an empty body.
+    /// A status with extra header fields and a body (empty unless set).
     Status {
         status: u16,
         headers: Vec<(String, String)>,
+        body: Bytes,
     },
     /// Never answer: the request stays open until the client gives up.
     Hang,
@@ -46,7 +47,16 @@ impl Reply {
         Reply::Status {
             status,
             headers: Vec::new(),
+            body: Bytes::new(),
         }
+    }
+
+    /// Sets the body (of a `Status` reply).
+    pub fn body(mut self, bytes: impl Into<Bytes>) -> Self {
+        if let Reply::Status { body, .. } = &mut self {
+            *body = bytes.into();
+        }
+        self
     }
 
     /// Adds a header field (to a `Status` reply).
@@ -297,8 +307,8 @@ fn unix_now() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
-fn respond(status: u16, headers: &[(String, String)]) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(Bytes::new()));
+fn respond(status: u16, headers: &[(String, String)], body: Bytes) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(body));
     *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     for (name, value) in headers {
         if let (Ok(n), Ok(v)) = (
@@ -318,7 +328,7 @@ async fn handle(
     let (parts, body) = req.into_parts();
     let body = match Limited::new(body, MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
-        Err(_) => return Ok(respond(413, &[])),
+        Err(_) => return Ok(respond(413, &[], Bytes::new())),
     };
     let headers = parts.headers;
     let id = text(&headers, "webhook-id");
@@ -382,7 +392,11 @@ async fn handle(
     }
     shared.attempts_tx.send_modify(|c| *c += 1);
     match reply {
-        Reply::Status { status, headers } => Ok(respond(status, &headers)),
+        Reply::Status {
+            status,
+            headers,
+            body,
+        } => Ok(respond(status, &headers, body)),
         Reply::Hang => std::future::pending().await,
     }
 }

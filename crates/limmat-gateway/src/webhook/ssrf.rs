@@ -200,12 +200,13 @@ impl Target {
         }
     }
 
-    /// `host:port`, the `CONNECT` target and the `Host` field (the port always explicit there
-    /// would be legal, but browsers and servers expect it omitted when it is the default).
+    /// `host:port` with the port always explicit: the `CONNECT` target (relay-protocol §6.3
+    /// requires the port).
     pub fn authority(&self) -> String {
         format!("{}:{}", self.host_text(), self.port)
     }
 
+    /// The `Host` field: the port omitted when it is the scheme's default, as the URL had it.
     pub fn host_header(&self) -> String {
         let default = if self.https { 443 } else { 80 };
         if self.port == default {
