@@ -363,3 +363,31 @@ async fn the_stream_filters_by_type_and_format_and_resumes_from_the_log() {
     assert_eq!((status.as_u16(), p["field"].as_str()), (400, Some("type")));
     engine.stop().await;
 }
+
+#[tokio::test]
+async fn a_resume_older_than_the_log_gets_a_gap_then_what_the_log_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.beacons.log_retention_s = 0.001;
+    let (transport, _a) = Scripted::new();
+    let mut engine = Engine::start(&c, transport);
+    let app = app(&engine);
+    engine.feed(v1(-63));
+    engine.next_event().await;
+    // A later commit trims the first entry, which is past its retention by then.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    engine.feed(v4(-63));
+    let second = engine.next_event().await;
+    assert_eq!(second["sequence"], 2);
+    let request = Request::get("/beacon/events?lastEventId=0")
+        .header(header::HOST, "gw.test")
+        .body(Body::empty())
+        .unwrap();
+    let mut body = app.clone().oneshot(request).await.unwrap().into_body();
+    let events = sse_events(&mut body, 2).await;
+    assert_eq!(events[0].1, "gap");
+    let gap: serde_json::Value = serde_json::from_str(&events[0].2).unwrap();
+    assert_eq!(gap, serde_json::json!({"requested": 0, "oldest": 2}));
+    assert_eq!(events[1].0.as_deref(), Some("2"));
+    engine.stop().await;
+}

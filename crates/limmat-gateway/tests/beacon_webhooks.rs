@@ -90,16 +90,7 @@ async fn gone_disables_and_moves_the_queue_to_dead_letters() {
     engine.next_event().await;
     engine.next_event().await;
     let _ = next_attempt(&mut attempts).await;
-    let v = wait_for(&engine, &sub, |v| !v.sub.enabled()).await;
-    assert_eq!(v.sub.disabled_reason.as_deref(), Some("gone"));
-    assert_eq!(v.pending, 0);
-    let dead = engine
-        .beacons
-        .store()
-        .dead_letters(&sub, None, 100)
-        .unwrap();
-    assert_eq!(dead.len(), 2);
-    assert!(dead.iter().all(|d| d.meta.reason == "gone"));
+    assert_disabled_with_two_dead(&engine, &sub, "gone", "gone").await;
     // New events are not queued for it.
     engine.feed(v9(-63));
     wait_for(&engine, &sub, |v| v.pending == 0).await;
@@ -237,6 +228,100 @@ async fn a_stop_between_a_2xx_and_its_commit_resends_the_same_message() {
     assert_eq!(body(&again)["id"], accepted["id"]);
     wait_for(&engine, &sub, |v| v.pending == 0).await;
     engine.stop().await;
+}
+
+#[tokio::test]
+async fn no_success_for_disable_after_disables_and_buries_the_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.webhooks.disable_after_s = 0.3;
+    let (transport, mut attempts) = Scripted::new();
+    let mut engine = Engine::start(&c, transport.clone());
+    let sub = add(&engine, None);
+    transport.script(&sub, (0..100).map(|_| failed(503)));
+    engine.feed(v1(-63));
+    engine.feed(v4(-63));
+    engine.next_event().await;
+    engine.next_event().await;
+    next_attempt(&mut attempts).await;
+    assert_disabled_with_two_dead(&engine, &sub, "failing", "disabled").await;
+    // Re-enabling resumes with new events only; dead letters stay.
+    let now = engine.beacons.now_ms();
+    engine
+        .beacons
+        .store()
+        .update_subscription(&sub, now, |s| s.disabled_reason = None)
+        .unwrap();
+    transport.scripts.lock().unwrap().clear();
+    engine.feed(v9(-63));
+    let e = engine.next_event().await;
+    let a = loop {
+        let a = next_attempt(&mut attempts).await;
+        if body(&a)["sequence"] == e["sequence"] {
+            break a;
+        }
+    };
+    assert_eq!(body(&a)["type"], "beacon.entered");
+    let v = wait_for(&engine, &sub, |v| v.pending == 0).await;
+    assert_eq!((v.sub.status(), v.dead_letters), ("active", 2));
+    engine.stop().await;
+}
+
+#[tokio::test]
+async fn pings_have_no_sequence_and_rotated_secrets_sign_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let (transport, mut attempts) = Scripted::new();
+    let engine = Engine::start(&config(dir.path()), transport.clone());
+    let app = app(&engine);
+    let sub = add(&engine, None);
+    let (status, _, rotated) = call(
+        &app,
+        "POST",
+        &format!("/beacon/subscriptions/{sub}/rotate-secret"),
+        None,
+        axum::body::Body::empty(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let secret = rotated["secret"].as_str().unwrap();
+    let head_secrets = engine
+        .beacons
+        .store()
+        .subscription(&sub)
+        .unwrap()
+        .sub
+        .secrets;
+    assert_eq!(head_secrets.len(), 2);
+    assert_eq!(head_secrets[0].value, secret);
+    assert!(head_secrets[1].until_ms.is_some());
+    let (status, _, _) = call(
+        &app,
+        "POST",
+        &format!("/beacon/subscriptions/{sub}/ping"),
+        None,
+        axum::body::Body::empty(),
+    )
+    .await;
+    assert_eq!(status, 202);
+    let a = next_attempt(&mut attempts).await;
+    let ping = body(&a);
+    assert_eq!(ping["type"], "webhook.ping");
+    assert_eq!(ping["data"], serde_json::json!({}));
+    assert!(ping.get("sequence").is_none());
+    let head = engine.beacons.store().head(&sub).unwrap();
+    assert!(head.is_none() || head.unwrap().secrets.len() == 2);
+    engine.stop().await;
+}
+
+/// Wait until `sub` is disabled for `why`, with an empty queue and two dead letters for
+/// `dead_reason`.
+async fn assert_disabled_with_two_dead(engine: &Engine, sub: &str, why: &str, dead_reason: &str) {
+    let v = wait_for(engine, sub, |v| !v.sub.enabled()).await;
+    assert_eq!(v.sub.disabled_reason.as_deref(), Some(why));
+    assert_eq!(v.pending, 0);
+    let dead = engine.beacons.store().dead_letters(sub, None, 100).unwrap();
+    assert_eq!(dead.len(), 2);
+    assert!(dead.iter().all(|d| d.meta.reason == dead_reason));
 }
 
 /// Wait (≤ 5 s) until a subscription's view satisfies `done`.

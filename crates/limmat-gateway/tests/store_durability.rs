@@ -18,6 +18,17 @@ fn options(dir: &Path) -> Options {
     Options::from_config(&config(dir))
 }
 
+/// A store on `config`'s state dir with one unfiltered subscription.
+fn open_with_sub(config: &limmat_gateway::config::GatewayConfig) -> (Store, String) {
+    let store = Store::open(&config.gateway.state_dir, Options::from_config(config)).unwrap();
+    let sub = store
+        .create_subscription(subscription(None, Filter::default()))
+        .unwrap()
+        .sub
+        .id;
+    (store, sub)
+}
+
 fn ibeacon(minor: u16) -> BeaconState {
     let mut payload = hex("02154c696d6d6174426561636f6e2d30303100010007c5");
     payload[19..21].copy_from_slice(&minor.to_be_bytes());
@@ -92,12 +103,7 @@ fn a_second_open_of_the_same_dir_refuses_and_the_file_is_private() {
 #[test]
 fn accepted_events_and_their_messages_survive_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), options(dir.path())).unwrap();
-    let sub = store
-        .create_subscription(subscription(None, Filter::default()))
-        .unwrap()
-        .sub
-        .id;
+    let (store, sub) = open_with_sub(&config(dir.path()));
     let b = ibeacon(7);
     let sequences = accept(&store, vec![entered(&b), updated(&b)], 1_000);
     assert_eq!(sequences, [1, 2]);
@@ -118,12 +124,7 @@ fn accepted_events_and_their_messages_survive_a_reopen() {
 #[test]
 fn a_message_leaves_only_after_a_2xx_and_failures_keep_retry_state() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), options(dir.path())).unwrap();
-    let sub = store
-        .create_subscription(subscription(None, Filter::default()))
-        .unwrap()
-        .sub
-        .id;
+    let (store, sub) = open_with_sub(&config(dir.path()));
     accept(&store, vec![entered(&ibeacon(7))], 1_000);
     let head = store.head(&sub).unwrap().unwrap();
     store
@@ -161,12 +162,7 @@ fn a_message_leaves_only_after_a_2xx_and_failures_keep_retry_state() {
 #[test]
 fn storage_failure_accepts_nothing_and_recovers() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), options(dir.path())).unwrap();
-    let sub = store
-        .create_subscription(subscription(None, Filter::default()))
-        .unwrap()
-        .sub
-        .id;
+    let (store, sub) = open_with_sub(&config(dir.path()));
     accept(&store, vec![entered(&ibeacon(7))], 1_000);
     store.set_fail_writes(true);
     let err = store
@@ -248,12 +244,7 @@ fn coalescing_drops_only_superseded_updates() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = config(dir.path());
     c.webhooks.coalesce_threshold = 3;
-    let store = Store::open(dir.path(), Options::from_config(&c)).unwrap();
-    let sub = store
-        .create_subscription(subscription(None, Filter::default()))
-        .unwrap()
-        .sub
-        .id;
+    let (store, sub) = open_with_sub(&c);
     let (a, b) = (ibeacon(1), ibeacon(2));
     let drafts = vec![
         entered(&a),
@@ -290,12 +281,7 @@ fn backlog_overflow_becomes_dead_letters() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = config(dir.path());
     c.webhooks.max_backlog = 3;
-    let store = Store::open(dir.path(), Options::from_config(&c)).unwrap();
-    let sub = store
-        .create_subscription(subscription(None, Filter::default()))
-        .unwrap()
-        .sub
-        .id;
+    let (store, sub) = open_with_sub(&c);
     let b = ibeacon(1);
     accept(&store, (0..5).map(|_| entered(&b)).collect(), 1_000);
     assert_eq!(store.subscription(&sub).unwrap().pending, 3);
@@ -330,4 +316,51 @@ fn filters_route_events_and_disabled_subscriptions_get_nothing() {
     )
     .unwrap();
     assert_eq!(meta.type_, "beacon.left");
+}
+
+#[test]
+fn dead_letters_are_bounded_by_count_and_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.webhooks.max_backlog = 1;
+    c.webhooks.dead_letter_max = 2;
+    c.webhooks.dead_letter_retention_s = 1.0;
+    let (store, sub) = open_with_sub(&c);
+    let b = ibeacon(1);
+    // Five events, a backlog of one: four overflow, and only the newest two are kept.
+    accept(&store, (0..5).map(|_| entered(&b)).collect(), 1_000);
+    let dead = store.dead_letters(&sub, None, 100).unwrap();
+    let sequences: Vec<u64> = dead.iter().flat_map(|d| d.meta.sequences.clone()).collect();
+    assert_eq!(sequences, [3, 4]);
+    // Paging with `after`.
+    let after = store
+        .dead_letters(&sub, Some(&dead[0].meta.id), 100)
+        .unwrap();
+    assert_eq!(after.len(), 1);
+    assert!(matches!(
+        store.dead_letters(&sub, Some("msg_nope"), 100),
+        Err(StoreError::NoDeadLetter)
+    ));
+    // Retention: nothing is old at 1.5 s, everything at 2 s.
+    assert_eq!(store.expire_dead_letters(1_500).unwrap(), 0);
+    assert_eq!(store.expire_dead_letters(2_000).unwrap(), 2);
+    assert!(store.dead_letters(&sub, None, 100).unwrap().is_empty());
+    assert_eq!(store.subscription(&sub).unwrap().dead_letters, 0);
+}
+
+#[test]
+fn delete_drops_the_queue_and_dead_letters() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, sub) = open_with_sub(&config(dir.path()));
+    accept(&store, vec![entered(&ibeacon(1))], 1_000);
+    store.delete_subscription(&sub).unwrap();
+    assert!(store.subscription(&sub).is_none());
+    assert!(store.head(&sub).unwrap().is_none());
+    drop(store);
+    let store = Store::open(dir.path(), options(dir.path())).unwrap();
+    assert!(store.subscriptions().is_empty());
+    assert!(matches!(
+        store.delete_subscription(&sub),
+        Err(StoreError::NoSubscription)
+    ));
 }

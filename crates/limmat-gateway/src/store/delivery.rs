@@ -307,7 +307,7 @@ impl Store {
                 for entry in dead.range((id.as_str(), 0)..=(id.as_str(), u64::MAX))? {
                     let (k, v) = entry?;
                     match decode_with_body::<DeadMeta>(v.value()) {
-                        Some((meta, _)) if meta.dead_ms >= cutoff => break,
+                        Some((meta, _)) if meta.dead_ms > cutoff => break,
                         _ => old.push(k.value().1),
                     }
                 }
