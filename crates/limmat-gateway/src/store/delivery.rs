@@ -60,6 +60,24 @@ impl Store {
         (due, next)
     }
 
+    /// Events queued for delivery across all subscriptions (the outbox depth).
+    pub fn outbox_depth(&self) -> u64 {
+        self.cache().subs.values().map(|st| st.pending).sum()
+    }
+
+    /// Whether some batch's `maxDelayMs` has run out (cheap: memory only).
+    pub fn batches_due(&self, now_ms: u64) -> bool {
+        self.cache()
+            .subs
+            .values()
+            .any(|st| match (st.sub.batch, st.batch_opened_ms) {
+                (Some(spec), Some(opened)) => {
+                    st.sub.enabled() && opened.saturating_add(spec.max_delay_ms) <= now_ms
+                }
+                _ => false,
+            })
+    }
+
     /// Close the batches whose `maxDelayMs` has run out.
     pub fn close_due_batches(&self, now_ms: u64) -> Result<(), StoreError> {
         let mut cache = self.cache();
@@ -400,6 +418,9 @@ fn apply(
     meta.attempts = meta.attempts.saturating_add(1);
     match outcome {
         Outcome::Delivered { status } => {
+            crate::metrics::delivery_latency(std::time::Duration::from_millis(
+                now.saturating_sub(meta.created_ms),
+            ));
             d.delivered += meta.sequences.len().max(1) as u64;
             d.consecutive_failures = 0;
             d.last_success_ms = Some(now);

@@ -118,9 +118,12 @@ pub async fn run(
     let mut housekeeping = tokio::time::interval(settings.housekeeping);
     loop {
         let now = clock.now_ms();
-        if let Err(e) = blocking(&store, move |s| s.close_due_batches(now)).await {
+        if store.batches_due(now)
+            && let Err(e) = blocking(&store, move |s| s.close_due_batches(now)).await
+        {
             tracing::error!(error = %e, "could not close due batches");
         }
+        crate::metrics::outbox_depth(usize::try_from(store.outbox_depth()).unwrap_or(usize::MAX));
         let (due, next) = store.due(now);
         let now_instant = Instant::now();
         cooling.retain(|_, until| *until > now_instant);
