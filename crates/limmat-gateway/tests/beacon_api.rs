@@ -391,3 +391,35 @@ async fn a_resume_older_than_the_log_gets_a_gap_then_what_the_log_holds() {
     assert_eq!(events[1].0.as_deref(), Some("2"));
     engine.stop().await;
 }
+
+#[tokio::test]
+async fn the_openapi_document_lists_every_beacon_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let (transport, _a) = Scripted::new();
+    let engine = Engine::start(&config(dir.path()), transport);
+    let (status, _, doc) = call(&app(&engine), "GET", "/openapi.json", None, Body::empty()).await;
+    assert_eq!(status, 200);
+    for (path, method) in [
+        ("/beacon/beacons", "get"),
+        ("/beacon/beacons/{key}", "get"),
+        ("/beacon/events", "get"),
+        ("/beacon/subscriptions", "post"),
+        ("/beacon/subscriptions", "get"),
+        ("/beacon/subscriptions/{id}", "get"),
+        ("/beacon/subscriptions/{id}", "patch"),
+        ("/beacon/subscriptions/{id}", "delete"),
+        ("/beacon/subscriptions/{id}/dead-letters", "get"),
+        ("/beacon/subscriptions/{id}/dead-letters", "delete"),
+        ("/beacon/subscriptions/{id}/dead-letters/replay", "post"),
+        (
+            "/beacon/subscriptions/{id}/dead-letters/{msg_id}/replay",
+            "post",
+        ),
+        ("/beacon/subscriptions/{id}/dead-letters/{msg_id}", "delete"),
+        ("/beacon/subscriptions/{id}/ping", "post"),
+        ("/beacon/subscriptions/{id}/rotate-secret", "post"),
+    ] {
+        assert!(doc["paths"][path][method].is_object(), "{method} {path}");
+    }
+    engine.stop().await;
+}
