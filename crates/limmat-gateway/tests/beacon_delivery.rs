@@ -80,7 +80,7 @@ async fn failures_retry_with_the_same_id_and_body_until_a_verified_delivery() {
         )
     );
     // The counters follow once the 2xx is committed.
-    let sub = wait_sub(&app, &id, |s| s["delivery"]["delivered"] == 1).await;
+    let sub = wait_sub(&engine, &app, &id, |s| s["delivery"]["delivered"] == 1).await;
     assert_eq!(sub["delivery"]["failedAttempts"], 3);
     assert_eq!(sub["delivery"]["lastStatus"], 200);
     assert_eq!(sub["status"], "active");
@@ -134,7 +134,7 @@ async fn gone_disables_and_the_retry_budget_dead_letter_replays_with_its_id() {
     let failing_id = subscribe(&app, &failing.url("/hook"), "").await;
     engine.feed(v1(-63));
 
-    let sub = wait_sub(&app, &gone_id, |s| s["status"] == "disabled").await;
+    let sub = wait_sub(&engine, &app, &gone_id, |s| s["status"] == "disabled").await;
     assert_eq!(sub["disabledReason"], "gone");
     let (_, _, dl) = call(
         &app,
@@ -147,7 +147,10 @@ async fn gone_disables_and_the_retry_budget_dead_letter_replays_with_its_id() {
     assert_eq!(dl["deadLetters"][0]["reason"], "gone");
     assert_eq!(dl["deadLetters"][0]["body"]["type"], "beacon.entered");
 
-    wait_sub(&app, &failing_id, |s| s["delivery"]["deadLetters"] == 1).await;
+    wait_sub(&engine, &app, &failing_id, |s| {
+        s["delivery"]["deadLetters"] == 1
+    })
+    .await;
     let (_, _, dl) = call(
         &app,
         "GET",
@@ -208,7 +211,7 @@ async fn a_receiver_that_never_answers_times_out_while_others_deliver_in_order()
         })
         .collect();
     assert_eq!(sequences, [1, 2, 3, 4]);
-    let sub = wait_sub(&app, &hanging_id, |s| {
+    let sub = wait_sub(&engine, &app, &hanging_id, |s| {
         s["delivery"]["lastError"] == "timeout"
     })
     .await;
@@ -222,17 +225,19 @@ async fn a_receiver_that_never_answers_times_out_while_others_deliver_in_order()
 
 /// Wait (≤ 10 s) until the subscription's JSON satisfies `done`.
 async fn wait_sub(
+    engine: &Engine,
     app: &axum::Router,
     id: &str,
     done: impl Fn(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
+    let mut changes = engine.beacons.store().changes();
     tokio::time::timeout(WAIT, async {
         loop {
             let sub = subscription(app, id).await;
             if done(&sub) {
                 return sub;
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            changes.changed().await.unwrap();
         }
     })
     .await

@@ -330,6 +330,7 @@ async fn wait_for(
     sub: &str,
     done: impl Fn(&limmat_gateway::store::subscriptions::SubscriptionView) -> bool,
 ) -> limmat_gateway::store::subscriptions::SubscriptionView {
+    let mut changes = engine.beacons.store().changes();
     tokio::time::timeout(Duration::from_secs(5), async {
         loop {
             if let Some(v) = engine.beacons.store().subscription(sub)
@@ -337,8 +338,7 @@ async fn wait_for(
             {
                 return v;
             }
-            tokio::task::yield_now().await;
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            changes.changed().await.unwrap();
         }
     })
     .await

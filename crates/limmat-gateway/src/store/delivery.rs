@@ -158,6 +158,7 @@ impl Store {
         if let Some(st) = self.cache().subs.get_mut(subscription_id) {
             st.in_flight = in_flight;
         }
+        self.touched();
     }
 
     /// Commit the result of one attempt of the message at `position`. `backoff(k)` gives the

@@ -176,6 +176,8 @@ struct Inner {
     cache: Mutex<Cache>,
     writable: AtomicBool,
     fail_writes: AtomicBool,
+    /// Bumped after every committed write and in-flight change, for waiters.
+    changed: tokio::sync::watch::Sender<u64>,
 }
 
 /// The state database. Cheap to clone; every clone is the same database.
@@ -215,6 +217,7 @@ impl Store {
                 cache: Mutex::new(Cache::default()),
                 writable: AtomicBool::new(true),
                 fail_writes: AtomicBool::new(false),
+                changed: tokio::sync::watch::channel(0).0,
             }),
         };
         store.create_tables().map_err(|e| open_err(e.to_string()))?;
@@ -270,7 +273,20 @@ impl Store {
             txn.commit().map_err(StoreError::from)
         };
         self.inner.writable.store(result.is_ok(), Ordering::Relaxed);
+        if result.is_ok() {
+            self.touched();
+        }
         result
+    }
+
+    /// Changes from now on: the value moves after every committed write (the mirror is
+    /// already up to date by the time a reader gets the cache lock) and every in-flight change.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.changed.subscribe()
+    }
+
+    pub(crate) fn touched(&self) {
+        self.inner.changed.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     fn create_tables(&self) -> Result<(), StoreError> {
