@@ -49,7 +49,7 @@ async fn failures_retry_with_the_same_id_and_body_until_a_verified_delivery() {
         .await
         .unwrap();
     receiver.script([Reply::status(500), Reply::status(500), Reply::status(500)]);
-    let engine = start(&config(dir.path()));
+    let engine = start(&quiet_config(dir.path()));
     let app = app(&engine);
     let id = subscribe(&app, &receiver.url("/hook"), "").await;
     engine.feed(v1(-63));
@@ -100,7 +100,7 @@ async fn a_redirect_fails_without_being_followed_and_retry_after_is_honoured() {
         Reply::status(302).header("Location", &elsewhere.url("/moved")),
         Reply::status(503).header("Retry-After", "2"),
     ]);
-    let engine = start(&config(dir.path()));
+    let engine = start(&quiet_config(dir.path()));
     let app = app(&engine);
     subscribe(&app, &receiver.url("/hook"), "").await;
     engine.feed(v1(-63));
@@ -118,7 +118,7 @@ async fn a_redirect_fails_without_being_followed_and_retry_after_is_honoured() {
 #[tokio::test]
 async fn gone_disables_and_the_retry_budget_dead_letter_replays_with_its_id() {
     let dir = tempfile::tempdir().unwrap();
-    let mut c = config(dir.path());
+    let mut c = quiet_config(dir.path());
     c.webhooks.max_attempts = 2;
     let gone = Receiver::start("127.0.0.1:0".parse().unwrap(), vec![key()])
         .await
@@ -184,7 +184,7 @@ async fn gone_disables_and_the_retry_budget_dead_letter_replays_with_its_id() {
 #[tokio::test]
 async fn a_receiver_that_never_answers_times_out_while_others_deliver_in_order() {
     let dir = tempfile::tempdir().unwrap();
-    let mut c = config(dir.path());
+    let mut c = quiet_config(dir.path());
     c.webhooks.timeout_s = 1.0;
     let hanging = Receiver::start("127.0.0.1:0".parse().unwrap(), vec![key()])
         .await

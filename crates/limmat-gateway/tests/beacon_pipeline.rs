@@ -100,7 +100,9 @@ async fn updates_are_rate_limited_and_silence_leaves_once() {
 async fn interleaved_tlm_gives_rate_limited_telemetry_naming_the_uid() {
     let dir = tempfile::tempdir().unwrap();
     let (transport, _attempts) = Scripted::new();
-    let mut engine = Engine::start(&config(dir.path()), transport);
+    let mut c = quiet_config(dir.path());
+    c.presence.telemetry_interval_s = 0.5;
+    let mut engine = Engine::start(&c, transport);
     engine.feed(v6(-70));
     assert_eq!(engine.next_event().await["type"], "beacon.entered");
     engine.feed(v12(-70));

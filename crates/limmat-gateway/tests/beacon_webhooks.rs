@@ -28,7 +28,7 @@ fn body(a: &Attempt) -> serde_json::Value {
 async fn three_failures_then_success_is_four_attempts_spaced_by_backoff() {
     let dir = tempfile::tempdir().unwrap();
     let (transport, mut attempts) = Scripted::new();
-    let engine = Engine::start(&config(dir.path()), transport.clone());
+    let engine = Engine::start(&quiet_config(dir.path()), transport.clone());
     let sub = add(&engine, None);
     transport.script(&sub, [failed(500), failed(500), failed(500)]);
     engine.feed(v1(-63));
@@ -59,7 +59,7 @@ async fn three_failures_then_success_is_four_attempts_spaced_by_backoff() {
 async fn retry_after_delays_the_next_attempt() {
     let dir = tempfile::tempdir().unwrap();
     let (transport, mut attempts) = Scripted::new();
-    let engine = Engine::start(&config(dir.path()), transport.clone());
+    let engine = Engine::start(&quiet_config(dir.path()), transport.clone());
     let sub = add(&engine, None);
     transport.script(
         &sub,
@@ -81,7 +81,7 @@ async fn retry_after_delays_the_next_attempt() {
 async fn gone_disables_and_moves_the_queue_to_dead_letters() {
     let dir = tempfile::tempdir().unwrap();
     let (transport, mut attempts) = Scripted::new();
-    let mut engine = Engine::start(&config(dir.path()), transport.clone());
+    let mut engine = Engine::start(&quiet_config(dir.path()), transport.clone());
     let sub = add(&engine, None);
     transport.script(&sub, [Outcome::Gone]);
     // Both reports land in one group commit, so the queue holds two messages.
@@ -100,7 +100,7 @@ async fn gone_disables_and_moves_the_queue_to_dead_letters() {
 #[tokio::test]
 async fn the_retry_budget_makes_a_dead_letter_that_replays_with_the_same_id() {
     let dir = tempfile::tempdir().unwrap();
-    let mut c = config(dir.path());
+    let mut c = quiet_config(dir.path());
     c.webhooks.max_attempts = 3;
     let (transport, mut attempts) = Scripted::new();
     let engine = Engine::start(&c, transport.clone());
@@ -139,7 +139,7 @@ async fn the_retry_budget_makes_a_dead_letter_that_replays_with_the_same_id() {
 async fn a_hanging_receiver_does_not_block_other_subscriptions() {
     let dir = tempfile::tempdir().unwrap();
     let (transport, mut attempts) = Scripted::new();
-    let mut engine = Engine::start(&config(dir.path()), transport.clone());
+    let mut engine = Engine::start(&quiet_config(dir.path()), transport.clone());
     let stuck = add(&engine, None);
     let fine = add(&engine, None);
     transport.hang(&stuck);
@@ -170,7 +170,7 @@ async fn a_hanging_receiver_does_not_block_other_subscriptions() {
 async fn batches_of_100_are_contiguous_and_ordered() {
     let dir = tempfile::tempdir().unwrap();
     let (transport, mut attempts) = Scripted::new();
-    let engine = Engine::start(&config(dir.path()), transport.clone());
+    let engine = Engine::start(&quiet_config(dir.path()), transport.clone());
     let _sub = add(
         &engine,
         Some(BatchSpec {
@@ -206,7 +206,7 @@ async fn batches_of_100_are_contiguous_and_ordered() {
 #[tokio::test]
 async fn a_stop_between_a_2xx_and_its_commit_resends_the_same_message() {
     let dir = tempfile::tempdir().unwrap();
-    let c = config(dir.path());
+    let c = quiet_config(dir.path());
     let (transport, mut attempts) = Scripted::new();
     let mut engine = Engine::start(&c, transport.clone());
     let sub = add(&engine, None);
@@ -233,7 +233,7 @@ async fn a_stop_between_a_2xx_and_its_commit_resends_the_same_message() {
 #[tokio::test]
 async fn no_success_for_disable_after_disables_and_buries_the_queue() {
     let dir = tempfile::tempdir().unwrap();
-    let mut c = config(dir.path());
+    let mut c = quiet_config(dir.path());
     c.webhooks.disable_after_s = 0.3;
     let (transport, mut attempts) = Scripted::new();
     let mut engine = Engine::start(&c, transport.clone());
@@ -271,7 +271,7 @@ async fn no_success_for_disable_after_disables_and_buries_the_queue() {
 async fn pings_have_no_sequence_and_rotated_secrets_sign_twice() {
     let dir = tempfile::tempdir().unwrap();
     let (transport, mut attempts) = Scripted::new();
-    let engine = Engine::start(&config(dir.path()), transport.clone());
+    let engine = Engine::start(&quiet_config(dir.path()), transport.clone());
     let app = app(&engine);
     let sub = add(&engine, None);
     let (status, _, rotated) = call(

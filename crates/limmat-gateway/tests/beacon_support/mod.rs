@@ -126,6 +126,15 @@ pub fn subscription(
     }
 }
 
+/// [`config`] without presence events after the first sightings (no updates, no leaves within
+/// a test), so only what a test feeds reaches the queues.
+pub fn quiet_config(dir: &Path) -> GatewayConfig {
+    let mut c = config(dir);
+    c.presence.update_interval_s = 30.0;
+    c.presence.leave_after_s = 30.0;
+    c
+}
+
 /// One recorded attempt.
 #[derive(Debug, Clone)]
 pub struct Attempt {
