@@ -479,5 +479,19 @@ async fn admin_api_counts_per_domain() {
     let all = admin_json(admin, "/api/domains").await;
     assert_eq!(all[0]["domain"], "dev", "{all}");
     assert_eq!(all[0]["proxy"]["connections"], 1, "{all}");
+    let mut s = TcpStream::connect(admin).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let metrics = String::from_utf8(read_to_end(&mut s).await).unwrap();
+    for series in [
+        "limmat_proxy_requests_total{",
+        "verdict=\"allowed\"",
+        "verdict=\"denied\"",
+        "limmat_proxy_bytes_total{",
+        "limmat_proxy_active{",
+    ] {
+        assert!(metrics.contains(series), "{series} in {metrics}");
+    }
     relay.stop().await;
 }
