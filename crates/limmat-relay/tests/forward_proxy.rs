@@ -289,6 +289,12 @@ async fn the_proxy_is_never_open() {
         "[64:ff9b::7f00:1]:80".into(),
         "[fe80::1]:80".into(),
         "[fd00::1]:80".into(),
+        "[::]:80".into(),
+        "[::ffff:7f00:1]:80".into(),
+        // Names the resolver turns into loopback: judged by the address, not the spelling.
+        "2130706433:80".into(),
+        "127.1:80".into(),
+        "0x7f.0.0.1:80".into(),
         own.to_string(),
         admin.to_string(),
         format!("localhost:{}", own.port()),
