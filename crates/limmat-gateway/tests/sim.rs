@@ -252,16 +252,14 @@ async fn every_fifth_uid_frame_is_telemetry_with_real_counters() {
 async fn count_clones_beacons_with_consecutive_identities_and_addresses() {
     let sim = sim(r#"
         default_world = false
-        [[sim.beacon]]
+        [[beacon]]
         format = "ibeacon"
         address = "C0:00:00:00:00:FE"
         major = 9
         minor = 100
         count = 5000
         interval_ms = 1000
-        "#
-    .replace("[[sim.beacon]]", "[[beacon]]")
-    .as_str());
+        "#);
     let mut scan = sim.scan(ScanMode::Active).await.unwrap();
     let reports = collect(&mut scan, SECOND).await;
     assert_eq!(reports.len(), 5000);
