@@ -739,3 +739,25 @@ async fn gatt_operations_need_a_link_to_a_known_node() {
     sim.connect(hrm, TIMEOUT).await.unwrap();
     assert_eq!(sim.read(hrm, 0x23).await.unwrap(), hex("0000"));
 }
+
+/// The driver on the real clock (time not paused), a hundred times faster: reports keep
+/// coming, in the order of their receive times.
+#[tokio::test]
+async fn runs_on_the_real_clock_too() {
+    let sim = SimBackend::new(&config("time_scale = 100.0")).unwrap();
+    let mut scan = sim.scan(ScanMode::Active).await.unwrap();
+    let mut last = None;
+    let mut ibeacon = 0;
+    while ibeacon < 10 {
+        let r = tokio::time::timeout(TIMEOUT, scan.next())
+            .await
+            .unwrap()
+            .unwrap();
+        if r.address == addr(IBEACON) {
+            ibeacon += 1;
+        }
+        assert!(last.is_none_or(|previous| r.at >= previous));
+        assert!(r.received >= SystemTime::now() - TIMEOUT);
+        last = Some(r.at);
+    }
+}

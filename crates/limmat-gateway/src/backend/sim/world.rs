@@ -116,10 +116,10 @@ impl World {
     /// The world `config` describes, or the first thing wrong with it.
     pub fn build(config: &SimConfig) -> Result<World, ConfigError> {
         check(
-            config.time_scale.is_finite() && config.time_scale > 0.0 && config.time_scale <= 1e6,
+            (0.001..=1e6).contains(&config.time_scale),
             "sim.time_scale",
             config.time_scale,
-            "a positive factor (1 = real time)",
+            "a factor from 0.001 to 1000000 (1 = real time)",
         )?;
         // Which entry claimed each address, to refuse duplicates by name.
         let mut taken: HashMap<Address, String> = HashMap::new();
