@@ -39,6 +39,7 @@ pub mod hex;
 pub mod metrics;
 pub mod pipeline;
 pub mod presence;
+pub mod server;
 pub mod store;
 pub mod uuid;
 pub mod webhook;

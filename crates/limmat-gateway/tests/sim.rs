@@ -252,16 +252,14 @@ async fn every_fifth_uid_frame_is_telemetry_with_real_counters() {
 async fn count_clones_beacons_with_consecutive_identities_and_addresses() {
     let sim = sim(r#"
         default_world = false
-        [[sim.beacon]]
+        [[beacon]]
         format = "ibeacon"
         address = "C0:00:00:00:00:FE"
         major = 9
         minor = 100
         count = 5000
         interval_ms = 1000
-        "#
-    .replace("[[sim.beacon]]", "[[beacon]]")
-    .as_str());
+        "#);
     let mut scan = sim.scan(ScanMode::Active).await.unwrap();
     let reports = collect(&mut scan, SECOND).await;
     assert_eq!(reports.len(), 5000);
@@ -619,4 +617,147 @@ async fn dropping_the_backend_ends_its_streams() {
     drop(sim);
     while scan.next().await.is_some() {}
     assert_eq!(sub.next().await, None);
+}
+
+/// Per-device PRNG streams: adding devices and clients leaves every other device's values as
+/// they were.
+#[tokio::test(start_paused = true)]
+async fn more_devices_and_clients_do_not_shift_other_devices_values() {
+    let ibeacon_rssi = async |toml: &str, extra_scans: usize| -> Vec<Option<i16>> {
+        let sim = sim(toml);
+        let _others: Vec<_> =
+            futures::future::join_all((0..extra_scans).map(|_| sim.scan(ScanMode::Active))).await;
+        let mut scan = sim.scan(ScanMode::Active).await.unwrap();
+        collect(&mut scan, SECOND * 20)
+            .await
+            .into_iter()
+            .filter(|r| r.address == addr(IBEACON))
+            .map(|r| r.rssi)
+            .collect()
+    };
+    let alone = ibeacon_rssi("", 0).await;
+    assert_eq!(alone.len(), 20);
+    let crowded = ibeacon_rssi(
+        "[[beacon]]\nformat = \"ibeacon\"\naddress = \"c0ffee001000\"\ncount = 100\n",
+        3,
+    )
+    .await;
+    assert_eq!(alone, crowded);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_gateway_file_carries_the_sim_section() {
+    let config = limmat_gateway::config::GatewayConfig::from_toml(
+        "[sim]\nseed = 3\ntime_scale = 2.0\n\
+         [[sim.beacon]]\nformat = \"eddystone-url\"\naddress = \"c0ffee000200\"\n\
+         url = \"https://limmat.example/\"\ninterval_ms = 500\n\
+         rssi = { start = -50, min = -60, max = -45, step = 1 }\n\
+         [[sim.peripheral]]\naddress = \"c0ffee000010\"\ndrop_link_after_s = 1\n",
+    )
+    .unwrap();
+    assert_eq!(config.sim.seed, 3);
+    assert_eq!(config.sim.beacons.len(), 1);
+    let sim = SimBackend::new(&config.sim).unwrap();
+    let mut scan = sim.scan(ScanMode::Active).await.unwrap();
+    // Twice as fast and every 500 ms: four frames per real second.
+    let reports: Vec<Report> = collect(&mut scan, SECOND)
+        .await
+        .into_iter()
+        .filter(|r| r.address == addr("c0ffee000200"))
+        .collect();
+    assert_eq!(reports.len(), 4);
+    for r in &reports {
+        assert!((-60..=-45).contains(&r.rssi.unwrap()));
+        let url = beacon::decode_service_data(&Uuid::EDDYSTONE, &r.service_data[&Uuid::EDDYSTONE]);
+        assert_eq!(
+            url.beacon().unwrap().key(),
+            "eddystone-url:https://limmat.example/"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn gatt_operations_need_a_link_to_a_known_node() {
+    let sim = sim("");
+    for node in [HRM, IBEACON] {
+        let node = addr(node);
+        assert_eq!(sim.services(node).await, Err(BleError::NotConnected));
+        assert_eq!(
+            sim.characteristics(node, None).await,
+            Err(BleError::NotConnected)
+        );
+        assert_eq!(
+            sim.descriptors(node, None).await,
+            Err(BleError::NotConnected)
+        );
+        assert_eq!(
+            sim.write(node, 0x42, &[1], WriteMode::Request).await,
+            Err(BleError::NotConnected)
+        );
+        assert_eq!(
+            sim.subscribe(node, 0x22, NotifyKind::Notify).await.err(),
+            Some(BleError::NotConnected)
+        );
+    }
+    let unknown = addr("c0ffee0000ff");
+    assert_eq!(sim.services(unknown).await, Err(BleError::NotFound));
+    assert_eq!(sim.disconnect(unknown).await, Err(BleError::NotFound));
+    sim.connect(addr(HRM), TIMEOUT).await.unwrap();
+    let hrm = addr(HRM);
+    assert_eq!(
+        sim.subscribe(hrm, 0x99, NotifyKind::Notify).await.err(),
+        Some(BleError::NotFound)
+    );
+    assert_eq!(sim.descriptors(hrm, Some(0x35)).await.unwrap(), Vec::new());
+    assert_eq!(
+        sim.descriptors(hrm, Some(0x99)).await,
+        Err(BleError::NotFound)
+    );
+    // CCCD writes: the values of the spec, within the characteristic's properties.
+    sim.write(hrm, 0x23, &hex("0100"), WriteMode::Request)
+        .await
+        .unwrap();
+    assert_eq!(sim.read(hrm, 0x23).await.unwrap(), hex("0100"));
+    assert_eq!(
+        sim.write(hrm, 0x23, &hex("0200"), WriteMode::Request).await,
+        Err(BleError::Att(0xfd))
+    );
+    assert_eq!(
+        sim.write(hrm, 0x23, &hex("01"), WriteMode::Request).await,
+        Err(BleError::Att(0x0d))
+    );
+    assert_eq!(
+        sim.write(hrm, 0x43, b"x", WriteMode::Request).await,
+        Err(BleError::Att(0x03))
+    );
+    assert_eq!(
+        sim.write(hrm, 0x42, &[0; 513], WriteMode::Request).await,
+        Err(BleError::Att(0x0d))
+    );
+    // The CCCD resets with the link.
+    sim.disconnect(hrm).await.unwrap();
+    sim.connect(hrm, TIMEOUT).await.unwrap();
+    assert_eq!(sim.read(hrm, 0x23).await.unwrap(), hex("0000"));
+}
+
+/// The driver on the real clock (time not paused), a hundred times faster: reports keep
+/// coming, in the order of their receive times.
+#[tokio::test]
+async fn runs_on_the_real_clock_too() {
+    let sim = SimBackend::new(&config("time_scale = 100.0")).unwrap();
+    let mut scan = sim.scan(ScanMode::Active).await.unwrap();
+    let mut last = None;
+    let mut ibeacon = 0;
+    while ibeacon < 10 {
+        let r = tokio::time::timeout(TIMEOUT, scan.next())
+            .await
+            .unwrap()
+            .unwrap();
+        if r.address == addr(IBEACON) {
+            ibeacon += 1;
+        }
+        assert!(last.is_none_or(|previous| r.at >= previous));
+        assert!(r.received >= SystemTime::now() - TIMEOUT);
+        last = Some(r.at);
+    }
 }

@@ -13,17 +13,24 @@ const LINGER_BYTES: usize = 64 * 1024;
 
 /// Writes `response`, half-closes and drains, then drops the connection.
 pub(crate) async fn respond_and_close(stream: Stream, response: &[u8]) {
+    crate::metrics::response(response);
+    linger(stream, response, LINGER_TIME, LINGER_BYTES).await;
+}
+
+/// The same for a forward-proxy refusal, which its own metrics count (6.5), not the
+/// handshake responses'.
+pub(crate) async fn refuse_and_close(stream: Stream, response: &[u8]) {
     linger(stream, response, LINGER_TIME, LINGER_BYTES).await;
 }
 
 /// The same with a short linger, for connections refused by a per-source limit: a source over
 /// its limit must not hold thousands of sockets in lingering closes.
 pub(crate) async fn respond_and_close_briefly(stream: Stream, response: &[u8]) {
+    crate::metrics::response(response);
     linger(stream, response, LINGER_TIME / 8, 4096).await;
 }
 
 async fn linger(mut stream: Stream, response: &[u8], time: Duration, bytes: usize) {
-    crate::metrics::response(response);
     let written = timeout(time, async {
         stream.write_all(response).await?;
         stream.shutdown().await

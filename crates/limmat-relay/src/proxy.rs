@@ -13,7 +13,7 @@
 
 use crate::conn::Conn;
 use crate::egress::Policy;
-use crate::linger::respond_and_close;
+use crate::linger::{refuse_and_close, respond_and_close};
 use crate::registry::PipeCounters;
 use crate::server::Shared;
 use crate::stream::Stream;
@@ -160,7 +160,7 @@ pub(crate) async fn serve(shared: &Arc<Shared>, conn: Conn, buf: Vec<u8>, head_l
                 "error"
             };
             counter(kind, "unknown", verdict);
-            return respond_and_close(conn.stream, &refusal.response()).await;
+            return refuse_and_close(conn.stream, &refusal.response()).await;
         }
     };
     let domain = device.domain.as_str();
@@ -178,7 +178,7 @@ pub(crate) async fn serve(shared: &Arc<Shared>, conn: Conn, buf: Vec<u8>, head_l
         Ok(parsed) => parsed,
         Err(e) => {
             let response = refuse(Refusal::BadTarget, &e.to_string());
-            return respond_and_close(conn.stream, &response).await;
+            return refuse_and_close(conn.stream, &response).await;
         }
     };
     let body = match (&absolute, wire::body(&buf[..head_len])) {
@@ -186,7 +186,7 @@ pub(crate) async fn serve(shared: &Arc<Shared>, conn: Conn, buf: Vec<u8>, head_l
         (Some(_), Ok(body)) => body,
         (Some(_), Err(e)) => {
             let response = refuse(Refusal::BadTarget, &format!("body framing: {e:?}"));
-            return respond_and_close(conn.stream, &response).await;
+            return refuse_and_close(conn.stream, &response).await;
         }
     };
     let Some(active) = proxy
@@ -194,7 +194,7 @@ pub(crate) async fn serve(shared: &Arc<Shared>, conn: Conn, buf: Vec<u8>, head_l
         .enter(domain, shared.config.proxy_max_per_domain)
     else {
         let response = refuse(Refusal::RateLimited(1), "proxy_max_per_domain reached");
-        return respond_and_close(conn.stream, &response).await;
+        return refuse_and_close(conn.stream, &response).await;
     };
     let started = Instant::now();
     let connected = connect(shared, &proxy.policy, domain, &target).await;
@@ -204,11 +204,11 @@ pub(crate) async fn serve(shared: &Arc<Shared>, conn: Conn, buf: Vec<u8>, head_l
             tracing::info!(%domain, key = %device.fingerprint, %peer, kind = kind.label(), host = %target.host, port = target.port, verdict = "denied", %rule, "proxy request denied by the egress policy");
             proxy.stats.update(domain, |s| s.denied += 1);
             counter(kind, domain, "denied");
-            return respond_and_close(conn.stream, &Refusal::EgressDenied.response()).await;
+            return refuse_and_close(conn.stream, &Refusal::EgressDenied.response()).await;
         }
         Err(Failure::Refused(refusal, why)) => {
             let response = refuse(refusal, &why);
-            return respond_and_close(conn.stream, &response).await;
+            return refuse_and_close(conn.stream, &response).await;
         }
     };
     crate::socket::configure(&origin);

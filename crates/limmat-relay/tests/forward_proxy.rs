@@ -289,6 +289,12 @@ async fn the_proxy_is_never_open() {
         "[64:ff9b::7f00:1]:80".into(),
         "[fe80::1]:80".into(),
         "[fd00::1]:80".into(),
+        "[::]:80".into(),
+        "[::ffff:7f00:1]:80".into(),
+        // Names the resolver turns into loopback: judged by the address, not the spelling.
+        "2130706433:80".into(),
+        "127.1:80".into(),
+        "0x7f.0.0.1:80".into(),
         own.to_string(),
         admin.to_string(),
         format!("localhost:{}", own.port()),
@@ -479,5 +485,19 @@ async fn admin_api_counts_per_domain() {
     let all = admin_json(admin, "/api/domains").await;
     assert_eq!(all[0]["domain"], "dev", "{all}");
     assert_eq!(all[0]["proxy"]["connections"], 1, "{all}");
+    let mut s = TcpStream::connect(admin).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let metrics = String::from_utf8(read_to_end(&mut s).await).unwrap();
+    for series in [
+        "limmat_proxy_requests_total{",
+        "verdict=\"allowed\"",
+        "verdict=\"denied\"",
+        "limmat_proxy_bytes_total{",
+        "limmat_proxy_active{",
+    ] {
+        assert!(metrics.contains(series), "{series} in {metrics}");
+    }
     relay.stop().await;
 }

@@ -417,7 +417,12 @@ pub fn origin_request(head: &[u8], target: &AbsoluteTarget) -> Vec<u8> {
         }
         out.extend_from_slice(name);
         out.extend_from_slice(b": ");
-        out.extend_from_slice(value);
+        // A bare CR or a NUL inside a value is a line break to some servers: a field could be
+        // smuggled past the rewrite. RFC 9110 (5.5) allows replacing them with SP.
+        out.extend(value.iter().map(|&b| match b {
+            b'\r' | 0 => b' ',
+            b => b,
+        }));
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"Via: ");
@@ -751,6 +756,15 @@ mod tests {
             "GET /p?q=1 HTTP/1.1\r\nHost: example.org:8080\r\nAccept: */*\r\n\
              X-Keep: kept value\r\nVia: 1.1 limmat\r\nConnection: close\r\n\r\n"
         );
+        let target = parse_absolute(b"http://h/").unwrap();
+        let out = origin_request(
+            b"GET http://h/ HTTP/1.1\r\nX: a\rHost: evil\0b\r\n\r\n",
+            &target,
+        );
+        assert_eq!(
+            out,
+            b"GET / HTTP/1.1\r\nHost: h\r\nX: a Host: evil b\r\nVia: 1.1 limmat\r\nConnection: close\r\n\r\n"
+        );
         let target = parse_absolute(b"http://[::1]/").unwrap();
         let out = origin_request(b"POST http://[::1]/ HTTP/1.0\n\n", &target);
         assert_eq!(
@@ -815,11 +829,35 @@ mod tests {
                 let _ = parse_authority(head.target);
                 if let Ok(t) = parse_absolute(head.target) {
                     prop_assert!(t.path.starts_with(b"/"));
-                    let _ = origin_request(&bytes, &t);
+                    let out = origin_request(&bytes, &t);
+                    // Every CR starts a CRLF: no field can hide behind a bare CR.
+                    for (i, &b) in out.iter().enumerate() {
+                        if b == b'\r' {
+                            prop_assert_eq!(out.get(i + 1), Some(&b'\n'));
+                        }
+                    }
+                    let lower = out.to_ascii_lowercase();
+                    prop_assert!(!lower.windows(7).any(|w| w == b"\nproxy-"));
                 }
                 let _ = credentials(&bytes);
                 let _ = body(&bytes);
                 let _ = with_proxy_authorization(&bytes, "Bearer k");
+            }
+
+            #[test]
+            fn rewrite_keeps_one_field_per_line(fields in proptest::collection::vec(
+                "(Proxy-Authorization|Connection|X-A|Host| X|Keep-Alive)[: ]{0,2}[ -~\r\t\x00]{0,20}",
+                0..8,
+            )) {
+                let head = format!("GET http://h:8/p HTTP/1.1\r\n{}\r\n\r\n", fields.join("\r\n"));
+                let Ok(t) = parse_absolute(b"http://h:8/p") else { return Err(TestCaseError::fail("target")) };
+                let out = origin_request(head.as_bytes(), &t);
+                let text = String::from_utf8_lossy(&out).to_ascii_lowercase();
+                prop_assert!(text.starts_with("get /p http/1.1\r\nhost: h:8\r\n"));
+                prop_assert!(text.ends_with("\r\nvia: 1.1 limmat\r\nconnection: close\r\n\r\n"));
+                prop_assert_eq!(text.matches("\nhost:").count(), 1);
+                prop_assert!(!text.contains("\nproxy-") && !text.contains("\nkeep-alive:"));
+                prop_assert_eq!(text.matches('\r').count(), text.matches("\r\n").count());
             }
 
             #[test]

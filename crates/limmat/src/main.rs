@@ -2,8 +2,12 @@
 //!
 //! - `limmat relay`: the public reverse-HTTP relay.
 //! - `limmat tunnel server|proxy|client`: the device side, in YalerTunnel's argument shape.
+//! - `limmat gateway`: the BLE gateway, served locally and through a relay.
+//! - `limmat demo`: a relay, a simulated gateway and a webhook receiver in one process.
 
 mod config_file;
+mod demo;
+mod gateway;
 mod key;
 mod logging;
 mod relay;
@@ -40,6 +44,10 @@ enum Command {
     Relay(Box<relay::RelayArgs>),
     /// Run the device side (server, proxy) or its client counterpart, as YalerTunnel does.
     Tunnel(tunnel::TunnelArgs),
+    /// Run the BLE gateway: GAP/GATT REST, Beacon API and webhooks, locally and through a relay.
+    Gateway(Box<gateway::GatewayArgs>),
+    /// Try everything in one process: relay, simulated gateway and webhook receiver.
+    Demo(demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +69,8 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Relay(args) => relay::run(*args, shutdown).await,
             Command::Tunnel(args) => tunnel::run(args, shutdown).await,
+            Command::Gateway(args) => gateway::run(*args, shutdown).await,
+            Command::Demo(args) => demo::run(args, shutdown).await,
         }
     });
     match result {

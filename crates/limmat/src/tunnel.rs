@@ -1,6 +1,8 @@
 //! `limmat tunnel (server|proxy|client) <local> <relay> <domain>`: the device side and its
 //! client counterpart, in YalerTunnel2's argument shape (spec 2.9), so that scripts written
-//! for YalerTunnel keep working.
+//! for YalerTunnel keep working; and `limmat tunnel egress <local> --egress-proxy URL`, a local
+//! HTTP proxy port that sends device programs' requests through the relay's forward proxy
+//! (spec 6) with the device's key.
 //!
 //! Arguments are parsed into typed addresses and a checked domain by clap, so a typo stops the
 //! program with a message naming the bad value instead of being retried by the backoff. For
@@ -12,7 +14,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use limmat_agent::tunnel::{self as modes, ClientConfig, TunnelClient};
-use limmat_agent::{Agent, AgentConfig, LocalAddr, RelayAddr, TlsOptions};
+use limmat_agent::{Agent, AgentConfig, EgressProxy, LocalAddr, ProxyAuth, RelayAddr, TlsOptions};
 use tokio_util::sync::CancellationToken;
 
 /// Where the key is read from when `--secret-key` is not given, to keep it out of `ps`.
@@ -21,7 +23,8 @@ const SECRET_KEY_ENV: &str = "LIMMAT_SECRET_KEY";
 #[derive(Args, Debug)]
 pub struct TunnelArgs {
     /// server: relay clients to <LOCAL>; proxy: the same after a `CONNECT /<domain>` from a
-    /// tunnel client; client: accept on <LOCAL> and tunnel to <DOMAIN>'s proxy.
+    /// tunnel client; client: accept on <LOCAL> and tunnel to <DOMAIN>'s proxy; egress: a
+    /// local HTTP proxy port on <LOCAL> whose requests go through --egress-proxy with the key.
     #[arg(value_enum)]
     mode: Mode,
     /// host:port of the local service (server, proxy) or to listen on (client). `tls:` connects
@@ -30,11 +33,18 @@ pub struct TunnelArgs {
     local: LocalAddr,
     /// The relay, [tls:|tcp:]host[:port]. `tls:` selects TLS, and so does port 443 without a
     /// prefix; `tcp:` forces plain TCP. The port defaults to 80, or 443 with `tls:`.
-    #[arg(value_name = "RELAY")]
-    relay: RelayAddr,
+    #[arg(value_name = "RELAY", required_unless_present = "egress_proxy")]
+    relay: Option<RelayAddr>,
     /// The relay domain to register (server, proxy) or to reach (client).
-    #[arg(value_name = "DOMAIN", value_parser = parse_domain)]
-    domain: String,
+    #[arg(value_name = "DOMAIN", value_parser = parse_domain, required_unless_present = "egress_proxy")]
+    domain: Option<String>,
+    /// egress: the relay's forward proxy, http://host[:port] (port 80 by default).
+    #[arg(long, value_name = "URL", value_parser = parse_proxy_url)]
+    egress_proxy: Option<String>,
+    /// egress: the device's domain; the key is then sent as Basic <domain>:<key> instead of
+    /// Bearer <key> (a key names its domain either way).
+    #[arg(long = "domain", id = "egress_domain", value_name = "D", value_parser = parse_domain)]
+    egress_domain: Option<String>,
     /// Device key, sent as `Authorization: Bearer` (server, proxy). Defaults to the
     /// LIMMAT_SECRET_KEY environment variable.
     #[arg(long, value_name = "K")]
@@ -82,6 +92,26 @@ enum Mode {
     Server,
     Proxy,
     Client,
+    Egress,
+}
+
+/// `http://host[:port][/]` or `host:port`, as `host:port`.
+fn parse_proxy_url(url: &str) -> Result<String, String> {
+    let lower = url.to_ascii_lowercase();
+    let rest = match lower.split_once("://") {
+        Some(("http", _)) => &url[7..],
+        Some((scheme, _)) => {
+            return Err(format!(
+                "the egress proxy is reached over http://, not {scheme}://"
+            ));
+        }
+        None => url,
+    };
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    let target = limmat_wire::proxy::parse_authority(authority.as_bytes())
+        .or_else(|_| limmat_wire::proxy::parse_authority(format!("{authority}:80").as_bytes()))
+        .map_err(|e| format!("{url:?} is not http://host[:port]: {e}"))?;
+    Ok(target.authority())
 }
 
 fn parse_domain(domain: &str) -> Result<String, limmat_wire::route::DomainError> {
@@ -100,7 +130,10 @@ fn at_least_one(value: &str) -> Result<usize, String> {
 }
 
 pub async fn run(args: TunnelArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
-    if args.mode != Mode::Client && args.local.port == 0 {
+    if args.mode != Mode::Egress && (args.egress_proxy.is_some() || args.egress_domain.is_some()) {
+        anyhow::bail!("--egress-proxy and --domain are for egress mode");
+    }
+    if matches!(args.mode, Mode::Server | Mode::Proxy) && args.local.port == 0 {
         anyhow::bail!(
             "the local address {} has port 0: server and proxy modes connect to it, so it needs a real port",
             args.local
@@ -114,7 +147,7 @@ pub async fn run(args: TunnelArgs, shutdown: CancellationToken) -> anyhow::Resul
             if args.relay_security.is_some() {
                 tracing::warn!("--relay-security is for server and proxy modes; ignored");
             }
-            let mut config = ClientConfig::new(args.relay.clone(), args.domain.clone());
+            let mut config = ClientConfig::new(relay(&args)?, home_domain(&args)?);
             config.tls = tls_options(&args);
             config.max_sockets = args.max_sockets;
             let client = TunnelClient::bind(&args.local, config)
@@ -130,8 +163,64 @@ pub async fn run(args: TunnelArgs, shutdown: CancellationToken) -> anyhow::Resul
             let local = args.local.clone();
             modes::run_proxy(agent(args)?, local, shutdown).await;
         }
+        Mode::Egress => run_egress(args, shutdown).await?,
     }
     Ok(())
+}
+
+/// Egress mode: the local proxy port, until `shutdown`.
+async fn run_egress(args: TunnelArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let Some(proxy) = args.egress_proxy.clone() else {
+        anyhow::bail!("egress mode needs --egress-proxy http://relay:port");
+    };
+    if args.relay.is_some() || args.domain.is_some() {
+        anyhow::bail!(
+            "egress mode takes only <LOCAL>: give the relay as --egress-proxy and the domain as --domain"
+        );
+    }
+    if args.local.tls {
+        anyhow::bail!(
+            "egress mode listens for plain HTTP proxy requests: give <LOCAL> without tls:"
+        );
+    }
+    let Some(key) = secret_key(args.secret_key.clone()) else {
+        anyhow::bail!("egress mode needs the device key: give --secret-key or LIMMAT_SECRET_KEY");
+    };
+    let auth = match args.egress_domain.clone() {
+        Some(domain) => ProxyAuth::Basic { domain, key },
+        None => ProxyAuth::Bearer(key),
+    };
+    let local = format!("{}:{}", args.local.host, args.local.port);
+    let egress = EgressProxy::bind(&local, proxy, auth, args.max_sockets)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.local))?;
+    egress.run(shutdown).await;
+    Ok(())
+}
+
+/// `<RELAY>`, required in every mode but egress.
+fn relay(args: &TunnelArgs) -> anyhow::Result<RelayAddr> {
+    args.relay
+        .clone()
+        .context("this mode needs <RELAY> and <DOMAIN>")
+}
+
+/// `<DOMAIN>`, required in every mode but egress.
+fn home_domain(args: &TunnelArgs) -> anyhow::Result<String> {
+    args.domain
+        .clone()
+        .context("this mode needs <RELAY> and <DOMAIN>")
+}
+
+/// `--secret-key`, else `LIMMAT_SECRET_KEY`. A key from a mounted secrets file often ends in
+/// a newline; an empty variable is unset.
+fn secret_key(flag: Option<String>) -> Option<String> {
+    flag.or_else(|| {
+        std::env::var(SECRET_KEY_ENV)
+            .ok()
+            .map(|k| k.trim().to_owned())
+            .filter(|k| !k.is_empty())
+    })
 }
 
 fn tls_options(args: &TunnelArgs) -> TlsOptions {
@@ -143,16 +232,10 @@ fn tls_options(args: &TunnelArgs) -> TlsOptions {
 
 /// The device side of server and proxy modes.
 fn agent(args: TunnelArgs) -> anyhow::Result<Agent> {
-    let mut config = AgentConfig::new(args.relay.clone(), args.domain.clone());
+    let mut config = AgentConfig::new(relay(&args)?, home_domain(&args)?);
     config.tls = tls_options(&args);
     config.pass_through = args.relay_security == Some(RelaySecurity::PassThrough);
-    // A key from a mounted secrets file often ends in a newline; an empty variable is unset.
-    config.secret_key = args.secret_key.or_else(|| {
-        std::env::var(SECRET_KEY_ENV)
-            .ok()
-            .map(|k| k.trim().to_owned())
-            .filter(|k| !k.is_empty())
-    });
+    config.secret_key = secret_key(args.secret_key);
     config.min_listeners = args.min_listeners;
     config.max_sockets = args.max_sockets;
     let agent = Agent::new(config).context("cannot start the tunnel")?;
@@ -191,11 +274,11 @@ mod tests {
             parse("proxy localhost:22 relay.example.com:80 GsIoT-1 --min-listeners 4").unwrap();
         assert_eq!(args.mode, Mode::Proxy);
         assert_eq!(args.local, LocalAddr::new("localhost", 22));
-        assert_eq!(args.relay, RelayAddr::plain("relay.example.com", 80));
-        assert_eq!(args.domain, "gsiot-1");
+        assert_eq!(args.relay, Some(RelayAddr::plain("relay.example.com", 80)));
+        assert_eq!(args.domain.as_deref(), Some("gsiot-1"));
         assert_eq!((args.min_listeners, args.max_sockets), (4, 128));
         let args = parse("client 127.0.0.1:10022 relay dom --secret-key k").unwrap();
-        assert_eq!(args.relay.port, 80);
+        assert_eq!(args.relay.unwrap().port, 80);
         assert_eq!(args.secret_key.as_deref(), Some("k"));
         assert_eq!(args.relay_security, None);
         assert!(args.ca_file.is_none() && !args.no_certificate_verification);
@@ -209,17 +292,19 @@ mod tests {
         )
         .unwrap();
         assert!(args.local.tls);
-        assert_eq!(args.relay, "relay:443".parse().unwrap());
-        assert!(args.relay.tls);
+        let relay = args.relay.clone().unwrap();
+        assert_eq!(relay, "relay:443".parse().unwrap());
+        assert!(relay.tls);
         assert_eq!(args.ca_file, Some(PathBuf::from("/etc/ca.pem")));
         assert_eq!(args.relay_security, Some(RelaySecurity::PassThrough));
         let args =
             parse("server localhost:80 relay:443 dom --no-certificate-verification").unwrap();
-        assert!(args.relay.tls && args.no_certificate_verification);
+        assert!(args.relay.unwrap().tls && args.no_certificate_verification);
         assert!(
             !parse("server localhost:80 tcp:relay:443 dom")
                 .unwrap()
                 .relay
+                .unwrap()
                 .tls
         );
         let args = parse("proxy localhost:22 relay dom --relay-security pass-through").unwrap();
@@ -249,6 +334,57 @@ mod tests {
             }
         }
         let _ = std::fs::remove_file(&empty);
+    }
+
+    #[test]
+    fn egress_mode_arguments() {
+        let args =
+            parse("egress 127.0.0.1:3128 --egress-proxy http://relay:8080 --domain Dev").unwrap();
+        assert_eq!(args.mode, Mode::Egress);
+        assert_eq!(args.egress_proxy.as_deref(), Some("relay:8080"));
+        assert_eq!(args.egress_domain.as_deref(), Some("dev"));
+        assert!(args.relay.is_none() && args.domain.is_none());
+        let args = parse("egress 127.0.0.1:0 --egress-proxy relay").unwrap();
+        assert_eq!(args.egress_proxy.as_deref(), Some("relay:80"));
+        let args = parse("egress 127.0.0.1:0 --egress-proxy http://[::1]:81/").unwrap();
+        assert_eq!(args.egress_proxy.as_deref(), Some("[::1]:81"));
+        for (line, expected) in [
+            (
+                "egress 127.0.0.1:0 --egress-proxy https://relay",
+                "not https://",
+            ),
+            (
+                "egress 127.0.0.1:0 --egress-proxy http://a/b",
+                "not http://host",
+            ),
+            ("server 127.0.0.1:1", "RELAY"),
+        ] {
+            let err = parse(line).unwrap_err();
+            assert!(err.contains(expected), "{line}: {err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn egress_mode_needs_its_flags() {
+        for (line, expected) in [
+            (
+                "egress 127.0.0.1:0 relay dom --egress-proxy relay:1",
+                "only <LOCAL>",
+            ),
+            (
+                "egress tls:127.0.0.1:0 --egress-proxy relay:1 --secret-key k",
+                "without tls:",
+            ),
+            (
+                "server 127.0.0.1:1 relay dom --egress-proxy relay:1",
+                "for egress mode",
+            ),
+        ] {
+            let err = run(parse(line).unwrap(), CancellationToken::new())
+                .await
+                .unwrap_err();
+            assert!(format!("{err:#}").contains(expected), "{line}: {err:#}");
+        }
     }
 
     #[test]

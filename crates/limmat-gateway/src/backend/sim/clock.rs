@@ -18,6 +18,9 @@ use rand::rngs::SmallRng;
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
+/// Later than any simulated event of interest (about 30 years, as tokio's own "far future").
+const FAR_FUTURE: Duration = Duration::from_secs(86400 * 365 * 30);
+
 /// The simulator's clock: where simulated time 0 is, in tokio and wall-clock time.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Clock {
@@ -33,14 +36,16 @@ impl Clock {
         (self.start.elapsed().as_secs_f64() * 1000.0 * self.scale) as u64
     }
 
-    /// The tokio instant at which simulated time `ms` arrives.
+    /// The tokio instant at which simulated time `ms` arrives (saturating far in the future).
     pub fn instant_at(&self, ms: u64) -> Instant {
-        self.start + self.real(ms)
+        self.start
+            .checked_add(self.real(ms))
+            .unwrap_or_else(|| self.start + FAR_FUTURE)
     }
 
-    /// A simulated span as real time.
+    /// A simulated span as real time (saturating, never a panic).
     pub fn real(&self, ms: u64) -> Duration {
-        Duration::from_secs_f64(ms as f64 / 1000.0 / self.scale)
+        Duration::try_from_secs_f64(ms as f64 / 1000.0 / self.scale).unwrap_or(FAR_FUTURE)
     }
 
     /// The wall-clock time of a tokio instant.

@@ -3,7 +3,7 @@
 //! entries that replace or extend the default world.
 //!
 //! These are the file's shapes only, kept close to TOML: identity fields are optional strings
-//! and numbers, because which ones apply depends on `format`. [`super::world::World::build`]
+//! and numbers, because which ones apply depends on `format`. `World::build` (in the private `world` module)
 //! turns them into devices and is the one place that checks them; deserialising a `[sim]`
 //! table runs it too, so a bad file stops start-up with a message naming the key (unknown keys
 //! are refused by serde, which names them).
@@ -145,11 +145,11 @@ pub struct PeripheralConfig {
     pub address: Option<Address>,
     /// The advertised name (at most 20 bytes); new peripherals default to "Limmat HRM".
     pub name: Option<String>,
-    /// Time from the start of an attempt to the link (default 50 ms).
+    /// Time from the adapter's turn to the link (default 50 simulated ms).
     pub connect_delay_ms: Option<u64>,
     /// Never accepts a connection: attempts time out ("Limmat Ghost").
     pub unreachable: Option<bool>,
-    /// The link drops this long after each connection (a link loss).
+    /// The link drops this long (simulated seconds) after each connection: a link loss.
     pub drop_link_after_s: Option<f64>,
     /// Advertising interval, 20 to 10240 ms (default 1000).
     pub interval_ms: Option<u64>,

@@ -2,16 +2,28 @@
 //! and benchmarks: a deterministic world of beacons and connectable peripherals behind the
 //! same [`Backend`] trait as BlueZ.
 //!
-//! - [`config`]: the `[sim]` section; [`world`]: the devices it describes (the six of the
+//! - [`config`]: the `[sim]` section; `world`: the devices it describes (the six of the
 //!   spec by default), and all its checks.
-//! - [`clock`]: simulated time on the tokio clock, and the seeded per-device PRNGs.
-//! - [`radio`]: one task that drives every advertiser from a timer heap and fans reports out
-//!   to the scan streams; [`report`]: reports decoded from the raw AD they carry.
-//! - [`peripheral`]: links, subscriptions and CCCDs; [`gatt`]: the "Limmat HRM" database.
+//! - `clock`: simulated time on the tokio clock, and the seeded per-device PRNGs.
+//! - `radio`: one task that drives every advertiser from a timer heap and fans reports out
+//!   to the scan streams; `report`: reports decoded from the raw AD they carry.
+//! - `peripheral`: links, subscriptions and CCCDs; `gatt`: the "Limmat HRM" database.
 //!
 //! Connection attempts are serialised per adapter, as on a real controller: an attempt waits
 //! for the one before it, and that wait counts toward its timeout. A device that never accepts
-//! (the "Limmat Ghost", any beacon) holds the adapter until its attempt times out.
+//! (the "Limmat Ghost", any beacon) holds the adapter until its attempt times out. Connection
+//! events carry the reasons `requested` (connect or disconnect), `link-loss`
+//! (`drop_link_after_s`), `timeout` (`connected: false` after a failed attempt) and
+//! `backend-stopped`.
+//!
+//! Device behaviour (advertising intervals, presence cycles, connect delays, link loss, GATT
+//! timers) runs on simulated time, `sim.time_scale` times real time. Receive times are real:
+//! `Report.at` is the tokio instant the frame was due (`Instant::now()` under paused time, and
+//! not skewed when the task runs late), `Report.received` the epoch of
+//! [`SimBackend::with_epoch`] plus the tokio time since start. Scanning is the same in both
+//! modes (everything is in the advertisement, nothing in scan responses); `sim.passive_scan =
+//! false` only makes `scan(Passive)` refuse. Nodes never expire: `node()` keeps the latest
+//! report of a device that went absent.
 
 pub mod config;
 

@@ -8,8 +8,8 @@
 //! Presence cycles start present; an absent device is simply not scheduled until its next
 //! present phase. An Eddystone-UID beacon sends a TLM frame in place of every `tlm_every`-th
 //! frame, with real counters: ADV_CNT counts the frames sent, SEC_CNT the simulated uptime,
-//! the battery falls 1 mV per simulated minute from 3000 mV, and the temperature drifts around
-//! 22 °C.
+//! the battery falls 1 mV per simulated minute from 3000 mV (stopping at 2000 mV), and the
+//! temperature drifts around 22 °C (±1/16 °C per TLM frame, within 21–23 °C).
 //!
 //! Every report goes to the latest-report table (for `node()`) and to each open scan stream.
 //! A scan stream that falls behind by more than its buffer loses reports, as a host that does

@@ -86,3 +86,59 @@ pub(super) fn from_raw(address: Address, raw: Vec<u8>, connectable: bool) -> Rep
     report.raw = Some(raw);
     report
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(hex: &str) -> Report {
+        from_raw(
+            Address([0xc0, 0, 0, 0, 0, 1]),
+            crate::hex::decode(hex).unwrap(),
+            true,
+        )
+    }
+
+    #[test]
+    fn every_decoded_field_comes_from_the_raw_bytes() {
+        // Flags, a shortened then a complete name, TX power, 16/32/128-bit UUID lists,
+        // manufacturer data and 128-bit service data.
+        let r = report(concat!(
+            "020106",
+            "03084c69",
+            "0509",
+            "4c696d6d",
+            "020af4",
+            "03020f18",
+            "050478563412",
+            "110700f0000000000080004074616d6d696c",
+            "05ff4c000102",
+            "132100f0000000000080004074616d6d696cabcd",
+        ));
+        assert_eq!(r.flags, Some(0x06));
+        assert_eq!(r.name.as_deref(), Some("Limm"));
+        assert_eq!(r.tx_power, Some(-12));
+        let uuids: Vec<String> = r.service_uuids.iter().map(|u| u.to_string()).collect();
+        assert_eq!(
+            uuids,
+            [
+                "0000180f-0000-1000-8000-00805f9b34fb",
+                "12345678-0000-1000-8000-00805f9b34fb",
+                "6c696d6d-6174-4000-8000-00000000f000",
+            ]
+        );
+        assert_eq!(r.manufacturer_data[&0x004c], [0x01, 0x02]);
+        let vendor: Uuid = "6c696d6d-6174-4000-8000-00000000f000".parse().unwrap();
+        assert_eq!(r.service_data[&vendor], [0xab, 0xcd]);
+        assert_eq!(r.connectable, Some(true));
+        assert_eq!(r.address_type, AddressType::Random);
+    }
+
+    #[test]
+    fn truncated_structures_are_dropped_not_fatal() {
+        let r = report("0201061aff4c000215");
+        assert_eq!(r.flags, Some(0x06));
+        assert!(r.manufacturer_data.is_empty());
+        assert_eq!(r.raw.as_deref().map(<[u8]>::len), Some(9));
+    }
+}

@@ -116,10 +116,10 @@ impl World {
     /// The world `config` describes, or the first thing wrong with it.
     pub fn build(config: &SimConfig) -> Result<World, ConfigError> {
         check(
-            config.time_scale.is_finite() && config.time_scale > 0.0 && config.time_scale <= 1e6,
+            (0.001..=1e6).contains(&config.time_scale),
             "sim.time_scale",
             config.time_scale,
-            "a positive factor (1 = real time)",
+            "a factor from 0.001 to 1000000 (1 = real time)",
         )?;
         // Which entry claimed each address, to refuse duplicates by name.
         let mut taken: HashMap<Address, String> = HashMap::new();
@@ -534,4 +534,225 @@ fn peripheral(
         spec.rssi = rssi;
     }
     Ok(spec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn world(toml: &str) -> Result<World, String> {
+        let config: SimConfig = toml::from_str(toml).map_err(|e| e.to_string())?;
+        World::build(&config).map_err(|e| e.to_string())
+    }
+
+    fn keys(world: &World) -> Vec<String> {
+        world.beacons.iter().map(|b| b.beacon.key()).collect()
+    }
+
+    #[test]
+    fn the_default_world_is_the_spec_table() {
+        let w = world("").unwrap();
+        let addresses: Vec<String> = w
+            .beacons
+            .iter()
+            .map(|b| b.address.handle())
+            .chain(w.peripherals.iter().map(|p| p.address.handle()))
+            .collect();
+        assert_eq!(
+            addresses,
+            [
+                "c0ffee000001",
+                "c0ffee000002",
+                "c0ffee000003",
+                "c0ffee000004",
+                "c0ffee000010",
+                "c0ffee000011"
+            ]
+        );
+        assert_eq!(
+            keys(&w),
+            [
+                "ibeacon:4c696d6d-6174-4265-6163-6f6e2d303031:1:7",
+                "altbeacon:4c696d6d6174426561636f6e2d303031002a0003",
+                "eddystone-uid:4c696d6d6f6e2d303031:000000000001",
+                "eddystone-url:https://www.example.com/",
+            ]
+        );
+        let cycles: Vec<Option<Cycle>> = w.beacons.iter().map(|b| b.cycle).collect();
+        let cycle = |p, a| {
+            Some(Cycle {
+                present_ms: p,
+                absent_ms: a,
+            })
+        };
+        assert_eq!(
+            cycles,
+            [None, cycle(60_000, 20_000), None, cycle(45_000, 15_000)]
+        );
+        let tlm: Vec<u32> = w.beacons.iter().map(|b| b.tlm_every).collect();
+        assert_eq!(tlm, [0, 0, 5, 0]);
+        assert!(!w.peripherals[0].unreachable && w.peripherals[1].unreachable);
+        assert_eq!(w.peripherals[0].connect_delay_ms, 50);
+    }
+
+    #[test]
+    fn entries_replace_default_devices_by_address_or_the_whole_world() {
+        let w = world(
+            "[[beacon]]\nformat = \"eddystone-eid\"\naddress = \"c0ffee000001\"\n\
+             [[peripheral]]\naddress = \"c0ffee000011\"\nconnect_delay_ms = 7\n",
+        )
+        .unwrap();
+        assert_eq!(w.beacons.len(), 4);
+        assert_eq!(
+            w.beacons.last().map(|b| b.beacon.key()).as_deref(),
+            Some("eddystone-eid:0a1b2c3d4e5f6071")
+        );
+        assert!(
+            w.beacons
+                .iter()
+                .all(|b| b.beacon.format() != Format::IBeacon)
+        );
+        // The ghost keeps its name and stays unreachable; only the delay changed.
+        let ghost = w.peripherals.last().unwrap();
+        assert_eq!(ghost.name, "Limmat Ghost");
+        assert!(ghost.unreachable);
+        assert_eq!(ghost.connect_delay_ms, 7);
+        let w = world(
+            "default_world = false\n[[peripheral]]\naddress = \"c0ffee000099\"\ndrop_link_after_s = 2.5\n",
+        )
+        .unwrap();
+        assert!(w.beacons.is_empty());
+        assert_eq!(w.peripherals.len(), 1);
+        assert_eq!(w.peripherals[0].name, "Limmat HRM");
+        assert_eq!(w.peripherals[0].drop_link_after_ms, Some(2500));
+    }
+
+    #[test]
+    fn clones_count_up_each_format_identity() {
+        let clones = |entry: &str| {
+            let w = world(&format!(
+                "default_world = false\n[[beacon]]\n{entry}\ncount = 3\n"
+            ))
+            .unwrap();
+            let addresses: Vec<String> = w.beacons.iter().map(|b| b.address.handle()).collect();
+            assert_eq!(addresses, ["c0ffee0000ff", "c0ffee000100", "c0ffee000101"]);
+            keys(&w)
+        };
+        let address = "address = \"c0ffee0000ff\"";
+        assert_eq!(
+            clones(&format!("format = \"altbeacon\"\n{address}\nid3 = 7\n"))[2],
+            "altbeacon:4c696d6d6174426561636f6e2d303031002a0009"
+        );
+        assert_eq!(
+            clones(&format!(
+                "format = \"eddystone-uid\"\n{address}\ninstance = \"0000000000ff\"\n"
+            )),
+            [
+                "eddystone-uid:4c696d6d6f6e2d303031:0000000000ff",
+                "eddystone-uid:4c696d6d6f6e2d303031:000000000100",
+                "eddystone-uid:4c696d6d6f6e2d303031:000000000101",
+            ]
+        );
+        assert_eq!(
+            clones(&format!(
+                "format = \"eddystone-url\"\n{address}\nurl = \"https://l.example/b\"\n"
+            )),
+            [
+                "eddystone-url:https://l.example/b0",
+                "eddystone-url:https://l.example/b1",
+                "eddystone-url:https://l.example/b2",
+            ]
+        );
+        assert_eq!(
+            clones(&format!("format = \"ibeacon\"\n{address}\nminor = 0\n"))[2],
+            "ibeacon:4c696d6d-6174-4265-6163-6f6e2d303031:1:2"
+        );
+    }
+
+    #[test]
+    fn refuses_what_cannot_be_broadcast() {
+        let err = |entry: &str| world(&format!("[[beacon]]\n{entry}\n")).unwrap_err();
+        let a = "address = \"c0ffee000100\"";
+        for (entry, key) in [
+            ("format = \"ibeacon\"".to_string(), "sim.beacon[0].address"),
+            (
+                format!("format = \"eddystone-tlm\"\n{a}"),
+                "sim.beacon[0].format",
+            ),
+            (
+                format!("format = \"ibeacon\"\n{a}\ninterval_ms = 5"),
+                "interval_ms",
+            ),
+            (
+                format!("format = \"ibeacon\"\n{a}\ncount = 0"),
+                "sim.beacon[0].count",
+            ),
+            (
+                format!("format = \"ibeacon\"\n{a}\nabsent_s = 5"),
+                "present_s",
+            ),
+            (
+                format!("format = \"ibeacon\"\n{a}\npresent_s = -1\nabsent_s = 5"),
+                "present_s",
+            ),
+            (
+                format!("format = \"ibeacon\"\n{a}\nrssi = {{ start = -20, max = -40 }}"),
+                "rssi",
+            ),
+            (
+                format!("format = \"eddystone-uid\"\n{a}\nnamespace = \"abc\""),
+                "namespace",
+            ),
+            (
+                format!("format = \"eddystone-uid\"\n{a}\ninstance = \"ffffffffffff\"\ncount = 2"),
+                "count",
+            ),
+            (
+                format!("format = \"eddystone-url\"\n{a}\nurl = \"ftp://x\""),
+                "url",
+            ),
+            (
+                format!("format = \"altbeacon\"\n{a}\nbeacon_id = \"00\"\nid2 = 1"),
+                "beacon_id",
+            ),
+            (
+                "format = \"ibeacon\"\naddress = \"ff:ff:ff:ff:ff:ff\"\ncount = 2".to_string(),
+                "count",
+            ),
+        ] {
+            let e = err(&entry);
+            assert!(e.contains(key), "{entry:?}: {e}");
+        }
+        let e = world(
+            "[[peripheral]]\naddress = \"c0ffee000010\"\nname = \"a name that is far too long\"\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("sim.peripheral[0].name"), "{e}");
+        let e = world("[[peripheral]]\nname = \"x\"\n").unwrap_err();
+        assert!(e.contains("sim.peripheral[0].address"), "{e}");
+    }
+
+    #[test]
+    fn big_endian_counters_carry_and_overflow() {
+        let mut b = [0x00, 0xff, 0xff];
+        assert_eq!(add_be(&mut b, 1), Some(()));
+        assert_eq!(b, [0x01, 0x00, 0x00]);
+        let mut b = [0xff, 0xff];
+        assert_eq!(add_be(&mut b, 1), None);
+        let mut b = [0x00, 0x00, 0x00, 0x00];
+        assert_eq!(add_be(&mut b, 1_000_000), Some(()));
+        assert_eq!(u32::from_be_bytes(b), 1_000_000);
+    }
+
+    #[test]
+    fn cycles_start_present() {
+        let c = Cycle {
+            present_ms: 60_000,
+            absent_ms: 20_000,
+        };
+        assert!(c.present_at(0) && c.present_at(59_999));
+        assert!(!c.present_at(60_000) && !c.present_at(79_999));
+        assert!(c.present_at(80_000));
+        assert_eq!(c.next_start(61_000), 80_000);
+    }
 }
