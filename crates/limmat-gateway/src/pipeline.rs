@@ -288,12 +288,17 @@ impl Pipeline {
                 continue;
             };
             let key = state.key();
+            // It was present already, so `enter_rssi` must not keep it out now.
+            let rssi = match self.presence.config().enter_rssi {
+                Some(min) => Some(state.rssi.map_or(min, |r| r.max(min))),
+                None => state.rssi,
+            };
             self.presence.observe_beacon(
                 state.beacon.clone(),
                 Sighting {
                     address: state.address,
                     address_type: state.address_type,
-                    rssi: state.rssi,
+                    rssi,
                     at: now,
                 },
             );
