@@ -199,8 +199,26 @@ async fn scenario() {
         Some(BleError::NotConnected)
     );
 
-    // Connect (twice: the second is a success too), then discovery.
+    // A connection attempt that cannot finish in time is a timeout (zero leaves no time for
+    // even one D-Bus round trip), and says so on the link events; an unknown node is unknown.
     let mut link_events = backend.connection_events();
+    assert_eq!(
+        backend.connect(addr(EDDYSTONE), Duration::ZERO).await,
+        Err(BleError::Timeout)
+    );
+    let event = next_link_event(&mut link_events).await;
+    assert_eq!(
+        (event.address, event.connected, event.reason.as_str()),
+        (addr(EDDYSTONE), false, "connect-timeout")
+    );
+    assert_eq!(
+        backend
+            .connect(addr("00:00:00:00:00:99"), Duration::from_secs(10))
+            .await,
+        Err(BleError::NotFound)
+    );
+
+    // Connect (twice: the second is a success too), then discovery.
     backend
         .connect(addr(HRM), Duration::from_secs(10))
         .await
@@ -255,6 +273,26 @@ async fn scenario() {
     assert_eq!(
         backend.characteristics(addr(HRM), Some(0xfff0)).await.err(),
         Some(BleError::NotFound)
+    );
+
+    // The vendor characteristic's description, as a descriptor.
+    let descriptors = backend
+        .descriptors(addr(HRM), Some(config.handle))
+        .await
+        .expect("descriptors");
+    assert_eq!(descriptors.len(), 1, "{descriptors:?}");
+    assert_eq!(
+        descriptors[0].uuid.to_string(),
+        "00002901-0000-1000-8000-00805f9b34fb"
+    );
+    assert_eq!(descriptors[0].characteristic, config.handle);
+    assert_eq!(
+        backend.read(addr(HRM), descriptors[0].handle).await,
+        Ok(b"Vendor config".to_vec())
+    );
+    assert_eq!(
+        backend.descriptors(addr(HRM), Some(level.handle)).await,
+        Ok(vec![])
     );
 
     // Reads, writes and their refusals.

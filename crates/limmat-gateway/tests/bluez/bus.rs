@@ -60,13 +60,16 @@ pub fn bluezoo_log() -> PathBuf {
 
 /// Starts BlueZoo on the bus at `address` with one mock adapter per entry of `adapters`
 /// (`hci0`, `hci1`, … in order), and returns once `org.bluez` has an owner, as announced by
-/// `NameOwnerChanged`.
+/// `NameOwnerChanged`, and every adapter has announced `Powered: true`. BlueZoo takes the name
+/// before it exports its adapters, so the name alone is not enough.
 pub fn start_bluezoo(children: &mut Children, address: &str, adapters: &[&str]) {
+    use dbus::arg::PropMap;
     use dbus::blocking::Connection;
     use dbus::message::MatchRule;
+    use std::collections::HashSet;
+    use std::sync::Mutex;
 
-    let channel = dbus::channel::Channel::open_private(address).expect("connecting to the bus");
-    let mut channel = channel;
+    let mut channel = dbus::channel::Channel::open_private(address).expect("connecting to the bus");
     channel.register().expect("registering on the bus");
     let conn = Connection::from(channel);
     let appeared = Arc::new(AtomicBool::new(false));
@@ -82,6 +85,23 @@ pub fn start_bluezoo(children: &mut Children, address: &str, adapters: &[&str]) 
         },
     )
     .expect("subscribing to NameOwnerChanged");
+    let powered = Arc::new(Mutex::new(HashSet::new()));
+    let seen = powered.clone();
+    let rule = MatchRule::new_signal("org.freedesktop.DBus.Properties", "PropertiesChanged");
+    conn.add_match(
+        rule,
+        move |(interface, changed, _): (String, PropMap, Vec<String>), _, message| {
+            let on = dbus::arg::prop_cast::<bool>(&changed, "Powered") == Some(&true);
+            if interface == "org.bluez.Adapter1"
+                && on
+                && let Some(path) = message.path()
+            {
+                seen.lock().expect("powered set").insert(path.to_string());
+            }
+            true
+        },
+    )
+    .expect("subscribing to PropertiesChanged");
 
     // `bluezoo-fix/sitecustomize.py` corrects BlueZoo's ManufacturerData type (see there).
     let fix = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/bluez/bluezoo-fix");
@@ -106,13 +126,17 @@ pub fn start_bluezoo(children: &mut Children, address: &str, adapters: &[&str]) 
         .expect("bluezoo is missing: scripts/test installs it with pip");
     children.push(child);
 
-    // The signal, not a sleep: `process` blocks on the bus socket until a message arrives.
+    // Signals, not sleeps: `process` blocks on the bus socket until a message arrives.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !appeared.load(Ordering::SeqCst) {
+    let ready = || {
+        appeared.load(Ordering::SeqCst)
+            && powered.lock().expect("powered set").len() == adapters.len()
+    };
+    while !ready() {
         let left = deadline.saturating_duration_since(Instant::now());
         assert!(
             !left.is_zero(),
-            "org.bluez did not appear within 30 s; see {}",
+            "org.bluez and its adapters did not appear within 30 s; see {}",
             bluezoo_log().display()
         );
         conn.process(left).expect("reading the bus");

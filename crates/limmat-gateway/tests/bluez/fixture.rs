@@ -7,7 +7,7 @@ use bluer::adv::{Advertisement, AdvertisementHandle};
 use bluer::gatt::local::{
     Application, ApplicationHandle, Characteristic, CharacteristicNotify,
     CharacteristicNotifyMethod, CharacteristicRead, CharacteristicWrite, CharacteristicWriteMethod,
-    ReqError, Service,
+    Descriptor, DescriptorRead, ReqError, Service,
 };
 use bluer::{Adapter, Uuid};
 use futures::FutureExt;
@@ -27,6 +27,8 @@ pub const BATTERY_LEVEL: Uuid = bluer::Uuid::from_u128(0x00002a19_0000_1000_8000
 pub const VENDOR_SERVICE: Uuid = bluer::Uuid::from_u128(0x6c696d6d_6174_4000_8000_00000000f000);
 pub const VENDOR_CONFIG: Uuid = bluer::Uuid::from_u128(0x6c696d6d_6174_4000_8000_00000000f001);
 pub const VENDOR_SECRET: Uuid = bluer::Uuid::from_u128(0x6c696d6d_6174_4000_8000_00000000f002);
+/// Characteristic User Description.
+pub const USER_DESCRIPTION: Uuid = bluer::Uuid::from_u128(0x00002901_0000_1000_8000_00805f9b34fb);
 pub const EDDYSTONE: Uuid = bluer::Uuid::from_u128(0x0000feaa_0000_1000_8000_00805f9b34fb);
 
 pub fn bytes(hex: &str) -> Vec<u8> {
@@ -145,6 +147,15 @@ pub async fn hrm(adapter: &Adapter) -> Hrm {
             })),
             ..Default::default()
         }),
+        descriptors: vec![Descriptor {
+            uuid: USER_DESCRIPTION,
+            read: Some(DescriptorRead {
+                read: true,
+                fun: Box::new(|_| async { Ok(b"Vendor config".to_vec()) }.boxed()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
         ..Default::default()
     };
 

@@ -36,15 +36,24 @@
 //! The test starts a private `dbus-daemon --session --nofork --print-address`, sets
 //! `DBUS_SYSTEM_BUS_ADDRESS` to it, starts `bluezoo --auto-enable --scan-interval 1` with one
 //! mock adapter per device (`hci0` for the gateway, one per beacon, one for the peripheral),
-//! waits for `org.bluez` through `NameOwnerChanged`, registers advertisements (V1, V4, V6, and
-//! the peripheral's) and a GATT application shaped like "Limmat HRM" with bluer on the other
-//! adapters, and checks discovery, beacon decoding, connect, service listing, read, write,
-//! notifications, disconnect and device removal through the [`Backend`] trait. Every child
-//! process is killed by its pid when the test ends, also when it fails. BlueZoo's limits shape
-//! the test: one advertisement per adapter, reported only when discoverable, in rounds every
-//! scan interval, and again only when its data changes; RSSI is always 0, the address type
-//! always public, and devices are never dropped by themselves (the test removes one, as BlueZ
-//! does after 30 s).
+//! waits for `org.bluez` through `NameOwnerChanged` (and, since BlueZoo takes the name before
+//! it exports its adapters, for each adapter's `Powered: true`), registers advertisements (V1,
+//! V4, V6, and the peripherals') and GATT applications shaped like "Limmat HRM" with bluer on
+//! the other adapters, and checks discovery, beacon decoding, connect (and its timeout),
+//! service, characteristic and descriptor listing, reads, writes, error mapping,
+//! notifications, requested disconnection, link loss and device removal through the
+//! [`Backend`] trait. Every child process is killed by its pid when the test ends, also when
+//! it fails. It takes about 5 s.
+//!
+//! BlueZoo's limits shape the test: one advertisement per adapter, reported only when
+//! discoverable, in rounds every scan interval, and again only when its data changes; RSSI is
+//! always 0, the address type always public; devices are never dropped by themselves (the test
+//! removes one, as BlueZ does after 30 s); a link can only be dropped from the central's side
+//! (the test drops it through another D-Bus client, which the backend sees as link loss), and
+//! a dropped link cannot be connected again. BlueZoo 1.0.2 also declares
+//! `Device1.ManufacturerData` as `a{sv}` instead of BlueZ's `a{qv}` and so cannot export a
+//! device with manufacturer data at all; `tests/bluez/bluezoo-fix/sitecustomize.py`, put on
+//! BlueZoo's `PYTHONPATH` by the test, corrects the type at start-up.
 
 pub mod ad;
 pub mod convert;
