@@ -226,7 +226,7 @@ async fn scenario() {
         backend.connect(addr(HRM2), ten)
     );
     assert_eq!((first, second), (Ok(()), Ok(())));
-    let mut up = vec![
+    let mut up = [
         next_link_event(&mut link_events).await,
         next_link_event(&mut link_events).await,
     ];
