@@ -45,19 +45,28 @@ fn addr(text: &str) -> Address {
 fn bluez_backend_against_bluezoo() {
     let mut children = bus::Children::default();
     let address = bus::start_bus(&mut children);
+
     // SAFETY: this binary runs this one test, and no other thread exists yet that could read
-    // the environment; libdbus reads it when bluer connects.
+    // the environment. libdbus reads the variable once, at the process's first connection to
+    // the system bus, and keeps it: it must be right before anything connects.
     unsafe { std::env::set_var(bus::SYSTEM_BUS, &address) };
-    bus::start_bluezoo(
-        &mut children,
-        &address,
-        &[GATEWAY, IBEACON, ALTBEACON, EDDYSTONE, HRM, HRM2],
-    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("tokio runtime");
+
+    // A bus without BlueZ: the backend is `Unavailable` and says why.
+    match runtime.block_on(BluezBackend::new("hci0")) {
+        Err(BleError::Unavailable(why)) => assert!(why.contains("is not running"), "{why}"),
+        other => panic!("expected Unavailable, got {:?}", other.map(|_| ())),
+    }
+
+    bus::start_bluezoo(
+        &mut children,
+        &address,
+        &[GATEWAY, IBEACON, ALTBEACON, EDDYSTONE, HRM, HRM2],
+    );
     runtime.block_on(async {
         tokio::time::timeout(LIMIT, scenario())
             .await
