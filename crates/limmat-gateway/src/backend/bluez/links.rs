@@ -129,7 +129,11 @@ impl Links {
         let events = device.events().await.map_err(|e| map(&e, Op::Connect))?;
         if !connected {
             dialled.store(true, Ordering::SeqCst);
-            device.connect().await.map_err(|e| map(&e, Op::Connect))?;
+            match device.connect().await {
+                // Another BlueZ client connected it meanwhile: as good as ours.
+                Err(e) if e.kind == bluer::ErrorKind::AlreadyConnected => {}
+                result => result.map_err(|e| map(&e, Op::Connect))?,
+            }
         }
         let table = gatt::discover(device).await.map_err(|e| match e {
             BleError::LinkLost => BleError::Timeout,

@@ -8,7 +8,8 @@
 //! the workspace); the default build needs no system library. The feature links libdbus, so it
 //! needs `libdbus-1-dev` and `pkg-config` at build time (`apt install libdbus-1-dev
 //! pkg-config`). At run time it needs BlueZ ≥ 5.60 (or BlueZoo, below) on the system bus;
-//! libdbus honours `DBUS_SYSTEM_BUS_ADDRESS`, which is how the tests point it at a private bus.
+//! libdbus honours `DBUS_SYSTEM_BUS_ADDRESS`, which is how the tests point it at a private bus
+//! (it reads the variable once, at the process's first system-bus connection).
 //! [`BluezBackend::new`] answers `Unavailable` with the reason when there is no bus, no BlueZ or
 //! no such adapter, and powers the adapter on if it is off.
 //!
@@ -43,7 +44,8 @@
 //! service, characteristic and descriptor listing, reads, writes, error mapping,
 //! notifications, requested disconnection, link loss and device removal through the
 //! [`Backend`] trait. Every child process is killed by its pid when the test ends, also when
-//! it fails. It takes about 5 s.
+//! it fails. It takes about 5 s. `tests/bluez_no_bus.rs`, a process of its own, checks the
+//! answer without any bus.
 //!
 //! BlueZoo's limits shape the test: one advertisement per adapter, reported only when
 //! discoverable, in rounds every scan interval, and again only when its data changes; RSSI is
