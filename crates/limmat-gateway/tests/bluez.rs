@@ -254,7 +254,7 @@ async fn scenario() {
 
     let services = backend.services(addr(HRM)).await.expect("services");
     let uuids: Vec<String> = services.iter().map(|s| s.uuid.to_string()).collect();
-    assert_eq!(services.len(), 2, "{uuids:?}");
+    assert_eq!(services.len(), 2, "0x1801 is hidden: {uuids:?}");
     assert!(uuids.contains(&"0000180f-0000-1000-8000-00805f9b34fb".to_string()));
     assert!(uuids.contains(&"6c696d6d-6174-4000-8000-00000000f000".to_string()));
     assert!(services.iter().all(|s| s.primary));
@@ -274,6 +274,11 @@ async fn scenario() {
             .cloned()
             .unwrap_or_else(|| panic!("characteristic {uuid} in {all:?}"))
     };
+    assert_eq!(
+        all.len(),
+        3,
+        "the GATT service's characteristic is hidden: {all:?}"
+    );
     let level = find(0x00002a19_0000_1000_8000_00805f9b34fb);
     let config = find(0x6c696d6d_6174_4000_8000_00000000f001);
     let secret = find(0x6c696d6d_6174_4000_8000_00000000f002);

@@ -169,8 +169,26 @@ pub async fn hrm(adapter: &Adapter) -> Hrm {
         ..Default::default()
     };
 
+    // BlueZ keeps GATT (0x1801) to itself; a peripheral's own copy must stay hidden too.
+    let gatt_service = Service {
+        uuid: bluer::Uuid::from_u128(0x00001801_0000_1000_8000_00805f9b34fb),
+        primary: true,
+        characteristics: vec![Characteristic {
+            // Service Changed.
+            uuid: bluer::Uuid::from_u128(0x00002a05_0000_1000_8000_00805f9b34fb),
+            notify: Some(CharacteristicNotify {
+                indicate: true,
+                method: CharacteristicNotifyMethod::Fun(Box::new(|_| async {}.boxed())),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+
     let application = Application {
         services: vec![
+            gatt_service,
             Service {
                 uuid: BATTERY_SERVICE,
                 primary: true,
