@@ -62,13 +62,13 @@ fn bluez_backend_against_bluezoo() {
         other => panic!("expected Unavailable, got {:?}", other.map(|_| ())),
     }
 
-    bus::start_bluezoo(
+    let bluezoo = bus::start_bluezoo(
         &mut children,
         &address,
         &[GATEWAY, IBEACON, ALTBEACON, EDDYSTONE, HRM, HRM2],
     );
     runtime.block_on(async {
-        tokio::time::timeout(LIMIT, scenario())
+        tokio::time::timeout(LIMIT, scenario(&bluezoo))
             .await
             .unwrap_or_else(|_| {
                 panic!(
@@ -111,7 +111,7 @@ async fn next_link_event(events: &mut BoxStream<'static, ConnectionEvent>) -> Co
     events.next().await.expect("the link events ended")
 }
 
-async fn scenario() {
+async fn scenario(bluezoo: &bus::Bluezoo) {
     let fixtures = bluer::Session::new().await.expect("fixture session");
     let adapter = |name: &str| fixtures.adapter(name).expect("fixture adapter");
 
@@ -208,13 +208,16 @@ async fn scenario() {
         Some(BleError::NotConnected)
     );
 
-    // A connection attempt that cannot finish in time is a timeout (zero leaves no time for
-    // even one D-Bus round trip), and says so on the link events; an unknown node is unknown.
+    // A connection attempt that cannot finish in time is a timeout, and says so on the link
+    // events: BlueZoo, frozen, answers nothing until the attempt has given up. An unknown node
+    // is unknown.
     let mut link_events = backend.connection_events();
-    assert_eq!(
-        backend.connect(addr(EDDYSTONE), Duration::ZERO).await,
-        Err(BleError::Timeout)
-    );
+    bluezoo.freeze(true);
+    let attempt = backend
+        .connect(addr(EDDYSTONE), Duration::from_millis(200))
+        .await;
+    bluezoo.freeze(false);
+    assert_eq!(attempt, Err(BleError::Timeout));
     let event = next_link_event(&mut link_events).await;
     assert_eq!(
         (event.address, event.connected, event.reason.as_str()),

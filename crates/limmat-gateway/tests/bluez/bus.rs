@@ -62,7 +62,7 @@ pub fn bluezoo_log() -> PathBuf {
 /// (`hci0`, `hci1`, … in order), and returns once `org.bluez` has an owner, as announced by
 /// `NameOwnerChanged`, and every adapter has announced `Powered: true`. BlueZoo takes the name
 /// before it exports its adapters, so the name alone is not enough.
-pub fn start_bluezoo(children: &mut Children, address: &str, adapters: &[&str]) {
+pub fn start_bluezoo(children: &mut Children, address: &str, adapters: &[&str]) -> Bluezoo {
     use dbus::arg::PropMap;
     use dbus::blocking::Connection;
     use dbus::message::MatchRule;
@@ -124,6 +124,7 @@ pub fn start_bluezoo(children: &mut Children, address: &str, adapters: &[&str]) 
     let child = command
         .spawn()
         .expect("bluezoo is missing: scripts/test installs it with pip");
+    let bluezoo = Bluezoo { pid: child.id() };
     children.push(child);
 
     // Signals, not sleeps: `process` blocks on the bus socket until a message arrives.
@@ -140,5 +141,24 @@ pub fn start_bluezoo(children: &mut Children, address: &str, adapters: &[&str]) 
             bluezoo_log().display()
         );
         conn.process(left).expect("reading the bus");
+    }
+    bluezoo
+}
+
+/// The BlueZoo child, which the test can freeze to make BlueZ unresponsive.
+pub struct Bluezoo {
+    pid: u32,
+}
+
+impl Bluezoo {
+    /// Stops (`SIGSTOP`) or resumes (`SIGCONT`) the process: while it is stopped, every call to
+    /// `org.bluez` waits. A stopped child is still killed by [`Children`].
+    pub fn freeze(&self, frozen: bool) {
+        let signal = if frozen { "-STOP" } else { "-CONT" };
+        let status = Command::new("kill")
+            .args([signal, &self.pid.to_string()])
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill {signal} {} failed", self.pid);
     }
 }

@@ -40,7 +40,8 @@
 //! waits for `org.bluez` through `NameOwnerChanged` (and, since BlueZoo takes the name before
 //! it exports its adapters, for each adapter's `Powered: true`), registers advertisements (V1,
 //! V4, V6, and the peripherals') and GATT applications shaped like "Limmat HRM" with bluer on
-//! the other adapters, and checks discovery, beacon decoding, connect (and its timeout),
+//! the other adapters, and checks discovery, beacon decoding, connect (and its timeout, with
+//! BlueZoo frozen by `SIGSTOP` so that it cannot answer in time),
 //! service, characteristic and descriptor listing, reads, writes, error mapping,
 //! notifications, requested disconnection, link loss and device removal through the
 //! [`Backend`] trait. Every child process is killed by its pid when the test ends, also when
