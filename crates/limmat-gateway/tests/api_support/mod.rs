@@ -1,5 +1,6 @@
 //! Shared harness of the API tests: the real router over the real simulator, served by axum on
-//! a real `127.0.0.1:0` listener, and a real HTTP/1.1 client (hyper) with an SSE reader.
+//! a real `127.0.0.1:0` listener, and a real HTTP/1.1 client (hyper) with an SSE reader. The
+//! client ([`Client`]) also serves alone, against any listener (`tests/bluez_http.rs`).
 #![allow(dead_code)]
 
 use bytes::Bytes;
@@ -17,11 +18,24 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// A served gateway API; everything stops when it drops.
+/// A served gateway API; everything stops when it drops. It is a [`Client`] of itself.
 pub struct Gateway {
-    pub addr: SocketAddr,
+    client: Client,
     pub ble: Arc<Ble>,
     stop: CancellationToken,
+}
+
+impl std::ops::Deref for Gateway {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+/// An HTTP/1.1 client of the API at `addr`: one connection per request.
+pub struct Client {
+    pub addr: SocketAddr,
 }
 
 impl Drop for Gateway {
@@ -47,9 +61,15 @@ impl Gateway {
                 .await
                 .unwrap();
         });
-        Gateway { addr, ble, stop }
+        Gateway {
+            client: Client { addr },
+            ble,
+            stop,
+        }
     }
+}
 
+impl Client {
     /// A request; the body is JSON (or empty).
     pub async fn send(&self, method: &str, path: &str, body: Option<(&str, &[u8])>) -> Reply {
         let mut builder = Request::builder()
