@@ -44,17 +44,7 @@ fn addr(text: &str) -> Address {
 #[test]
 fn bluez_backend_against_bluezoo() {
     let mut children = bus::Children::default();
-    let address = bus::start_bus(&mut children);
-
-    // SAFETY: this binary runs this one test, and no other thread exists yet that could read
-    // the environment. libdbus reads the variable once, at the process's first connection to
-    // the system bus, and keeps it: it must be right before anything connects.
-    unsafe { std::env::set_var(bus::SYSTEM_BUS, &address) };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let (address, runtime) = bus::private_system_bus(&mut children);
 
     // A bus without BlueZ: the backend is `Unavailable` and says why.
     match runtime.block_on(BluezBackend::new("hci0")) {
@@ -67,16 +57,7 @@ fn bluez_backend_against_bluezoo() {
         &address,
         &[GATEWAY, IBEACON, ALTBEACON, EDDYSTONE, HRM, HRM2],
     );
-    runtime.block_on(async {
-        tokio::time::timeout(LIMIT, scenario(&bluezoo))
-            .await
-            .unwrap_or_else(|_| {
-                panic!(
-                    "the scenario hung; BlueZoo's log: {}",
-                    bus::bluezoo_log().display()
-                )
-            })
-    });
+    bus::run_within(&runtime, LIMIT, scenario(&bluezoo));
     drop(runtime);
     drop(children);
 }

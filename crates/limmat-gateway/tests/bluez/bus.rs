@@ -53,6 +53,42 @@ pub fn start_bus(children: &mut Children) -> String {
     address
 }
 
+/// Starts the private bus, points this process's system bus at it (`DBUS_SYSTEM_BUS_ADDRESS`)
+/// and builds the runtime the test runs on; returns the bus address and the runtime.
+///
+/// Call it first in a test binary's only test function: it sets a process-wide environment
+/// variable, which libdbus reads once, at the process's first connection to the system bus.
+pub fn private_system_bus(children: &mut Children) -> (String, tokio::runtime::Runtime) {
+    let address = start_bus(children);
+    // SAFETY: the caller is the only test of its binary and calls this first, so no other
+    // thread exists yet that could read the environment, and nothing has connected yet.
+    unsafe { std::env::set_var(SYSTEM_BUS, &address) };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    (address, runtime)
+}
+
+/// Runs `scenario` on `runtime`, failing with BlueZoo's log named if it takes over `limit`.
+pub fn run_within<F: std::future::Future>(
+    runtime: &tokio::runtime::Runtime,
+    limit: Duration,
+    scenario: F,
+) -> F::Output {
+    runtime.block_on(async {
+        tokio::time::timeout(limit, scenario)
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "the scenario hung; BlueZoo's log: {}",
+                    bluezoo_log().display()
+                )
+            })
+    })
+}
+
 /// Where BlueZoo's log goes (shown in failure messages).
 pub fn bluezoo_log() -> PathBuf {
     std::env::temp_dir().join(format!("limmat-bluezoo-{}.log", std::process::id()))
