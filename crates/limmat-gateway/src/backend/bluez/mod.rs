@@ -45,8 +45,12 @@
 //! service, characteristic and descriptor listing, reads, writes, error mapping,
 //! notifications, requested disconnection, link loss and device removal through the
 //! [`Backend`] trait. Every child process is killed by its pid when the test ends, also when
-//! it fails. It takes about 5 s. `tests/bluez_no_bus.rs`, a process of its own, checks the
-//! answer without any bus.
+//! it fails. It takes about 5 s. `tests/bluez_http.rs` (§6.4 step 5) runs the whole gateway
+//! (`server::Gateway`, backend `bluez` on `hci0`) against the same fixtures and asks it over
+//! HTTP: beacons in `/beacon/beacons`, the reconstructed node in `/gap/nodes`, connect, GATT
+//! listing, a read, a write, notifications over SSE, disconnect and shutdown.
+//! `tests/bluez_no_bus.rs`, a process of its own, checks the answer without any bus, of the
+//! backend and of `Gateway::start`.
 //!
 //! BlueZoo's limits shape the test: one advertisement per adapter, reported only when
 //! discoverable, in rounds every scan interval, and again only when its data changes; RSSI is
