@@ -291,6 +291,22 @@ async fn scenario(state: &Path) {
         .ok();
     assert_eq!(connected["connected"], true, "{connected}");
     assert_eq!(connected["handle"], NODE);
+    let again = client
+        .put(&format!("/gap/nodes/{NODE}?connect=1"))
+        .await
+        .ok();
+    assert_eq!(
+        again["connected"], true,
+        "connecting a connected node: {again}"
+    );
+    let links = client.get("/gatt/nodes").await.ok();
+    let linked: Vec<&Value> = links["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|n| &n["handle"])
+        .collect();
+    assert_eq!(linked, [NODE], "{links}");
     let list = client
         .get(&format!("/gatt/nodes/{NODE}/services"))
         .await
@@ -368,6 +384,8 @@ async fn scenario(state: &Path) {
         .get(&format!("/gatt/nodes/{NODE}/services"))
         .await
         .problem(412);
+    let node = client.get(&format!("/gap/nodes/{NODE}")).await.ok();
+    assert_eq!(node["connected"], false, "{node}");
     drop(notifications);
 
     // Shutdown: the token stops every task.
