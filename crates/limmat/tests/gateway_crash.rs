@@ -469,66 +469,121 @@ fn every_batched_event_seen_survives_sigkill() {
 }
 
 #[test]
-fn a_beacon_present_across_a_restart_does_not_enter_again() {
+fn after_a_restart_a_present_beacon_continues_and_a_gone_one_leaves() {
     let dir = TempDir::new("gw-restart");
-    let config = dir.file(
-        "gateway.toml",
-        "[presence]\nupdate_interval_s = 0.5\nleave_after_s = 30\n",
+    const PRESENCE: &str = "[presence]\nupdate_interval_s = 0.5\nleave_after_s = 4\n";
+    // The default world plus a second iBeacon; after the restart it is gone from the world.
+    let before = dir.file(
+        "before.toml",
+        &format!(
+            "{PRESENCE}\n[[sim.beacon]]\nformat = \"ibeacon\"\naddress = \"C0:FF:EE:00:02:00\"\nmajor = 2\nminor = 1\ninterval_ms = 100\n"
+        ),
     );
+    let after = dir.file("after.toml", PRESENCE);
     let state = dir.path().join("state");
     let state = state.to_str().unwrap();
-    const KEY: &str = "ibeacon:4c696d6d-6174-4265-6163-6f6e2d303031:1:7";
-    let key_stream = |addr: SocketAddr, after: u64| {
+    const STAYS: &str = "ibeacon:4c696d6d-6174-4265-6163-6f6e2d303031:1:7";
+    const GOES: &str = "ibeacon:4c696d6d-6174-4265-6163-6f6e2d303031:2:1";
+    let stream = |addr: SocketAddr, after: u64| {
         Sse::open(&format!(
-            "http://{addr}/beacon/events?key={}&lastEventId={after}",
-            KEY.replace(':', "%3A")
+            "http://{addr}/beacon/events?format=ibeacon&lastEventId={after}"
         ))
     };
-
-    let (gw, addr) = start(&config, state);
-    let sse = key_stream(addr, 0);
-    // Its entry, replayed from the log, then an update: it is present.
-    let mut last = 0;
-    let mut kinds = Vec::new();
-    while !kinds.iter().any(|k| k == "beacon.updated") {
-        let event = sse.next(PATIENCE).expect("events for the iBeacon");
+    // (sequence, type, key, data.beacon.lastSeen)
+    let next = |sse: &Sse| loop {
+        let event = sse.next(PATIENCE).expect("ibeacon events");
         if let Some((seq, _, kind, key)) = parse(&event) {
-            assert_eq!(key, KEY);
-            last = seq;
-            kinds.push(kind);
-        }
-    }
-    assert_eq!(kinds[0], "beacon.entered", "{kinds:?}");
-    gw.kill();
-    drop(sse);
-
-    // Restarted well within leave_after_s: the stream resumed after the last event seen, up
-    // to the first event a live-only stream gets, holds no second entry.
-    let (_gw, addr) = start(&config, state);
-    let resumed = key_stream(addr, last);
-    let live = Sse::open(&format!(
-        "http://{addr}/beacon/events?key={}",
-        KEY.replace(':', "%3A")
-    ));
-    let live_seq = loop {
-        let event = live.next(PATIENCE).expect("live events after the restart");
-        if let Some((seq, ..)) = parse(&event) {
-            break seq;
+            let json: serde_json::Value = serde_json::from_str(&event.data).unwrap();
+            let last_seen = json["data"]["beacon"]["lastSeen"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            break (seq, kind, key, last_seen);
         }
     };
-    let mut after = Vec::new();
-    loop {
-        let event = resumed.next(PATIENCE).expect("resumed events");
-        if let Some((seq, _, kind, _)) = parse(&event) {
-            assert!(seq > last);
-            after.push(kind);
-            if seq >= live_seq {
-                break;
+
+    // Both enter (replayed from the log) and are updated: both are present.
+    let (gw, addr) = start(&before, state);
+    let sse = stream(addr, 0);
+    let mut last = 0;
+    let mut goes_last_seen = String::new();
+    let mut updated = BTreeSet::new();
+    let mut entered = BTreeSet::new();
+    while updated.len() < 2 {
+        let (seq, kind, key, last_seen) = next(&sse);
+        last = seq;
+        if key == GOES {
+            goes_last_seen = last_seen;
+        }
+        match kind.as_str() {
+            "beacon.entered" => assert!(entered.insert(key.clone()), "{key} entered twice"),
+            "beacon.updated" => {
+                assert!(entered.contains(&key), "{key} updated before it entered");
+                updated.insert(key);
             }
+            _ => {}
         }
     }
     assert!(
-        after.iter().all(|k| k == "beacon.updated"),
-        "after the restart: {after:?}"
+        entered.contains(STAYS) && entered.contains(GOES),
+        "{entered:?}"
     );
+    gw.kill();
+    let killed_ms = unix_ms(std::time::SystemTime::now());
+    drop(sse);
+
+    // Restarted within leave_after_s with the second beacon gone: the stream, resumed after
+    // the last event seen, shows the first one continue without a new entry and the second
+    // one leave with its lastSeen from before the restart.
+    let (_gw, addr) = start(&after, state);
+    let sse = stream(addr, last);
+    let mut stays = Vec::new();
+    let left = loop {
+        let (seq, kind, key, last_seen) = next(&sse);
+        assert!(seq > last);
+        if key == STAYS {
+            stays.push(kind);
+        } else if key == GOES {
+            if kind == "beacon.left" {
+                break last_seen;
+            }
+            // Events committed before the kill that the first stream had not read.
+            goes_last_seen = last_seen;
+        }
+    };
+    assert!(
+        !stays.is_empty() && stays.iter().all(|k| k == "beacon.updated"),
+        "the present beacon after the restart: {stays:?}"
+    );
+    // RFC 3339 UTC with milliseconds orders as text.
+    assert!(left >= goes_last_seen, "{left} < {goes_last_seen}");
+    assert_eq!(rfc3339_ms("2025-01-01T12:00:00.250Z"), 1_735_732_800_250);
+    assert!(
+        rfc3339_ms(&left) <= killed_ms && rfc3339_ms(&left) + 30_000 > killed_ms,
+        "lastSeen {left} is after the kill"
+    );
+    let more_stays = next(&sse);
+    assert_eq!(more_stays.1, "beacon.updated", "{more_stays:?}");
+}
+
+fn unix_ms(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+/// `2025-01-01T12:00:00.250Z` as Unix milliseconds (days from the civil date, H. Hinnant).
+fn rfc3339_ms(text: &str) -> u64 {
+    let n = |range: std::ops::Range<usize>| -> i64 {
+        text.get(range)
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_else(|| panic!("not RFC 3339: {text}"))
+    };
+    let (y, m, d) = (n(0..4), n(5..7), n(8..10));
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + n(11..13) * 3600 + n(14..16) * 60 + n(17..19);
+    (secs * 1000 + n(20..23)) as u64
 }
