@@ -137,3 +137,28 @@ fn the_listen_variable_works_and_a_flag_overrides_it() {
     );
     assert!(!ok && stderr.contains("nowhere"), "{stderr}");
 }
+
+#[test]
+fn sigterm_stops_the_gateway_with_open_streams() {
+    let dir = TempDir::new("cli-gateway-term");
+    let state = dir.path().join("state");
+    let state = state.to_str().unwrap();
+    let mut gw = Proc::spawn(&["gateway", "--listen", "127.0.0.1:0", "--state-dir", state]);
+    let addr = gw.gateway_addr();
+    // An open event stream and an open scan stream must not hold the stop up.
+    let events = Sse::open(&format!("http://{addr}/beacon/events"));
+    let scan = Sse::open(&format!("http://{addr}/gap/nodes?event=1"));
+    scan.next(PATIENCE).expect("an advertisement");
+    gw.signal("TERM");
+    let started = std::time::Instant::now();
+    let (code, log) = gw.wait_exit();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "{log}"
+    );
+    drop((events, scan));
+    // The lock went with it: the state directory opens again.
+    let mut gw = Proc::spawn(&["gateway", "--listen", "127.0.0.1:0", "--state-dir", state]);
+    gw.gateway_addr();
+}
