@@ -4,11 +4,12 @@
 //! 0.5 s) feeds an unfiltered subscription whose receiver runs in this test. The gateway is
 //! SIGKILLed several times on the same state directory: right after an event appeared on the
 //! stream (commits run all the time), while a delivery hangs in the receiver, and from the
-//! receiver's own handler right after it has written a `200` (between the 2xx and the commit
-//! that dequeues the message). At the end every event seen on `/beacon/events` before any kill
-//! has reached the receiver, and every event that arrived more than once came each time under
-//! the same `webhook-id`. Also: a second gateway on the same state directory refuses to start,
-//! and a beacon still present after a restart gets no second `beacon.entered`.
+//! receiver's own handler right after it has written a `200` head and half its body (between
+//! the 2xx and the commit that dequeues the message). At the end every event seen on
+//! `/beacon/events` before any kill has reached the receiver, and every event that arrived more
+//! than once came each time under the same `webhook-id`. Also: a second gateway on the same
+//! state directory refuses to start, and after a restart a beacon still present gets no second
+//! `beacon.entered` while one that has gone leaves with its `lastSeen` from before.
 
 mod common;
 mod gateway_common;

@@ -181,6 +181,18 @@ fn the_api_through_the_relay() {
         }
         seen += 1;
     }
+    // Long streams hold relay connections, more than the pool of 4, yet short requests still
+    // get through: each taken connection is replaced (§1.2).
+    let streams: Vec<Sse> = (0..5)
+        .map(|_| Sse::open(&format!("{base}/beacon/events")))
+        .collect();
+    for stream in &streams {
+        stream.next(PATIENCE).expect("each stream is served");
+    }
+    let index = get_json(&format!("{base}/"));
+    assert!(index.is_object(), "{index}");
+    let (status, body) = http("GET", &format!("{base}/beacon/beacons"), None, &[]);
+    assert_eq!(status, 200, "{body}");
 }
 
 #[test]
