@@ -154,10 +154,28 @@ fn the_demo_works_as_printed() {
     );
     assert_eq!(event["gateway"], "limmat-demo");
 
-    // Ctrl-C: a clean stop, exit 0, and the state directory is gone.
+    // Ctrl-C: a clean stop, exit 0, and the state directory is gone, even with streams open
+    // through the relay and on the local listener.
+    let streams = [
+        Sse::open(&format!(
+            "{through_relay}gatt/nodes/c0ffee000010/characteristics/0032/value?notify=1&event=1"
+        )),
+        Sse::open(&format!("{through_relay}beacon/events")),
+        Sse::open(&format!("{local}gap/nodes?event=1")),
+    ];
+    for stream in &streams {
+        stream.next(PATIENCE).expect("the stream is open");
+    }
     demo.signal("INT");
+    let stopping = std::time::Instant::now();
     let (code, log) = demo.wait_exit();
     assert_eq!(code, Some(0), "{log}");
+    assert!(
+        stopping.elapsed() < std::time::Duration::from_secs(15),
+        "the demo took {:?} to stop",
+        stopping.elapsed()
+    );
+    drop(streams);
     let left: Vec<_> = std::fs::read_dir(tmp.path())
         .unwrap()
         .map_while(Result::ok)
