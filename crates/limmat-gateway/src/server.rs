@@ -4,7 +4,8 @@
 //! and on every connection the relay hands the agent, with no extra local hop. `/metrics` is
 //! added on the local listener only, so the relay never exposes it.
 //!
-//! Shutdown: the token stops the listener (in-flight requests finish), the agent (waiting relay
+//! Shutdown: the token stops the listener (in-flight requests finish, for at most
+//! `SHUTDOWN_GRACE`), the agent (waiting relay
 //! connections close), the scan, the pipeline (its last batch is committed) and the scheduler
 //! (an attempt in flight is abandoned and retried after restart, as §5.3 allows); [`Gateway::wait`]
 //! returns when every task has ended.
@@ -26,6 +27,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+/// How long requests still open at shutdown may go on (the local listener).
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How to start a gateway.
 pub struct Options {
@@ -139,14 +143,27 @@ impl Gateway {
 
         let stop = shutdown.clone();
         tasks.spawn(async move {
+            let graceful = stop.clone();
             let served = axum::serve(
                 listener,
                 local_router.into_make_service_with_connect_info::<SocketAddr>(),
             )
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "the local listener failed");
+            .with_graceful_shutdown(async move { graceful.cancelled().await });
+            // Graceful shutdown waits for every open connection, and a stream that does not
+            // watch the token (a scan or notification stream) would hold it up for ever.
+            let grace = async {
+                stop.cancelled().await;
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            };
+            tokio::select! {
+                served = std::future::IntoFuture::into_future(served) => {
+                    if let Err(e) = served {
+                        tracing::error!(error = %e, "the local listener failed");
+                    }
+                }
+                () = grace => {
+                    tracing::info!("requests still open after the shutdown grace period are dropped");
+                }
             }
         });
         tracing::info!(%local_addr, backend = ?config.backend.kind, "gateway listening");
