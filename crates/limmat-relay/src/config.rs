@@ -102,6 +102,10 @@ pub struct RelayConfig {
     pub admin: Option<SocketAddr>,
     /// A file holding the admin bearer token; required when `admin` is not loopback.
     pub admin_token_file: Option<std::path::PathBuf>,
+    /// limmat-mux/1: PING a mux connection after this long without receiving anything (5.6).
+    pub mux_ping_interval: Duration,
+    /// limmat-mux/1: a mux connection whose PING ACK takes longer than this is dead (5.6).
+    pub mux_ping_timeout: Duration,
 }
 
 impl Default for RelayConfig {
@@ -128,6 +132,8 @@ impl Default for RelayConfig {
             max_connections: 65536,
             admin: None,
             admin_token_file: None,
+            mux_ping_interval: limmat_mux::settings::PING_INTERVAL,
+            mux_ping_timeout: limmat_mux::settings::PING_TIMEOUT,
         }
     }
 }
@@ -197,6 +203,8 @@ impl RelayConfig {
             ("idle_timeout", self.idle_timeout),
             ("cap_retry_after", self.cap_retry_after),
             ("drain_timeout", self.drain_timeout),
+            ("mux_ping_interval", self.mux_ping_interval),
+            ("mux_ping_timeout", self.mux_ping_timeout),
         ] {
             if value > LIMIT {
                 return Err(ConfigError::TooLong(name, value));

@@ -26,6 +26,7 @@ mod head;
 pub mod limits;
 mod linger;
 mod metrics;
+mod mux;
 mod pipe;
 mod registry;
 mod socket;

@@ -7,7 +7,6 @@
 //! check and the access log; nothing is done per byte.
 
 use crate::registry::PipeCounters;
-use crate::stream::Stream;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
@@ -38,14 +37,22 @@ pub(crate) struct Outcome {
     pub(crate) down: u64,
 }
 
-/// Forwards between the two legs until the pipe ends.
-pub(crate) async fn run(
-    mut client: Stream,
-    mut device: Stream,
+/// Copy buffer per direction of a PTTH pipe (tokio's default).
+pub(crate) const COPY_BUFFER: usize = 8 << 10;
+
+/// Forwards between any two legs (a mux stream is one), with `buffer` bytes per direction.
+pub(crate) async fn run_with<C, D>(
+    mut client: C,
+    mut device: D,
+    buffer: usize,
     idle_timeout: Duration,
     counters: &PipeCounters,
     stops: [&CancellationToken; 2],
-) -> Outcome {
+) -> Outcome
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    D: AsyncRead + AsyncWrite + Unpin,
+{
     let (up, down) = (&counters.up, &counters.down);
     let mut client = Counted {
         inner: &mut client,
@@ -55,7 +62,7 @@ pub(crate) async fn run(
         inner: &mut device,
         read: down,
     };
-    let copy = tokio::io::copy_bidirectional(&mut client, &mut device);
+    let copy = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut device, buffer, buffer);
     tokio::pin!(copy);
     let total = || up.load(Ordering::Relaxed) + down.load(Ordering::Relaxed);
     // The relay's drain timeout, or an operator disconnecting the domain.

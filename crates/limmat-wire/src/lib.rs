@@ -10,8 +10,10 @@
 //! - [`reply`]: how a device or tunnel client reads the relay's responses (2.9).
 //! - [`tunnel`]: the end-to-end conventions of `limmat tunnel` (2.8) and the device handshake.
 //! - [`tls`]: the SNI peek at a TLS ClientHello on a `tls` listener (2.6.2).
+//! - [`mux`]: limmat-mux/1 stream metadata and HTTP/2 frame boundaries (section 5).
 
 pub mod head;
+pub mod mux;
 pub mod reply;
 pub mod request;
 pub mod response;
