@@ -281,6 +281,28 @@ async fn run_pipe(shared: &Arc<Shared>, client: ClientLeg, device: Conn, sent: u
     pipe_to(shared, client, device.stream, peer, kind, sent, buffer).await;
 }
 
+/// The device leg of a pipe: a PTTH connection, which may be spliced in the kernel when both
+/// legs are plain TCP, or any byte stream (a mux stream), which is copied.
+pub(crate) trait DeviceLegIo:
+    tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Sized
+{
+    /// The plain TCP socket, when there is one.
+    fn into_tcp(self) -> Result<tokio::net::TcpStream, Self> {
+        Err(self)
+    }
+}
+
+impl DeviceLegIo for Stream {
+    fn into_tcp(self) -> Result<tokio::net::TcpStream, Self> {
+        match self {
+            Stream::Tcp(tcp) => Ok(tcp),
+            other => Err(other),
+        }
+    }
+}
+
+impl DeviceLegIo for limmat_mux::H2Stream {}
+
 /// Runs the pipe between a paired client and its device leg (a PTTH connection or a mux
 /// stream): lists it for the admin API, counts it, and logs it at both ends. `sent` client
 /// bytes already went to the device with the pairing.
@@ -293,7 +315,7 @@ pub(crate) async fn pipe_to<D>(
     sent: usize,
     buffer: usize,
 ) where
-    D: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    D: DeviceLegIo,
 {
     let _pipe = shared.stats.hold(Gauge::Pipe);
     let started = Instant::now();
@@ -308,15 +330,25 @@ pub(crate) async fn pipe_to<D>(
     };
     let listed = shared.registry.pipe_started(&client.domain, info);
     listed.counters.up.fetch_add(sent as u64, Ordering::Relaxed);
-    let outcome = pipe::run_with(
-        client.conn.stream,
-        device,
-        buffer,
+    let (idle, stops) = (
         shared.config.idle_timeout,
-        &listed.counters,
         [&shared.hard_stop, listed.killed()],
-    )
-    .await;
+    );
+    let counters = &listed.counters;
+    let outcome = match (client.conn.stream, device.into_tcp()) {
+        // Both legs plain TCP: zero-copy on Linux.
+        #[cfg(target_os = "linux")]
+        (Stream::Tcp(client), Ok(device)) if shared.config.splice => {
+            pipe::run_spliced(client, device, idle, counters, stops).await
+        }
+        (client, Ok(device)) => {
+            let device = Stream::Tcp(device);
+            pipe::run_with(client, device, buffer, idle, counters, stops).await
+        }
+        (client, Err(device)) => {
+            pipe::run_with(client, device, buffer, idle, counters, stops).await
+        }
+    };
     drop(listed);
     crate::metrics::pipe_ended(&outcome, started.elapsed());
     tracing::info!(

@@ -106,6 +106,8 @@ pub struct RelayConfig {
     pub mux_ping_interval: Duration,
     /// limmat-mux/1: a mux connection whose PING ACK takes longer than this is dead (5.6).
     pub mux_ping_timeout: Duration,
+    /// Move the bytes of plain TCP pairs with `splice(2)` (Linux only; elsewhere ignored).
+    pub splice: bool,
 }
 
 impl Default for RelayConfig {
@@ -134,6 +136,7 @@ impl Default for RelayConfig {
             admin_token_file: None,
             mux_ping_interval: limmat_mux::settings::PING_INTERVAL,
             mux_ping_timeout: limmat_mux::settings::PING_TIMEOUT,
+            splice: true,
         }
     }
 }

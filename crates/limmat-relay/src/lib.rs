@@ -30,6 +30,8 @@ mod mux;
 mod pipe;
 mod registry;
 mod socket;
+#[cfg(target_os = "linux")]
+mod splice;
 mod stream;
 pub mod tls;
 

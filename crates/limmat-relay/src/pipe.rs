@@ -63,6 +63,32 @@ where
         read: down,
     };
     let copy = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut device, buffer, buffer);
+    supervise(copy, idle_timeout, counters, stops).await
+}
+
+/// Forwards between two plain TCP legs with `splice(2)` on Linux (bytes stay in the kernel),
+/// with the same half-close, idle and stop semantics as [`run_with`].
+#[cfg(target_os = "linux")]
+pub(crate) async fn run_spliced(
+    client: tokio::net::TcpStream,
+    device: tokio::net::TcpStream,
+    idle_timeout: Duration,
+    counters: &PipeCounters,
+    stops: [&CancellationToken; 2],
+) -> Outcome {
+    let copy = crate::splice::both_ways(&client, &device, &counters.up, &counters.down);
+    supervise(copy, idle_timeout, counters, stops).await
+}
+
+/// Runs `copy` (which counts into `counters` as it reads) until it ends, the legs are idle
+/// for `idle_timeout`, or a stop token fires.
+async fn supervise<T>(
+    copy: impl Future<Output = std::io::Result<T>>,
+    idle_timeout: Duration,
+    counters: &PipeCounters,
+    stops: [&CancellationToken; 2],
+) -> Outcome {
+    let (up, down) = (&counters.up, &counters.down);
     tokio::pin!(copy);
     let total = || up.load(Ordering::Relaxed) + down.load(Ordering::Relaxed);
     // The relay's drain timeout, or an operator disconnecting the domain.

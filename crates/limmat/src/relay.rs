@@ -236,6 +236,7 @@ impl Settings {
             drain_timeout: self.drain_timeout.unwrap_or(d.drain_timeout),
             mux_ping_interval: self.mux_ping_interval.unwrap_or(d.mux_ping_interval),
             mux_ping_timeout: self.mux_ping_timeout.unwrap_or(d.mux_ping_timeout),
+            splice: d.splice,
             auth: self.auth,
             keys: KeySources {
                 keys_files: self.keys_file.unwrap_or_default(),
