@@ -23,6 +23,9 @@ pub struct Signals {
     drain: AtomicBool,
     goaway_seen: AtomicBool,
     notify: Notify,
+    /// The keepalive sleeps until its next PING is due and wants to hear of the next read.
+    dozing: AtomicBool,
+    wake: Notify,
 }
 
 impl Signals {
@@ -39,6 +42,16 @@ impl Signals {
     /// something for that to happen; a PING does.
     pub fn request_goaway(&self) {
         self.drain.store(true, Ordering::Relaxed);
+    }
+
+    /// Sleeps until `deadline`, or until bytes arrive (then returns early).
+    pub(crate) async fn doze_until(&self, deadline: tokio::time::Instant) {
+        self.dozing.store(true, Ordering::Relaxed);
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline) => {}
+            () = self.wake.notified() => {}
+        }
+        self.dozing.store(false, Ordering::Relaxed);
     }
 
     /// Whether the device's side has read a GOAWAY from the relay.
@@ -124,9 +137,13 @@ impl<T: AsyncRead + Unpin> AsyncRead for MuxIo<T> {
         ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
         let new = &buf.filled()[before..];
         if !new.is_empty() {
-            this.signals
-                .read
-                .fetch_add(new.len() as u64, Ordering::Relaxed);
+            let signals = &this.signals;
+            signals.read.fetch_add(new.len() as u64, Ordering::Relaxed);
+            if signals.dozing.load(Ordering::Relaxed)
+                && signals.dozing.swap(false, Ordering::Relaxed)
+            {
+                signals.wake.notify_one();
+            }
             if let Some(scanner) = &mut this.reads {
                 let mut goaway = false;
                 scanner.feed(new, |t| goaway |= t == FRAME_GOAWAY);

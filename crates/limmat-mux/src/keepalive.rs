@@ -61,14 +61,20 @@ impl Keepalive {
             ping,
             seen: signals.bytes_read(),
             signals,
-            interval,
-            timeout,
+            // A zero setting would spin: at least 10 ms.
+            interval: interval.max(Duration::from_millis(10)),
+            timeout: timeout.max(Duration::from_millis(10)),
             kick: Arc::new(Notify::new()),
             window: STREAM_WINDOW,
             last_rx: now,
             last_probe: now,
             pending: None,
         }
+    }
+
+    /// Whether data moved at the last look and the window may still grow.
+    fn pending_growth(&self) -> bool {
+        self.window < MAX_WINDOW && self.last_rx > self.last_probe
     }
 
     /// Waits for the next thing the caller must act on.
@@ -96,9 +102,21 @@ impl Keepalive {
                     () = sleep_until(sent_at + self.timeout) => return Event::Dead,
                 }
             }
-            let kicked = tokio::select! {
-                () = sleep(self.interval.min(BDP_EVERY)) => false,
-                () = self.kick.notified() => true,
+            // While data flows (and the window may still grow), look every BDP_EVERY; an idle
+            // connection sleeps until its PING is due and is woken by the next byte, so that
+            // thousands of idle devices cost no timer wake-ups.
+            let busy = self.signals.bytes_read() != self.seen || self.pending_growth();
+            let kicked = if busy {
+                tokio::select! {
+                    () = sleep(self.interval.min(BDP_EVERY)) => false,
+                    () = self.kick.notified() => true,
+                }
+            } else {
+                let due = self.last_rx.max(self.last_probe) + self.interval;
+                tokio::select! {
+                    () = self.signals.doze_until(due) => false,
+                    () = self.kick.notified() => true,
+                }
             };
             let now = Instant::now();
             let read = self.signals.bytes_read();
