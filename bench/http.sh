@@ -353,40 +353,7 @@ wrk_cmd() {
     local d=$1 mode=$2 url=$3 out=$4 limit
     local args=(-t"$THREADS" -c"$CONNECTIONS" -d"$d" --latency --timeout "$WRK_TIMEOUT")
     if [ "$mode" = close ]; then args+=(-H 'Connection: close'); fi
-    if [ "$BULK" = 1 ]; then
-    echo
-    echo "TCP bulk, iperf3 -t $BULK_SECONDS, one stream client -> server (limmat: iperf3 -> tunnel client -> relay -> tunnel proxy -> iperf3)"
-    bfmt='%-8s %10s %10s %12s\n'
-    # shellcheck disable=SC2059
-    printf "$bfmt" target Gbit/s "vs rathole" retransmits
-    for target in direct ptth mux rathole; do
-        [ -n "${BULK_GBPS[$target]+x}" ] || continue
-        ratio=$(awk -v a="${BULK_GBPS[$target]}" -v b="${BULK_GBPS[rathole]:-0}" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }')
-        # shellcheck disable=SC2059
-        printf "$bfmt" "$target" "${BULK_GBPS[$target]}" "$ratio" "${BULK_RETR[$target]}"
-    done
-fi
-
-if [ "$LATENCY" = 1 ]; then
-    echo
-    echo "open loop: $RATE req/s for ${RATE_SECONDS}s over $RATE_CONNECTIONS keep-alive connections (latency from when each request was due)"
-    lfmt='%-8s %9s %7s %9s %9s %10s %9s %18s\n'
-    # shellcheck disable=SC2059
-    printf "$lfmt" target requests errors "p50 ms" "p99 ms" "p99.9 ms" "max ms" "p99 added vs direct"
-    field() { sed -n "s/.*$1=\([^ ]*\).*/\1/p" <<<"$2"; }
-    direct_p99=$(field p99_ms "${LAT[direct]:-}")
-    for target in direct ptth mux rathole; do
-        [ -n "${LAT[$target]+x}" ] || continue
-        l=${LAT[$target]}
-        p99=$(field p99_ms "$l")
-        added=$(awk -v a="$p99" -v b="$direct_p99" 'BEGIN { if (a != "" && b != "") printf "%+.3f ms", a - b; else print "-" }')
-        # shellcheck disable=SC2059
-        printf "$lfmt" "$target" "$(field requests "$l")" "$(field errors "$l")" "$(field p50_ms "$l")" \
-            "$p99" "$(field p999_ms "$l")" "$(field max_ms "$l")" "$added"
-    done
-fi
-
-if [ "$STATUS_CODES" = 1 ]; then args+=(-s "$BENCH_DIR/status.lua"); fi
+    if [ "$STATUS_CODES" = 1 ]; then args+=(-s "$BENCH_DIR/status.lua"); fi
     limit=$(( $(to_seconds "$d") + $(to_seconds "$WRK_TIMEOUT") + 30 ))
     timeout -k 5 "$limit" wrk "${args[@]}" "$url" >"$out" 2>&1
 }
@@ -554,6 +521,39 @@ for target in direct ptth mux rathole; do
             "${P50[$key]}" "${P99[$key]}" "${REQS[$key]}" "${NON2XX[$key]}" "${ERRS[$key]}"
     done
 done
+
+if [ "$BULK" = 1 ]; then
+    echo
+    echo "TCP bulk, iperf3 -t $BULK_SECONDS, one stream client -> server (limmat: iperf3 -> tunnel client -> relay -> tunnel proxy -> iperf3)"
+    bfmt='%-8s %10s %10s %12s\n'
+    # shellcheck disable=SC2059
+    printf "$bfmt" target Gbit/s "vs rathole" retransmits
+    for target in direct ptth mux rathole; do
+        [ -n "${BULK_GBPS[$target]+x}" ] || continue
+        ratio=$(awk -v a="${BULK_GBPS[$target]}" -v b="${BULK_GBPS[rathole]:-0}" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }')
+        # shellcheck disable=SC2059
+        printf "$bfmt" "$target" "${BULK_GBPS[$target]}" "$ratio" "${BULK_RETR[$target]}"
+    done
+fi
+
+if [ "$LATENCY" = 1 ]; then
+    echo
+    echo "open loop: $RATE req/s for ${RATE_SECONDS}s over $RATE_CONNECTIONS keep-alive connections (latency from when each request was due)"
+    lfmt='%-8s %9s %7s %9s %9s %10s %9s %18s\n'
+    # shellcheck disable=SC2059
+    printf "$lfmt" target requests errors "p50 ms" "p99 ms" "p99.9 ms" "max ms" "p99 added vs direct"
+    field() { sed -n "s/.*$1=\([^ ]*\).*/\1/p" <<<"$2"; }
+    direct_p99=$(field p99_ms "${LAT[direct]:-}")
+    for target in direct ptth mux rathole; do
+        [ -n "${LAT[$target]+x}" ] || continue
+        l=${LAT[$target]}
+        p99=$(field p99_ms "$l")
+        added=$(awk -v a="$p99" -v b="$direct_p99" 'BEGIN { if (a != "" && b != "") printf "%+.3f ms", a - b; else print "-" }')
+        # shellcheck disable=SC2059
+        printf "$lfmt" "$target" "$(field requests "$l")" "$(field errors "$l")" "$(field p50_ms "$l")" \
+            "$p99" "$(field p999_ms "$l")" "$(field max_ms "$l")" "$added"
+    done
+fi
 
 if [ "$STATUS_CODES" = 1 ]; then
     echo
