@@ -472,3 +472,44 @@ async fn auto_uses_mux_with_a_limmat_relay() {
     relay.until_mux(0).await;
     relay.stop().await;
 }
+
+/// 4.1 over mux: the mux handshake needs the device key like a PTTH one; a wrong key is
+/// refused (`401`), and `--transport mux` does not fall back.
+#[tokio::test]
+async fn device_keys_apply_to_mux() {
+    use limmat_relay::auth::{AuthMode, DeviceKey, KeySources, sha256_hex};
+    const KEY: &str = "mux-device-key-for-dom";
+    let relay = TestRelay::start(RelayConfig {
+        auth: Some(AuthMode::Keys),
+        keys: KeySources {
+            device_keys: vec![DeviceKey {
+                domain: "dom".into(),
+                sha256: sha256_hex(KEY.as_bytes()),
+            }],
+            ..KeySources::default()
+        },
+        ..RelayConfig::default()
+    })
+    .await;
+    let mut wrong = relay.agent_config("dom");
+    wrong.secret_key = Some("not-the-key".into());
+    let (mut refused, _c) = Running::collecting(wrong);
+    let status = refused.until(|s| s.failures >= 1).await;
+    assert_eq!((status.mux, status.mux_refused), (0, 0));
+    refused.stop().await;
+
+    let mut right = relay.agent_config("dom");
+    right.secret_key = Some(KEY.into());
+    let (agent, mut conns) = Running::collecting(right);
+    relay.until_mux(1).await;
+    let (mut client, mut conn) = open_stream(&relay, &mut conns).await;
+    conn.write_all(b"HTTP/1.1 204 \r\n\r\n").await.unwrap();
+    let mut answer = [0; 17];
+    timeout(WAIT, client.read_exact(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    drop((client, conn));
+    agent.stop().await;
+    relay.stop().await;
+}
