@@ -89,7 +89,10 @@ impl Keepalive {
                             return Event::Closed;
                         }
                         self.last_probe = Instant::now();
-                        let bdp = self.signals.bytes_read().saturating_sub(before);
+                        let read = self.signals.bytes_read();
+                        let bdp = read.saturating_sub(before);
+                        // The ACK itself is not traffic: only bytes after it count as movement.
+                        self.seen = read;
                         if bdp.saturating_mul(3) >= u64::from(self.window) * 2
                             && self.window < MAX_WINDOW
                             && sent_at.elapsed() > Duration::ZERO
