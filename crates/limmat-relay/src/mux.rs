@@ -32,8 +32,9 @@ use std::time::{Duration, SystemTime};
 use tokio::io::AsyncWriteExt;
 use tokio::time::timeout;
 
-/// Copy buffer per direction of a mux stream's pipe: one full DATA frame of the default size.
-const STREAM_COPY_BUFFER: usize = 16 << 10;
+/// Copy buffer per direction of a mux stream's pipe: one DATA frame of the largest size the
+/// ends accept (`settings::MAX_FRAME`), so bulk streams move in few, large frames.
+const STREAM_COPY_BUFFER: usize = limmat_mux::settings::MAX_FRAME as usize;
 
 /// A live mux connection as the registry lists it.
 pub(crate) struct MuxConn {
