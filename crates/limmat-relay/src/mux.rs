@@ -242,6 +242,9 @@ pub(crate) async fn open(
     };
     let mut send = mux.send.clone();
     let Ok((response, mut body)) = send.send_request(request, false) else {
+        // The connection takes no more streams (the device sent GOAWAY, 5.7, or it failed):
+        // no client is given to it again.
+        close(shared, &mux);
         return Some(client);
     };
     drop(send);
