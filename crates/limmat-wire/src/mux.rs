@@ -201,7 +201,7 @@ mod tests {
                 boundaries.push(i + 1);
             }
         }
-        assert_eq!(boundaries, [24 + 9, 24 + 9 + 17, 24 + 9 + 17 + 17]);
+        assert_eq!(boundaries, [24, 24 + 9, 24 + 9 + 17, 24 + 9 + 17 + 17]);
     }
 
     #[test]
