@@ -45,6 +45,8 @@
 #                         (costs wrk some throughput, so it is off by default)
 #     LEGS ["direct ptth mux rathole"]  which targets to run, in this order (the table's
 #                         order is fixed)
+#     WORKER_THREADS []   tokio worker threads of the limmat relay and tunnels
+#                         (TOKIO_WORKER_THREADS; empty = one per core)
 #     BULK [1]            run the iperf3 cells; BULK_SECONDS [10]
 #     LATENCY [1]         run the open-loop cells; RATE [5000], RATE_SECONDS [10],
 #                         RATE_CONNECTIONS [50]
@@ -72,6 +74,7 @@ MAX_SOCKETS=${MAX_SOCKETS:-$default_max_sockets}
 MAX_PER_DOMAIN=${MAX_PER_DOMAIN:-0}
 STATUS_CODES=${STATUS_CODES:-0}
 LEGS=${LEGS:-direct ptth mux rathole}
+WORKER_THREADS=${WORKER_THREADS:-}
 BULK=${BULK:-1}
 BULK_SECONDS=${BULK_SECONDS:-10}
 LATENCY=${LATENCY:-1}
@@ -85,6 +88,8 @@ MUX_DOMAIN=benchmux
 export RUST_LOG=warn
 
 log() { printf '[bench] %s\n' "$*" >&2; }
+# limmat PROGRAM ARGS...: runs limmat with the chosen worker threads.
+limmat_env() { if [ -n "$WORKER_THREADS" ]; then env TOKIO_WORKER_THREADS="$WORKER_THREADS" "$@"; else "$@"; fi; }
 die() { printf '[bench] error: %s\n' "$*" >&2; exit 1; }
 
 # "10s", "2m", "500ms" or a bare number of seconds -> whole seconds (rounded up).
@@ -281,17 +286,17 @@ wait_200 "$DIRECT_URL" "nginx" 15
 PTTH_URL=http://127.0.0.1:$RELAY_PORT/$DOMAIN/
 MUX_URL=http://127.0.0.1:$RELAY_PORT/$MUX_DOMAIN/
 if want_limmat && [ "$have_tunnel" = 1 ]; then
-    start limmat-relay "$LIMMAT" relay --listen "127.0.0.1:$RELAY_PORT" \
+    start limmat-relay limmat_env "$LIMMAT" relay --listen "127.0.0.1:$RELAY_PORT" \
         --max-per-domain "$MAX_PER_DOMAIN" --drain-timeout 1s
     wait_port "$RELAY_PORT" "limmat relay" 15
     if want_leg ptth; then
-        start limmat-tunnel-ptth "$LIMMAT" tunnel server "127.0.0.1:$ORIGIN_PORT" \
+        start limmat-tunnel-ptth limmat_env "$LIMMAT" tunnel server "127.0.0.1:$ORIGIN_PORT" \
             "127.0.0.1:$RELAY_PORT" "$DOMAIN" --transport ptth \
             --min-listeners "$MIN_LISTENERS" --max-sockets "$MAX_SOCKETS"
         wait_200 "$PTTH_URL" "limmat relay + tunnel (ptth)" 30
     fi
     if want_leg mux; then
-        start limmat-tunnel-mux "$LIMMAT" tunnel server "127.0.0.1:$ORIGIN_PORT" \
+        start limmat-tunnel-mux limmat_env "$LIMMAT" tunnel server "127.0.0.1:$ORIGIN_PORT" \
             "127.0.0.1:$RELAY_PORT" "$MUX_DOMAIN" --transport mux --max-sockets "$MAX_SOCKETS"
         wait_200 "$MUX_URL" "limmat relay + tunnel (mux)" 30
     fi
@@ -432,9 +437,9 @@ if [ "$BULK" = 1 ]; then
         for t in ptth mux; do
             want_leg "$t" || continue
             port_var=CLIENT_${t^^}_PORT
-            start "bulk-device-$t" "$LIMMAT" tunnel proxy "127.0.0.1:$IPERF_PORT" \
+            start "bulk-device-$t" limmat_env "$LIMMAT" tunnel proxy "127.0.0.1:$IPERF_PORT" \
                 "127.0.0.1:$RELAY_PORT" "bulk$t" --transport "$t" --min-listeners 4
-            start "bulk-client-$t" "$LIMMAT" tunnel client "127.0.0.1:${!port_var}" \
+            start "bulk-client-$t" limmat_env "$LIMMAT" tunnel client "127.0.0.1:${!port_var}" \
                 "127.0.0.1:$RELAY_PORT" "bulk$t"
             wait_port "${!port_var}" "limmat tunnel client ($t)" 15
         done
@@ -493,6 +498,7 @@ fi
 if want_leg rathole; then
     echo "rathole: ${rathole_version:-?}, transport tcp (defaults), URL $RATHOLE_URL"
 fi
+echo "limmat tokio worker threads: ${WORKER_THREADS:-one per core}."
 echo "RUST_LOG=warn for limmat and rathole. 'vs rathole' = req/s / rathole req/s in the same mode."
 echo "errors = wrk socket errors connect/read/write/timeout; non-2xx counts non-2xx/3xx responses."
 echo
