@@ -31,11 +31,25 @@ const WAIT: Duration = Duration::from_secs(20);
 /// A relay on 127.0.0.1:0, run in a task.
 struct TestRelay {
     addr: SocketAddr,
+    admin: Option<SocketAddr>,
     handle: RelayHandle,
     task: JoinHandle<()>,
 }
 
 impl TestRelay {
+    /// The admin API's answer to `GET path` (the relay must have been started with `admin`).
+    async fn admin_get(&self, path: &str) -> String {
+        let mut s = TcpStream::connect(self.admin.unwrap()).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+        s.write_all(request.as_bytes()).await.unwrap();
+        let mut body = String::new();
+        timeout(WAIT, s.read_to_string(&mut body))
+            .await
+            .unwrap()
+            .unwrap();
+        body
+    }
+
     async fn start(config: RelayConfig) -> Self {
         let relay = Relay::bind(RelayConfig {
             listen: vec!["127.0.0.1:0".parse().unwrap()],
@@ -45,9 +59,15 @@ impl TestRelay {
         .await
         .unwrap();
         let addr = relay.local_addrs()[0];
+        let admin = relay.admin_addr();
         let handle = relay.handle();
         let task = tokio::spawn(relay.run());
-        Self { addr, handle, task }
+        Self {
+            addr,
+            admin,
+            handle,
+            task,
+        }
     }
 
     fn agent_config(&self, domain: &str) -> AgentConfig {
@@ -509,6 +529,30 @@ async fn device_keys_apply_to_mux() {
         .await
         .unwrap()
         .unwrap();
+    drop((client, conn));
+    agent.stop().await;
+    relay.stop().await;
+}
+
+/// The admin API shows a mux device connection as `protocol: mux` with its open streams, and
+/// the domain's `mux_streams`; `/metrics` has the mux gauges.
+#[tokio::test]
+async fn the_admin_api_shows_mux_connections_and_streams() {
+    let relay = TestRelay::start(RelayConfig {
+        admin: Some("127.0.0.1:0".parse().unwrap()),
+        ..RelayConfig::default()
+    })
+    .await;
+    let (agent, mut conns) = Running::collecting(relay.agent_config("dom"));
+    relay.until_mux(1).await;
+    let (client, conn) = open_stream(&relay, &mut conns).await;
+    let domains = relay.admin_get("/api/domains").await;
+    assert!(domains.contains("\"protocol\":\"mux\""), "{domains}");
+    assert!(domains.contains("\"streams\":1"), "{domains}");
+    assert!(domains.contains("\"mux_streams\":1"), "{domains}");
+    let metrics = relay.admin_get("/metrics").await;
+    assert!(metrics.contains("limmat_mux_connections 1"), "{metrics}");
+    assert!(metrics.contains("limmat_mux_streams 1"), "{metrics}");
     drop((client, conn));
     agent.stop().await;
     relay.stop().await;
