@@ -88,8 +88,15 @@ MUX_DOMAIN=benchmux
 export RUST_LOG=warn
 
 log() { printf '[bench] %s\n' "$*" >&2; }
-# limmat PROGRAM ARGS...: runs limmat with the chosen worker threads.
-limmat_env() { if [ -n "$WORKER_THREADS" ]; then env TOKIO_WORKER_THREADS="$WORKER_THREADS" "$@"; else "$@"; fi; }
+# limmat_env PROGRAM ARGS...: runs PROGRAM with the chosen worker threads. `exec`, so that the
+# background job's PID (which `start` records and the clean-up stops) is the program's own.
+limmat_env() {
+    if [ -n "$WORKER_THREADS" ]; then
+        exec env TOKIO_WORKER_THREADS="$WORKER_THREADS" "$@"
+    else
+        exec "$@"
+    fi
+}
 die() { printf '[bench] error: %s\n' "$*" >&2; exit 1; }
 
 # "10s", "2m", "500ms" or a bare number of seconds -> whole seconds (rounded up).
