@@ -3,13 +3,24 @@
 #
 # What it measures, in one run and with the same wrk load for every cell:
 #   direct   wrk -> nginx                                    (the origin alone)
-#   limmat   wrk -> limmat relay -> limmat tunnel server -> nginx
+#   ptth     wrk -> limmat relay -> limmat tunnel server --transport ptth -> nginx
 #              (path form: http://127.0.0.1:RELAYPORT/bench/; nginx answers any path)
+#   mux      wrk -> limmat relay -> limmat tunnel server --transport mux -> nginx
+#              (limmat-mux/1: one HTTP/2 connection, a stream per client; /benchmux/)
 #   rathole  wrk -> rathole server -> rathole client -> nginx (transport tcp, no noise)
 # each once with HTTP keep-alive and once with `Connection: close` (every request a new TCP
-# connection, so through limmat every request also takes a fresh PTTH device connection).
-# It prints one table: requests/s, the ratio to rathole's requests/s in the same mode, latency
-# p50/p99 (wrk --latency), requests completed, non-2xx/3xx responses and wrk socket errors.
+# connection, so through ptth every request also takes a fresh PTTH device connection, and
+# through mux a fresh stream). It prints one table: requests/s, the ratio to rathole's
+# requests/s in the same mode, latency p50/p99 (wrk --latency), requests completed,
+# non-2xx/3xx responses and wrk socket errors.
+#
+# Then, unless BULK=0: TCP bulk throughput with iperf3 (one stream, BULK_SECONDS, client to
+# server) direct, through limmat (iperf3 -> limmat tunnel client -> relay -> limmat tunnel proxy
+# -> iperf3 server, for ptth and mux: one hop more than rathole, the user-side client) and
+# through rathole. And, unless LATENCY=0: latency under a fixed rate, open loop (the
+# `openloop` example of crates/limmat, built here; wrk2 is not packaged), RATE requests/s over
+# RATE_CONNECTIONS keep-alive connections for RATE_SECONDS, each latency measured from when its
+# request was due; the table shows p50/p99/p99.9 and p99 added over direct.
 #
 # The origin is nginx on 127.0.0.1 (worker_processes 1, access_log off, a 13-byte body
 # "hello, limmat"), run in the foreground with its own prefix in a temporary directory.
@@ -32,8 +43,13 @@
 #     MAX_PER_DOMAIN [0]  limmat relay --max-per-domain (0 = no cap)
 #     STATUS_CODES [0]    1 = count responses per HTTP status with bench/status.lua
 #                         (costs wrk some throughput, so it is off by default)
-#     LEGS ["direct limmat rathole"]  which targets to run, in this order (the table's
+#     LEGS ["direct ptth mux rathole"]  which targets to run, in this order (the table's
 #                         order is fixed)
+#     WORKER_THREADS []   tokio worker threads of the limmat relay and tunnels
+#                         (TOKIO_WORKER_THREADS; empty = one per core)
+#     BULK [1]            run the iperf3 cells; BULK_SECONDS [10]
+#     LATENCY [1]         run the open-loop cells; RATE [5000], RATE_SECONDS [10],
+#                         RATE_CONNECTIONS [50]
 #     SKIP_BUILD [0]      1 = use target/release/limmat as it is
 #     KEEP_TMP [0]        1 = keep the temporary directory (configs, logs, raw wrk output)
 #
@@ -57,13 +73,30 @@ if (( 4 * CONNECTIONS > 128 )); then default_max_sockets=$(( 4 * CONNECTIONS ));
 MAX_SOCKETS=${MAX_SOCKETS:-$default_max_sockets}
 MAX_PER_DOMAIN=${MAX_PER_DOMAIN:-0}
 STATUS_CODES=${STATUS_CODES:-0}
-LEGS=${LEGS:-direct limmat rathole}
+LEGS=${LEGS:-direct ptth mux rathole}
+WORKER_THREADS=${WORKER_THREADS:-}
+BULK=${BULK:-1}
+BULK_SECONDS=${BULK_SECONDS:-10}
+LATENCY=${LATENCY:-1}
+RATE=${RATE:-5000}
+RATE_SECONDS=${RATE_SECONDS:-10}
+RATE_CONNECTIONS=${RATE_CONNECTIONS:-50}
 SKIP_BUILD=${SKIP_BUILD:-0}
 KEEP_TMP=${KEEP_TMP:-0}
 DOMAIN=bench
+MUX_DOMAIN=benchmux
 export RUST_LOG=warn
 
 log() { printf '[bench] %s\n' "$*" >&2; }
+# limmat_env PROGRAM ARGS...: runs PROGRAM with the chosen worker threads. `exec`, so that the
+# background job's PID (which `start` records and the clean-up stops) is the program's own.
+limmat_env() {
+    if [ -n "$WORKER_THREADS" ]; then
+        exec env TOKIO_WORKER_THREADS="$WORKER_THREADS" "$@"
+    else
+        exec "$@"
+    fi
+}
 die() { printf '[bench] error: %s\n' "$*" >&2; exit 1; }
 
 # "10s", "2m", "500ms" or a bare number of seconds -> whole seconds (rounded up).
@@ -98,6 +131,7 @@ find_nginx() { command -v nginx 2>/dev/null || { [ -x /usr/sbin/nginx ] && echo 
 
 command -v curl >/dev/null 2>&1 || apt_install curl
 command -v wrk >/dev/null 2>&1 || apt_install wrk
+if [ "$BULK" = 1 ]; then command -v iperf3 >/dev/null 2>&1 || apt_install iperf3; fi
 NGINX=$(find_nginx)
 if [ -z "$NGINX" ]; then
     apt_install nginx-light || apt_install nginx
@@ -119,17 +153,19 @@ if want_leg rathole && [ ! -x "$RATHOLE" ]; then
 fi
 
 LIMMAT=$ROOT/target/release/limmat
-if want_leg limmat; then
+OPENLOOP=$ROOT/target/release/examples/openloop
+want_limmat() { want_leg ptth || want_leg mux; }
+if want_limmat || [ "$LATENCY" = 1 ]; then
     if [ "$SKIP_BUILD" != 1 ]; then
-        log "cargo build --release"
-        (cd "$ROOT" && cargo build --release >&2)
+        log "cargo build --release (limmat and the openloop example)"
+        (cd "$ROOT" && cargo build --release >&2 && cargo build --release -p limmat --example openloop >&2)
     fi
     [ -x "$LIMMAT" ] || die "$LIMMAT is missing"
 fi
 have_tunnel=0
-if want_leg limmat && "$LIMMAT" tunnel server --help >/dev/null 2>&1; then have_tunnel=1; fi
-if want_leg limmat && [ "$have_tunnel" = 0 ]; then
-    log "warning: '$LIMMAT tunnel server' does not exist yet; the limmat rows are skipped"
+if want_limmat && "$LIMMAT" tunnel server --help 2>/dev/null | grep -q -- --transport; then have_tunnel=1; fi
+if want_limmat && [ "$have_tunnel" = 0 ]; then
+    log "warning: '$LIMMAT tunnel server --transport' does not exist; the limmat rows are skipped"
 fi
 
 # More descriptors for 2 x CONNECTIONS sockets per hop; the children inherit the limit.
@@ -240,6 +276,10 @@ pick_port ORIGIN_PORT
 pick_port RELAY_PORT
 pick_port RATHOLE_CTRL_PORT
 pick_port RATHOLE_PORT
+pick_port IPERF_PORT
+pick_port RATHOLE_IPERF_PORT
+pick_port CLIENT_PTTH_PORT
+pick_port CLIENT_MUX_PORT
 
 # ---------------------------------------------------------------------------------------------
 # Origin, limmat, rathole
@@ -250,15 +290,23 @@ start nginx "$NGINX" -p "$TMPD" -c "$TMPD/nginx.conf" -e "$TMPD/nginx-error.log"
 DIRECT_URL=http://127.0.0.1:$ORIGIN_PORT/bench/
 wait_200 "$DIRECT_URL" "nginx" 15
 
-LIMMAT_URL=http://127.0.0.1:$RELAY_PORT/$DOMAIN/
-if want_leg limmat && [ "$have_tunnel" = 1 ]; then
-    start limmat-relay "$LIMMAT" relay --listen "127.0.0.1:$RELAY_PORT" \
+PTTH_URL=http://127.0.0.1:$RELAY_PORT/$DOMAIN/
+MUX_URL=http://127.0.0.1:$RELAY_PORT/$MUX_DOMAIN/
+if want_limmat && [ "$have_tunnel" = 1 ]; then
+    start limmat-relay limmat_env "$LIMMAT" relay --listen "127.0.0.1:$RELAY_PORT" \
         --max-per-domain "$MAX_PER_DOMAIN" --drain-timeout 1s
     wait_port "$RELAY_PORT" "limmat relay" 15
-    start limmat-tunnel "$LIMMAT" tunnel server "127.0.0.1:$ORIGIN_PORT" \
-        "127.0.0.1:$RELAY_PORT" "$DOMAIN" \
-        --min-listeners "$MIN_LISTENERS" --max-sockets "$MAX_SOCKETS"
-    wait_200 "$LIMMAT_URL" "limmat relay + tunnel" 30
+    if want_leg ptth; then
+        start limmat-tunnel-ptth limmat_env "$LIMMAT" tunnel server "127.0.0.1:$ORIGIN_PORT" \
+            "127.0.0.1:$RELAY_PORT" "$DOMAIN" --transport ptth \
+            --min-listeners "$MIN_LISTENERS" --max-sockets "$MAX_SOCKETS"
+        wait_200 "$PTTH_URL" "limmat relay + tunnel (ptth)" 30
+    fi
+    if want_leg mux; then
+        start limmat-tunnel-mux limmat_env "$LIMMAT" tunnel server "127.0.0.1:$ORIGIN_PORT" \
+            "127.0.0.1:$RELAY_PORT" "$MUX_DOMAIN" --transport mux --max-sockets "$MAX_SOCKETS"
+        wait_200 "$MUX_URL" "limmat relay + tunnel (mux)" 30
+    fi
 fi
 
 RATHOLE_URL=http://127.0.0.1:$RATHOLE_PORT/bench/
@@ -274,6 +322,10 @@ type = "tcp"
 [server.services.$DOMAIN]
 token = "$token"
 bind_addr = "127.0.0.1:$RATHOLE_PORT"
+
+[server.services.iperf]
+token = "$token"
+bind_addr = "127.0.0.1:$RATHOLE_IPERF_PORT"
 EOF
     cat >"$TMPD/rathole-client.toml" <<EOF
 [client]
@@ -285,6 +337,10 @@ type = "tcp"
 [client.services.$DOMAIN]
 token = "$token"
 local_addr = "127.0.0.1:$ORIGIN_PORT"
+
+[client.services.iperf]
+token = "$token"
+local_addr = "127.0.0.1:$IPERF_PORT"
 EOF
     start rathole-server "$RATHOLE" --server "$TMPD/rathole-server.toml"
     wait_port "$RATHOLE_CTRL_PORT" "rathole server" 15
@@ -358,15 +414,80 @@ run_cell() {
     : "${RPS[$key]:=0}" "${NON2XX[$key]:=0}" "${REQS[$key]:=0}"
 }
 
+url_of() {
+    case $1 in
+        direct) echo "$DIRECT_URL" ;;
+        ptth) echo "$PTTH_URL" ;;
+        mux) echo "$MUX_URL" ;;
+        rathole) echo "$RATHOLE_URL" ;;
+    esac
+}
+
 for target in $LEGS; do
     case $target in
         direct) url=$DIRECT_URL ;;
-        limmat) [ "$have_tunnel" = 1 ] || continue; url=$LIMMAT_URL ;;
+        ptth | mux) [ "$have_tunnel" = 1 ] || continue; url=$(url_of "$target") ;;
         rathole) url=$RATHOLE_URL ;;
         *) die "unknown leg '$target' in LEGS" ;;
     esac
     for mode in "${MODES[@]}"; do run_cell "$target" "$mode" "$url"; done
 done
+
+# ---------------------------------------------------------------------------------------------
+# Bulk (iperf3) and open-loop latency
+# ---------------------------------------------------------------------------------------------
+declare -A BULK_GBPS BULK_RETR LAT
+if [ "$BULK" = 1 ]; then
+    start iperf3-server iperf3 -s -p "$IPERF_PORT"
+    wait_port "$IPERF_PORT" "iperf3 server" 15
+    if want_limmat && [ "$have_tunnel" = 1 ]; then
+        for t in ptth mux; do
+            want_leg "$t" || continue
+            port_var=CLIENT_${t^^}_PORT
+            start "bulk-device-$t" limmat_env "$LIMMAT" tunnel proxy "127.0.0.1:$IPERF_PORT" \
+                "127.0.0.1:$RELAY_PORT" "bulk$t" --transport "$t" --min-listeners 4
+            start "bulk-client-$t" limmat_env "$LIMMAT" tunnel client "127.0.0.1:${!port_var}" \
+                "127.0.0.1:$RELAY_PORT" "bulk$t"
+            wait_port "${!port_var}" "limmat tunnel client ($t)" 15
+        done
+        sleep 1
+    fi
+    bulk_cell() { # bulk_cell TARGET PORT
+        local out="$TMPD/iperf-$1.json"
+        sleep "$SETTLE"
+        alive_or_die
+        log "iperf3 through $1 for ${BULK_SECONDS}s"
+        if timeout -k 5 $(( BULK_SECONDS + 30 )) iperf3 -c 127.0.0.1 -p "$2" -t "$BULK_SECONDS" -J >"$out" 2>&1; then
+            BULK_GBPS[$1]=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("%.2f" % (d["end"]["sum_received"]["bits_per_second"] / 1e9))' "$out" 2>/dev/null || echo 0)
+            BULK_RETR[$1]=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["end"]["sum_sent"].get("retransmits", "-"))' "$out" 2>/dev/null || echo -)
+        else
+            log "iperf3 failed through $1: $(tail -c 300 "$out")"
+            BULK_GBPS[$1]=0 BULK_RETR[$1]=-
+        fi
+    }
+    for target in $LEGS; do
+        case $target in
+            direct) bulk_cell direct "$IPERF_PORT" ;;
+            ptth) [ "$have_tunnel" = 1 ] && bulk_cell ptth "$CLIENT_PTTH_PORT" ;;
+            mux) [ "$have_tunnel" = 1 ] && bulk_cell mux "$CLIENT_MUX_PORT" ;;
+            rathole) bulk_cell rathole "$RATHOLE_IPERF_PORT" ;;
+        esac
+    done
+fi
+
+if [ "$LATENCY" = 1 ]; then
+    [ -x "$OPENLOOP" ] || die "$OPENLOOP is missing (cargo build --release -p limmat --example openloop)"
+    for target in $LEGS; do
+        if [[ $target == ptth || $target == mux ]] && [ "$have_tunnel" != 1 ]; then continue; fi
+        url=$(url_of "$target")
+        hostport=${url#http://}; path=/${hostport#*/}; hostport=${hostport%%/*}
+        sleep "$SETTLE"
+        alive_or_die
+        log "open loop through $target: $RATE req/s for ${RATE_SECONDS}s over $RATE_CONNECTIONS connections"
+        LAT[$target]=$(timeout -k 5 $(( RATE_SECONDS + 60 )) "$OPENLOOP" "$hostport" "$path" \
+            "$RATE" "$RATE_SECONDS" "$RATE_CONNECTIONS" 2>&1 | tail -n 1)
+    done
+fi
 
 # ---------------------------------------------------------------------------------------------
 # Report
@@ -376,13 +497,15 @@ echo "HTTP through limmat vs rathole vs direct — $(date -u '+%Y-%m-%d %H:%M:%S
 echo "load:    wrk $wrk_version -t$THREADS -c$CONNECTIONS -d$DURATION --latency --timeout $WRK_TIMEOUT" \
     "(warm-up $WARMUP, ${SETTLE}s rest before each cell)"
 echo "origin:  $("$NGINX" -v 2>&1 | sed 's/^nginx version: //'), worker_processes 1, 13-byte body, 127.0.0.1:$ORIGIN_PORT"
-if want_leg limmat; then
+if want_limmat; then
     echo "limmat:  ${limmat_version:-?}; relay --max-per-domain $MAX_PER_DOMAIN (other settings default);" \
-        "tunnel server --min-listeners $MIN_LISTENERS --max-sockets $MAX_SOCKETS; URL $LIMMAT_URL"
+        "ptth: tunnel server --transport ptth --min-listeners $MIN_LISTENERS --max-sockets $MAX_SOCKETS, URL $PTTH_URL;" \
+        "mux: tunnel server --transport mux --max-sockets $MAX_SOCKETS, URL $MUX_URL"
 fi
 if want_leg rathole; then
     echo "rathole: ${rathole_version:-?}, transport tcp (defaults), URL $RATHOLE_URL"
 fi
+echo "limmat tokio worker threads: ${WORKER_THREADS:-one per core}."
 echo "RUST_LOG=warn for limmat and rathole. 'vs rathole' = req/s / rathole req/s in the same mode."
 echo "errors = wrk socket errors connect/read/write/timeout; non-2xx counts non-2xx/3xx responses."
 echo
@@ -391,7 +514,7 @@ fmt='%-8s %-11s %10s %10s %9s %9s %10s %8s %-14s\n'
 printf "$fmt" target mode req/s "vs rathole" "p50 ms" "p99 ms" requests non-2xx errors
 # shellcheck disable=SC2059
 printf "$fmt" -------- ----------- ---------- ---------- --------- --------- ---------- -------- --------------
-for target in direct limmat rathole; do
+for target in direct ptth mux rathole; do
     want_leg "$target" || continue
     for mode in "${MODES[@]}"; do
         key=$target/$mode
@@ -411,6 +534,39 @@ for target in direct limmat rathole; do
             "${P50[$key]}" "${P99[$key]}" "${REQS[$key]}" "${NON2XX[$key]}" "${ERRS[$key]}"
     done
 done
+
+if [ "$BULK" = 1 ]; then
+    echo
+    echo "TCP bulk, iperf3 -t $BULK_SECONDS, one stream client -> server (limmat: iperf3 -> tunnel client -> relay -> tunnel proxy -> iperf3)"
+    bfmt='%-8s %10s %10s %12s\n'
+    # shellcheck disable=SC2059
+    printf "$bfmt" target Gbit/s "vs rathole" retransmits
+    for target in direct ptth mux rathole; do
+        [ -n "${BULK_GBPS[$target]+x}" ] || continue
+        ratio=$(awk -v a="${BULK_GBPS[$target]}" -v b="${BULK_GBPS[rathole]:-0}" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }')
+        # shellcheck disable=SC2059
+        printf "$bfmt" "$target" "${BULK_GBPS[$target]}" "$ratio" "${BULK_RETR[$target]}"
+    done
+fi
+
+if [ "$LATENCY" = 1 ]; then
+    echo
+    echo "open loop: $RATE req/s for ${RATE_SECONDS}s over $RATE_CONNECTIONS keep-alive connections (latency from when each request was due)"
+    lfmt='%-8s %9s %7s %9s %9s %10s %9s %18s\n'
+    # shellcheck disable=SC2059
+    printf "$lfmt" target requests errors "p50 ms" "p99 ms" "p99.9 ms" "max ms" "p99 added vs direct"
+    field() { sed -n "s/.*$1=\([^ ]*\).*/\1/p" <<<"$2"; }
+    direct_p99=$(field p99_ms "${LAT[direct]:-}")
+    for target in direct ptth mux rathole; do
+        [ -n "${LAT[$target]+x}" ] || continue
+        l=${LAT[$target]}
+        p99=$(field p99_ms "$l")
+        added=$(awk -v a="$p99" -v b="$direct_p99" 'BEGIN { if (a != "" && b != "") printf "%+.3f ms", a - b; else print "-" }')
+        # shellcheck disable=SC2059
+        printf "$lfmt" "$target" "$(field requests "$l")" "$(field errors "$l")" "$(field p50_ms "$l")" \
+            "$p99" "$(field p999_ms "$l")" "$(field max_ms "$l")" "$added"
+    done
+fi
 
 if [ "$STATUS_CODES" = 1 ]; then
     echo

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/idle.sh — the relay's memory per idle waiting PTTH/1.0 device.
+# bench/idle.sh — the relay's memory per idle device: waiting PTTH/1.0 or idle limmat-mux/1.
 #
 # What it measures: a relay (`limmat relay`, every per-IP and per-domain limit off, hold time
 # 60 s, RUST_LOG=warn) holds devices that have sent
@@ -17,7 +17,12 @@
 # device, which counts BOTH ends of each loopback connection (relay and bench client sockets)
 # and everything else the machine did meanwhile.
 #
+# With PROTOCOLS containing mux, devices are limmat-mux/1 connections instead (the same client
+# with --protocol mux: the mux POST, the 61-byte 101, then a minimal idle HTTP/2 server that
+# only ACKs SETTINGS and PING), counted by the gauge `limmat_mux_connections`.
+#
 # It runs every combination of
+#     PROTOCOLS   ptth and mux
 #     ALLOCATORS  default (glibc as is) and arena2 (MALLOC_ARENA_MAX=2; environment only)
 #     DOMAINS     many (one domain per device, dev00000...) and one (all devices in one domain)
 # with a fresh relay each time, and prints one table at the end.
@@ -38,6 +43,9 @@
 #     PROFILE=heaptrack bench/idle.sh
 # Settings (environment variables, defaults in brackets):
 #     STEPS ["5000 10000 15000"]   cumulative device counts sampled; the last is the total
+#                                  (100,000 devices cannot run here: the hard open-file
+#                                  limit of 20,000 per process caps the relay)
+#     PROTOCOLS ["ptth mux"]       device transports, see above
 #     PROCS [4]                    client processes started per step
 #     SOURCES ["127.0.0.2 127.0.0.3 127.0.0.4 127.0.0.5"]  source addresses, round robin
 #     DOMAINS ["many one"]         see above
@@ -59,6 +67,8 @@ STEPS=${STEPS:-"5000 10000 15000"}
 PROCS=${PROCS:-4}
 SOURCES=${SOURCES:-"127.0.0.2 127.0.0.3 127.0.0.4 127.0.0.5"}
 DOMAINS=${DOMAINS:-"many one"}
+PROTOCOLS=${PROTOCOLS:-"ptth mux"}
+PROTOCOL=ptth
 ALLOCATORS=${ALLOCATORS:-"default arena2"}
 HOLD_TIME=${HOLD_TIME:-60s}
 SETTLE=${SETTLE:-3}
@@ -159,7 +169,7 @@ add_devices() {
         ((n > 0)) || continue
         out=$TMP/client.$NPROC_STARTED.out
         python3 "$CLIENT" --relay "$RELAY" --src "${SRC[NPROC_STARTED % ${#SRC[@]}]}" \
-            --first "$start" --count "$n" --domains "$mode" --max-seconds 900 \
+            --first "$start" --count "$n" --domains "$mode" --max-seconds 900 --protocol "$PROTOCOL" \
             >"$out" 2>"$TMP/client.$NPROC_STARTED.err" &
         CLIENT_PIDS+=($!); pids+=($!); outs+=("$out")
         start=$((start + n)); NPROC_STARTED=$((NPROC_STARTED + 1))
@@ -176,10 +186,11 @@ add_devices() {
     done
 }
 
-wait_waiting() { # wait_waiting N: until limmat_waiting_devices >= N
-    local want=$1 deadline=$((SECONDS + READY_TIMEOUT)) got
+wait_waiting() { # wait_waiting N: until limmat_waiting_devices (or mux connections) >= N
+    local want=$1 deadline=$((SECONDS + READY_TIMEOUT)) got gauge=limmat_waiting_devices
+    [[ $PROTOCOL == mux ]] && gauge=limmat_mux_connections
     while :; do
-        got=$(metric limmat_waiting_devices)
+        got=$(metric $gauge)
         [[ -n $got && $got -ge $want ]] && return 0
         ((SECONDS < deadline)) || die "only ${got:-?} of $want devices waiting after ${READY_TIMEOUT}s"
         sleep 0.3
@@ -201,11 +212,11 @@ ROWS=$TMP/rows
 
 run_case() { # run_case ALLOCATOR DOMAINS
     local alloc=$1 mode=$2 prev=0 step base cur threads
-    echo "== allocator=$alloc domains=$mode" >&2
+    echo "== protocol=$PROTOCOL allocator=$alloc domains=$mode" >&2
     start_relay "$alloc"
     sleep 1
     base=$(sample)
-    printf '%s %s %s %s\n' "$alloc" "$mode" 0 "$base" >>"$ROWS"
+    printf '%s %s %s %s\n' "$PROTOCOL/$alloc" "$mode" 0 "$base" >>"$ROWS"
     for step in $STEPS; do
         ((step > prev)) || die "STEPS must increase"
         add_devices "$prev" $((step - prev)) "$mode"
@@ -213,8 +224,8 @@ run_case() { # run_case ALLOCATOR DOMAINS
         sleep "$SETTLE"
         cur=$(sample)
         threads=$(kib "/proc/$RELAY_PID/status" Threads)
-        echo "   $step devices waiting ($(metric limmat_waiting_devices) by the gauge), VmRSS RssAnon Pss Slab KiB: $cur, relay threads $threads" >&2
-        printf '%s %s %s %s\n' "$alloc" "$mode" "$step" "$cur" >>"$ROWS"
+        echo "   $step devices waiting ($(metric limmat_waiting_devices) PTTH, $(metric limmat_mux_connections) mux by the gauges), VmRSS RssAnon Pss Slab KiB: $cur, relay threads $threads" >&2
+        printf '%s %s %s %s\n' "$PROTOCOL/$alloc" "$mode" "$step" "$cur" >>"$ROWS"
         prev=$step
     done
     stop_clients
@@ -231,12 +242,12 @@ print_table() {
         mr = d ? sprintf("%.0f", (r - RP) * 1024 / (d - DP)) : "-"
         bp = d ? sprintf("%.0f", (p - P0) * 1024 / d) : "-"
         bs = d ? sprintf("%.0f", (s - S0) * 1024 / d) : "-"
-        printf "%-9s %-7s %8s %10s %10s %10s %12s %12s %12s %14s\n", a, m, d, r, an, p, br, mr, bp, bs
+        printf "%-14s %-7s %8s %10s %10s %10s %12s %12s %12s %14s\n", a, m, d, r, an, p, br, mr, bp, bs
     }
     BEGIN {
-        printf "%-9s %-7s %8s %10s %10s %10s %12s %12s %12s %14s\n", "allocator", "domains", "devices",
+        printf "%-14s %-7s %8s %10s %10s %10s %12s %12s %12s %14s\n", "proto/alloc", "domains", "devices",
             "VmRSS KiB", "RssAnon KiB", "Pss KiB", "RSS B/dev", "RSS B/dev", "Pss B/dev", "Slab B/dev"
-        printf "%-9s %-7s %8s %10s %10s %10s %12s %12s %12s %14s\n", "", "", "", "", "", "",
+        printf "%-14s %-7s %8s %10s %10s %10s %12s %12s %12s %14s\n", "", "", "", "", "", "",
             "(vs before)", "(marginal)", "(vs before)", "(both ends)"
     }
     {
@@ -283,11 +294,13 @@ fi
 
 last=${STEPS##* }
 (($(ulimit -Hn) > last + 100)) || die "the hard open-file limit $(ulimit -Hn) is too low for $last devices"
-for alloc in $ALLOCATORS; do
-    for mode in $DOMAINS; do
-        run_case "$alloc" "$mode"
+for PROTOCOL in $PROTOCOLS; do
+    for alloc in $ALLOCATORS; do
+        for mode in $DOMAINS; do
+            run_case "$alloc" "$mode"
+        done
     done
 done
 echo
-echo "limmat relay, idle waiting PTTH/1.0 devices (hold time $HOLD_TIME, RUST_LOG=warn)"
+echo "limmat relay, idle devices: waiting PTTH/1.0 (hold time $HOLD_TIME) and idle limmat-mux/1 connections, RUST_LOG=warn"
 print_table

@@ -1,6 +1,11 @@
 #!/usr/bin/env python3
-"""Idle PTTH/1.0 devices for bench/idle.sh: opens COUNT connections to a relay and keeps each
-one waiting (spec 2.3-2.4).
+"""Idle PTTH/1.0 or limmat-mux/1 devices for bench/idle.sh: opens COUNT connections to a relay
+and keeps each one waiting (spec 2.3-2.4) or, with --protocol mux, open as an idle mux
+connection (spec 5.1-5.6).
+
+A mux device sends the mux POST, reads the 61-byte 101, then plays a minimal HTTP/2 server: its
+SETTINGS (empty), an ACK for the relay's SETTINGS and an ACK for every PING, which is all an
+idle mux connection needs (no stream is ever opened in the bench).
 
 Every connection sends
     POST /<domain> HTTP/1.1\\r\\nUpgrade: PTTH/1.0\\r\\nConnection: Upgrade\\r\\nHost: relay\\r\\n\\r\\n
@@ -24,6 +29,10 @@ import signal
 import sys
 
 RENEW = b"HTTP/1.1 204 \r\n\r\n"
+UPGRADE_MUX = b"HTTP/1.1 101 \r\nUpgrade: limmat-mux/1\r\nConnection: Upgrade\r\n\r\n"
+PREFACE_LEN = 24
+SETTINGS = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+SETTINGS_ACK = b"\x00\x00\x00\x04\x01\x00\x00\x00\x00"
 
 
 class Device(asyncio.Protocol):
@@ -53,6 +62,46 @@ class Device(asyncio.Protocol):
         self.stats["lost"] += 1
 
 
+class MuxDevice(Device):
+    """An idle limmat-mux/1 device: HTTP/2 server side, frames parsed only to ACK."""
+
+    def __init__(self, post, stats):
+        super().__init__(post, stats)
+        self.upgraded = False
+        self.skip = PREFACE_LEN
+
+    def data_received(self, data):
+        self.buf += data
+        if not self.upgraded:
+            if len(self.buf) < len(UPGRADE_MUX):
+                return
+            if not self.buf.startswith(UPGRADE_MUX):
+                status = self.buf[9:12].decode("ascii", "replace")
+                self.stats["other:" + status] = self.stats.get("other:" + status, 0) + 1
+                self.transport.close()
+                return
+            self.buf = self.buf[len(UPGRADE_MUX):]
+            self.upgraded = True
+            self.stats["mux"] = self.stats.get("mux", 0) + 1
+            self.transport.write(SETTINGS)
+        if self.skip:
+            n = min(self.skip, len(self.buf))
+            self.skip -= n
+            self.buf = self.buf[n:]
+        while len(self.buf) >= 9:
+            length = int.from_bytes(self.buf[0:3], "big")
+            if len(self.buf) < 9 + length:
+                return
+            ftype, flags = self.buf[3], self.buf[4]
+            payload = self.buf[9:9 + length]
+            self.buf = self.buf[9 + length:]
+            if ftype == 4 and not flags & 1:
+                self.transport.write(SETTINGS_ACK)
+            elif ftype == 6 and not flags & 1:
+                self.stats["pings"] = self.stats.get("pings", 0) + 1
+                self.transport.write(b"\x00\x00\x08\x06\x01\x00\x00\x00\x00" + payload)
+
+
 async def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--relay", required=True, help="HOST:PORT of the relay")
@@ -64,6 +113,7 @@ async def main():
     ap.add_argument("--prefix", default="dev")
     ap.add_argument("--concurrency", type=int, default=200, help="connects in flight")
     ap.add_argument("--max-seconds", type=float, default=600)
+    ap.add_argument("--protocol", choices=["ptth", "mux"], default="ptth")
     args = ap.parse_args()
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -83,13 +133,15 @@ async def main():
     async def one(i):
         nonlocal failed
         domain = f"{args.prefix}{i:05d}" if args.domains == "many" else args.prefix
-        post = (f"POST /{domain} HTTP/1.1\r\nUpgrade: PTTH/1.0\r\nConnection: Upgrade\r\n"
+        upgrade = "limmat-mux/1" if args.protocol == "mux" else "PTTH/1.0"
+        post = (f"POST /{domain} HTTP/1.1\r\nUpgrade: {upgrade}\r\nConnection: Upgrade\r\n"
                 f"Host: relay\r\n\r\n").encode()
+        kind = MuxDevice if args.protocol == "mux" else Device
         async with sem:
             for attempt in range(5):
                 try:
                     t, _ = await loop.create_connection(
-                        lambda: Device(post, stats), host, port, local_addr=(args.src, 0))
+                        lambda: kind(post, stats), host, port, local_addr=(args.src, 0))
                     transports.append(t)
                     return
                 except OSError as e:

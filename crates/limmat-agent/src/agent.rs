@@ -35,7 +35,11 @@ use crate::conn::RelayedConn;
 use crate::handshake::{
     self, AttemptError, Event, HandshakeFields, MAX_REDIRECTS, Outcome, Target,
 };
-use crate::transport::{Connector, TlsError, TlsOptions};
+use crate::mux::{FALLBACK_FOR, StreamMeta, Transport};
+use crate::transport::{Connector, RelayStream, TlsError, TlsOptions};
+use bytes::Bytes;
+use limmat_mux::{Event as MuxEvent, H2Stream, Keepalive, MuxIo, Signals, settings};
+use limmat_wire::request::Protocol;
 
 /// The wait for a response head: every device library and YalerTunnel2 use 75 s (2.9).
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(75);
@@ -66,6 +70,17 @@ pub struct AgentConfig {
     /// Sends `X-Relay-Security: transport/pass-through` (2.6.5): SNI-routed clients are then
     /// spliced to this device with their TLS intact, and the device terminates it.
     pub pass_through: bool,
+    /// PTTH/1.0, limmat-mux/1, or mux with fallback (5.8). [`AgentConfig::new`] keeps PTTH so
+    /// that embedders see no change; `limmat tunnel` defaults to `Auto`.
+    pub transport: Transport,
+    /// Mux connections kept open (`--mux-connections`, 5.8).
+    pub mux_connections: usize,
+    /// This device's `SETTINGS_MAX_CONCURRENT_STREAMS` on each mux connection (5.2).
+    pub mux_max_streams: u32,
+    /// PING a mux connection after this long without receiving anything (5.6).
+    pub mux_ping_interval: Duration,
+    /// A mux connection whose PING ACK takes longer than this is dead (5.6).
+    pub mux_ping_timeout: Duration,
 }
 
 /// The key is shown as its presence only, so a logged configuration never leaks it.
@@ -84,6 +99,11 @@ impl std::fmt::Debug for AgentConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("tls", &self.tls)
             .field("pass_through", &self.pass_through)
+            .field("transport", &self.transport)
+            .field("mux_connections", &self.mux_connections)
+            .field("mux_max_streams", &self.mux_max_streams)
+            .field("mux_ping_interval", &self.mux_ping_interval)
+            .field("mux_ping_timeout", &self.mux_ping_timeout)
             .finish()
     }
 }
@@ -101,6 +121,11 @@ impl AgentConfig {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             tls: TlsOptions::default(),
             pass_through: false,
+            transport: Transport::Ptth,
+            mux_connections: 1,
+            mux_max_streams: limmat_mux::settings::DEVICE_MAX_STREAMS,
+            mux_ping_interval: limmat_mux::settings::PING_INTERVAL,
+            mux_ping_timeout: limmat_mux::settings::PING_TIMEOUT,
         }
     }
 }
@@ -114,6 +139,8 @@ pub enum AgentError {
     Domain { domain: String, error: DomainError },
     #[error("min_listeners must be at least 1")]
     NoListeners,
+    #[error("mux_connections and mux_max_streams must be at least 1")]
+    NoMuxConnections,
     #[error("max_sockets is {0}; at most {MAX_POOL} are supported")]
     TooManySockets(usize),
     #[error("max_sockets ({max_sockets}) must be at least min_listeners ({min_listeners})")]
@@ -159,6 +186,10 @@ pub struct AgentStatus {
     pub upgrades: u64,
     /// Attempts that ended in a failure (and so in the backoff).
     pub failures: u64,
+    /// limmat-mux/1 connections serving streams.
+    pub mux: usize,
+    /// Mux handshakes the relay did not accept (each starts an hour of PTTH with `Auto`).
+    pub mux_refused: u64,
 }
 
 /// The device side of the relay protocol: keeps connections waiting at the relay and hands
@@ -179,6 +210,11 @@ impl Agent {
         })?;
         if config.min_listeners == 0 {
             return Err(AgentError::NoListeners);
+        }
+        if config.transport != Transport::Ptth
+            && (config.mux_connections == 0 || config.mux_max_streams == 0)
+        {
+            return Err(AgentError::NoMuxConnections);
         }
         if config.max_sockets > MAX_POOL {
             return Err(AgentError::TooManySockets(config.max_sockets));
@@ -243,19 +279,26 @@ impl Agent {
             status: self.status,
             redirect: Mutex::new(None),
             not_before: Mutex::new(None),
+            ptth_until: Mutex::new(None),
             handler,
             tracker: TaskTracker::new(),
             shutdown,
         });
-        info!(relay = %shared.home, listeners = shared.config.min_listeners, "agent starting");
-        for slot in 0..shared.config.min_listeners {
+        let c = &shared.config;
+        let slots = match c.transport {
+            Transport::Ptth => c.min_listeners,
+            Transport::Mux => c.mux_connections,
+            Transport::Auto => c.min_listeners.max(c.mux_connections),
+        };
+        info!(relay = %shared.home, listeners = slots, transport = %c.transport, "agent starting");
+        for slot in 0..slots {
             let shared2 = Arc::clone(&shared);
             let span = info_span!("listener", slot);
             shared.tracker.spawn(
                 async move {
                     tokio::select! {
                         () = shared2.shutdown.cancelled() => {}
-                        () = shared2.slot() => {}
+                        () = shared2.slot(slot) => {}
                     }
                 }
                 .instrument(span),
@@ -280,6 +323,8 @@ struct Shared<H> {
     redirect: Mutex<Option<Target>>,
     /// No slot opens a connection before this time (a `429 Retry-After`).
     not_before: Mutex<Option<Instant>>,
+    /// `Auto` uses PTTH until then: the relay did not accept mux (5.8).
+    ptth_until: Mutex<Option<Instant>>,
     handler: H,
     tracker: TaskTracker,
     shutdown: CancellationToken,
@@ -317,8 +362,25 @@ where
     H: Fn(RelayedConn) -> F + Send + Sync + 'static,
     F: Future<Output = ()> + Send + 'static,
 {
-    /// One slot: keeps one connection in CONNECT or AWAIT, for ever (until cancelled).
-    async fn slot(self: &Arc<Self>) {
+    /// Whether slot `index` opens a mux connection now (5.8): the first `mux_connections`
+    /// slots do, unless `Auto` fell back; further slots of `Auto` keep PTTH connections.
+    fn uses_mux(&self, index: usize) -> bool {
+        match self.config.transport {
+            Transport::Ptth => false,
+            Transport::Mux => true,
+            Transport::Auto => {
+                let mut until = lock(&self.ptth_until);
+                if until.is_some_and(|t| t <= Instant::now()) {
+                    *until = None;
+                }
+                index < self.config.mux_connections && until.is_none()
+            }
+        }
+    }
+
+    /// One slot: keeps one connection in CONNECT or AWAIT, or one mux connection, for ever
+    /// (until cancelled).
+    async fn slot(self: &Arc<Self>, index: usize) {
         let mut backoff = Backoff::new();
         // Redirects followed in a row; while following one, the backoff does not apply, as
         // the relay did answer.
@@ -336,8 +398,40 @@ where
             let target = lock(&self.redirect)
                 .clone()
                 .unwrap_or_else(|| self.home.clone());
-            let result = self.attempt(&target, &mut backoff, &mut hops).await;
+            let protocol = if self.uses_mux(index) {
+                Protocol::Mux
+            } else {
+                Protocol::Ptth
+            };
+            let result = self
+                .attempt(&target, protocol, &mut backoff, &mut hops)
+                .await;
             match result {
+                Ok(Outcome::Mux { stream, leftover }) => {
+                    hops = 0;
+                    backoff.reset();
+                    info!(relay = %target, "mux connection up");
+                    let end = self.run_mux(stream, leftover).await;
+                    drop(permit);
+                    match end {
+                        // Reconnect at once, to the configured address (5.7).
+                        MuxEnd::Goaway => {
+                            info!(relay = %target, "mux connection draining (GOAWAY); reconnecting");
+                            *lock(&self.redirect) = None;
+                        }
+                        MuxEnd::Closed => info!(relay = %target, "mux connection closed"),
+                        MuxEnd::Dead => {
+                            self.failed(&target, &backoff, &AttemptError::MuxDead);
+                        }
+                    }
+                }
+                Err(AttemptError::NoMux(status)) if self.config.transport == Transport::Auto => {
+                    hops = 0;
+                    backoff.reset();
+                    self.status.send_modify(|s| s.mux_refused += 1);
+                    *lock(&self.ptth_until) = Some(Instant::now() + FALLBACK_FOR);
+                    info!(relay = %target, status, "the relay does not speak limmat-mux/1: PTTH/1.0 for an hour");
+                }
                 Ok(Outcome::Upgraded { stream, leftover }) => {
                     hops = 0;
                     backoff.reset();
@@ -399,6 +493,7 @@ where
     async fn attempt(
         &self,
         target: &Target,
+        protocol: Protocol,
         backoff: &mut Backoff,
         hops: &mut u32,
     ) -> Result<Outcome, AttemptError> {
@@ -422,6 +517,7 @@ where
         let outcome = handshake::exchange(
             stream,
             target,
+            protocol,
             fields,
             self.config.response_timeout,
             |event| match event {
@@ -458,6 +554,101 @@ where
         }
     }
 
+    /// Serves a mux connection as the HTTP/2 server until it ends (5.1–5.7). On GOAWAY the
+    /// rest of the connection's life moves to a task of its own, so that the slot opens the
+    /// replacement at once while the existing streams finish.
+    async fn run_mux(self: &Arc<Self>, stream: RelayStream, leftover: Vec<u8>) -> MuxEnd {
+        let (relay, local, tls) = (
+            stream.peer_addr().ok(),
+            stream.local_addr().ok(),
+            stream.is_tls(),
+        );
+        let signals = Signals::new();
+        let io = MuxIo::server(RelayedConn::new(stream, leftover), signals.clone());
+        let builder = settings::server(self.config.mux_max_streams);
+        let handshake = builder.handshake::<_, Bytes>(io);
+        let mut conn = match tokio::time::timeout(self.config.response_timeout, handshake).await {
+            Ok(Ok(conn)) => conn,
+            _ => return MuxEnd::Dead,
+        };
+        let Some(ping) = conn.ping_pong() else {
+            return MuxEnd::Closed;
+        };
+        let mut keepalive = Keepalive::new(
+            ping,
+            signals.clone(),
+            self.config.mux_ping_interval,
+            self.config.mux_ping_timeout,
+        );
+        let live = Counted::new(&self.status, |s| &mut s.mux);
+        let addrs = (relay, local, tls);
+        loop {
+            tokio::select! {
+                next = conn.accept() => match next {
+                    Some(Ok((request, respond))) => self.mux_stream(request, respond, addrs),
+                    Some(Err(e)) => {
+                        debug!(error = %e, "mux connection failed");
+                        return MuxEnd::Closed;
+                    }
+                    None if signals.goaway_seen() => return MuxEnd::Goaway,
+                    None => return MuxEnd::Closed,
+                },
+                event = keepalive.next() => match event {
+                    MuxEvent::Grow(window) => {
+                        conn.set_target_window_size(window);
+                        let _ = conn.set_initial_window_size(window);
+                    }
+                    MuxEvent::Dead => return MuxEnd::Dead,
+                    MuxEvent::Closed => return MuxEnd::Closed,
+                },
+                () = signals.goaway() => break,
+            }
+        }
+        drop(live);
+        let this = self.clone();
+        self.tracker.spawn(
+            async move {
+                while let Some(Ok((request, respond))) = conn.accept().await {
+                    this.mux_stream(request, respond, addrs);
+                }
+            }
+            .in_current_span(),
+        );
+        MuxEnd::Goaway
+    }
+
+    /// Accepts one CONNECT stream (5.3) and hands it to the handler, or refuses it: `405`
+    /// for another method, `503` when `max_sockets` is reached.
+    fn mux_stream(
+        self: &Arc<Self>,
+        request: http::Request<h2::RecvStream>,
+        mut respond: h2::server::SendResponse<Bytes>,
+        (relay, local, tls): (
+            Option<std::net::SocketAddr>,
+            Option<std::net::SocketAddr>,
+            bool,
+        ),
+    ) {
+        let refuse = |respond: &mut h2::server::SendResponse<Bytes>, status: u16| {
+            let mut response = http::Response::new(());
+            *response.status_mut() = http::StatusCode::from_u16(status).unwrap_or_default();
+            let _ = respond.send_response(response, true);
+        };
+        if request.method() != http::Method::CONNECT {
+            return refuse(&mut respond, 405);
+        }
+        let Ok(permit) = Arc::clone(&self.sockets).try_acquire_owned() else {
+            return refuse(&mut respond, 503);
+        };
+        let meta = StreamMeta::from_headers(request.headers());
+        let Ok(send) = respond.send_response(http::Response::new(()), false) else {
+            return;
+        };
+        let stream = H2Stream::new(send, request.into_body());
+        debug!(client = ?meta.client_addr, "mux stream");
+        self.hand_over(RelayedConn::mux(stream, meta, relay, local, tls), permit);
+    }
+
     /// Runs the handler for a paired connection in its own task. The handler is called there
     /// too: a handler that panics ends that connection's task, never the slot that keeps the
     /// device reachable.
@@ -477,4 +668,14 @@ where
             .in_current_span(),
         );
     }
+}
+
+/// How a mux connection ended.
+enum MuxEnd {
+    /// The relay sent GOAWAY: reconnect at once (5.7).
+    Goaway,
+    /// Closed or failed.
+    Closed,
+    /// No PING ACK in time, or no HTTP/2 after the `101`.
+    Dead,
 }

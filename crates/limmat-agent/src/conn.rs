@@ -13,20 +13,48 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use limmat_mux::H2Stream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::mux::StreamMeta;
 use crate::transport::RelayStream;
 
 /// Whatever must live exactly as long as the connection: the pool's socket permit and the
 /// status count of relayed connections.
 pub(crate) type Lease = Box<dyn Any + Send + Sync>;
 
-/// A relayed connection: the client's bytes read so far, then the relay socket.
+/// A relayed connection: the client's bytes read so far, then the relay socket; or one
+/// limmat-mux/1 stream (spec 5.3), which carries exactly the same bytes.
 pub struct RelayedConn {
     leftover: Vec<u8>,
     pos: usize,
-    stream: RelayStream,
+    stream: Inner,
     _lease: Option<Lease>,
+}
+
+enum Inner {
+    Relay(RelayStream),
+    Mux(Box<MuxInner>),
+}
+
+struct MuxInner {
+    stream: H2Stream,
+    meta: StreamMeta,
+    relay: Option<SocketAddr>,
+    local: Option<SocketAddr>,
+    tls: bool,
+}
+
+macro_rules! inner {
+    ($self:expr, $s:ident => $e:expr) => {
+        match $self {
+            Inner::Relay($s) => $e,
+            Inner::Mux(m) => {
+                let $s = &mut m.stream;
+                $e
+            }
+        }
+    };
 }
 
 impl RelayedConn {
@@ -36,8 +64,39 @@ impl RelayedConn {
         Self {
             leftover,
             pos: 0,
-            stream: stream.into(),
+            stream: Inner::Relay(stream.into()),
             _lease: None,
+        }
+    }
+
+    /// A limmat-mux/1 stream; `relay`, `local` and `tls` describe the mux connection.
+    pub(crate) fn mux(
+        stream: H2Stream,
+        meta: StreamMeta,
+        relay: Option<SocketAddr>,
+        local: Option<SocketAddr>,
+        tls: bool,
+    ) -> Self {
+        Self {
+            leftover: Vec::new(),
+            pos: 0,
+            stream: Inner::Mux(Box::new(MuxInner {
+                stream,
+                meta,
+                relay,
+                local,
+                tls,
+            })),
+            _lease: None,
+        }
+    }
+
+    /// What the relay told about the client, when this is a mux stream (5.3); a PTTH device
+    /// learns nothing about its client.
+    pub fn mux_meta(&self) -> Option<&StreamMeta> {
+        match &self.stream {
+            Inner::Relay(_) => None,
+            Inner::Mux(m) => Some(&m.meta),
         }
     }
 
@@ -48,17 +107,26 @@ impl RelayedConn {
 
     /// The relay's address (not the client's: the relay does not tell it to a PTTH device).
     pub fn relay_addr(&self) -> io::Result<SocketAddr> {
-        self.stream.peer_addr()
+        match &self.stream {
+            Inner::Relay(s) => s.peer_addr(),
+            Inner::Mux(m) => m.relay.ok_or_else(|| io::ErrorKind::NotConnected.into()),
+        }
     }
 
     /// The local address of the connection to the relay.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.stream.local_addr()
+        match &self.stream {
+            Inner::Relay(s) => s.local_addr(),
+            Inner::Mux(m) => m.local.ok_or_else(|| io::ErrorKind::NotConnected.into()),
+        }
     }
 
     /// Whether the connection to the relay is TLS.
     pub fn is_tls(&self) -> bool {
-        self.stream.is_tls()
+        match &self.stream {
+            Inner::Relay(s) => s.is_tls(),
+            Inner::Mux(m) => m.tls,
+        }
     }
 
     /// The client's bytes that were read with the `101` and have not been read from `self` yet.
@@ -70,8 +138,9 @@ impl RelayedConn {
 impl std::fmt::Debug for RelayedConn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RelayedConn")
-            .field("relay", &self.stream.peer_addr().ok())
-            .field("tls", &self.stream.is_tls())
+            .field("relay", &self.relay_addr().ok())
+            .field("tls", &self.is_tls())
+            .field("mux", &self.mux_meta())
             .field("leftover", &self.leftover().len())
             .finish()
     }
@@ -86,7 +155,7 @@ impl AsyncRead for RelayedConn {
         let this = self.get_mut();
         let rest = &this.leftover[this.pos..];
         if rest.is_empty() {
-            return Pin::new(&mut this.stream).poll_read(cx, buf);
+            return inner!(&mut this.stream, s => Pin::new(s).poll_read(cx, buf));
         }
         let n = rest.len().min(buf.remaining());
         buf.put_slice(&rest[..n]);
@@ -106,7 +175,7 @@ impl AsyncWrite for RelayedConn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+        inner!(&mut self.get_mut().stream, s => Pin::new(s).poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
@@ -114,19 +183,22 @@ impl AsyncWrite for RelayedConn {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+        inner!(&mut self.get_mut().stream, s => Pin::new(s).poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
+        match &self.stream {
+            Inner::Relay(s) => s.is_write_vectored(),
+            Inner::Mux(_) => false,
+        }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+        inner!(&mut self.get_mut().stream, s => Pin::new(s).poll_flush(cx))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+        inner!(&mut self.get_mut().stream, s => Pin::new(s).poll_shutdown(cx))
     }
 }
 

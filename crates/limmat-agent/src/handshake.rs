@@ -70,6 +70,11 @@ pub enum Outcome {
         stream: RelayStream,
         leftover: Vec<u8>,
     },
+    /// The exact mux `101`: HTTP/2 follows (5.1); `leftover` is the start of it.
+    Mux {
+        stream: RelayStream,
+        leftover: Vec<u8>,
+    },
     /// `307` or `308` with a usable `Location`.
     Redirect(Target),
     /// `429` with a delta-seconds `Retry-After`.
@@ -108,6 +113,10 @@ pub enum AttemptError {
     TooManyRedirects,
     #[error("a redirect from TLS to plain HTTP ({0}) is not followed: it would expose the key")]
     InsecureRedirect(String),
+    #[error("the relay does not speak limmat-mux/1 (it answered {0})")]
+    NoMux(u16),
+    #[error("the mux connection is dead (no PING ACK in time)")]
+    MuxDead,
 }
 
 /// Redirects followed in a row without a `101` or `204`; one more is a failure.
@@ -128,15 +137,20 @@ pub struct HandshakeFields<'a> {
 
 /// Runs the handshake loop on a connected `stream` (AWAIT), reporting progress to `on_event`.
 /// `response_timeout` bounds the wait for each response head (75 s, checklist 48).
+///
+/// With `Protocol::Mux`, only the exact 61-byte mux `101` is success, `307`/`308` and `429`
+/// are followed as for PTTH, and any other answer is [`AttemptError::NoMux`] (5.8).
 pub async fn exchange(
     mut stream: RelayStream,
     target: &Target,
+    protocol: Protocol,
     fields: HandshakeFields<'_>,
     response_timeout: Duration,
     mut on_event: impl FnMut(Event),
 ) -> Result<Outcome, AttemptError> {
+    let mux = protocol == Protocol::Mux;
     let handshake = device_handshake(
-        Protocol::Ptth,
+        protocol,
         &target.domain,
         &target.host,
         target.port,
@@ -153,6 +167,17 @@ pub async fn exchange(
         let reply = tokio::time::timeout(response_timeout, read_final_reply(&mut stream, &mut buf))
             .await
             .map_err(|_| AttemptError::Timeout(response_timeout))??;
+        match reply.status {
+            101 if mux && reply.exact_mux_upgrade => {
+                return Ok(Outcome::Mux {
+                    stream,
+                    leftover: buf,
+                });
+            }
+            307 | 308 | 429 if mux => {}
+            status if mux => return Err(AttemptError::NoMux(status)),
+            _ => {}
+        }
         match reply.status {
             101 => {
                 return Ok(Outcome::Upgraded {

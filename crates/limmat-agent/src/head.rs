@@ -59,6 +59,8 @@ where
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FinalReply {
     pub status: u16,
+    /// The head was exactly the 61-byte limmat-mux/1 `101` (2.3, 5.8).
+    pub exact_mux_upgrade: bool,
     pub location: Option<Vec<u8>>,
     pub retry_after: Option<RetryAfter>,
 }
@@ -74,6 +76,7 @@ where
         let reply = Reply::parse(&buf[..len])?;
         let reply = FinalReply {
             status: reply.status,
+            exact_mux_upgrade: &buf[..len] == limmat_wire::response::UPGRADE_MUX,
             location: reply.location.map(<[u8]>::to_vec),
             retry_after: reply.retry_after,
         };

@@ -32,7 +32,8 @@
 //!
 //! Modules, one concern each: [`backoff`] (the staged reconnect schedule), [`addr`] (CLI
 //! addresses), `transport` (opening plain and TLS connections: [`Connector`], [`RelayStream`]), `head` (reading heads), `handshake` (one
-//! connection's AWAIT state), [`conn`] (the relayed stream), [`agent`] (the pool), `serve`
+//! connection's AWAIT state), [`conn`] (the relayed stream, PTTH or a mux stream), [`mux`]
+//! (the limmat-mux/1 transport choice and stream metadata), [`agent`] (the pool), `serve`
 //! (splicing and HTTP), [`tunnel`] (the `limmat tunnel` modes) and [`egress`] (using a
 //! relay's forward proxy: [`connect_via_proxy`], `limmat tunnel egress`).
 
@@ -43,6 +44,7 @@ pub mod conn;
 pub mod egress;
 mod handshake;
 mod head;
+pub mod mux;
 mod serve;
 mod transport;
 pub mod tunnel;
@@ -53,6 +55,8 @@ pub use conn::RelayedConn;
 pub use egress::{EgressProxy, ProxyAuth, ProxyError, connect_via_proxy};
 pub use handshake::{AttemptError, RedirectError};
 pub use head::{HeadError, MAX_HEAD};
+pub use limmat_wire::mux::{Listener, Route};
+pub use mux::{StreamMeta, Transport};
 pub use serve::{BoxError, forward, forward_with, serve_http};
 /// Re-exported so that callers need no direct `tokio-util` dependency to stop an agent.
 pub use tokio_util::sync::CancellationToken;

@@ -48,7 +48,27 @@ pub async fn forward_with(
     let local = connector
         .connect(&local.host, local.port, local.tls, LOCAL_CONNECT_TIMEOUT)
         .await?;
-    splice(conn, local).await
+    let buffer = copy_buffer(&conn);
+    splice_with(conn, local, buffer).await
+}
+
+/// Copy buffer per direction for a relayed connection: a mux stream moves larger DATA frames
+/// when handed larger writes, so it gets 64 KiB; a PTTH socket keeps tokio's 8 KiB.
+pub(crate) fn copy_buffer(conn: &RelayedConn) -> usize {
+    if conn.mux_meta().is_some() {
+        64 << 10
+    } else {
+        8 << 10
+    }
+}
+
+/// [`splice`] with `buffer` bytes per direction.
+pub(crate) async fn splice_with<A, B>(mut a: A, mut b: B, buffer: usize) -> io::Result<(u64, u64)>
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, buffer, buffer).await
 }
 
 /// Copies both ways until both directions have ended (2.7: half-close is propagated).

@@ -133,7 +133,8 @@ pub async fn proxy(
     };
     conn.write_all(PROXY_OK).await?;
     local_stream.write_all(&buf[len..]).await?;
-    Ok(splice(conn, local_stream).await?)
+    let buffer = crate::serve::copy_buffer(&conn);
+    Ok(crate::serve::splice_with(conn, local_stream, buffer).await?)
 }
 
 /// Writes a final answer, half-closes, and drains the peer's input briefly before closing.

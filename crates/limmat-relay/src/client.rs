@@ -14,7 +14,7 @@ use crate::conn::Conn;
 use crate::device::DeviceLeg;
 use crate::linger::respond_and_close;
 use crate::pipe;
-use crate::registry::{ClientKind, ClientReady, PipeInfo};
+use crate::registry::{ClientKind, ClientReady, Offer, PipeInfo};
 use crate::server::Shared;
 use crate::stats::Kind as Gauge;
 use crate::stream::{Prefixed, Stream};
@@ -45,14 +45,38 @@ pub(crate) struct ClientLeg {
 }
 
 /// Pairs `client` with `device` if given, else with whatever eligible device becomes available
-/// before its deadline; answers `504` when none does. Runs the pipe to its end.
+/// before its deadline (a mux stream first, 5.8); answers `504` when none does. Runs the pipe
+/// to its end.
 pub(crate) async fn dispatch(
     shared: &Arc<Shared>,
     mut client: ClientLeg,
-    mut device: Option<DeviceLeg>,
+    device: Option<DeviceLeg>,
 ) {
+    let mut device = device.map(Offer::Ptth);
+    let mut refusals = 0u32;
     loop {
-        if let Some(leg) = device.take() {
+        let leg = match device.take() {
+            Some(Offer::Mux(lease)) => {
+                match Box::pin(crate::mux::open(shared, client, lease)).await {
+                    None => return,
+                    Some(back) => {
+                        // Refused: look again, gently, so that a device that refuses every stream
+                        // does not spin this task until the client's deadline (2.4.8).
+                        client = back;
+                        refusals += 1;
+                        let pause = Duration::from_millis(u64::from(refusals.min(50)) * 2);
+                        tokio::time::sleep(pause).await;
+                        if Instant::now() >= client.deadline {
+                            return refuse(shared, client).await;
+                        }
+                        continue;
+                    }
+                }
+            }
+            Some(Offer::Ptth(leg)) => Some(leg),
+            None => None,
+        };
+        if let Some(leg) = leg {
             match pair(shared, client, leg).await {
                 Pairing::Piped(client, device, sent) => {
                     return run_pipe(shared, client, device, sent).await;
@@ -65,7 +89,7 @@ pub(crate) async fn dispatch(
                 Pairing::ClientGone => return,
             }
         }
-        let (slot, mut rx) = oneshot::channel::<DeviceLeg>();
+        let (slot, mut rx) = oneshot::channel::<Offer>();
         let may_wait = Instant::now() < client.deadline;
         let max_waiting = shared.config.max_waiting_clients;
         let wait = match shared.registry.client_ready(
@@ -75,6 +99,10 @@ pub(crate) async fn dispatch(
             may_wait,
             max_waiting,
         ) {
+            ClientReady::Mux(lease) => {
+                device = Some(Offer::Mux(lease));
+                continue;
+            }
             ClientReady::Device(slot) => match slot.send(client) {
                 // The device's task pairs and pipes.
                 Ok(()) => return,
@@ -125,8 +153,9 @@ pub(crate) async fn dispatch(
             Waited::Refuse => return refuse(shared, client).await,
             Waited::Left(reason, handed) => {
                 tracing::info!(domain = %client.domain, peer = %client.conn.peer, %reason, "client left while waiting");
-                if let Some(leg) = handed {
-                    // A device was handed over in the same instant: it waits again.
+                if let Some(Offer::Ptth(leg)) = handed {
+                    // A device was handed over in the same instant: it waits again. (A mux
+                    // lease is simply dropped, which offers its stream to the next client.)
                     crate::conn::requeue(shared, leg, &client.domain);
                 }
                 return;
@@ -138,11 +167,11 @@ pub(crate) async fn dispatch(
 /// How a client's wait ended.
 enum Waited {
     /// A device was handed over, or (`None`) the one that was about to be is gone: look again.
-    Device(Option<DeviceLeg>),
+    Device(Option<Offer>),
     /// `client_wait` is over, or the relay is stopping: `504`.
     Refuse,
     /// The client closed or failed, possibly just as a device was handed over.
-    Left(io::Error, Option<DeviceLeg>),
+    Left(io::Error, Option<Offer>),
 }
 
 /// How a pairing attempt ended.
@@ -203,7 +232,7 @@ async fn pair(shared: &Arc<Shared>, mut client: ClientLeg, device: DeviceLeg) ->
 
 /// Completes an SNI-routed client's TLS handshake with the relay's (wildcard) certificate. The
 /// client is then a terminated TLS leg whose decrypted bytes have not been read yet.
-async fn terminate(shared: &Shared, client: ClientLeg) -> Option<ClientLeg> {
+pub(crate) async fn terminate(shared: &Shared, client: ClientLeg) -> Option<ClientLeg> {
     let ClientLeg {
         conn,
         buf,
@@ -242,14 +271,55 @@ async fn terminate(shared: &Shared, client: ClientLeg) -> Option<ClientLeg> {
 }
 
 async fn run_pipe(shared: &Arc<Shared>, client: ClientLeg, device: Conn, sent: usize) {
-    let _pipe = shared.stats.hold(Gauge::Pipe);
-    let started = Instant::now();
-    let (client_peer, device_peer) = (client.conn.peer, device.peer);
     let kind = match client.kind {
         ClientKind::Plain => "plain",
         ClientKind::Terminated => "tls-terminated",
         ClientKind::Sni => "tls-passthrough",
     };
+    let peer = device.peer;
+    let buffer = pipe::COPY_BUFFER;
+    pipe_to(shared, client, device.stream, peer, kind, sent, buffer).await;
+}
+
+/// The device leg of a pipe: a PTTH connection, which may be spliced in the kernel when both
+/// legs are plain TCP, or any byte stream (a mux stream), which is copied.
+pub(crate) trait DeviceLegIo:
+    tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Sized
+{
+    /// The plain TCP socket, when there is one.
+    fn into_tcp(self) -> Result<tokio::net::TcpStream, Self> {
+        Err(self)
+    }
+}
+
+impl DeviceLegIo for Stream {
+    fn into_tcp(self) -> Result<tokio::net::TcpStream, Self> {
+        match self {
+            Stream::Tcp(tcp) => Ok(tcp),
+            other => Err(other),
+        }
+    }
+}
+
+impl DeviceLegIo for limmat_mux::H2Stream {}
+
+/// Runs the pipe between a paired client and its device leg (a PTTH connection or a mux
+/// stream): lists it for the admin API, counts it, and logs it at both ends. `sent` client
+/// bytes already went to the device with the pairing.
+pub(crate) async fn pipe_to<D>(
+    shared: &Arc<Shared>,
+    client: ClientLeg,
+    device: D,
+    device_peer: std::net::SocketAddr,
+    kind: &'static str,
+    sent: usize,
+    buffer: usize,
+) where
+    D: DeviceLegIo,
+{
+    let _pipe = shared.stats.hold(Gauge::Pipe);
+    let started = Instant::now();
+    let client_peer = client.conn.peer;
     tracing::info!(domain = %client.domain, client = %client_peer, device = %device_peer, leg = kind, "paired");
     let info = PipeInfo {
         client: client_peer,
@@ -260,14 +330,25 @@ async fn run_pipe(shared: &Arc<Shared>, client: ClientLeg, device: Conn, sent: u
     };
     let listed = shared.registry.pipe_started(&client.domain, info);
     listed.counters.up.fetch_add(sent as u64, Ordering::Relaxed);
-    let outcome = pipe::run(
-        client.conn.stream,
-        device.stream,
+    let (idle, stops) = (
         shared.config.idle_timeout,
-        &listed.counters,
         [&shared.hard_stop, listed.killed()],
-    )
-    .await;
+    );
+    let counters = &listed.counters;
+    let outcome = match (client.conn.stream, device.into_tcp()) {
+        // Both legs plain TCP: zero-copy on Linux.
+        #[cfg(target_os = "linux")]
+        (Stream::Tcp(client), Ok(device)) if shared.config.splice => {
+            pipe::run_spliced(client, device, idle, counters, stops).await
+        }
+        (client, Ok(device)) => {
+            let device = Stream::Tcp(device);
+            pipe::run_with(client, device, buffer, idle, counters, stops).await
+        }
+        (client, Err(device)) => {
+            pipe::run_with(client, device, buffer, idle, counters, stops).await
+        }
+    };
     drop(listed);
     crate::metrics::pipe_ended(&outcome, started.elapsed());
     tracing::info!(

@@ -111,6 +111,12 @@ pub struct RelayConfig {
     pub proxy_connect_timeout: Duration,
     /// Concurrent proxy tunnels and requests per device domain; more get 429 (6.3). 0: none.
     pub proxy_max_per_domain: usize,
+    /// limmat-mux/1: PING a mux connection after this long without receiving anything (5.6).
+    pub mux_ping_interval: Duration,
+    /// limmat-mux/1: a mux connection whose PING ACK takes longer than this is dead (5.6).
+    pub mux_ping_timeout: Duration,
+    /// Move the bytes of plain TCP pairs with `splice(2)` (Linux only; elsewhere ignored).
+    pub splice: bool,
 }
 
 impl Default for RelayConfig {
@@ -141,6 +147,9 @@ impl Default for RelayConfig {
             egress: EgressConfig::default(),
             proxy_connect_timeout: Duration::from_secs(10),
             proxy_max_per_domain: 64,
+            mux_ping_interval: limmat_mux::settings::PING_INTERVAL,
+            mux_ping_timeout: limmat_mux::settings::PING_TIMEOUT,
+            splice: true,
         }
     }
 }
@@ -218,6 +227,8 @@ impl RelayConfig {
             ("cap_retry_after", self.cap_retry_after),
             ("drain_timeout", self.drain_timeout),
             ("proxy_connect_timeout", self.proxy_connect_timeout),
+            ("mux_ping_interval", self.mux_ping_interval),
+            ("mux_ping_timeout", self.mux_ping_timeout),
         ] {
             if value > LIMIT {
                 return Err(ConfigError::TooLong(name, value));

@@ -229,8 +229,22 @@ async fn serve(
                 return Box::pin(respond_and_close(conn.stream, response::NOT_IMPLEMENTED)).await;
             }
             Kind::Device(Protocol::Mux) => {
-                // This relay does not speak limmat-mux/1 yet; agents fall back to PTTH/1.0.
-                return Box::pin(respond_and_close(conn.stream, response::NOT_IMPLEMENTED)).await;
+                // limmat-mux/1 (section 5): admitted like any device (4.4), then HTTP/2.
+                let renewal = carried
+                    .take()
+                    .filter(|admission| **admission.domain() == *head.domain);
+                let admitted = admit(shared, &conn, &head.domain, head.authorization, renewal);
+                let class = DeviceClass {
+                    tls: conn.stream.is_tls(),
+                    pass_through: head.pass_through,
+                };
+                drop(buf); // The device sends nothing between its POST and the 101 (5.1).
+                return match admitted {
+                    Ok(admission) => {
+                        Box::pin(crate::mux::serve(shared, conn, admission, class)).await
+                    }
+                    Err(refusal) => Box::pin(respond_and_close(conn.stream, &refusal)).await,
+                };
             }
             Kind::Device(protocol) => {
                 let domain = head.domain;

@@ -8,7 +8,7 @@
 
 use crate::client::{self, ClientLeg};
 use crate::conn::Conn;
-use crate::registry::{Admission, DeviceClass, DeviceReady};
+use crate::registry::{Admission, DeviceClass, DeviceReady, Offer};
 use crate::server::Shared;
 use crate::stats::Kind as Gauge;
 use limmat_wire::{Protocol, response};
@@ -53,18 +53,20 @@ pub(crate) async fn wait(
             && let DeviceReady::Client(client) =
                 shared.registry.device_ready(&admission, class, slot)
         {
-            match client.send(DeviceLeg {
+            match client.send(Offer::Ptth(DeviceLeg {
                 conn,
                 class,
                 hold_until,
-            }) {
+            })) {
                 // The client's task pairs and pipes; this device no longer counts (2.4.5).
                 Ok(()) => return None,
                 // That client left just now: offer this device again.
-                Err(leg) => {
+                Err(Offer::Ptth(leg)) => {
                     conn = leg.conn;
                     continue;
                 }
+                // Only this device's own leg can come back.
+                Err(Offer::Mux(_)) => return None,
             }
         }
         let (woke, handed) = tokio::select! {

@@ -28,10 +28,13 @@ mod head;
 pub mod limits;
 mod linger;
 mod metrics;
+mod mux;
 mod pipe;
 mod proxy;
 mod registry;
 mod socket;
+#[cfg(target_os = "linux")]
+mod splice;
 mod stream;
 pub mod tls;
 

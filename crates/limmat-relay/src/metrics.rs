@@ -103,7 +103,9 @@ pub(crate) fn render(stats: &Stats, domains: &[DomainSnapshot]) -> String {
     gauge!("limmat_waiting_devices").set(now(stats.waiting_devices()));
     gauge!("limmat_waiting_clients").set(now(stats.waiting_clients()));
     gauge!("limmat_active_pipes").set(now(stats.pipes()));
-    gauge!("limmat_mux_streams").set(0.0);
+    let mux_streams: usize = domains.iter().map(|d| d.mux_streams).sum();
+    gauge!("limmat_mux_streams").set(mux_streams as f64);
+    gauge!("limmat_mux_connections").set(now(stats.mux_connections()));
     gauge!("limmat_domains_online").set(domains.len() as f64);
     let mut busiest: Vec<&DomainSnapshot> = domains.iter().collect();
     busiest.sort_by_key(|d| std::cmp::Reverse((d.pipes, d.waiting, d.bytes_in + d.bytes_out)));
@@ -111,7 +113,8 @@ pub(crate) fn render(stats: &Stats, domains: &[DomainSnapshot]) -> String {
     for d in top {
         let label = d.domain.clone();
         gauge!("limmat_domain_pipes", "domain" => label.clone()).set(d.pipes as f64);
-        gauge!("limmat_domain_waiting", "domain" => label).set(d.waiting as f64);
+        gauge!("limmat_domain_waiting", "domain" => label.clone()).set(d.waiting as f64);
+        gauge!("limmat_domain_mux_streams", "domain" => label).set(d.mux_streams as f64);
     }
     let other_pipes: usize = rest.iter().map(|d| d.pipes).sum();
     let other_waiting: usize = rest.iter().map(|d| d.waiting).sum();

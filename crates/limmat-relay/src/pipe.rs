@@ -37,11 +37,14 @@ pub(crate) struct Outcome {
     pub(crate) down: u64,
 }
 
-/// Forwards between the two legs until the pipe ends. Generic so that the forward proxy can
-/// pass a client leg that ends after one request's body.
-pub(crate) async fn run<C, D>(
+/// Copy buffer per direction of a PTTH pipe (tokio's default).
+pub(crate) const COPY_BUFFER: usize = 8 << 10;
+
+/// Forwards between any two legs (a mux stream is one), with `buffer` bytes per direction.
+pub(crate) async fn run_with<C, D>(
     mut client: C,
     mut device: D,
+    buffer: usize,
     idle_timeout: Duration,
     counters: &PipeCounters,
     stops: [&CancellationToken; 2],
@@ -59,7 +62,33 @@ where
         inner: &mut device,
         read: down,
     };
-    let copy = tokio::io::copy_bidirectional(&mut client, &mut device);
+    let copy = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut device, buffer, buffer);
+    supervise(copy, idle_timeout, counters, stops).await
+}
+
+/// Forwards between two plain TCP legs with `splice(2)` on Linux (bytes stay in the kernel),
+/// with the same half-close, idle and stop semantics as [`run_with`].
+#[cfg(target_os = "linux")]
+pub(crate) async fn run_spliced(
+    client: tokio::net::TcpStream,
+    device: tokio::net::TcpStream,
+    idle_timeout: Duration,
+    counters: &PipeCounters,
+    stops: [&CancellationToken; 2],
+) -> Outcome {
+    let copy = crate::splice::both_ways(&client, &device, &counters.up, &counters.down);
+    supervise(copy, idle_timeout, counters, stops).await
+}
+
+/// Runs `copy` (which counts into `counters` as it reads) until it ends, the legs are idle
+/// for `idle_timeout`, or a stop token fires.
+async fn supervise<T>(
+    copy: impl Future<Output = std::io::Result<T>>,
+    idle_timeout: Duration,
+    counters: &PipeCounters,
+    stops: [&CancellationToken; 2],
+) -> Outcome {
+    let (up, down) = (&counters.up, &counters.down);
     tokio::pin!(copy);
     let total = || up.load(Ordering::Relaxed) + down.load(Ordering::Relaxed);
     // The relay's drain timeout, or an operator disconnecting the domain.

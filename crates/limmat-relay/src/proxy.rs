@@ -450,9 +450,16 @@ where
     let stops = [&shared.hard_stop, &shared.hard_stop];
     let origin = Stream::Tcp(origin);
     let idle = shared.config.idle_timeout;
-    crate::pipe::run(client, origin, idle, counters, stops)
-        .await
-        .end
+    crate::pipe::run_with(
+        client,
+        origin,
+        crate::pipe::COPY_BUFFER,
+        idle,
+        counters,
+        stops,
+    )
+    .await
+    .end
 }
 
 /// A client leg that reads only the rest of one request's body, then reports the end: bytes

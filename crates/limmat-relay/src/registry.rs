@@ -11,6 +11,7 @@
 
 use crate::client::ClientLeg;
 use crate::device::DeviceLeg;
+use crate::mux::{MuxConn, MuxLease};
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
 use std::net::SocketAddr;
@@ -23,7 +24,14 @@ use tokio_util::sync::CancellationToken;
 /// A waiting device: send it a client to pair with.
 pub(crate) type DeviceSlot = oneshot::Sender<ClientLeg>;
 /// A waiting client: send it a device to pair with.
-pub(crate) type ClientSlot = oneshot::Sender<DeviceLeg>;
+pub(crate) type ClientSlot = oneshot::Sender<Offer>;
+
+/// What a waiting client is handed: a PTTH device connection, or a reserved stream on a mux
+/// connection (spec 2.5.6: "a mux connection with a free stream").
+pub(crate) enum Offer {
+    Ptth(DeviceLeg),
+    Mux(MuxLease),
+}
 
 const SHARDS: usize = 64;
 
@@ -99,7 +107,11 @@ struct Domain {
     /// Waiting devices, one FIFO per [`DeviceClass`].
     devices: [VecDeque<Entry<ClientLeg>>; 4],
     /// Waiting clients, one FIFO per [`ClientKind`].
-    clients: [VecDeque<Entry<DeviceLeg>>; 3],
+    clients: [VecDeque<Entry<Offer>>; 3],
+    /// Mux connections: always available up to their stream limits (5.8).
+    mux: Vec<Arc<MuxConn>>,
+    /// Round-robin start among mux connections with equally few streams.
+    mux_turn: usize,
     /// Arrival counter: the oldest eligible entry across FIFOs has the smallest number.
     seq: u64,
     /// What the admin API shows: device connections by id, pipes by id.
@@ -151,6 +163,30 @@ fn pop_oldest<'q, T: 'q>(
     oldest.and_then(|q| q.pop_front()).map(|e| e.slot)
 }
 
+/// Reserves a stream on the eligible mux connection with the fewest active streams, ties
+/// broken round-robin (5.8).
+fn pick_mux(d: &mut Domain, kind: ClientKind) -> Option<Arc<MuxConn>> {
+    let n = d.mux.len();
+    if n == 0 {
+        return None;
+    }
+    d.mux_turn = d.mux_turn.wrapping_add(1);
+    let start = d.mux_turn % n;
+    let mut best: Option<(usize, &Arc<MuxConn>)> = None;
+    for i in 0..n {
+        let conn = &d.mux[(start + i) % n];
+        if !kind.may_use(conn.class()) || !conn.has_room() {
+            continue;
+        }
+        let active = conn.active();
+        if best.is_none_or(|(b, _)| active < b) {
+            best = Some((active, conn));
+        }
+    }
+    let conn = best?.1.clone();
+    conn.try_reserve().then_some(conn)
+}
+
 /// Pushes a slot, first dropping dead ones once they outnumber the live ones by far, so the
 /// amortised cost stays O(1) however many waiters leave on their own.
 fn push_compacting<T>(queue: &mut VecDeque<Entry<T>>, entry: Entry<T>, live: usize) {
@@ -182,6 +218,8 @@ pub(crate) enum DeviceReady {
 
 /// Outcome of a client looking for a device.
 pub(crate) enum ClientReady {
+    /// A stream reserved on a mux connection (tried first, 5.8).
+    Mux(MuxLease),
     /// The oldest waiting device: send it this client.
     Device(DeviceSlot),
     /// No device; the client's slot is queued until the guard drops.
@@ -328,6 +366,10 @@ impl Registry {
     ) -> ClientReady {
         let mut shard = self.shard(domain);
         if let Some(d) = shard.get_mut(domain.as_ref()) {
+            if let Some(conn) = pick_mux(d, kind) {
+                drop(shard);
+                return ClientReady::Mux(MuxLease::new(conn, self.clone()));
+            }
             let eligible = d
                 .devices
                 .iter_mut()
@@ -356,6 +398,54 @@ impl Registry {
             registry: self.clone(),
             domain: domain.clone(),
         })
+    }
+
+    /// A mux connection of `admission`'s domain is ready: list it and give it waiting clients.
+    pub(crate) fn mux_add(self: &Arc<Self>, admission: &Admission, conn: Arc<MuxConn>) {
+        if let Some(d) = self.shard(&admission.domain).get_mut(&admission.domain) {
+            d.mux.push(conn.clone());
+        }
+        self.mux_offer(&conn);
+    }
+
+    /// A mux connection takes no new streams (drain, death): unlist it.
+    pub(crate) fn mux_remove(&self, conn: &Arc<MuxConn>) {
+        if let Some(d) = self.shard(conn.domain()).get_mut(conn.domain().as_ref()) {
+            d.mux.retain(|c| !Arc::ptr_eq(c, conn));
+        }
+    }
+
+    /// Hands streams of `conn` to waiting clients while it has room and clients wait (2.5.6).
+    pub(crate) fn mux_offer(self: &Arc<Self>, conn: &Arc<MuxConn>) {
+        loop {
+            let slot = {
+                let mut shard = self.shard(conn.domain());
+                let Some(d) = shard.get_mut(conn.domain().as_ref()) else {
+                    return;
+                };
+                if !d.mux.iter().any(|c| Arc::ptr_eq(c, conn)) || !conn.try_reserve() {
+                    return;
+                }
+                let eligible = d
+                    .clients
+                    .iter_mut()
+                    .zip(ClientKind::ALL)
+                    .filter(|(_, kind)| kind.may_use(conn.class()))
+                    .map(|(queue, _)| queue);
+                match pop_oldest(eligible) {
+                    Some(slot) => slot,
+                    None => {
+                        conn.unreserve();
+                        return;
+                    }
+                }
+            };
+            let lease = MuxLease::new(conn.clone(), self.clone());
+            // That client has just left: try the next one.
+            if let Err(Offer::Mux(lease)) = slot.send(Offer::Mux(lease)) {
+                lease.release_quietly();
+            }
+        }
     }
 
     fn release(&self, domain: &str, update: impl FnOnce(&mut Domain)) {
@@ -394,6 +484,11 @@ pub(crate) struct Admission {
 impl Admission {
     pub(crate) fn domain(&self) -> &Arc<str> {
         &self.domain
+    }
+
+    /// The connection's id, as the admin API lists it.
+    pub(crate) fn id(&self) -> u64 {
+        self.id
     }
 
     /// Cancelled when an operator disconnects the domain.
@@ -471,7 +566,7 @@ pub(crate) struct DomainSnapshot {
     pub(crate) waiting: usize,
     pub(crate) waiting_clients: usize,
     pub(crate) pipes: usize,
-    /// limmat-mux/1 streams: none until the relay speaks mux.
+    /// Open limmat-mux/1 streams over all of the domain's mux connections.
     pub(crate) mux_streams: usize,
     /// Client to device, ended and live pipes.
     pub(crate) bytes_in: u64,
@@ -488,6 +583,10 @@ pub(crate) struct DeviceSnapshot {
     pub(crate) id: u64,
     pub(crate) addr: String,
     pub(crate) transport: &'static str,
+    /// `ptth` (a waiting connection) or `mux` (a limmat-mux/1 connection).
+    pub(crate) protocol: &'static str,
+    /// Open streams on a mux connection.
+    pub(crate) streams: usize,
     pub(crate) pass_through: bool,
     pub(crate) since: u64,
 }
@@ -513,12 +612,17 @@ impl DomainSnapshot {
         let mut devices: Vec<DeviceSnapshot> = d
             .device_info
             .iter()
-            .map(|(&id, info)| DeviceSnapshot {
-                id,
-                addr: info.peer.to_string(),
-                transport: if info.class.tls { "tls" } else { "tcp" },
-                pass_through: info.class.pass_through,
-                since: unix(info.since),
+            .map(|(&id, info)| {
+                let mux = d.mux.iter().find(|c| c.id() == id);
+                DeviceSnapshot {
+                    id,
+                    addr: info.peer.to_string(),
+                    transport: if info.class.tls { "tls" } else { "tcp" },
+                    protocol: if mux.is_some() { "mux" } else { "ptth" },
+                    streams: mux.map_or(0, |c| c.active()),
+                    pass_through: info.class.pass_through,
+                    since: unix(info.since),
+                }
             })
             .collect();
         devices.sort_by_key(|dev| dev.id);
@@ -543,7 +647,7 @@ impl DomainSnapshot {
             waiting: d.counted,
             waiting_clients: d.waiting_clients,
             pipes: d.pipes.len(),
-            mux_streams: 0,
+            mux_streams: d.mux.iter().map(|c| c.active()).sum(),
             bytes_in: d.bytes_up + live_in,
             bytes_out: d.bytes_down + live_out,
             online_since: d.since.map_or(0, unix),

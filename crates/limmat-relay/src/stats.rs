@@ -18,6 +18,7 @@ struct Gauges {
     waiting_devices: Gauge,
     waiting_clients: Gauge,
     pipes: Gauge,
+    mux: Gauge,
 }
 
 #[derive(Debug)]
@@ -36,6 +37,7 @@ pub(crate) enum Kind {
     WaitingDevice,
     WaitingClient,
     Pipe,
+    Mux,
 }
 
 impl Stats {
@@ -45,6 +47,7 @@ impl Stats {
             Kind::WaitingDevice => &self.inner.waiting_devices,
             Kind::WaitingClient => &self.inner.waiting_clients,
             Kind::Pipe => &self.inner.pipes,
+            Kind::Mux => &self.inner.mux,
         }
     }
 
@@ -72,7 +75,12 @@ impl Stats {
         self.inner.waiting_clients.0.subscribe()
     }
 
-    /// Paired connections forwarding bytes.
+    /// limmat-mux/1 device connections ready for streams (draining ones excluded).
+    pub fn mux_connections(&self) -> watch::Receiver<usize> {
+        self.inner.mux.0.subscribe()
+    }
+
+    /// Paired connections forwarding bytes (mux streams included).
     pub fn pipes(&self) -> watch::Receiver<usize> {
         self.inner.pipes.0.subscribe()
     }

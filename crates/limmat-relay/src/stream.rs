@@ -81,6 +81,22 @@ impl Stream {
         matches!(self, Stream::Tls(_))
     }
 
+    /// The relay's address of this leg (which listener accepted it).
+    pub(crate) fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
+        match self {
+            Stream::Tcp(tcp) => tcp.local_addr(),
+            Stream::Tls(tls) => tls.get_ref().0.inner.local_addr(),
+        }
+    }
+
+    /// The SNI a terminated TLS leg was reached with.
+    pub(crate) fn sni(&self) -> Option<&str> {
+        match self {
+            Stream::Tcp(_) => None,
+            Stream::Tls(tls) => tls.get_ref().1.server_name(),
+        }
+    }
+
     /// Waits for data and appends what is there to `buf`, reading at most `max` bytes.
     /// `Ok(0)` is EOF (a FIN, or a TLS `close_notify`). Cancel-safe.
     pub(crate) async fn read_into(&mut self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {

@@ -20,9 +20,12 @@ async fn paired(relay: &TestRelay) -> (TcpStream, TcpStream) {
     (client, device)
 }
 
-#[tokio::test]
-async fn item_33_ten_mib_each_way_arrive_unmodified() {
-    let relay = start(|_| {}).await;
+async fn item_33_ten_mib_each_way_arrive_unmodified(splice: bool) {
+    let relay = start(|c| {
+        c.splice = splice;
+        c.splice = splice;
+    })
+    .await;
     let (client, device) = paired(&relay).await;
     let mut up = vec![0u8; 10 << 20];
     let mut down = vec![0u8; 10 << 20];
@@ -61,9 +64,12 @@ async fn item_33_ten_mib_each_way_arrive_unmodified() {
     relay.stop().await;
 }
 
-#[tokio::test]
-async fn item_34_half_close_both_ways() {
-    let relay = start(|_| {}).await;
+async fn item_34_half_close_both_ways(splice: bool) {
+    let relay = start(|c| {
+        c.splice = splice;
+        c.splice = splice;
+    })
+    .await;
     // The client finishes first; the device still answers.
     let (mut client, mut device) = paired(&relay).await;
     client.write_all(b"last words").await.unwrap();
@@ -89,10 +95,13 @@ async fn item_34_half_close_both_ways() {
     relay.stop().await;
 }
 
-#[tokio::test]
-async fn item_35_idle_pipes_close_busy_ones_do_not() {
+async fn item_35_idle_pipes_close_busy_ones_do_not(splice: bool) {
     let idle = Duration::from_millis(400);
-    let relay = start(|c| c.idle_timeout = idle).await;
+    let relay = start(|c| {
+        c.idle_timeout = idle;
+        c.splice = splice;
+    })
+    .await;
     let (mut client, mut device) = paired(&relay).await;
     // Busy for three idle periods: still open.
     for i in 0..12u8 {
@@ -175,9 +184,12 @@ async fn item_41_plainsocket_upgrade_is_forwarded() {
     relay.stop().await;
 }
 
-#[tokio::test]
-async fn reset_on_one_leg_closes_both() {
-    let relay = start(|_| {}).await;
+async fn reset_on_one_leg_closes_both(splice: bool) {
+    let relay = start(|c| {
+        c.splice = splice;
+        c.splice = splice;
+    })
+    .await;
     let (client, mut device) = paired(&relay).await;
     // SO_LINGER 0 makes close() send a RST.
     client.set_zero_linger().unwrap();
@@ -188,9 +200,12 @@ async fn reset_on_one_leg_closes_both() {
     relay.stop().await;
 }
 
-#[tokio::test]
-async fn drain_lets_in_flight_pipes_finish() {
-    let relay = start(|c| c.drain_timeout = Duration::from_secs(30)).await;
+async fn drain_lets_in_flight_pipes_finish(splice: bool) {
+    let relay = start(|c| {
+        c.drain_timeout = Duration::from_secs(30);
+        c.splice = splice;
+    })
+    .await;
     let (mut client, mut device) = paired(&relay).await;
     relay.handle.shutdown();
     // New connections are refused once the listener is closed...
@@ -213,11 +228,36 @@ async fn drain_lets_in_flight_pipes_finish() {
     drop(device);
 }
 
-#[tokio::test]
-async fn drain_timeout_closes_remaining_pipes() {
-    let relay = start(|c| c.drain_timeout = Duration::from_millis(300)).await;
+async fn drain_timeout_closes_remaining_pipes(splice: bool) {
+    let relay = start(|c| {
+        c.drain_timeout = Duration::from_millis(300);
+        c.splice = splice;
+    })
+    .await;
     let (mut client, mut device) = paired(&relay).await;
     relay.stop().await;
     assert_eq!(read_to_end(&mut client).await, b"");
     assert_eq!(read_to_end(&mut device).await, b"");
 }
+
+/// Each of these runs on both pipe paths: `splice(2)` between plain TCP legs (Linux) and the
+/// copying pipe, which must behave identically (bytes, half-close, idle, reset, drain).
+macro_rules! both_paths {
+    ($($name:ident),*) => {
+        mod spliced {
+            $(#[tokio::test] async fn $name() { super::$name(true).await })*
+        }
+        mod copied {
+            $(#[tokio::test] async fn $name() { super::$name(false).await })*
+        }
+    };
+}
+
+both_paths!(
+    item_33_ten_mib_each_way_arrive_unmodified,
+    item_34_half_close_both_ways,
+    item_35_idle_pipes_close_busy_ones_do_not,
+    reset_on_one_leg_closes_both,
+    drain_lets_in_flight_pipes_finish,
+    drain_timeout_closes_remaining_pipes
+);

@@ -11,8 +11,10 @@
 //! - [`tunnel`]: the end-to-end conventions of `limmat tunnel` (2.8) and the device handshake.
 //! - [`proxy`]: the forward proxy's targets, credentials, rewrite and refusals (6).
 //! - [`tls`]: the SNI peek at a TLS ClientHello on a `tls` listener (2.6.2).
+//! - [`mux`]: limmat-mux/1 stream metadata and HTTP/2 frame boundaries (section 5).
 
 pub mod head;
+pub mod mux;
 pub mod proxy;
 pub mod reply;
 pub mod request;

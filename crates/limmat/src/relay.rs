@@ -92,6 +92,12 @@ pub struct Settings {
     /// How long open pipes may finish after SIGTERM or SIGINT. [default: 30s]
     #[arg(long, value_name = "DURATION", value_parser = units::duration)]
     pub drain_timeout: Option<Duration>,
+    /// limmat-mux/1: PING a mux device after this long without receiving anything. [default: 30s]
+    #[arg(long, value_name = "DURATION", value_parser = units::duration)]
+    pub mux_ping_interval: Option<Duration>,
+    /// limmat-mux/1: a mux device whose PING ACK takes longer is dead and dropped. [default: 20s]
+    #[arg(long, value_name = "DURATION", value_parser = units::duration)]
+    pub mux_ping_timeout: Option<Duration>,
     /// `keys`: every device needs a key (the default when a key source is given); `open`:
     /// any device may register any domain (allowed by default on loopback-only relays).
     #[arg(long, value_name = "open|keys")]
@@ -198,6 +204,8 @@ impl Settings {
             first_post_renew: self.first_post_renew.or(lower.first_post_renew),
             root_uri: self.root_uri.or(lower.root_uri),
             drain_timeout: self.drain_timeout.or(lower.drain_timeout),
+            mux_ping_interval: self.mux_ping_interval.or(lower.mux_ping_interval),
+            mux_ping_timeout: self.mux_ping_timeout.or(lower.mux_ping_timeout),
             auth: self.auth.or(lower.auth),
             keys_file: self.keys_file.or(lower.keys_file),
             master_secret_file: self.master_secret_file.or(lower.master_secret_file),
@@ -264,6 +272,9 @@ impl Settings {
             first_post_renew: self.first_post_renew.unwrap_or(d.first_post_renew),
             root_uri: self.root_uri,
             drain_timeout: self.drain_timeout.unwrap_or(d.drain_timeout),
+            mux_ping_interval: self.mux_ping_interval.unwrap_or(d.mux_ping_interval),
+            mux_ping_timeout: self.mux_ping_timeout.unwrap_or(d.mux_ping_timeout),
+            splice: d.splice,
             auth: self.auth,
             keys: KeySources {
                 keys_files: self.keys_file.unwrap_or_default(),

@@ -14,7 +14,9 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use limmat_agent::tunnel::{self as modes, ClientConfig, TunnelClient};
-use limmat_agent::{Agent, AgentConfig, EgressProxy, LocalAddr, ProxyAuth, RelayAddr, TlsOptions};
+use limmat_agent::{
+    Agent, AgentConfig, EgressProxy, LocalAddr, ProxyAuth, RelayAddr, TlsOptions, Transport,
+};
 use tokio_util::sync::CancellationToken;
 
 /// Where the key is read from when `--secret-key` is not given, to keep it out of `ps`.
@@ -67,6 +69,14 @@ pub struct TunnelArgs {
     /// raw TLS of SNI-routed clients, so that the device terminates their TLS (server, proxy).
     #[arg(long, value_name = "S", value_parser = parse_relay_security)]
     relay_security: Option<RelaySecurity>,
+    /// Device transport (server, proxy): `auto` tries limmat-mux/1 (one HTTP/2 connection
+    /// carries every client) and uses PTTH/1.0 for an hour with a relay that does not speak it;
+    /// `mux` never falls back; `ptth` is one waiting connection per client, as with Yaler.
+    #[arg(long, value_name = "ptth|mux|auto", default_value = "auto")]
+    transport: Transport,
+    /// Mux connections kept open to the relay (server, proxy; with mux or auto).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = at_least_one)]
+    mux_connections: usize,
 }
 
 /// The values of `--relay-security`.
@@ -238,6 +248,8 @@ fn agent(args: TunnelArgs) -> anyhow::Result<Agent> {
     config.secret_key = secret_key(args.secret_key);
     config.min_listeners = args.min_listeners;
     config.max_sockets = args.max_sockets;
+    config.transport = args.transport;
+    config.mux_connections = args.mux_connections;
     let agent = Agent::new(config).context("cannot start the tunnel")?;
     if args.local.tls {
         // Load the roots now, not at the first client.

@@ -1,0 +1,22 @@
+//! The parts of limmat-mux/1 (spec section 5) that the relay (HTTP/2 client) and the agent
+//! (HTTP/2 server) share, on top of the `h2` crate:
+//!
+//! - [`settings`]: the window, frame and stream settings both ends use (5.2, 5.5);
+//! - [`H2Stream`]: one CONNECT stream as an `AsyncRead + AsyncWrite` byte stream, so that a mux
+//!   stream goes through the same pipe and tunnel code as a PTTH connection (5.3, 5.4);
+//! - [`MuxIo`] and [`Signals`]: the connection's socket, watched for liveness (bytes read),
+//!   with the relay's drain GOAWAY inserted between frames and the device noticing it (5.7);
+//! - [`Keepalive`]: PING when nothing was received for an interval, dead after a timeout
+//!   without the ACK (5.6).
+//!
+//! Nothing here speaks HTTP/2 by hand except the one fixed GOAWAY frame, which `h2` does not
+//! let a client send; see `limmat_wire::mux`.
+
+mod io;
+mod keepalive;
+pub mod settings;
+mod stream;
+
+pub use io::{MuxIo, Signals};
+pub use keepalive::{Event, Keepalive};
+pub use stream::H2Stream;
