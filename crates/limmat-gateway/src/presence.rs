@@ -17,7 +17,7 @@
 
 use crate::address::{Address, AddressType};
 use crate::beacon::{Beacon, Frame, Telemetry};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 /// The `[presence]` settings.
@@ -184,6 +184,9 @@ struct AddressTelemetry {
 pub struct Presence {
     config: Config,
     beacons: BTreeMap<String, Tracked>,
+    /// `(last_seen, key)` of every tracked beacon: the leave deadlines in order, so the next
+    /// one is found without a scan of the whole table (the pipeline asks after every report).
+    by_last_seen: BTreeSet<(Instant, String)>,
     telemetry: HashMap<Address, AddressTelemetry>,
 }
 
@@ -192,6 +195,7 @@ impl Presence {
         Presence {
             config,
             beacons: BTreeMap::new(),
+            by_last_seen: BTreeSet::new(),
             telemetry: HashMap::new(),
         }
     }
@@ -230,7 +234,11 @@ impl Presence {
                 present.address = sighting.address;
                 present.address_type = sighting.address_type;
                 present.rssi = sighting.rssi;
-                present.last_seen = present.last_seen.max(sighting.at);
+                if sighting.at > present.last_seen {
+                    self.by_last_seen.remove(&(present.last_seen, key.clone()));
+                    self.by_last_seen.insert((sighting.at, key.clone()));
+                    present.last_seen = sighting.at;
+                }
                 present.sightings = present.sightings.saturating_add(1);
                 tracked.window.add(sighting.rssi);
                 if sighting.at.saturating_duration_since(tracked.last_event) >= update_interval {
@@ -258,6 +266,7 @@ impl Presence {
                         last_seen: sighting.at,
                         sightings: 1,
                     };
+                    self.by_last_seen.insert((sighting.at, key.clone()));
                     self.beacons.insert(
                         key.clone(),
                         Tracked {
@@ -308,17 +317,19 @@ impl Presence {
     /// Every beacon whose leave timer has run out by `now` leaves, in the order the timers ran
     /// out (then by key). Telemetry older than both intervals is forgotten.
     pub fn expire(&mut self, now: Instant) -> Vec<Event> {
-        let mut gone: Vec<(Instant, String)> = self
-            .beacons
+        // In deadline order (then key), as the index is sorted.
+        let leave_after = self.config.leave_after;
+        let gone: Vec<String> = self
+            .by_last_seen
             .iter()
-            .filter(|(_, tracked)| self.expired(tracked, now))
-            .map(|(key, tracked)| (self.deadline(&tracked.present).unwrap_or(now), key.clone()))
+            .take_while(|(last_seen, _)| {
+                last_seen
+                    .checked_add(leave_after)
+                    .is_some_and(|deadline| now >= deadline)
+            })
+            .map(|(_, key)| key.clone())
             .collect();
-        gone.sort();
-        let events = gone
-            .into_iter()
-            .filter_map(|(_, key)| self.leave(&key))
-            .collect();
+        let events = gone.iter().filter_map(|key| self.leave(key)).collect();
         let keep = self.config.leave_after.max(self.config.telemetry_interval);
         self.telemetry
             .retain(|_, t| now.saturating_duration_since(t.received) < keep);
@@ -327,10 +338,8 @@ impl Presence {
 
     /// When [`Presence::expire`] next has work: the earliest leave deadline.
     pub fn next_expiry(&self) -> Option<Instant> {
-        self.beacons
-            .values()
-            .filter_map(|tracked| self.deadline(&tracked.present))
-            .min()
+        let (last_seen, _) = self.by_last_seen.first()?;
+        last_seen.checked_add(self.config.leave_after)
     }
 
     /// The present beacons, sorted by key (as `GET /beacon/beacons` lists them).
@@ -372,6 +381,8 @@ impl Presence {
     fn leave(&mut self, key: &str) -> Option<Event> {
         let tracked = self.beacons.remove(key)?;
         let present = tracked.present;
+        self.by_last_seen
+            .remove(&(present.last_seen, key.to_owned()));
         Some(Event::Left {
             key: key.to_owned(),
             at: self.deadline(&present).unwrap_or(present.last_seen),

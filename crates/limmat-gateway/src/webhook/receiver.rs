@@ -6,7 +6,9 @@
 //! verified, acknowledged message once as a [`Delivery`] (de-duplicated by `webhook-id`).
 //! Tests wait for counts on a `watch` channel rather than sleeping, and can script the answers
 //! (statuses in order, headers such as `Retry-After` or `Location`, or no answer at all). The
-//! demo turns on a one-line print per verified delivery.
+//! demo turns on a one-line print per verified delivery. Benchmarks observe each delivery as it
+//! arrives ([`Receiver::observe`]) and turn recording off ([`Receiver::record`]), so a long
+//! run neither polls growing lists nor keeps every body in memory.
 
 use super::sign::{self, VerifyError};
 use bytes::Bytes;
@@ -98,12 +100,30 @@ pub struct Delivery {
     pub headers: HeaderMap,
 }
 
-#[derive(Default)]
+/// Called once per recorded delivery, with the time it arrived (see [`Receiver::observe`]).
+pub type Observer = Arc<dyn Fn(&Delivery, SystemTime) + Send + Sync>;
+
 struct State {
+    /// Whether attempts and deliveries are kept (ids are always kept, for de-duplication).
+    record: bool,
+    observer: Option<Observer>,
     script: VecDeque<Reply>,
     attempts: Vec<Attempt>,
     deliveries: Vec<Delivery>,
     seen: HashSet<String>,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            record: true,
+            observer: None,
+            script: VecDeque::new(),
+            attempts: Vec::new(),
+            deliveries: Vec::new(),
+            seen: HashSet::new(),
+        }
+    }
 }
 
 struct Shared {
@@ -202,6 +222,19 @@ impl Receiver {
     /// scripted; when the script runs out, requests get `200`.
     pub fn script(&self, replies: impl IntoIterator<Item = Reply>) {
         self.shared.state().script.extend(replies);
+    }
+
+    /// Calls `observer` for every delivery recorded from now on (verified, acknowledged, first
+    /// of its `webhook-id`), with the wall-clock time its body had arrived. It runs before the
+    /// answer is sent, so it should be quick (hand the delivery to another task).
+    pub fn observe(&self, observer: impl Fn(&Delivery, SystemTime) + Send + Sync + 'static) {
+        self.shared.state().observer = Some(Arc::new(observer));
+    }
+
+    /// Whether attempts and deliveries are kept for [`Receiver::attempts`] and
+    /// [`Receiver::deliveries`] (the default); counts, waits and observers work either way.
+    pub fn record(&self, keep: bool) {
+        self.shared.state().record = keep;
     }
 
     /// Verified, acknowledged messages, once per `webhook-id`, in arrival order.
@@ -330,6 +363,7 @@ async fn handle(
         Ok(b) => b.to_bytes(),
         Err(_) => return Ok(respond(413, &[], Bytes::new())),
     };
+    let arrived = SystemTime::now();
     let headers = parts.headers;
     let id = text(&headers, "webhook-id");
     let ts_text = text(&headers, "webhook-timestamp");
@@ -363,20 +397,32 @@ async fn handle(
         answered,
     };
     let mut new_delivery = false;
+    let mut observed = None;
     {
         let mut state = shared.state();
-        state.attempts.push(attempt);
+        if state.record {
+            state.attempts.push(attempt);
+        }
         if let (None, Some(200..=299), Some(id), Some(ts)) = (verdict, answered, &id, timestamp)
             && state.seen.insert(id.clone())
         {
-            state.deliveries.push(Delivery {
+            let delivery = Delivery {
                 id: id.clone(),
                 timestamp: ts,
                 body: body.clone(),
                 headers: headers.clone(),
-            });
+            };
+            if let Some(observer) = &state.observer {
+                observed = Some((observer.clone(), delivery.clone()));
+            }
+            if state.record {
+                state.deliveries.push(delivery);
+            }
             new_delivery = true;
         }
+    }
+    if let Some((observer, delivery)) = observed {
+        observer(&delivery, arrived);
     }
     if new_delivery {
         if shared.print {
