@@ -111,7 +111,7 @@ pub async fn run(
     clock: Clock,
     shutdown: CancellationToken,
 ) {
-    let mut attempts: JoinSet<(String, u64, u64, Outcome)> = JoinSet::new();
+    let mut attempts: JoinSet<(String, u64, Outcome)> = JoinSet::new();
     // Subscriptions whose last result could not be committed: left alone for a moment so a
     // failing disk does not turn into a hot loop of re-sends.
     let mut cooling: HashMap<String, Instant> = HashMap::new();
@@ -148,12 +148,7 @@ pub async fn run(
             let limit = settings.attempt_limit;
             attempts.spawn(async move {
                 let outcome = attempt(&*transport, &head, limit).await;
-                (
-                    head.subscription_id,
-                    head.position,
-                    head.meta.created_ms,
-                    outcome,
-                )
+                (head.subscription_id, head.position, outcome)
             });
         }
         let wake_at = next
@@ -166,16 +161,9 @@ pub async fn run(
             _ = wake.notified() => {}
             _ = sleep_until(wake_at) => {}
             Some(joined) = attempts.join_next(), if !attempts.is_empty() => {
-                let Ok((id, position, created_ms, outcome)) = joined else { continue };
+                let Ok((id, position, outcome)) = joined else { continue };
                 let backoff = settings.backoff;
                 let now = clock.now_ms();
-                if matches!(outcome, Outcome::Delivered { .. }) {
-                    // From the message's persistence (its events' acceptance, or its batch
-                    // closing) to its 2xx, retries included.
-                    crate::metrics::delivery_latency(Duration::from_millis(
-                        now.saturating_sub(created_ms),
-                    ));
-                }
                 let sid = id.clone();
                 let result = blocking(&store, move |s| {
                     s.record_attempt(&sid, position, &outcome, now, &|k| backoff.delay_ms(k))
