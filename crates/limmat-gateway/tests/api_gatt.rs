@@ -402,6 +402,7 @@ async fn indications_increase_and_a_link_loss_ends_open_streams() {
             end = Some(event.event.clone());
             if event.event == "disconnected" {
                 assert_eq!(event.json()["node"], "c0ffee000010");
+                assert_eq!(event.json()["reason"], "link-loss");
                 break;
             }
         }
@@ -428,6 +429,7 @@ async fn disconnecting_ends_the_node_s_streams() {
             .await
             .expect("disconnected before the end");
         if event.event == "disconnected" {
+            assert_eq!(event.json()["reason"], "requested");
             break;
         }
     }

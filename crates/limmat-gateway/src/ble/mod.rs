@@ -138,7 +138,7 @@ impl Ble {
     pub async fn disconnect(&self, address: Address) -> Result<(), BleError> {
         self.backend.disconnect(address).await?;
         self.linked(address, false, "requested");
-        self.notify.node_lost(address).await;
+        self.notify.node_lost(address, "requested").await;
         Ok(())
     }
 
@@ -183,7 +183,7 @@ async fn watch_links(ble: std::sync::Weak<Ble>, shutdown: CancellationToken) {
         };
         ble.linked(event.address, event.connected, &event.reason);
         if !event.connected {
-            ble.notify.node_lost(event.address).await;
+            ble.notify.node_lost(event.address, &event.reason).await;
         }
     }
 }

@@ -30,8 +30,9 @@ pub enum NotifyEvent {
         value: Vec<u8>,
         received: SystemTime,
     },
-    /// The link dropped; the stream ends.
-    Disconnected,
+    /// The link dropped (`link-loss`) or a client disconnected the node (`requested`); the
+    /// stream ends.
+    Disconnected { reason: Arc<str> },
 }
 
 /// The latest value of a subscription (`None` until the first one).
@@ -140,12 +141,15 @@ impl NotifyHub {
     }
 
     /// The node's link is gone: end its streams and forget its subscriptions.
-    pub async fn node_lost(&self, address: Address) {
+    pub async fn node_lost(&self, address: Address, reason: &str) {
+        let reason: Arc<str> = reason.into();
         let mut entries = self.entries.lock().await;
         let keys: Vec<Key> = entries.keys().filter(|k| k.0 == address).copied().collect();
         for key in keys {
             if let Some(entry) = entries.get(&key) {
-                let _ = entry.shared.events.send(NotifyEvent::Disconnected);
+                let _ = entry.shared.events.send(NotifyEvent::Disconnected {
+                    reason: reason.clone(),
+                });
             }
             stop(&mut entries, &key);
         }
@@ -209,7 +213,9 @@ impl NotifyHub {
             .is_some_and(|e| e.generation == generation)
         {
             if let Some(entry) = entries.get(&key) {
-                let _ = entry.shared.events.send(NotifyEvent::Disconnected);
+                let _ = entry.shared.events.send(NotifyEvent::Disconnected {
+                    reason: "link-loss".into(),
+                });
             }
             stop(&mut entries, &key);
         }

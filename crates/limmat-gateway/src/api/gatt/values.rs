@@ -156,8 +156,8 @@ async fn stream(
                         });
                         return Some((sse::event(name, Some(id), &data), Some(opened)));
                     }
-                    Ok(NotifyEvent::Disconnected) => {
-                        let data = json!({"node": node, "handle": format!("{handle:04x}"), "reason": "link-loss"});
+                    Ok(NotifyEvent::Disconnected { reason }) => {
+                        let data = json!({"node": node, "handle": format!("{handle:04x}"), "reason": &*reason});
                         return Some((sse::event("disconnected", None, &data), None));
                     }
                     Err(RecvError::Lagged(_)) => continue,
