@@ -177,7 +177,15 @@ impl Store {
             return Ok(());
         };
         st.in_flight = None;
-        let txn = self.begin(redb::Durability::Immediate)?;
+        // A 2xx needs no fsync of its own: if the process dies before the next durable commit
+        // (the pipeline's next accept, or a failure's), the message is simply still queued and
+        // is sent again with the same id and body, which §5.3 allows. Failures keep theirs,
+        // because their retry state must survive a crash.
+        let durability = match outcome {
+            Outcome::Delivered { .. } => redb::Durability::Eventual,
+            _ => redb::Durability::Immediate,
+        };
+        let txn = self.begin(durability)?;
         {
             let mut queues = Queues::open(&txn)?;
             let current = queues
