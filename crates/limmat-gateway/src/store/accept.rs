@@ -87,6 +87,13 @@ impl Store {
                             e.insert(original.clone())
                         }
                     };
+                    if let (Some(spec), Some(opened)) = (st.sub.batch, st.batch_opened_ms)
+                        && opened.saturating_add(spec.max_delay_ms) <= now
+                    {
+                        // The open batch is due: close it here, before this event, rather than
+                        // in a transaction (and an fsync) of the scheduler's own.
+                        queues.form_batch(st, now, &options.gateway)?;
+                    }
                     enqueue(&mut queues, st, sequence, &json, &draft.meta, now, &options)?;
                 }
                 accepted.push(Accepted {
