@@ -13,11 +13,10 @@ use crate::address::Address;
 use crate::api::openapi_schemas as doc;
 use crate::backend::{BleError, ScanMode};
 use crate::ble::{Ble, ConnectError};
-use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use futures::StreamExt;
 use node::{NodeView, Tree};
 use serde_json::{Value, json};
@@ -61,9 +60,7 @@ pub fn ranged(
     Ok(value)
 }
 
-fn json(value: Value) -> Response {
-    Json(value).into_response()
-}
+use super::json;
 
 /// The node object of one node, as the backend knows it now.
 pub async fn node_object(

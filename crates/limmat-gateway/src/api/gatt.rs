@@ -17,10 +17,9 @@ use crate::api::openapi_schemas as doc;
 use crate::backend::{Characteristic, Descriptor, Handle};
 use crate::ble::Ble;
 use crate::uuid::Uuid;
-use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use objects::{characteristic_json, descriptor_json, service_json};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -56,10 +55,6 @@ fn uuid_param(params: &mut Params) -> Result<Option<Uuid>, Problem> {
                 .map_err(|_| Problem::bad_request("uuid", format!("`{u}` is not a UUID")))
         })
         .transpose()
-}
-
-fn json_response(value: Value) -> Response {
-    Json(value).into_response()
 }
 
 /// The node, which must be known (`404`) and connected (`412 not-connected`).
@@ -117,7 +112,7 @@ async fn list_nodes(
             Err(p) => return Err(p),
         }
     }
-    Ok(json_response(json!({
+    Ok(super::json(json!({
         "self": objects::link(&base, "/gatt/nodes"),
         "nodes": nodes,
     })))
@@ -136,7 +131,7 @@ async fn get_node(
     _: NoQuery,
 ) -> Result<Response, Problem> {
     connected(&ble, address).await?;
-    Ok(json_response(
+    Ok(super::json(
         node_object(&ble, &base, address, Tree::Gatt, true).await?,
     ))
 }
@@ -167,7 +162,7 @@ async fn list_services(
         .filter(|s| uuid.is_none_or(|u| s.uuid == u))
         .map(|s| service_json(&base, address, s))
         .collect();
-    Ok(json_response(json!({
+    Ok(super::json(json!({
         "self": objects::link(&base, &format!("/gatt/nodes/{}/services", address.handle())),
         "services": services,
     })))
@@ -192,7 +187,7 @@ async fn get_service(
         .into_iter()
         .find(|s| s.handle == handle)
         .ok_or_else(|| Problem::not_found(format!("no service {handle:04x}")))?;
-    Ok(json_response(service_json(&base, address, &service)))
+    Ok(super::json(service_json(&base, address, &service)))
 }
 
 #[utoipa::path(get, path = "/gatt/nodes/{node}/services/{service}/characteristics", tag = "gatt",
@@ -260,7 +255,7 @@ async fn characteristics_list(
         let notifying = ble.notify().notifying(address, c.handle).await;
         out.push(characteristic_json(base, address, c, notifying));
     }
-    Ok(json_response(json!({
+    Ok(super::json(json!({
         "self": objects::link(base, path),
         "characteristics": out,
     })))
@@ -280,7 +275,7 @@ async fn get_characteristic(
     connected(&ble, address).await?;
     let c = find_characteristic(&ble, address, handle).await?;
     let notifying = ble.notify().notifying(address, handle).await;
-    Ok(json_response(characteristic_json(
+    Ok(super::json(characteristic_json(
         &base, address, &c, notifying,
     )))
 }
@@ -324,7 +319,7 @@ async fn put_characteristic(
     let c = find_characteristic(&ble, address, handle).await?;
     values::set_notifying(&ble, address, &c, kind, on).await?;
     let notifying = ble.notify().notifying(address, handle).await;
-    Ok(json_response(characteristic_json(
+    Ok(super::json(characteristic_json(
         &base, address, &c, notifying,
     )))
 }
@@ -349,7 +344,7 @@ async fn characteristic_descriptors(
         .iter()
         .map(|d| descriptor_json(&base, address, d))
         .collect();
-    Ok(json_response(json!({
+    Ok(super::json(json!({
         "self": objects::link(&base, &format!(
             "/gatt/nodes/{}/characteristics/{handle:04x}/descriptors", address.handle())),
         "descriptors": descriptors,
@@ -369,5 +364,5 @@ async fn get_descriptor(
 ) -> Result<Response, Problem> {
     connected(&ble, address).await?;
     let d = find_descriptor(&ble, address, handle).await?;
-    Ok(json_response(descriptor_json(&base, address, &d)))
+    Ok(super::json(descriptor_json(&base, address, &d)))
 }

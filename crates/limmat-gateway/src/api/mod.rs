@@ -77,6 +77,11 @@ pub fn ble_parts(ble: Arc<crate::ble::Ble>, info: index::IndexInfo) -> Vec<OpenA
     ]
 }
 
+/// A `200` with a JSON body: the answer of every GAP/GATT resource.
+pub(crate) fn json(value: serde_json::Value) -> Response {
+    axum::Json(value).into_response()
+}
+
 /// Merge the API's parts (each already given its state) into the served router.
 pub fn router(settings: ApiSettings, parts: Vec<OpenApiRouter>) -> Router {
     let mut api = OpenApiRouter::new();

@@ -15,11 +15,10 @@ use crate::backend::{BleError, Characteristic, Handle, NotifyKind, WriteMode, pr
 use crate::ble::{Ble, NotifyEvent};
 use crate::hex;
 use crate::uuid::Uuid;
-use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde_json::json;
 use std::sync::Arc;
 use tokio::sync::broadcast::error::RecvError;
@@ -57,9 +56,7 @@ pub async fn set_notifying(
     Ok(())
 }
 
-fn json(value: serde_json::Value) -> Response {
-    Json(value).into_response()
-}
+use crate::api::json;
 
 #[utoipa::path(get, path = "/gatt/nodes/{node}/characteristics/{characteristic}/value", tag = "gatt",
     params(
