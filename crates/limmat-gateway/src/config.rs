@@ -207,7 +207,13 @@ pub struct ConfigError {
     pub expected: String,
 }
 
-fn check(ok: bool, key: &str, value: impl ToString, expected: &str) -> Result<(), ConfigError> {
+/// `Ok` if `ok`, else the error naming `key`, `value` and what was `expected`.
+pub(crate) fn check(
+    ok: bool,
+    key: &str,
+    value: impl ToString,
+    expected: &str,
+) -> Result<(), ConfigError> {
     if ok {
         Ok(())
     } else {

@@ -11,7 +11,7 @@
 use super::config::{BeaconConfig, PeripheralConfig, RssiConfig, SimConfig};
 use crate::address::Address;
 use crate::beacon::{AltBeacon, Beacon, EddystoneEid, EddystoneUid, EddystoneUrl, Format, IBeacon};
-use crate::config::ConfigError;
+use crate::config::{ConfigError, check};
 use crate::uuid::Uuid;
 use std::collections::HashMap;
 
@@ -180,18 +180,6 @@ impl World {
         world.beacons.extend(beacons);
         world.peripherals.extend(peripherals);
         Ok(world)
-    }
-}
-
-fn check(ok: bool, key: &str, value: impl ToString, expected: &str) -> Result<(), ConfigError> {
-    if ok {
-        Ok(())
-    } else {
-        Err(ConfigError {
-            key: key.into(),
-            value: value.to_string(),
-            expected: expected.into(),
-        })
     }
 }
 
