@@ -199,6 +199,85 @@ pub enum KeyError {
     },
     #[error("master secret file {} is empty", path.display())]
     EmptySecret { path: PathBuf },
+    #[error(
+        "master secret file {} is not a usable secret: {weakness}; anyone who can guess it can \
+         mint device keys. Make one with: head -c 32 /dev/urandom | base64 > {}",
+        path.display(),
+        path.display()
+    )]
+    WeakSecret {
+        path: PathBuf,
+        weakness: SecretWeakness,
+    },
+}
+
+/// Why a master secret is refused (4.1.3): derived keys are only as strong as the secret that
+/// mints them, so it must carry at least [`MIN_SECRET_BYTES`] bytes of random material.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecretWeakness {
+    /// Text that a template or manifest leaves for the operator to replace.
+    #[error("it looks like a placeholder ({0:?})")]
+    Placeholder(&'static str),
+    /// Fewer bytes of key material than [`MIN_SECRET_BYTES`], after decoding hex or base64.
+    #[error("it holds {0} bytes of key material, at least 32 are needed")]
+    TooShort(usize),
+    /// Long enough, but made of very few distinct bytes (`aaaa…`, `0101…`).
+    #[error("it repeats too few distinct bytes to be random")]
+    Repetitive,
+}
+
+/// The least key material a master secret must hold: 256 bits, as a static key (4.1.2).
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// Checks that a master secret can be random: not a placeholder, and at least
+/// [`MIN_SECRET_BYTES`] bytes once decoded (hex first, then standard or URL-safe base64, else
+/// the bytes as they are), with more than a handful of distinct bytes. The secret itself stays
+/// the file's bytes (the MAC key is not the decoded form), so existing keys keep verifying.
+pub fn check_master_secret(secret: &[u8]) -> Result<(), SecretWeakness> {
+    const PLACEHOLDERS: [&str; 7] = [
+        "replace",
+        "changeme",
+        "change-me",
+        "change me",
+        "/dev/urandom",
+        "example",
+        "secret here",
+    ];
+    let lower = secret.to_ascii_lowercase();
+    if let Some(word) = PLACEHOLDERS
+        .iter()
+        .find(|word| lower.windows(word.len()).any(|w| w == word.as_bytes()))
+    {
+        return Err(SecretWeakness::Placeholder(word));
+    }
+    let material = decode_secret(secret.trim_ascii());
+    if material.len() < MIN_SECRET_BYTES {
+        return Err(SecretWeakness::TooShort(material.len()));
+    }
+    let mut seen = [false; 256];
+    material.iter().for_each(|&b| seen[usize::from(b)] = true);
+    // 32 random bytes have about 30 distinct values; 8 leaves room for any real encoding.
+    if seen.iter().filter(|&&s| s).count() < 8 {
+        return Err(SecretWeakness::Repetitive);
+    }
+    Ok(())
+}
+
+/// The key material of a secret's text: hex or base64 decoded where the whole text is one.
+fn decode_secret(text: &[u8]) -> Vec<u8> {
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE};
+    if text.len() % 2 == 0 && !text.is_empty() && text.iter().all(u8::is_ascii_hexdigit) {
+        // Every byte is a hex digit, so `to_digit` cannot fail here.
+        let nibble = |b: u8| char::from(b).to_digit(16).unwrap_or(0) as u8;
+        return text
+            .chunks(2)
+            .map(|pair| nibble(pair[0]) << 4 | nibble(pair[1]))
+            .collect();
+    }
+    [STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD]
+        .iter()
+        .find_map(|engine| engine.decode(text).ok())
+        .unwrap_or_else(|| text.to_vec())
 }
 
 /// How a device was authenticated; for logs.
@@ -486,7 +565,8 @@ fn syntax_message(text: &str, error: &toml::de::Error) -> String {
 }
 
 /// Reads a master secret file: the secret is the file's bytes without one trailing `\n` or
-/// `\r\n`, so that files written by editors and `echo` work.
+/// `\r\n`, so that files written by editors and `echo` work. A secret that
+/// [`check_master_secret`] refuses is an error naming the file and how to make a good one.
 pub fn read_master_secret(path: &Path) -> Result<Vec<u8>, KeyError> {
     let mut secret = std::fs::read(path).map_err(|error| KeyError::Read {
         what: "master secret file",
@@ -503,6 +583,10 @@ pub fn read_master_secret(path: &Path) -> Result<Vec<u8>, KeyError> {
             path: path.to_path_buf(),
         });
     }
+    check_master_secret(&secret).map_err(|weakness| KeyError::WeakSecret {
+        path: path.to_path_buf(),
+        weakness,
+    })?;
     Ok(secret)
 }
 
@@ -672,13 +756,19 @@ mod tests {
         }
     }
 
+    /// A master secret that [`check_master_secret`] accepts: 32 random bytes in base64.
+    const STRONG: &[u8] = b"q9Jc0m7tq5yGQw3S9pB0m1XlZrC8k2yTQ6m8yV0dX1E=";
+
+    /// An authenticator with these master secrets, each as a file would give it (one line end
+    /// removed). Built in memory because the spec's test-vector secret is too short to pass
+    /// [`read_master_secret`]'s strength check, by design.
     fn with_secrets(secrets: &[&[u8]]) -> (Authenticator, Vec<TempFile>) {
-        let files: Vec<TempFile> = secrets.iter().map(|s| TempFile::new(s)).collect();
-        let sources = KeySources {
-            master_secret_files: files.iter().map(|f| f.0.clone()).collect(),
-            ..KeySources::default()
-        };
-        (Authenticator::load(&sources).unwrap(), files)
+        let mut auth = Authenticator::load(&KeySources::default()).unwrap();
+        auth.masters = secrets
+            .iter()
+            .map(|s| keyed_mac(s.strip_suffix(b"\n").unwrap_or(s)))
+            .collect();
+        (auth, Vec::new())
     }
 
     fn with_static(entries: &[(&str, &str)], revoked: &[&str]) -> Authenticator {
@@ -771,9 +861,7 @@ mod tests {
 
     #[test]
     fn revoked_keys_fail_even_if_valid() {
-        let file = TempFile::new(SECRET);
         let sources = KeySources {
-            master_secret_files: vec![file.0.clone()],
             device_keys: vec![DeviceKey {
                 domain: "dom".into(),
                 sha256: sha256_hex("static"),
@@ -784,7 +872,8 @@ mod tests {
             ],
             ..KeySources::default()
         };
-        let auth = Authenticator::load(&sources).unwrap();
+        let mut auth = Authenticator::load(&sources).unwrap();
+        auth.masters = vec![keyed_mac(SECRET)];
         assert_eq!(
             check(&auth, DOMAIN, &bearer(VECTOR)),
             Err(AuthFailure::Revoked {
@@ -1115,16 +1204,16 @@ mod tests {
 
     #[test]
     fn master_secret_files() {
-        for contents in [
-            &b"limmat-test-master-secret\n"[..],
-            b"limmat-test-master-secret\r\n",
-        ] {
-            let file = TempFile::new(contents);
-            assert_eq!(read_master_secret(&file.0).unwrap(), SECRET);
+        for end in [&b"\n"[..], b"\r\n", b""] {
+            let file = TempFile::new(&[STRONG, end].concat());
+            assert_eq!(read_master_secret(&file.0).unwrap(), STRONG);
         }
         // Only one line end is removed: the rest is the secret.
-        let file = TempFile::new(b"s\n\n");
-        assert_eq!(read_master_secret(&file.0).unwrap(), b"s\n");
+        let file = TempFile::new(&[STRONG, b"\n\n"].concat());
+        assert_eq!(
+            read_master_secret(&file.0).unwrap(),
+            [STRONG, b"\n"].concat()
+        );
         for contents in [&b""[..], b"\n", b"\r\n"] {
             let file = TempFile::new(contents);
             let err = read_master_secret(&file.0).unwrap_err().to_string();
@@ -1145,6 +1234,53 @@ mod tests {
             )),
             "{err}"
         );
+    }
+
+    #[test]
+    fn weak_master_secrets_are_refused() {
+        use SecretWeakness::*;
+        let random = |n: usize| -> Vec<u8> { (0..n).map(|_| rand::rng().random()).collect() };
+        let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+        let hex64 = hex(&random(32));
+        for good in [
+            STRONG.to_vec(),
+            b64(&random(32)).into_bytes(),
+            URL_SAFE_NO_PAD.encode(random(48)).into_bytes(),
+            hex64.clone().into_bytes(),
+            // Raw bytes; 40 so that white space trimmed from either end leaves 32.
+            random(40),
+            b"a long passphrase of words, more than thirty-two bytes".to_vec(),
+        ] {
+            assert_eq!(check_master_secret(&good), Ok(()), "{good:?}");
+        }
+        for (bad, weakness) in [
+            (&b"short"[..], TooShort(5)),
+            (SECRET, TooShort(25)),
+            (
+                b"REPLACE: head -c 32 /dev/urandom | base64",
+                Placeholder("replace"),
+            ),
+            (
+                b"changeme-changeme-changeme-changeme",
+                Placeholder("changeme"),
+            ),
+            // 31 random bytes in base64 are 44 characters but only 31 bytes of material.
+            (
+                b"7qJvHjyOXu4dYFv5BmVQ3ZpWZ4hRv4bXq2wqHUq1Zg==",
+                TooShort(31),
+            ),
+            // 32 hex digits are 16 bytes, whatever their length as text.
+            (b"00112233445566778899aabbccddeeff", TooShort(16)),
+            (&[b'a'; 64][..], Repetitive),
+        ] {
+            assert_eq!(check_master_secret(bad), Err(weakness), "{bad:?}");
+        }
+        // The error names the file and says how to make a good secret.
+        let file = TempFile::new(b"REPLACE: head -c 32 /dev/urandom | base64\n");
+        let err = read_master_secret(&file.0).unwrap_err().to_string();
+        assert!(err.contains(&file.0.display().to_string()), "{err}");
+        assert!(err.contains("placeholder"), "{err}");
+        assert!(err.contains("head -c 32 /dev/urandom | base64 >"), "{err}");
     }
 
     #[test]
