@@ -21,10 +21,9 @@ use crate::pipe::{self, DeviceEnd};
 use crate::registry::{Admission, DeviceInfo, MuxLease};
 use crate::stats::Kind as Gauge;
 use bytes::Bytes;
-use h2::PingPong;
 use h2::client::{Connection, SendRequest};
 use http::{HeaderValue, Method, Request};
-use limmat_mux::{Event, H2Stream, Keepalive, MuxIo, Signals, settings};
+use limmat_mux::{Driven, Driver, H2Stream, MuxIo, Signals, settings};
 use limmat_wire::mux::{Listener, Route, field};
 use limmat_wire::response;
 use std::sync::Arc;
@@ -66,31 +65,17 @@ pub(crate) async fn serve(
     tracing::info!(domain = %mux.domain(), %peer, tls = class.tls, pass_through = class.pass_through, "mux device connected");
     ctx.registry.mux_add(&admission, mux.clone());
     let _gauge = ctx.stats.hold(Gauge::Mux);
-    let keepalive = Keepalive::new(
-        up.ping,
-        up.signals.clone(),
-        ctx.config.mux_ping_interval,
-        ctx.config.mux_ping_timeout,
-    );
-    let mut connection = up.connection;
-    let end = run(
-        ctx,
-        &mut connection,
-        keepalive,
-        &up.signals,
-        mux,
-        &admission,
-    )
-    .await;
+    let mut driver = up.driver;
+    let end = run(ctx, &mut driver, &up.signals, mux, &admission).await;
     tracing::info!(domain = %admission.domain(), %peer, end, "mux device disconnected");
-    drop((connection, up.open, admission));
+    drop((driver, up.open, admission));
 }
 
 /// A mux connection after its handshake.
 struct Upgraded {
     send: SendRequest<Bytes>,
-    connection: H2Connection,
-    ping: PingPong,
+    /// The connection with its PINGs and window growth (5.5, 5.6).
+    driver: Driver<H2Connection>,
     signals: Arc<Signals>,
     /// The connection's counts (2.4.5, 4.3), held until it closes.
     open: Counted,
@@ -108,7 +93,7 @@ async fn upgrade(ctx: &RelayContext, mut conn: Conn, admission: &Admission) -> O
     let Conn { stream, peer, open } = conn;
     let signals = Signals::new();
     let io = MuxIo::client(stream, signals.clone());
-    let (send, mut connection) =
+    let (send, connection) =
         match timeout(head_timeout, settings::client().handshake::<_, Bytes>(io)).await {
             Ok(Ok(pair)) => pair,
             _ => {
@@ -116,11 +101,11 @@ async fn upgrade(ctx: &RelayContext, mut conn: Conn, admission: &Admission) -> O
                 return None;
             }
         };
-    let ping = connection.ping_pong()?;
+    let (interval, ping_timeout) = (ctx.config.mux_ping_interval, ctx.config.mux_ping_timeout);
+    let driver = Driver::new(connection, signals.clone(), interval, ping_timeout)?;
     Some(Upgraded {
         send,
-        connection,
-        ping,
+        driver,
         signals,
         open,
     })
@@ -130,8 +115,7 @@ async fn upgrade(ctx: &RelayContext, mut conn: Conn, admission: &Admission) -> O
 /// sends GOAWAY so that it ends with its last stream (5.7). Returns why it ended.
 async fn run(
     ctx: &RelayContext,
-    connection: &mut H2Connection,
-    mut keepalive: Keepalive,
+    driver: &mut Driver<H2Connection>,
     signals: &Signals,
     mux: Arc<MuxConn>,
     admission: &Admission,
@@ -141,18 +125,13 @@ async fn run(
     let mut listed = Some(mux);
     let end = loop {
         tokio::select! {
-            ended = &mut *connection => break match ended {
-                Ok(()) => "closed",
-                Err(_) => "failed",
-            },
-            event = keepalive.next() => match event {
-                Event::Grow(window) => {
-                    connection.set_target_window_size(window);
-                    // Only fails for a window over 2^31-1, which `MAX_WINDOW` is not.
-                    let _ = connection.set_initial_window_size(window);
-                }
-                Event::Dead => break "no PING ACK within mux_ping_timeout",
-                Event::Closed => break "closed",
+            driven = driver.next() => break match driven {
+                Driven::Ended(None) | Driven::Unpingable => "closed",
+                Driven::Ended(Some(_)) => "failed",
+                Driven::Dead => "no PING ACK within mux_ping_timeout",
+                // A client connection yields nothing but its end.
+                Driven::Item(never) => match never {},
+                _ => "closed",
             },
             () = admission.killed().cancelled() => break "disconnected by the admin API",
             () = ctx.shutdown.cancelled(), if listed.is_some() => {
@@ -161,7 +140,7 @@ async fn run(
                 }
                 // GOAWAY(NO_ERROR, 0) at the next frame boundary; the PING makes one (5.7).
                 signals.request_goaway();
-                keepalive.kick.notify_one();
+                driver.ping_now();
                 tracing::info!(domain = %admission.domain(), %peer, "mux connection draining (GOAWAY)");
             }
             () = ctx.hard_stop.cancelled() => break "drain timeout",
