@@ -13,6 +13,9 @@
 //! Nothing here speaks HTTP/2 by hand except the one fixed GOAWAY frame, which `h2` does not
 //! let a client send; see `limmat_wire::mux`.
 
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
 mod driver;
 mod io;
 mod keepalive;

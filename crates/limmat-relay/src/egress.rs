@@ -18,7 +18,9 @@ use std::str::FromStr;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
+    /// Connect.
     Allow,
+    /// Refuse with `403 egress-denied`.
     Deny,
 }
 
@@ -46,7 +48,9 @@ impl FromStr for Action {
 /// A host pattern: an exact name, or `*.suffix` for every name below `suffix`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostPattern {
+    /// Exactly this name.
     Exact(String),
+    /// Every name below this suffix (`*.suffix`), not the suffix itself.
     Suffix(String),
 }
 
@@ -149,9 +153,13 @@ impl fmt::Display for Ports {
 /// must hold; a rule with none matches everything.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EgressRule {
+    /// What a match does.
     pub action: Action,
+    /// Matched against each resolved address.
     pub cidr: Option<Cidr>,
+    /// Matched against the requested name (never against an IP literal).
     pub host: Option<HostPattern>,
+    /// Matched against the port.
     pub ports: Option<Ports>,
     /// The device domains the rule applies to; empty: every domain.
     pub domains: Vec<String>,
@@ -225,7 +233,9 @@ impl fmt::Display for EgressRule {
 /// built-in deny set matches.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EgressConfig {
+    /// The rules, first match wins.
     pub rules: Vec<EgressRule>,
+    /// What applies when no rule and no built-in range matches (`allow`).
     pub default: Action,
 }
 
@@ -241,7 +251,9 @@ impl Default for EgressConfig {
 /// The verdict on one resolved address, with the rule that decided it (for the audit log).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {
+    /// Whether the address may be connected to.
     pub allowed: bool,
+    /// The rule, range or default that decided.
     pub rule: String,
 }
 
@@ -254,6 +266,7 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// The policy of `config` for a node listening on `own`.
     pub fn new(config: EgressConfig, own: Vec<SocketAddr>) -> Self {
         Self { config, own }
     }

@@ -18,16 +18,20 @@ use tokio::time::Instant;
 /// Written `RATE/UNIT[:BURST]` (`500/s:1000`, `10/min:20`); `0` turns the limit off.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Rate {
+    /// Tokens added per second.
     pub per_second: f64,
+    /// The most tokens saved up.
     pub burst: f64,
 }
 
 impl Rate {
+    /// No limit.
     pub const OFF: Rate = Rate {
         per_second: 0.0,
         burst: 0.0,
     };
 
+    /// `count` tokens per `per`, at most `burst` saved up.
     pub fn new(count: f64, per: Duration, burst: f64) -> Self {
         Self {
             per_second: count / per.as_secs_f64(),
@@ -35,6 +39,7 @@ impl Rate {
         }
     }
 
+    /// Whether the rate limits nothing (`0`, or a burst under one token).
     pub fn is_off(&self) -> bool {
         self.per_second <= 0.0 || self.burst < 1.0
     }

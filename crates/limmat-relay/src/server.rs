@@ -28,21 +28,39 @@ use tokio_util::task::TaskTracker;
 
 /// Why a relay could not start.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StartError {
+    /// The configuration is not valid.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// A listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: io::Error },
+    Bind {
+        /// The listener's address.
+        addr: SocketAddr,
+        /// Why.
+        source: io::Error,
+    },
+    /// A certificate or key could not be loaded.
     #[error(transparent)]
     Certificate(#[from] CertError),
+    /// rustls refused the TLS configuration.
     #[error("TLS configuration: {0}")]
     Tls(#[from] rustls::Error),
+    /// A device key source could not be loaded.
     #[error(transparent)]
     Keys(#[from] KeyError),
+    /// The authentication mode cannot apply (4.2).
     #[error(transparent)]
     AuthMode(#[from] ModeError),
+    /// The admin token file could not be read, or is empty.
     #[error("cannot read the admin token file {path}: {error}")]
-    AdminToken { path: PathBuf, error: String },
+    AdminToken {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        error: String,
+    },
 }
 
 /// A bound relay, ready to [`run`](Relay::run).
@@ -60,6 +78,7 @@ pub struct RelayHandle {
 }
 
 impl RelayHandle {
+    /// The relay's live counters.
     pub fn stats(&self) -> &Stats {
         &self.ctx.stats
     }
@@ -184,6 +203,7 @@ impl Relay {
         self.admin.as_ref().and_then(|l| l.local_addr().ok())
     }
 
+    /// A handle to watch and stop the relay once it runs.
     pub fn handle(&self) -> RelayHandle {
         RelayHandle {
             ctx: self.ctx.clone(),

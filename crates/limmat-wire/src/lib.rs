@@ -14,6 +14,9 @@
 //! - [`mux`]: limmat-mux/1 stream metadata and HTTP/2 frame boundaries (section 5).
 //! - [`net`]: address ranges and the built-in deny set every outgoing connection obeys (6.4.3).
 
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
 pub mod head;
 pub mod mux;
 pub mod net;
