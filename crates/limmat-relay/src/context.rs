@@ -1,7 +1,7 @@
 //! What every task of one relay node reads: its settings, its rendezvous, its counters, its
 //! stop signals and the services it was started with.
 //!
-//! It is data only, built once by [`server`](crate::server) and passed down by reference, so
+//! It is data only, built once by the server and passed down by reference, so
 //! that a module's signature shows what it uses and no module below the server has to know
 //! about listeners or the accept loop.
 
