@@ -14,7 +14,7 @@ use crate::linger::{respond_and_close, respond_and_close_briefly};
 use crate::metrics;
 use crate::pairing;
 use crate::registry::Admission;
-use crate::stream::{Prefixed, Stream};
+use crate::stream::{Leg, Prefixed, Tcp, Tls};
 use crate::{mux, proxy};
 use limmat_wire::mux::Route;
 use limmat_wire::request::Kind;
@@ -237,14 +237,14 @@ async fn accept_tls(ctx: &RelayContext, mut conn: Conn) -> Next {
         return Next::Done;
     };
     let Conn { stream, peer, open } = conn;
-    let Stream::Tcp(tcp) = stream else {
+    let Tcp(tcp) = stream else {
         return Next::Done;
     };
     let accepted = timeout_at(deadline, acceptor.accept(Prefixed::new(hello, tcp))).await;
     metrics::tls_handshake(matches!(accepted, Ok(Ok(_))));
     match accepted {
         Ok(Ok(tls)) => {
-            let stream = Stream::Tls(Box::new(tls));
+            let stream = Tls(Box::new(tls));
             Next::Head(Conn { stream, peer, open }, None)
         }
         Ok(Err(e)) => {
@@ -284,7 +284,7 @@ mod tests {
             .await
             .unwrap();
         let (tcp, peer) = listener.accept().await.unwrap();
-        let conn = Conn::new(&relay.ctx.stats, Stream::Tcp(tcp), peer);
+        let conn = Conn::new(&relay.ctx.stats, Tcp(tcp), peer);
         let task = handle(relay.ctx.clone(), conn, false);
         let size = std::mem::size_of_val(&task);
         assert!(size <= 2560, "the connection task grew to {size} bytes");

@@ -14,6 +14,7 @@ use crate::metrics;
 use crate::pairing::{self, Requeued};
 use crate::registry::{Admission, DeviceInfo, DeviceReady, Offer};
 use crate::stats::Kind as Gauge;
+use crate::stream::Leg;
 use limmat_wire::route::is_registrable;
 use limmat_wire::{Authorization, Protocol, response};
 use std::net::SocketAddr;

@@ -8,7 +8,7 @@
 use crate::limits::OpenGuard;
 use crate::metrics;
 use crate::stats::{GaugeGuard, Kind as Gauge, Stats};
-use crate::stream::{Prefixed, Stream};
+use crate::stream::{Leg, Prefixed, Stream, Tcp, Tls};
 use bytes::Bytes;
 use h2::client::SendRequest;
 use limmat_wire::mux::Route;
@@ -91,14 +91,14 @@ impl ClientLeg {
             deadline,
             ..
         } = self;
-        let (Some(acceptor), Stream::Tcp(tcp)) = (acceptor, conn.stream) else {
+        let (Some(acceptor), Tcp(tcp)) = (acceptor, conn.stream) else {
             return None;
         };
         let handshake = acceptor.accept(Prefixed::new(buf, tcp));
         match timeout(within, handshake).await {
             Ok(Ok(tls)) => Some(ClientLeg {
                 conn: Conn {
-                    stream: Stream::Tls(Box::new(tls)),
+                    stream: Tls(Box::new(tls)),
                     peer: conn.peer,
                     open: conn.open,
                 },

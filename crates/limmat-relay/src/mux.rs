@@ -20,6 +20,7 @@ use crate::metrics;
 use crate::pipe::{self, DeviceEnd};
 use crate::registry::{Admission, DeviceInfo, MuxLease};
 use crate::stats::Kind as Gauge;
+use crate::stream::Leg;
 use bytes::Bytes;
 use h2::client::{Connection, SendRequest};
 use http::{HeaderValue, Method, Request};

@@ -24,6 +24,7 @@ use crate::mux;
 use crate::pipe::{self, DeviceEnd};
 use crate::registry::{Admission, ClientReady, ClientWait, DeviceInfo, Offer};
 use crate::stats::{GaugeGuard, Kind as Gauge};
+use crate::stream::Leg;
 use bytes::Buf;
 use limmat_wire::response;
 use std::io;
@@ -294,7 +295,7 @@ pub(crate) async fn refuse(ctx: &RelayContext, client: ClientLeg) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stream::Stream;
+    use crate::stream::Tcp;
     use crate::{Relay, RelayConfig};
     use tokio::io::AsyncReadExt;
     use tokio::net::{TcpListener, TcpStream};
@@ -340,7 +341,7 @@ mod tests {
         let (client_side, mut client_peer) = socket_pair().await;
         let request = b"GET /dom/x HTTP/1.1\r\n\r\n".to_vec();
         let client = ClientLeg {
-            conn: Conn::new(&ctx.stats, Stream::Tcp(client_side), addr),
+            conn: Conn::new(&ctx.stats, Tcp(client_side), addr),
             head_len: request.len(),
             buf: request.clone(),
             kind: ClientKind::Plain,
@@ -350,7 +351,7 @@ mod tests {
             deadline: Instant::now() + Duration::from_secs(10),
         };
         let dead = DeviceLeg {
-            conn: Conn::new(&ctx.stats, Stream::Tcp(dead), addr),
+            conn: Conn::new(&ctx.stats, Tcp(dead), addr),
             class: crate::legs::DeviceClass {
                 tls: false,
                 pass_through: false,

@@ -11,7 +11,7 @@ use crate::legs::ClientLeg;
 use crate::metrics;
 use crate::snapshot::{PipeCounters, PipeInfo};
 use crate::stats::Kind as Gauge;
-use crate::stream::Stream;
+use crate::stream::{Stream, Tcp};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -70,7 +70,7 @@ pub(crate) trait DeviceLegIo: AsyncRead + AsyncWrite + Unpin + Sized {
 impl DeviceLegIo for Stream {
     fn into_tcp(self) -> Result<tokio::net::TcpStream, Self> {
         match self {
-            Stream::Tcp(tcp) => Ok(tcp),
+            Tcp(tcp) => Ok(tcp),
             other => Err(other),
         }
     }
@@ -119,13 +119,10 @@ pub(crate) async fn run_paired<D: DeviceLegIo>(
     let outcome = match (client.conn.stream, device.io.into_tcp()) {
         // Both legs plain TCP: zero-copy on Linux.
         #[cfg(target_os = "linux")]
-        (Stream::Tcp(client), Ok(device)) if ctx.config.splice => {
+        (Tcp(client), Ok(device)) if ctx.config.splice => {
             run_spliced(client, device, idle, counters, stops).await
         }
-        (client, Ok(device)) => {
-            let device = Stream::Tcp(device);
-            run_with(client, device, buffer, idle, counters, stops).await
-        }
+        (client, Ok(device)) => run_with(client, device, buffer, idle, counters, stops).await,
         (client, Err(device)) => run_with(client, device, buffer, idle, counters, stops).await,
     };
     drop(listed);

@@ -388,7 +388,6 @@ where
     C: AsyncRead + AsyncWrite + Unpin,
 {
     let stops = [&ctx.hard_stop, &ctx.hard_stop];
-    let origin = Stream::Tcp(origin);
     let idle = ctx.config.idle_timeout;
     pipe::run_with(client, origin, pipe::COPY_BUFFER, idle, counters, stops)
         .await

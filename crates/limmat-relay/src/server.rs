@@ -13,7 +13,7 @@ use crate::legs::Conn;
 use crate::limits::Limits;
 use crate::registry::Registry;
 use crate::stats::Stats;
-use crate::stream::Stream;
+use crate::stream::Tcp;
 use crate::tls::{CertError, CertStore};
 use crate::{admin, conn, metrics, socket};
 use limmat_wire::Hostnames;
@@ -303,7 +303,7 @@ async fn accept_loop(ctx: Arc<RelayContext>, listener: TcpListener, tls: bool) {
             Ok((stream, peer)) => {
                 socket::configure(&stream);
                 metrics::accepted(tls);
-                let mut conn = Conn::new(&ctx.stats, Stream::Tcp(stream), peer);
+                let mut conn = Conn::new(&ctx.stats, Tcp(stream), peer);
                 conn.open.slot = slot;
                 ctx.tasks.spawn(conn::handle(ctx.clone(), conn, tls));
             }
