@@ -38,7 +38,7 @@ use crate::handshake::{
 use crate::mux::{FALLBACK_FOR, StreamMeta, Transport};
 use crate::transport::{Connector, RelayStream, TlsError, TlsOptions};
 use bytes::Bytes;
-use limmat_mux::{Event as MuxEvent, H2Stream, Keepalive, MuxIo, Signals, settings};
+use limmat_mux::{Driven, Driver as MuxDriver, H2Stream, MuxIo, Signals, settings};
 use limmat_wire::request::Protocol;
 
 /// The wait for a response head: every device library and YalerTunnel2 use 75 s (2.9).
@@ -567,43 +567,32 @@ where
         let io = MuxIo::server(RelayedConn::new(stream, leftover), signals.clone());
         let builder = settings::server(self.config.mux_max_streams);
         let handshake = builder.handshake::<_, Bytes>(io);
-        let mut conn = match tokio::time::timeout(self.config.response_timeout, handshake).await {
+        let conn = match tokio::time::timeout(self.config.response_timeout, handshake).await {
             Ok(Ok(conn)) => conn,
             _ => return MuxEnd::Dead,
         };
-        let Some(ping) = conn.ping_pong() else {
+        let (interval, timeout) = (self.config.mux_ping_interval, self.config.mux_ping_timeout);
+        let Some(mut driver) = MuxDriver::new(conn, signals.clone(), interval, timeout) else {
             return MuxEnd::Closed;
         };
-        let mut keepalive = Keepalive::new(
-            ping,
-            signals.clone(),
-            self.config.mux_ping_interval,
-            self.config.mux_ping_timeout,
-        );
         let live = Counted::new(&self.status, |s| &mut s.mux);
         let addrs = (relay, local, tls);
         loop {
             tokio::select! {
-                next = conn.accept() => match next {
-                    Some(Ok((request, respond))) => self.mux_stream(request, respond, addrs),
-                    Some(Err(e)) => {
+                driven = driver.next() => match driven {
+                    Driven::Item((request, respond)) => self.mux_stream(request, respond, addrs),
+                    Driven::Ended(Some(e)) => {
                         debug!(error = %e, "mux connection failed");
                         return MuxEnd::Closed;
                     }
-                    None if signals.goaway_seen() => return MuxEnd::Goaway,
-                    None => return MuxEnd::Closed,
-                },
-                event = keepalive.next() => match event {
-                    MuxEvent::Grow(window) => {
-                        conn.set_target_window_size(window);
-                        let _ = conn.set_initial_window_size(window);
-                    }
-                    MuxEvent::Dead => return MuxEnd::Dead,
-                    MuxEvent::Closed => return MuxEnd::Closed,
+                    Driven::Ended(None) if signals.goaway_seen() => return MuxEnd::Goaway,
+                    Driven::Dead => return MuxEnd::Dead,
+                    _ => return MuxEnd::Closed,
                 },
                 () = signals.goaway() => break,
             }
         }
+        let mut conn = driver.into_inner();
         drop(live);
         let this = self.clone();
         self.tracker.spawn(

@@ -29,6 +29,7 @@ pub struct Signals {
 }
 
 impl Signals {
+    /// Fresh signals for one connection, shared by its socket and its keepalive.
     pub fn new() -> Arc<Self> {
         Arc::default()
     }

@@ -24,7 +24,7 @@ const BDP_EVERY: Duration = Duration::from_millis(200);
 
 /// What [`Keepalive::next`] reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Event {
+pub(crate) enum Event {
     /// No PING ACK within the timeout: close the connection.
     Dead,
     /// The connection is gone (a PING could not be sent).
@@ -34,13 +34,13 @@ pub enum Event {
 }
 
 /// PING scheduling for one connection.
-pub struct Keepalive {
+pub(crate) struct Keepalive {
     ping: PingPong,
     signals: Arc<Signals>,
     interval: Duration,
     timeout: Duration,
     /// Sends a PING at once (the relay uses it to get its GOAWAY written).
-    pub kick: Arc<Notify>,
+    pub(crate) kick: Arc<Notify>,
     window: u32,
     seen: u64,
     last_rx: Instant,
@@ -50,7 +50,7 @@ pub struct Keepalive {
 }
 
 impl Keepalive {
-    pub fn new(
+    pub(crate) fn new(
         ping: PingPong,
         signals: Arc<Signals>,
         interval: Duration,
@@ -78,7 +78,7 @@ impl Keepalive {
     }
 
     /// Waits for the next thing the caller must act on.
-    pub async fn next(&mut self) -> Event {
+    pub(crate) async fn next(&mut self) -> Event {
         loop {
             if let Some((sent_at, before)) = self.pending {
                 let pong = std::future::poll_fn(|cx| self.ping.poll_pong(cx));

@@ -27,6 +27,7 @@ pub struct H2Stream {
 }
 
 impl H2Stream {
+    /// The byte stream of one CONNECT stream: `send` carries what is written, `recv` what is read.
     pub fn new(send: SendStream<Bytes>, recv: RecvStream) -> Self {
         Self {
             send,

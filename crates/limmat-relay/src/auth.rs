@@ -76,16 +76,19 @@ impl FromStr for AuthMode {
 
 /// Why the relay cannot pick an authentication mode (4.2).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ModeError {
     #[error(
         "auth = \"keys\" needs a key source: give --keys-file, --master-secret-file or [[device_key]] entries"
     )]
+    /// `auth = "keys"` without any key source.
     KeysWithoutSource,
     #[error(
         "no device key source is configured and a listener is not bound to a loopback address, \
          so anyone could register any domain: give --keys-file or --master-secret-file, or \
          --auth open to run without authentication (development only)"
     )]
+    /// No key source, no explicit `auth = "open"`, and a listener off loopback.
     OpenOnPublicListener,
 }
 
@@ -172,33 +175,56 @@ impl fmt::Display for Origin {
 /// A key source the relay refuses to start with. Messages name the file and the entry, and
 /// never contain a key or a secret.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum KeyError {
+    /// A file could not be read.
     #[error("cannot read {what} {}: {error}", path.display())]
     Read {
+        /// What the file is (`keys file`, `master secret file`).
         what: &'static str,
+        /// The file.
         path: PathBuf,
+        /// Why.
         error: std::io::Error,
     },
+    /// A keys file is not valid TOML of the expected shape.
     #[error("keys file {} is not valid: {message}", path.display())]
-    Syntax { path: PathBuf, message: String },
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+    /// One entry is not valid.
     #[error("{origin}: {entry}: {problem}")]
     Entry {
+        /// Where the entry is (a keys file, or the relay's own configuration).
         origin: Origin,
         /// For example `device_key #2 (domain "dom")` or `revoked_keys #1`, counted from 1.
         entry: String,
+        /// What is wrong with it.
         problem: String,
     },
     #[error(
         "the key with fingerprint {fingerprint} is configured for two domains, in {first} and in \
          {second}; a key must identify one domain"
     )]
+    /// One key configured for two domains.
     SameKeyTwoDomains {
+        /// The key's fingerprint.
         fingerprint: String,
+        /// Where it was configured first.
         first: String,
+        /// Where it was configured again.
         second: String,
     },
+    /// A master secret file without a secret.
     #[error("master secret file {} is empty", path.display())]
-    EmptySecret { path: PathBuf },
+    EmptySecret {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A master secret file whose secret could be guessed.
     #[error(
         "master secret file {} is not a usable secret: {weakness}; anyone who can guess it can \
          mint device keys. Make one with: head -c 32 /dev/urandom | base64 > {}",
@@ -206,7 +232,9 @@ pub enum KeyError {
         path.display()
     )]
     WeakSecret {
+        /// The file.
         path: PathBuf,
+        /// What is wrong with the secret.
         weakness: SecretWeakness,
     },
 }
@@ -283,13 +311,16 @@ fn decode_secret(text: &[u8]) -> Vec<u8> {
 /// How a device was authenticated; for logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyKind {
+    /// A key listed for its domain.
     Static,
+    /// A key derived from a master secret (4.1.3).
     Derived,
 }
 
 /// The key a device was authenticated with, named by its fingerprint only (4.1.4).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyId {
+    /// Static or derived.
     pub kind: KeyKind,
     /// The first 8 hex digits of the key's SHA-256.
     pub fingerprint: String,
@@ -307,19 +338,32 @@ impl fmt::Display for KeyId {
 
 /// Why a device handshake failed authentication (4.1.1); every case gets the same 401.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum AuthFailure {
+    /// No `Authorization` line.
     #[error("no Authorization field")]
     Missing,
+    /// More than one.
     #[error("more than one Authorization field")]
     Several,
+    /// Not the Bearer scheme.
     #[error("the Authorization field is not `Bearer` followed by SP")]
     NotBearer,
+    /// `Bearer` with nothing after it.
     #[error("Authorization: Bearer without a key")]
     NoToken,
+    /// A key that is not one of the domain's.
     #[error("key {fingerprint} is not valid for this domain")]
-    Invalid { fingerprint: String },
+    Invalid {
+        /// The presented key's fingerprint.
+        fingerprint: String,
+    },
+    /// A revoked key.
     #[error("key {fingerprint} is revoked")]
-    Revoked { fingerprint: String },
+    Revoked {
+        /// The presented key's fingerprint.
+        fingerprint: String,
+    },
 }
 
 impl AuthFailure {

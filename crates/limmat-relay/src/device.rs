@@ -1,125 +1,143 @@
-//! A device connection that has sent a handshake (spec 2.4): it waits in its domain's FIFO
-//! until a client is paired with it, its hold time ends (`204`, then the next head is read on
-//! the same connection), or it goes away.
+//! A device connection that has sent a handshake (spec 2.4, 4.4): admitted to its domain, it
+//! waits in the domain's FIFO until a client is paired with it, its hold time ends (`204`,
+//! then the next head is read on the same connection), or it goes away.
+//!
+//! Every device handshake, PTTH, DPTTH or limmat-mux/1, is admitted by [`admit`].
 //!
 //! While waiting, the relay keeps a read pending on it (M4): EOF removes it at once, and stray
 //! bytes are discarded (H13). A plain device holds no buffer while waiting; an idle device costs
 //! a task, a socket and one queue entry.
 
-use crate::client::{self, ClientLeg};
-use crate::conn::Conn;
-use crate::registry::{Admission, DeviceClass, DeviceReady, Offer};
-use crate::server::Shared;
+use crate::context::RelayContext;
+use crate::legs::{ClientLeg, Conn, DeviceClass, DeviceLeg};
+use crate::metrics;
+use crate::pairing::{self, Requeued};
+use crate::registry::{Admission, DeviceInfo, DeviceReady, Offer};
 use crate::stats::Kind as Gauge;
-use limmat_wire::{Protocol, response};
+use crate::stream::Leg;
+use limmat_wire::route::is_registrable;
+use limmat_wire::{Authorization, Protocol, response};
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::SystemTime;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::oneshot;
 use tokio::time::{Instant, sleep_until, timeout};
 
-/// A waiting device, as handed to a client's task.
-pub(crate) struct DeviceLeg {
+/// A device connection about to wait in its domain's FIFO.
+pub(crate) struct Waiting {
     pub(crate) conn: Conn,
+    pub(crate) protocol: Protocol,
     pub(crate) class: DeviceClass,
-    /// When its `204` is due: a device that goes back to waiting keeps its deadline, so it
-    /// always hears from the relay before its 75 s read timeout (D2).
-    pub(crate) hold_until: Instant,
-}
-
-/// How a wait ended, when the connection stays with the caller.
-pub(crate) struct Renewed {
-    pub(crate) conn: Conn,
     pub(crate) admission: Admission,
+    /// When its `204` is due; `None`: `hold_time` from when it starts waiting.
+    pub(crate) hold_until: Option<Instant>,
 }
 
-/// Holds a device until it is paired (`None`: the pairing's task took over the connection, or it
-/// was closed) or renewed with a `204` at `hold_until` (default: `hold_time` from now).
-pub(crate) async fn wait(
-    shared: &Arc<Shared>,
-    mut conn: Conn,
-    protocol: Protocol,
-    class: DeviceClass,
-    admission: Admission,
-    hold_until: Option<Instant>,
-) -> Option<Renewed> {
-    let waiting = shared.stats.hold(Gauge::WaitingDevice);
-    let hold_until = hold_until.unwrap_or_else(|| Instant::now() + shared.config.hold_time);
-    let hold = sleep_until(hold_until);
-    tokio::pin!(hold);
-    loop {
-        let (slot, mut rx) = oneshot::channel::<ClientLeg>();
-        // DPTTH devices wait and renew like PTTH ones but are never paired (2.4.4).
-        if protocol == Protocol::Ptth
-            && let DeviceReady::Client(client) =
-                shared.registry.device_ready(&admission, class, slot)
-        {
-            match client.send(Offer::Ptth(DeviceLeg {
-                conn,
-                class,
-                hold_until,
-            })) {
-                // The client's task pairs and pipes; this device no longer counts (2.4.5).
-                Ok(()) => return None,
-                // That client left just now: offer this device again.
-                Err(Offer::Ptth(leg)) => {
-                    conn = leg.conn;
-                    continue;
-                }
-                // Only this device's own leg can come back.
-                Err(Offer::Mux(_)) => return None,
-            }
+impl From<Requeued> for Waiting {
+    fn from(Requeued { leg, admission }: Requeued) -> Self {
+        Self {
+            conn: leg.conn,
+            protocol: Protocol::Ptth,
+            class: leg.class,
+            admission,
+            hold_until: Some(leg.hold_until),
         }
-        let (woke, handed) = tokio::select! {
-            client = &mut rx => match client {
-                Ok(client) => (Woke::Paired, Some(client)),
-                // The client that popped this slot stopped before sending: queue again.
-                Err(_) => continue,
-            },
-            () = &mut hold => (Woke::Hold, None),
-            reason = conn.stream.until_closed() => (Woke::Gone(reason), None),
-            () = admission.killed().cancelled() => (Woke::Killed, None),
-            () = shared.shutdown.cancelled() => (Woke::Shutdown, None),
-        };
-        // Leave the FIFO (before a 204, so that no client is paired meanwhile, 2.4.6); a
-        // client handed over in this same instant is still served.
-        rx.close();
-        let handed = handed.or_else(|| rx.try_recv().ok());
-        drop(waiting);
-        let leg = |conn| DeviceLeg {
-            conn,
-            class,
-            hold_until,
-        };
-        match (woke, handed) {
-            // Without a cluster, waiting devices are closed with no response (7.6); they
-            // reconnect with backoff to another node or to the restarted one.
-            (Woke::Shutdown, Some(client)) => Box::pin(client::refuse(shared, client)).await,
-            (Woke::Shutdown, None) => {}
-            // This device serves the client: the pairing's task takes both legs.
-            (Woke::Paired | Woke::Hold, Some(client)) => {
-                drop(admission);
-                Box::pin(client::dispatch(shared, client, Some(leg(conn)))).await;
-            }
-            (Woke::Hold, None) => return Box::pin(renew(shared, conn, admission)).await,
-            (woke, handed) => {
-                match &woke {
-                    Woke::Gone(reason) => {
-                        tracing::info!(domain = %admission.domain(), peer = %conn.peer, %reason, "device left while waiting");
-                    }
-                    Woke::Killed => {
-                        tracing::info!(domain = %admission.domain(), peer = %conn.peer, "device disconnected by the admin API");
-                    }
-                    _ => {}
-                }
-                // The device is gone or disconnected: a client handed to it looks again.
-                drop((admission, conn));
-                if let Some(client) = handed {
-                    Box::pin(client::dispatch(shared, client, None)).await;
-                }
-            }
-        }
-        return None;
     }
+}
+
+/// What a device connection does next.
+pub(crate) enum Next {
+    /// Read the next head on it; after a `204`, its admission carries over to a re-POST for
+    /// the same domain (2.4.5).
+    Head(Conn, Option<Admission>),
+    /// Wait in the FIFO.
+    Wait(Waiting),
+    /// Answer `204` and read its next head (2.4.2).
+    Renew(Conn, Admission),
+    /// Closed, or taken over by a pairing.
+    Done,
+}
+
+impl From<Option<Requeued>> for Next {
+    fn from(requeued: Option<Requeued>) -> Self {
+        requeued.map_or(Next::Done, |r| Next::Wait(r.into()))
+    }
+}
+
+/// The checks of 4.4, in order: the domain, the source's failed-authentication bucket, the
+/// key, the domain's handshake rate, the cap. A re-POST after a `204` (`renewal`) is checked
+/// for its key too, but is free of the rate and the cap. The error is the response to send.
+pub(crate) fn admit(
+    ctx: &RelayContext,
+    peer: SocketAddr,
+    domain: &str,
+    authorization: Authorization<'_>,
+    renewal: Option<Admission>,
+) -> Result<Admission, Vec<u8>> {
+    if !is_registrable(domain) {
+        tracing::info!(%peer, domain = %domain.escape_debug(), "device refused: domain not registrable");
+        return Err(response::UNAUTHORIZED.to_vec());
+    }
+    if let Some(keys) = ctx.keys() {
+        if let Err(refusal) = ctx.limits.auth_allowed(peer.ip()) {
+            tracing::info!(%peer, domain, "device refused: too many failed authentications");
+            return Err(response::too_many_requests(refusal.secs()));
+        }
+        match keys.check(domain, authorization) {
+            Ok(key) => tracing::debug!(%peer, domain, %key, "device authenticated"),
+            Err(failure) => {
+                ctx.limits.auth_failed(peer.ip());
+                tracing::info!(%peer, domain, reason = %failure, "device refused: authentication");
+                return Err(response::UNAUTHORIZED.to_vec());
+            }
+        }
+    }
+    if let Some(admission) = renewal {
+        return Ok(admission);
+    }
+    let key: Arc<str> = domain.into();
+    if let Err(refusal) = ctx.limits.handshake(&key) {
+        tracing::info!(%peer, domain, "device refused: handshake_rate_per_domain");
+        return Err(response::too_many_requests(refusal.secs()));
+    }
+    ctx.registry
+        .admit(domain, ctx.config.max_per_domain)
+        .ok_or_else(|| {
+            tracing::info!(%peer, domain, "device refused: max_per_domain reached");
+            response::too_many_requests(ctx.config.cap_retry_after.as_secs())
+        })
+}
+
+/// An admitted PTTH or DPTTH device: listed for the admin API, then renewed at once (the
+/// first head with `first_post_renew`) or waiting.
+pub(crate) fn arrived(ctx: &RelayContext, waiting: Waiting, first_head: bool) -> Next {
+    let Waiting {
+        conn,
+        protocol,
+        class,
+        admission,
+        ..
+    } = waiting;
+    let info = DeviceInfo {
+        peer: conn.peer,
+        class,
+        since: SystemTime::now(),
+    };
+    ctx.registry.describe(&admission, info);
+    if first_head {
+        tracing::info!(domain = %admission.domain(), peer = %conn.peer, ?protocol, tls = class.tls, pass_through = class.pass_through, "device connected");
+    }
+    if first_head && ctx.config.first_post_renew {
+        return Next::Renew(conn, admission);
+    }
+    Next::Wait(Waiting {
+        conn,
+        protocol,
+        class,
+        admission,
+        hold_until: None,
+    })
 }
 
 /// What ended a device's wait.
@@ -136,26 +154,121 @@ enum Woke {
     Shutdown,
 }
 
-/// Writes the `204`; the connection stays counted until its next head (2.4.2).
-pub(crate) async fn renew(
-    shared: &Arc<Shared>,
-    mut conn: Conn,
-    admission: Admission,
-) -> Option<Renewed> {
-    match timeout(
-        shared.config.head_timeout,
-        conn.stream.write_all(response::RENEW),
-    )
-    .await
-    {
-        Ok(Ok(())) => {
-            crate::metrics::response(response::RENEW);
-            tracing::debug!(domain = %admission.domain(), peer = %conn.peer, "renewed");
-            Some(Renewed { conn, admission })
+/// Holds a device until it is paired (the pairing takes the connection over), renewed with a
+/// `204` at its hold deadline, or gone.
+pub(crate) async fn wait(ctx: &RelayContext, waiting: Waiting) -> Next {
+    let Waiting {
+        mut conn,
+        protocol,
+        class,
+        admission,
+        hold_until,
+    } = waiting;
+    let gauge = ctx.stats.hold(Gauge::WaitingDevice);
+    let hold_until = hold_until.unwrap_or_else(|| Instant::now() + ctx.config.hold_time);
+    let hold = sleep_until(hold_until);
+    tokio::pin!(hold);
+    let leg = |conn| DeviceLeg {
+        conn,
+        class,
+        hold_until,
+    };
+    let (woke, handed) = loop {
+        let (slot, mut rx) = oneshot::channel::<ClientLeg>();
+        // DPTTH devices wait and renew like PTTH ones but are never paired (2.4.4).
+        if protocol == Protocol::Ptth
+            && let DeviceReady::Client(client) = ctx.registry.device_ready(&admission, class, slot)
+        {
+            match client.send(Offer::Ptth(leg(conn))) {
+                // The client's task pairs and pipes; this device no longer counts (2.4.5).
+                Ok(()) => return Next::Done,
+                // That client left just now: offer this device again.
+                Err(Offer::Ptth(back)) => {
+                    conn = back.conn;
+                    continue;
+                }
+                // Only this device's own leg can come back.
+                Err(Offer::Mux(_)) => return Next::Done,
+            }
         }
-        _ => {
-            tracing::info!(domain = %admission.domain(), peer = %conn.peer, "device gone at renewal");
+        let (woke, handed) = tokio::select! {
+            client = &mut rx => match client {
+                Ok(client) => (Woke::Paired, Some(client)),
+                // The client that popped this slot stopped before sending: queue again.
+                Err(_) => continue,
+            },
+            () = &mut hold => (Woke::Hold, None),
+            reason = conn.stream.until_closed() => (Woke::Gone(reason), None),
+            () = admission.killed().cancelled() => (Woke::Killed, None),
+            () = ctx.shutdown.cancelled() => (Woke::Shutdown, None),
+        };
+        // Leave the FIFO (before a 204, so that no client is paired meanwhile, 2.4.6); a
+        // client handed over in this same instant is still served.
+        rx.close();
+        break (woke, handed.or_else(|| rx.try_recv().ok()));
+    };
+    drop(gauge);
+    woken(ctx, woke, handed, leg(conn), admission).await
+}
+
+/// Acts on the end of a wait: serve a client handed over, renew, or let the device go. Its
+/// rare paths are boxed, so that a waiting device's task does not carry their state.
+async fn woken(
+    ctx: &RelayContext,
+    woke: Woke,
+    handed: Option<ClientLeg>,
+    device: DeviceLeg,
+    admission: Admission,
+) -> Next {
+    let requeued = match (woke, handed) {
+        // Without a cluster, waiting devices are closed with no response (7.6); they
+        // reconnect with backoff to another node or to the restarted one.
+        (Woke::Shutdown, Some(client)) => {
+            Box::pin(pairing::refuse(ctx, client)).await;
             None
         }
+        (Woke::Shutdown, None) => None,
+        // This device serves the client: the pairing's task takes both legs.
+        (Woke::Paired | Woke::Hold, Some(client)) => {
+            drop(admission);
+            Box::pin(pairing::dispatch(ctx, client, Some(device))).await
+        }
+        (Woke::Hold, None) => return Next::Renew(device.conn, admission),
+        (woke, handed) => {
+            let (domain, peer) = (admission.domain(), device.conn.peer);
+            match woke {
+                Woke::Gone(reason) => {
+                    tracing::info!(%domain, %peer, %reason, "device left while waiting");
+                }
+                Woke::Killed => {
+                    tracing::info!(%domain, %peer, "device disconnected by the admin API");
+                }
+                _ => {}
+            }
+            // The device is gone or disconnected: a client handed to it looks again.
+            drop((admission, device));
+            match handed {
+                Some(client) => Box::pin(pairing::dispatch(ctx, client, None)).await,
+                None => None,
+            }
+        }
+    };
+    requeued.into()
+}
+
+/// Writes the `204`; the connection stays counted until its next head (2.4.2).
+pub(crate) async fn renew(ctx: &RelayContext, mut conn: Conn, admission: Admission) -> Next {
+    let written = timeout(
+        ctx.config.head_timeout,
+        conn.stream.write_all(response::RENEW),
+    )
+    .await;
+    if let Ok(Ok(())) = written {
+        metrics::response(response::RENEW);
+        tracing::debug!(domain = %admission.domain(), peer = %conn.peer, "renewed");
+        Next::Head(conn, Some(admission))
+    } else {
+        tracing::info!(domain = %admission.domain(), peer = %conn.peer, "device gone at renewal");
+        Next::Done
     }
 }

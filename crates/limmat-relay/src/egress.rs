@@ -3,21 +3,24 @@
 //! A proxy on a public relay is a server-side request forgery risk: a device could reach the
 //! relay's loopback services, the cloud metadata endpoint or the operator's private network.
 //! So every *resolved address* is judged (never the name alone, which DNS rebinding could
-//! change), by the operator's rules in order, then a built-in deny set of every non-public
-//! range, then the default; the relay's own endpoints are denied before any rule is looked at.
+//! change), by the operator's rules in order, then the built-in deny set of every non-public
+//! range (`limmat_wire::net`, which the gateway's webhooks obey too), then the default; the
+//! relay's own endpoints are denied before any rule is looked at.
 
-use crate::limits::Cidr;
+use limmat_wire::net::{Cidr, canonical, deny_range};
 use limmat_wire::proxy::Host;
 use serde::Deserialize;
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::str::FromStr;
 
 /// `allow` or `deny`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
+    /// Connect.
     Allow,
+    /// Refuse with `403 egress-denied`.
     Deny,
 }
 
@@ -45,7 +48,9 @@ impl FromStr for Action {
 /// A host pattern: an exact name, or `*.suffix` for every name below `suffix`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostPattern {
+    /// Exactly this name.
     Exact(String),
+    /// Every name below this suffix (`*.suffix`), not the suffix itself.
     Suffix(String),
 }
 
@@ -148,9 +153,13 @@ impl fmt::Display for Ports {
 /// must hold; a rule with none matches everything.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EgressRule {
+    /// What a match does.
     pub action: Action,
+    /// Matched against each resolved address.
     pub cidr: Option<Cidr>,
+    /// Matched against the requested name (never against an IP literal).
     pub host: Option<HostPattern>,
+    /// Matched against the port.
     pub ports: Option<Ports>,
     /// The device domains the rule applies to; empty: every domain.
     pub domains: Vec<String>,
@@ -205,7 +214,7 @@ impl fmt::Display for EgressRule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.action)?;
         if let Some(c) = &self.cidr {
-            write!(f, " {}/{}", c.addr, c.prefix)?;
+            write!(f, " {c}")?;
         }
         if let Some(h) = &self.host {
             write!(f, " {h}")?;
@@ -224,7 +233,9 @@ impl fmt::Display for EgressRule {
 /// built-in deny set matches.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EgressConfig {
+    /// The rules, first match wins.
     pub rules: Vec<EgressRule>,
+    /// What applies when no rule and no built-in range matches (`allow`).
     pub default: Action,
 }
 
@@ -237,87 +248,12 @@ impl Default for EgressConfig {
     }
 }
 
-/// The built-in deny set (6.4.3): every range that is not the public Internet.
-const DENIED_V4: &[(Ipv4Addr, u8)] = &[
-    (Ipv4Addr::new(0, 0, 0, 0), 8),
-    (Ipv4Addr::new(10, 0, 0, 0), 8),
-    (Ipv4Addr::new(100, 64, 0, 0), 10),
-    (Ipv4Addr::new(127, 0, 0, 0), 8),
-    (Ipv4Addr::new(169, 254, 0, 0), 16),
-    (Ipv4Addr::new(172, 16, 0, 0), 12),
-    (Ipv4Addr::new(192, 0, 0, 0), 24),
-    (Ipv4Addr::new(192, 0, 2, 0), 24),
-    (Ipv4Addr::new(192, 168, 0, 0), 16),
-    (Ipv4Addr::new(198, 18, 0, 0), 15),
-    (Ipv4Addr::new(198, 51, 100, 0), 24),
-    (Ipv4Addr::new(203, 0, 113, 0), 24),
-    (Ipv4Addr::new(224, 0, 0, 0), 4),
-    (Ipv4Addr::new(240, 0, 0, 0), 4),
-];
-
-const DENIED_V6: &[(Ipv6Addr, u8)] = &[
-    (Ipv6Addr::UNSPECIFIED, 128),
-    (Ipv6Addr::LOCALHOST, 128),
-    (Ipv6Addr::new(0x100, 0, 0, 0, 0, 0, 0, 0), 64),
-    (Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0), 32),
-    (Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0), 7),
-    (Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), 10),
-    (Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0), 8),
-];
-
-/// The IPv4 address an IPv6 address carries, if it is one of the embeddings a packet can
-/// reach an IPv4 host through: mapped `::ffff:0:0/96`, NAT64 `64:ff9b::/96`, 6to4 `2002::/16`,
-/// and the deprecated compatible `::/96` (except `::` and `::1`).
-fn embedded_v4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
-    let bits = u128::from(v6);
-    let low32 = Ipv4Addr::from((bits & 0xffff_ffff) as u32);
-    if let Some(v4) = v6.to_ipv4_mapped() {
-        Some(v4)
-    } else if bits >> 32 == 0x0064_ff9b_0000_0000_0000_0000 {
-        Some(low32)
-    } else if bits >> 112 == 0x2002 {
-        Some(Ipv4Addr::from(((bits >> 80) & 0xffff_ffff) as u32))
-    } else if bits >> 32 == 0 && bits > 1 {
-        Some(low32)
-    } else {
-        None
-    }
-}
-
-/// The built-in range that denies `ip`, as text for the log.
-fn builtin_denial(ip: IpAddr) -> Option<String> {
-    let v4_denial = |v4: Ipv4Addr| {
-        DENIED_V4.iter().find_map(|&(net, prefix)| {
-            let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
-            (u32::from(v4) & mask == u32::from(net)).then(|| format!("{net}/{prefix}"))
-        })
-    };
-    match ip {
-        IpAddr::V4(v4) => v4_denial(v4),
-        IpAddr::V6(v6) => {
-            if let Some(v4) = embedded_v4(v6) {
-                return v4_denial(v4).map(|range| format!("{range} (embedded in {v6})"));
-            }
-            DENIED_V6.iter().find_map(|&(net, prefix)| {
-                let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
-                (u128::from(v6) & mask == u128::from(net)).then(|| format!("{net}/{prefix}"))
-            })
-        }
-    }
-}
-
-/// An address with an embedded IPv4 address as that IPv4 address: what it reaches.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => embedded_v4(v6).map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
-}
-
 /// The verdict on one resolved address, with the rule that decided it (for the audit log).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {
+    /// Whether the address may be connected to.
     pub allowed: bool,
+    /// The rule, range or default that decided.
     pub rule: String,
 }
 
@@ -330,6 +266,7 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// The policy of `config` for a node listening on `own`.
     pub fn new(config: EgressConfig, own: Vec<SocketAddr>) -> Self {
         Self { config, own }
     }
@@ -353,7 +290,7 @@ impl Policy {
                 rule: rule.to_string(),
             };
         }
-        if let Some(range) = builtin_denial(addr.ip()) {
+        if let Some(range) = deny_range(addr.ip()) {
             return Verdict {
                 allowed: false,
                 rule: format!("built-in deny {range}"),

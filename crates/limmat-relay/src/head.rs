@@ -4,7 +4,7 @@
 //! The buffer is allocated only once the socket is readable, so an idle connection costs no
 //! buffer; bytes after the head stay in the buffer for the caller (H13).
 
-use crate::stream::Stream;
+use crate::stream::{Leg, Stream};
 use limmat_wire::HeadScanner;
 use std::io;
 use tokio::time::{Instant, sleep_until};

@@ -18,16 +18,20 @@ use tokio::time::Instant;
 /// Written `RATE/UNIT[:BURST]` (`500/s:1000`, `10/min:20`); `0` turns the limit off.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Rate {
+    /// Tokens added per second.
     pub per_second: f64,
+    /// The most tokens saved up.
     pub burst: f64,
 }
 
 impl Rate {
+    /// No limit.
     pub const OFF: Rate = Rate {
         per_second: 0.0,
         burst: 0.0,
     };
 
+    /// `count` tokens per `per`, at most `burst` saved up.
     pub fn new(count: f64, per: Duration, burst: f64) -> Self {
         Self {
             per_second: count / per.as_secs_f64(),
@@ -35,6 +39,7 @@ impl Rate {
         }
     }
 
+    /// Whether the rate limits nothing (`0`, or a burst under one token).
     pub fn is_off(&self) -> bool {
         self.per_second <= 0.0 || self.burst < 1.0
     }
@@ -194,52 +199,9 @@ impl<K: Hash + Eq + Clone> Buckets<K> {
     }
 }
 
-/// An address range in `limit_exempt`, such as `127.0.0.0/8` or `::1/128`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    pub addr: IpAddr,
-    pub prefix: u8,
-}
-
-impl Cidr {
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, canonical(ip)) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let bits = u32::from(self.prefix.min(32));
-                let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let bits = u32::from(self.prefix.min(128));
-                let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
-    }
-}
-
-impl FromStr for Cidr {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("{s:?} is not an address range such as 127.0.0.0/8 or ::1/128");
-        let (addr, prefix) = match s.split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (s, None),
-        };
-        let addr: IpAddr = addr.trim().parse().map_err(|_| bad())?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            Some(p) => p.trim().parse::<u8>().map_err(|_| bad())?,
-            None => max,
-        };
-        if prefix > max {
-            return Err(bad());
-        }
-        Ok(Self { addr, prefix })
-    }
-}
+/// An address range in `limit_exempt`, such as `127.0.0.0/8` or `::1/128`: the one address
+/// range type of the project.
+pub use limmat_wire::net::Cidr;
 
 /// An IPv4-mapped IPv6 address counts as the IPv4 address it carries.
 fn canonical(ip: IpAddr) -> IpAddr {
@@ -288,14 +250,8 @@ impl Default for LimitConfig {
             auth_failures_per_ip: Rate::new(10.0, Duration::from_secs(60), 20.0),
             handshake_rate_per_domain: Rate::new(10.0, Duration::from_secs(1), 64.0),
             limit_exempt: vec![
-                Cidr {
-                    addr: IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 0)),
-                    prefix: 8,
-                },
-                Cidr {
-                    addr: IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
-                    prefix: 128,
-                },
+                Cidr::v4(std::net::Ipv4Addr::new(127, 0, 0, 0), 8),
+                Cidr::v6(std::net::Ipv6Addr::LOCALHOST, 128),
             ],
         }
     }

@@ -6,8 +6,7 @@
 //! Per-domain series are bounded: the busiest domains get their own label, the rest are summed
 //! under `domain="other"`, so a relay with a million domains still exports a few dozen series.
 
-use crate::pipe::{End, Outcome};
-use crate::registry::DomainSnapshot;
+use crate::snapshot::DomainSnapshot;
 use crate::stats::Stats;
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -75,16 +74,12 @@ pub(crate) fn paired(wait: Duration) {
     histogram!("limmat_pairing_wait_seconds").record(wait.as_secs_f64());
 }
 
-pub(crate) fn pipe_ended(outcome: &Outcome, duration: Duration) {
-    let end = match outcome.end {
-        End::Closed => "closed",
-        End::Error => "error",
-        End::Idle => "idle",
-        End::Stopped => "stopped",
-    };
+/// A pipe ended (`end`: `closed`, `error`, `idle` or `stopped`) after moving
+/// `up` bytes from the client and `down` bytes to it.
+pub(crate) fn pipe_ended(end: &'static str, up: u64, down: u64, duration: Duration) {
     counter!("limmat_pipes_total", "end" => end).increment(1);
-    counter!("limmat_bytes_total", "direction" => "in").increment(outcome.up);
-    counter!("limmat_bytes_total", "direction" => "out").increment(outcome.down);
+    counter!("limmat_bytes_total", "direction" => "in").increment(up);
+    counter!("limmat_bytes_total", "direction" => "out").increment(down);
     histogram!("limmat_pipe_duration_seconds").record(duration.as_secs_f64());
 }
 

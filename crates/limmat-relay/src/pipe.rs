@@ -6,7 +6,13 @@
 //! The only per-read work is adding the byte count to a counter, which both feeds the idle
 //! check and the access log; nothing is done per byte.
 
-use crate::registry::PipeCounters;
+use crate::context::RelayContext;
+use crate::legs::ClientLeg;
+use crate::metrics;
+use crate::snapshot::{PipeCounters, PipeInfo};
+use crate::stats::Kind as Gauge;
+use crate::stream::{Stream, Tcp};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
@@ -28,6 +34,18 @@ pub(crate) enum End {
     Stopped,
 }
 
+impl End {
+    /// How the metrics label it.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            End::Closed => "closed",
+            End::Error => "error",
+            End::Idle => "idle",
+            End::Stopped => "stopped",
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Outcome {
     pub(crate) end: End,
@@ -39,6 +57,89 @@ pub(crate) struct Outcome {
 
 /// Copy buffer per direction of a PTTH pipe (tokio's default).
 pub(crate) const COPY_BUFFER: usize = 8 << 10;
+
+/// The device leg of a pipe: a PTTH connection, which may be spliced in the kernel when both
+/// legs are plain TCP, or any byte stream (a mux stream), which is copied.
+pub(crate) trait DeviceLegIo: AsyncRead + AsyncWrite + Unpin + Sized {
+    /// The plain TCP socket, when there is one.
+    fn into_tcp(self) -> Result<tokio::net::TcpStream, Self> {
+        Err(self)
+    }
+}
+
+impl DeviceLegIo for Stream {
+    fn into_tcp(self) -> Result<tokio::net::TcpStream, Self> {
+        match self {
+            Tcp(tcp) => Ok(tcp),
+            other => Err(other),
+        }
+    }
+}
+
+impl DeviceLegIo for limmat_mux::H2Stream {}
+
+/// Where a paired client's bytes go: the device leg, its address, the leg kind as the access
+/// log names it, how many client bytes already went with the pairing, and the copy buffer.
+pub(crate) struct DeviceEnd<D> {
+    pub(crate) io: D,
+    pub(crate) peer: SocketAddr,
+    pub(crate) leg: &'static str,
+    pub(crate) sent: usize,
+    pub(crate) buffer: usize,
+}
+
+/// Runs the pipe between a paired client and its device leg (a PTTH connection or a mux
+/// stream) to its end: counts the pairing (a pairing returns a handshake token, so the
+/// device's replacement is not a loop; and how long the client waited), lists the pipe for the
+/// admin API, counts it, and logs it at both ends.
+pub(crate) async fn run_paired<D: DeviceLegIo>(
+    ctx: &RelayContext,
+    client: ClientLeg,
+    device: DeviceEnd<D>,
+) {
+    ctx.limits.paired(&client.domain);
+    let arrived = client.deadline.checked_sub(ctx.config.client_wait);
+    metrics::paired(arrived.map_or(Duration::ZERO, |t| t.elapsed()));
+    let _pipe = ctx.stats.hold(Gauge::Pipe);
+    let started = Instant::now();
+    let (client_peer, device_peer, leg) = (client.conn.peer, device.peer, device.leg);
+    tracing::info!(domain = %client.domain, client = %client_peer, device = %device_peer, leg, "paired");
+    let info = PipeInfo {
+        client: client_peer,
+        device: device_peer,
+        leg,
+        since: std::time::SystemTime::now(),
+        counters: Default::default(),
+    };
+    let listed = ctx.registry.pipe_started(&client.domain, info);
+    let sent = device.sent as u64;
+    listed.counters.up.fetch_add(sent, Ordering::Relaxed);
+    let (idle, stops) = (ctx.config.idle_timeout, [&ctx.hard_stop, listed.killed()]);
+    let (counters, buffer) = (&listed.counters, device.buffer);
+    let outcome = match (client.conn.stream, device.io.into_tcp()) {
+        // Both legs plain TCP: zero-copy on Linux.
+        #[cfg(target_os = "linux")]
+        (Tcp(client), Ok(device)) if ctx.config.splice => {
+            run_spliced(client, device, idle, counters, stops).await
+        }
+        (client, Ok(device)) => run_with(client, device, buffer, idle, counters, stops).await,
+        (client, Err(device)) => run_with(client, device, buffer, idle, counters, stops).await,
+    };
+    drop(listed);
+    let end = outcome.end.label();
+    metrics::pipe_ended(end, outcome.up, outcome.down, started.elapsed());
+    tracing::info!(
+        domain = %client.domain,
+        client = %client_peer,
+        device = %device_peer,
+        leg,
+        up = outcome.up,
+        down = outcome.down,
+        duration_ms = started.elapsed().as_millis() as u64,
+        end = ?outcome.end,
+        "pipe closed"
+    );
+}
 
 /// Forwards between any two legs (a mux stream is one), with `buffer` bytes per direction.
 pub(crate) async fn run_with<C, D>(

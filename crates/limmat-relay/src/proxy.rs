@@ -11,33 +11,28 @@
 //! absolute-form request's response the connection closes, so every request is authorised
 //! and checked on its own.
 
-use crate::conn::Conn;
+use crate::auth::{Authenticator, fingerprint};
+use crate::context::{ProxyState, RelayContext};
 use crate::egress::Policy;
+use crate::legs::Conn;
 use crate::linger::{refuse_and_close, respond_and_close};
-use crate::registry::PipeCounters;
-use crate::server::Shared;
+use crate::pipe::{self, End};
+use crate::snapshot::PipeCounters;
 use crate::stream::Stream;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use limmat_wire::proxy::{self as wire, Body, Credentials, Host, Refusal, Target};
+use limmat_wire::proxy::{self as wire, AbsoluteTarget, Body, Credentials, Host, Refusal, Target};
 use limmat_wire::route::parse_domain;
 use limmat_wire::{RequestHead, response};
-use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, PoisonError};
+
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout_at};
-
-/// The proxy's state on a relay that runs it.
-pub(crate) struct Proxy {
-    pub(crate) policy: Policy,
-    pub(crate) stats: Arc<ProxyStats>,
-}
 
 /// `connect` or `http`, as the metrics label it (6.5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,83 +50,6 @@ impl Kind {
     }
 }
 
-/// Per-domain proxy counters, for the admin API (they outlive the domain's connections).
-#[derive(Default)]
-pub(crate) struct ProxyStats {
-    domains: Mutex<HashMap<Arc<str>, ProxySnapshot>>,
-}
-
-/// One domain's proxy counters as the admin API shows them.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub(crate) struct ProxySnapshot {
-    /// Tunnels and requests that reached their origin.
-    pub(crate) connections: u64,
-    /// Those open now.
-    pub(crate) active: usize,
-    /// Refused by the egress policy.
-    pub(crate) denied: u64,
-    /// Bad targets, limits, DNS and connection failures.
-    pub(crate) errors: u64,
-    /// Device to origin.
-    pub(crate) bytes_out: u64,
-    /// Origin to device.
-    pub(crate) bytes_in: u64,
-}
-
-impl ProxyStats {
-    fn update(&self, domain: &str, f: impl FnOnce(&mut ProxySnapshot)) {
-        let mut map = self.domains.lock().unwrap_or_else(PoisonError::into_inner);
-        match map.get_mut(domain) {
-            Some(entry) => f(entry),
-            None => f(map.entry(domain.into()).or_default()),
-        }
-    }
-
-    /// Takes a place under `proxy_max_per_domain` (zero: no limit).
-    fn enter(self: &Arc<Self>, domain: &str, max: usize) -> Option<Active> {
-        let mut map = self.domains.lock().unwrap_or_else(PoisonError::into_inner);
-        let entry = map.entry(domain.into()).or_default();
-        if max > 0 && entry.active >= max {
-            return None;
-        }
-        entry.active += 1;
-        metrics::gauge!("limmat_proxy_active", "domain" => domain.to_owned()).increment(1.0);
-        Some(Active {
-            stats: self.clone(),
-            domain: domain.to_owned(),
-        })
-    }
-
-    pub(crate) fn snapshot(&self) -> Vec<(String, ProxySnapshot)> {
-        let map = self.domains.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut all: Vec<_> = map
-            .iter()
-            .map(|(d, s)| (d.to_string(), s.clone()))
-            .collect();
-        all.sort_by(|a, b| a.0.cmp(&b.0));
-        all
-    }
-
-    pub(crate) fn snapshot_of(&self, domain: &str) -> Option<ProxySnapshot> {
-        let map = self.domains.lock().unwrap_or_else(PoisonError::into_inner);
-        map.get(domain).cloned()
-    }
-}
-
-/// One open tunnel or request of a domain, until dropped.
-struct Active {
-    stats: Arc<ProxyStats>,
-    domain: String,
-}
-
-impl Drop for Active {
-    fn drop(&mut self) {
-        self.stats
-            .update(&self.domain, |s| s.active = s.active.saturating_sub(1));
-        metrics::gauge!("limmat_proxy_active", "domain" => self.domain.clone()).decrement(1.0);
-    }
-}
-
 /// Who a proxy request is from: the domain its key identifies, and the key's fingerprint.
 struct Device {
     domain: String,
@@ -140,66 +58,50 @@ struct Device {
 
 /// Serves one proxy request whose head is `buf[..head_len]`; bytes after it are the start
 /// of the tunnel or of the request body.
-pub(crate) async fn serve(shared: &Arc<Shared>, conn: Conn, buf: Vec<u8>, head_len: usize) {
-    let Some(proxy) = &shared.proxy else {
+pub(crate) async fn serve(ctx: &RelayContext, conn: Conn, buf: Vec<u8>, head_len: usize) {
+    let Some(proxy) = &ctx.proxy else {
         // The forward proxy is off (D7): the exact 501, never authenticated.
         return respond_and_close(conn.stream, response::NOT_IMPLEMENTED).await;
     };
-    let head = RequestHead::parse(&buf[..head_len]);
-    let kind = match head.method {
+    let (head, early) = buf.split_at(head_len);
+    let parsed = RequestHead::parse(head);
+    let kind = match parsed.method {
         b"CONNECT" => Kind::Connect,
         _ => Kind::Http,
     };
     let peer = conn.peer;
-    let device = match authenticate(shared, peer, &buf[..head_len]) {
+    let device = match authenticate(ctx, peer, head) {
         Ok(device) => device,
         Err(refusal) => {
-            let verdict = if refusal == Refusal::Auth {
-                "auth_failed"
-            } else {
-                "error"
+            let verdict = match refusal {
+                Refusal::Auth => "auth_failed",
+                _ => "error",
             };
             counter(kind, "unknown", verdict);
             return refuse_and_close(conn.stream, &refusal.response()).await;
         }
     };
+    let who = Who {
+        device: &device,
+        peer,
+        kind,
+        proxy,
+    };
+    let request = match target(kind, &parsed, head) {
+        Ok(request) => request,
+        Err(why) => {
+            return refuse_and_close(conn.stream, &who.refuse(Refusal::BadTarget, &why)).await;
+        }
+    };
     let domain = device.domain.as_str();
-    let refuse = |refusal: Refusal, why: &str| {
-        tracing::info!(%domain, key = %device.fingerprint, %peer, kind = kind.label(), verdict = "error", token = refusal.token(), why, "proxy request refused");
-        proxy.stats.update(domain, |s| s.errors += 1);
-        counter(kind, domain, "error");
-        refusal.response()
-    };
-    let parsed = match kind {
-        Kind::Connect => wire::parse_authority(head.target).map(|t| (t, None)),
-        Kind::Http => wire::parse_absolute(head.target).map(|a| (a.target.clone(), Some(a))),
-    };
-    let (target, absolute) = match parsed {
-        Ok(parsed) => parsed,
-        Err(e) => {
-            let response = refuse(Refusal::BadTarget, &e.to_string());
-            return refuse_and_close(conn.stream, &response).await;
-        }
-    };
-    let body = match (&absolute, wire::body(&buf[..head_len])) {
-        (None, _) => Body::None,
-        (Some(_), Ok(body)) => body,
-        (Some(_), Err(e)) => {
-            let response = refuse(Refusal::BadTarget, &format!("body framing: {e:?}"));
-            return refuse_and_close(conn.stream, &response).await;
-        }
-    };
-    let Some(active) = proxy
-        .stats
-        .enter(domain, shared.config.proxy_max_per_domain)
-    else {
-        let response = refuse(Refusal::RateLimited(1), "proxy_max_per_domain reached");
+    let Some(active) = proxy.stats.enter(domain, ctx.config.proxy_max_per_domain) else {
+        let response = who.refuse(Refusal::RateLimited(1), "proxy_max_per_domain reached");
         return refuse_and_close(conn.stream, &response).await;
     };
     let started = Instant::now();
-    let connected = connect(shared, &proxy.policy, domain, &target).await;
-    let (origin, chosen, rule) = match connected {
-        Ok(c) => c,
+    let target = request.target();
+    let (origin, chosen, rule) = match connect(ctx, &proxy.policy, domain, target).await {
+        Ok(connected) => connected,
         Err(Failure::Denied(rule)) => {
             tracing::info!(%domain, key = %device.fingerprint, %peer, kind = kind.label(), host = %target.host, port = target.port, verdict = "denied", %rule, "proxy request denied by the egress policy");
             proxy.stats.update(domain, |s| s.denied += 1);
@@ -207,8 +109,7 @@ pub(crate) async fn serve(shared: &Arc<Shared>, conn: Conn, buf: Vec<u8>, head_l
             return refuse_and_close(conn.stream, &Refusal::EgressDenied.response()).await;
         }
         Err(Failure::Refused(refusal, why)) => {
-            let response = refuse(refusal, &why);
-            return refuse_and_close(conn.stream, &response).await;
+            return refuse_and_close(conn.stream, &who.refuse(refusal, &why)).await;
         }
     };
     crate::socket::configure(&origin);
@@ -216,22 +117,75 @@ pub(crate) async fn serve(shared: &Arc<Shared>, conn: Conn, buf: Vec<u8>, head_l
     counter(kind, domain, "allowed");
     let Conn { stream, open, .. } = conn;
     let counters = PipeCounters::default();
-    let end = match absolute {
-        None => tunnel(shared, stream, origin, &buf[head_len..], &counters).await,
-        Some(absolute) => {
-            let request = wire::origin_request(&buf[..head_len], &absolute);
-            forward(
-                shared,
-                stream,
-                origin,
-                request,
-                &buf[head_len..],
-                body,
-                &counters,
-            )
-            .await
+    let end = match &request {
+        Request::Connect(_) => tunnel(ctx, stream, origin, early, &counters).await,
+        Request::Absolute(absolute, body) => {
+            let request = wire::origin_request(head, absolute);
+            forward(ctx, stream, origin, request, early, *body, &counters).await
         }
     };
+    let (up, down) = account(proxy, domain, &counters);
+    drop(active);
+    tracing::info!(%domain, key = %device.fingerprint, %peer, kind = kind.label(), host = %target.host, port = target.port, addr = %chosen, verdict = "allowed", %rule, bytes_out = up, bytes_in = down, duration_ms = started.elapsed().as_millis() as u64, end = ?end, "proxy connection closed");
+    // Counted as open until the accounting is done, so that the gauge tells when it is.
+    drop(open);
+}
+
+/// A proxy request's device, for its refusals.
+struct Who<'a> {
+    device: &'a Device,
+    peer: SocketAddr,
+    kind: Kind,
+    proxy: &'a ProxyState,
+}
+
+impl Who<'_> {
+    /// Logs and counts a refusal of an authenticated request; returns the response to send.
+    fn refuse(&self, refusal: Refusal, why: &str) -> Vec<u8> {
+        let (domain, kind) = (self.device.domain.as_str(), self.kind);
+        tracing::info!(%domain, key = %self.device.fingerprint, peer = %self.peer, kind = kind.label(), verdict = "error", token = refusal.token(), why, "proxy request refused");
+        self.proxy.stats.update(domain, |s| s.errors += 1);
+        counter(kind, domain, "error");
+        refusal.response()
+    }
+}
+
+/// What a proxy request asks for (6.1).
+enum Request {
+    /// `CONNECT host:port`: a tunnel.
+    Connect(Target),
+    /// An absolute-form request and its body framing.
+    Absolute(AbsoluteTarget, Body),
+}
+
+impl Request {
+    fn target(&self) -> &Target {
+        match self {
+            Request::Connect(target) => target,
+            Request::Absolute(absolute, _) => &absolute.target,
+        }
+    }
+}
+
+/// Parses the request target, and the body framing of an absolute-form request.
+fn target(kind: Kind, parsed: &RequestHead<'_>, head: &[u8]) -> Result<Request, String> {
+    match kind {
+        Kind::Connect => match wire::parse_authority(parsed.target) {
+            Ok(target) => Ok(Request::Connect(target)),
+            Err(e) => Err(e.to_string()),
+        },
+        Kind::Http => {
+            let absolute = wire::parse_absolute(parsed.target).map_err(|e| e.to_string())?;
+            match wire::body(head) {
+                Ok(body) => Ok(Request::Absolute(absolute, body)),
+                Err(e) => Err(format!("body framing: {e:?}")),
+            }
+        }
+    }
+}
+
+/// Adds a finished request's bytes to its domain's counters; returns them (up, down).
+fn account(proxy: &ProxyState, domain: &str, counters: &PipeCounters) -> (u64, u64) {
     let (up, down) = (
         counters.up.load(Ordering::Relaxed),
         counters.down.load(Ordering::Relaxed),
@@ -242,10 +196,7 @@ pub(crate) async fn serve(shared: &Arc<Shared>, conn: Conn, buf: Vec<u8>, head_l
     });
     metrics::counter!("limmat_proxy_bytes_total", "domain" => domain.to_owned(), "direction" => "out").increment(up);
     metrics::counter!("limmat_proxy_bytes_total", "domain" => domain.to_owned(), "direction" => "in").increment(down);
-    drop(active);
-    tracing::info!(%domain, key = %device.fingerprint, %peer, kind = kind.label(), host = %target.host, port = target.port, addr = %chosen, verdict = "allowed", %rule, bytes_out = up, bytes_in = down, duration_ms = started.elapsed().as_millis() as u64, end = ?end, "proxy connection closed");
-    // Counted as open until the accounting is done, so that the gauge tells when it is.
-    drop(open);
+    (up, down)
 }
 
 fn counter(kind: Kind, domain: &str, verdict: &'static str) {
@@ -254,30 +205,24 @@ fn counter(kind: Kind, domain: &str, verdict: &'static str) {
 
 /// 6.2: the source's failed-authentication bucket, then `Proxy-Authorization`: a Bearer key
 /// identifies its domain; Basic names the domain as the user and the key as the password.
-fn authenticate(shared: &Shared, peer: SocketAddr, head: &[u8]) -> Result<Device, Refusal> {
-    if let Err(refusal) = shared.limits.auth_allowed(peer.ip()) {
+fn authenticate(ctx: &RelayContext, peer: SocketAddr, head: &[u8]) -> Result<Device, Refusal> {
+    if let Err(refusal) = ctx.limits.auth_allowed(peer.ip()) {
         tracing::info!(%peer, "proxy request refused: too many failed authentications");
         return Err(Refusal::RateLimited(refusal.secs()));
     }
-    let checked = match &shared.auth {
-        Some(auth) => {
-            let auth = auth.read().unwrap_or_else(PoisonError::into_inner).clone();
-            check_credentials(&auth, wire::credentials(head))
-        }
+    let checked = match ctx.keys() {
+        Some(keys) => check_credentials(&keys, wire::credentials(head)),
         // Unreachable: the relay refuses to start the proxy in open mode.
         None => Err("no device keys".to_owned()),
     };
     checked.map_err(|why| {
-        shared.limits.auth_failed(peer.ip());
+        ctx.limits.auth_failed(peer.ip());
         tracing::info!(%peer, verdict = "auth_failed", reason = %why, "proxy request refused: authentication");
         Refusal::Auth
     })
 }
 
-fn check_credentials(
-    auth: &crate::auth::Authenticator,
-    credentials: Credentials<'_>,
-) -> Result<Device, String> {
+fn check_credentials(auth: &Authenticator, credentials: Credentials<'_>) -> Result<Device, String> {
     let (domain, key) = match credentials {
         Credentials::Missing => return Err("no Proxy-Authorization".into()),
         Credentials::Several => return Err("more than one Proxy-Authorization".into()),
@@ -285,7 +230,7 @@ fn check_credentials(
         Credentials::Bearer(key) => {
             let domain = auth
                 .domain_of_key(key)
-                .ok_or_else(|| format!("key {} is not valid", crate::auth::fingerprint(key)))?;
+                .ok_or_else(|| format!("key {} is not valid", fingerprint(key)))?;
             (domain, key.to_vec())
         }
         Credentials::Basic(token) => {
@@ -323,12 +268,12 @@ enum Failure {
 /// that answers, all within `proxy_connect_timeout`. Returns the socket, the address and the
 /// rule that allowed it.
 async fn connect(
-    shared: &Shared,
+    ctx: &RelayContext,
     policy: &Policy,
     domain: &str,
     target: &Target,
 ) -> Result<(TcpStream, SocketAddr, String), Failure> {
-    let deadline = Instant::now() + shared.config.proxy_connect_timeout;
+    let deadline = Instant::now() + ctx.config.proxy_connect_timeout;
     let timed_out = || {
         Failure::Refused(
             Refusal::ConnectTimeout,
@@ -387,35 +332,35 @@ async fn connect(
 
 /// `CONNECT`: `200`, the bytes that came after the head, then the pipe (2.7 rules).
 async fn tunnel(
-    shared: &Shared,
+    ctx: &RelayContext,
     mut client: Stream,
     mut origin: TcpStream,
     early: &[u8],
     counters: &PipeCounters,
-) -> crate::pipe::End {
+) -> End {
     if client.write_all(wire::CONNECTED).await.is_err() {
-        return crate::pipe::End::Error;
+        return End::Error;
     }
     if !early.is_empty() {
         if origin.write_all(early).await.is_err() {
-            return crate::pipe::End::Error;
+            return End::Error;
         }
         counters.up.fetch_add(early.len() as u64, Ordering::Relaxed);
     }
-    splice(shared, client, origin, counters).await
+    splice(ctx, client, origin, counters).await
 }
 
 /// Absolute form: the rewritten head and the request's body to the origin, the response back
 /// until the origin closes (it was sent `Connection: close`).
 async fn forward(
-    shared: &Shared,
+    ctx: &RelayContext,
     client: Stream,
     mut origin: TcpStream,
     request: Vec<u8>,
     early: &[u8],
     body: Body,
     counters: &PipeCounters,
-) -> crate::pipe::End {
+) -> End {
     let remaining = match body {
         Body::None => 0,
         Body::Length(n) => n,
@@ -427,39 +372,26 @@ async fn forward(
     let mut out = request;
     out.extend_from_slice(&early[..first]);
     if origin.write_all(&out).await.is_err() {
-        return crate::pipe::End::Error;
+        return End::Error;
     }
     counters.up.fetch_add(out.len() as u64, Ordering::Relaxed);
     let client = BodyOnly {
         inner: tokio::io::AsyncReadExt::take(client, remaining.saturating_sub(first as u64)),
     };
-    splice(shared, client, origin, counters).await
+    splice(ctx, client, origin, counters).await
 }
 
 /// The pipe of 2.7 between the device and the origin; it ends only with them, or with the
 /// relay's drain timeout.
-async fn splice<C>(
-    shared: &Shared,
-    client: C,
-    origin: TcpStream,
-    counters: &PipeCounters,
-) -> crate::pipe::End
+async fn splice<C>(ctx: &RelayContext, client: C, origin: TcpStream, counters: &PipeCounters) -> End
 where
     C: AsyncRead + AsyncWrite + Unpin,
 {
-    let stops = [&shared.hard_stop, &shared.hard_stop];
-    let origin = Stream::Tcp(origin);
-    let idle = shared.config.idle_timeout;
-    crate::pipe::run_with(
-        client,
-        origin,
-        crate::pipe::COPY_BUFFER,
-        idle,
-        counters,
-        stops,
-    )
-    .await
-    .end
+    let stops = [&ctx.hard_stop, &ctx.hard_stop];
+    let idle = ctx.config.idle_timeout;
+    pipe::run_with(client, origin, pipe::COPY_BUFFER, idle, counters, stops)
+        .await
+        .end
 }
 
 /// A client leg that reads only the rest of one request's body, then reports the end: bytes

@@ -9,9 +9,8 @@
 //! The lock is a plain mutex per shard, held only for these few pointer moves and never across
 //! an `.await`.
 
-use crate::client::ClientLeg;
-use crate::device::DeviceLeg;
-use crate::mux::{MuxConn, MuxLease};
+use crate::legs::{ClientKind, ClientLeg, DeviceClass, DeviceLeg, MuxConn};
+use crate::snapshot::{DeviceSnapshot, DomainSnapshot, PipeCounters, PipeInfo, PipeSnapshot, unix};
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
 use std::net::SocketAddr;
@@ -35,63 +34,40 @@ pub(crate) enum Offer {
 
 const SHARDS: usize = 64;
 
-/// What a waiting device connection offers (spec 2.6.5): its transport and whether it
-/// terminates TLS itself (`X-Relay-Security: transport/pass-through`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct DeviceClass {
-    pub(crate) tls: bool,
-    pub(crate) pass_through: bool,
+/// One reserved stream of a mux connection; dropping it frees the place and offers it to a
+/// waiting client.
+pub(crate) struct MuxLease {
+    conn: Arc<MuxConn>,
+    registry: Arc<Registry>,
+    offer: bool,
 }
 
-impl DeviceClass {
-    const ALL: [DeviceClass; 4] = [
-        DeviceClass {
-            tls: false,
-            pass_through: false,
-        },
-        DeviceClass {
-            tls: true,
-            pass_through: false,
-        },
-        DeviceClass {
-            tls: false,
-            pass_through: true,
-        },
-        DeviceClass {
-            tls: true,
-            pass_through: true,
-        },
-    ];
+impl MuxLease {
+    /// Wraps a reservation already taken with [`MuxConn::try_reserve`].
+    fn new(conn: Arc<MuxConn>, registry: Arc<Registry>) -> Self {
+        Self {
+            conn,
+            registry,
+            offer: true,
+        }
+    }
 
-    fn index(self) -> usize {
-        usize::from(self.tls) | usize::from(self.pass_through) << 1
+    /// The connection the stream is reserved on.
+    pub(crate) fn conn(&self) -> &Arc<MuxConn> {
+        &self.conn
+    }
+
+    /// Frees the place without offering it (the registry is already offering it).
+    fn release_quietly(mut self) {
+        self.offer = false;
     }
 }
 
-/// How a client reached the relay: the client leg kinds of 2.6.5.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ClientKind {
-    /// A plain listener.
-    Plain,
-    /// A TLS listener, not SNI-routed: the relay terminated TLS.
-    Terminated,
-    /// SNI-routed: the relay chose the device before deciding on TLS.
-    Sni,
-}
-
-impl ClientKind {
-    const ALL: [ClientKind; 3] = [ClientKind::Plain, ClientKind::Terminated, ClientKind::Sni];
-
-    fn index(self) -> usize {
-        self as usize
-    }
-
-    /// The pairing table of 2.6.5: HTTPS clients never reach a plaintext device leg.
-    pub(crate) fn may_use(self, device: DeviceClass) -> bool {
-        match self {
-            ClientKind::Plain => true,
-            ClientKind::Terminated => device.tls && !device.pass_through,
-            ClientKind::Sni => device.pass_through || device.tls,
+impl Drop for MuxLease {
+    fn drop(&mut self) {
+        self.conn.unreserve();
+        if self.offer {
+            self.registry.mux_offer(&self.conn);
         }
     }
 }
@@ -515,23 +491,6 @@ pub(crate) struct DeviceInfo {
     pub(crate) since: SystemTime,
 }
 
-/// Bytes a live pipe has moved, updated by the pipe as it reads.
-#[derive(Debug, Default)]
-pub(crate) struct PipeCounters {
-    pub(crate) up: AtomicU64,
-    pub(crate) down: AtomicU64,
-}
-
-/// A pipe as the admin API shows it.
-#[derive(Debug, Clone)]
-pub(crate) struct PipeInfo {
-    pub(crate) client: SocketAddr,
-    pub(crate) device: SocketAddr,
-    pub(crate) leg: &'static str,
-    pub(crate) since: SystemTime,
-    pub(crate) counters: Arc<PipeCounters>,
-}
-
 /// Keeps a pipe listed until dropped; its bytes then go to the domain's totals.
 pub(crate) struct PipeGuard {
     registry: Arc<Registry>,
@@ -556,55 +515,6 @@ impl Drop for PipeGuard {
             d.bytes_down += counters.down.load(Ordering::Relaxed);
         });
     }
-}
-
-/// One domain as the admin API shows it.
-#[derive(Debug, Clone, serde::Serialize)]
-pub(crate) struct DomainSnapshot {
-    pub(crate) domain: String,
-    /// Device connections waiting or renewing (what `max_per_domain` counts).
-    pub(crate) waiting: usize,
-    pub(crate) waiting_clients: usize,
-    pub(crate) pipes: usize,
-    /// Open limmat-mux/1 streams over all of the domain's mux connections.
-    pub(crate) mux_streams: usize,
-    /// Client to device, ended and live pipes.
-    pub(crate) bytes_in: u64,
-    /// Device to client.
-    pub(crate) bytes_out: u64,
-    /// Unix seconds.
-    pub(crate) online_since: u64,
-    pub(crate) devices: Vec<DeviceSnapshot>,
-    pub(crate) pipe_list: Vec<PipeSnapshot>,
-}
-
-#[derive(Debug, Clone, serde::Serialize)]
-pub(crate) struct DeviceSnapshot {
-    pub(crate) id: u64,
-    pub(crate) addr: String,
-    pub(crate) transport: &'static str,
-    /// `ptth` (a waiting connection) or `mux` (a limmat-mux/1 connection).
-    pub(crate) protocol: &'static str,
-    /// Open streams on a mux connection.
-    pub(crate) streams: usize,
-    pub(crate) pass_through: bool,
-    pub(crate) since: u64,
-}
-
-#[derive(Debug, Clone, serde::Serialize)]
-pub(crate) struct PipeSnapshot {
-    pub(crate) id: u64,
-    pub(crate) client: String,
-    pub(crate) device: String,
-    pub(crate) leg: &'static str,
-    pub(crate) bytes_in: u64,
-    pub(crate) bytes_out: u64,
-    pub(crate) since: u64,
-}
-
-fn unix(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 impl DomainSnapshot {

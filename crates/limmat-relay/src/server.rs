@@ -7,13 +7,15 @@
 
 use crate::auth::{AuthMode, Authenticator, KeyError, ModeError, resolve_mode};
 use crate::config::{ConfigError, RelayConfig};
-use crate::conn;
+use crate::context::{ProxyState, RelayContext};
+use crate::egress::Policy;
+use crate::legs::Conn;
 use crate::limits::Limits;
 use crate::registry::Registry;
-use crate::socket;
 use crate::stats::Stats;
-use crate::stream::Stream;
+use crate::stream::Tcp;
 use crate::tls::{CertError, CertStore};
+use crate::{admin, conn, metrics, socket};
 use limmat_wire::Hostnames;
 use std::io;
 use std::net::SocketAddr;
@@ -24,54 +26,46 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// State shared by every task of one relay.
-pub(crate) struct Shared {
-    pub(crate) config: RelayConfig,
-    pub(crate) hostnames: Hostnames,
-    pub(crate) registry: Arc<Registry>,
-    pub(crate) stats: Stats,
-    /// Stop accepting and release waiting connections.
-    pub(crate) shutdown: CancellationToken,
-    /// Close the pipes still open after the drain timeout.
-    pub(crate) hard_stop: CancellationToken,
-    /// Every connection task, so that shutdown can wait for all of them.
-    pub(crate) tasks: TaskTracker,
-    /// Terminates TLS legs; present when a certificate is configured.
-    pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
-    pub(crate) certs: Option<Arc<CertStore>>,
-    /// Checks device keys; `None` in open mode.
-    pub(crate) auth: Option<RwLock<Arc<Authenticator>>>,
-    pub(crate) limits: Arc<Limits>,
-    /// One permit per connection under `max_connections`, shared by every listener.
-    conn_slots: Option<Arc<tokio::sync::Semaphore>>,
-    /// The admin API's bearer token, if one is configured.
-    pub(crate) admin_token: Option<String>,
-    /// The forward proxy (section 6), when `forward_proxy` is on.
-    pub(crate) proxy: Option<crate::proxy::Proxy>,
-}
-
 /// Why a relay could not start.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StartError {
+    /// The configuration is not valid.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// A listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: io::Error },
+    Bind {
+        /// The listener's address.
+        addr: SocketAddr,
+        /// Why.
+        source: io::Error,
+    },
+    /// A certificate or key could not be loaded.
     #[error(transparent)]
     Certificate(#[from] CertError),
+    /// rustls refused the TLS configuration.
     #[error("TLS configuration: {0}")]
     Tls(#[from] rustls::Error),
+    /// A device key source could not be loaded.
     #[error(transparent)]
     Keys(#[from] KeyError),
+    /// The authentication mode cannot apply (4.2).
     #[error(transparent)]
     AuthMode(#[from] ModeError),
+    /// The admin token file could not be read, or is empty.
     #[error("cannot read the admin token file {path}: {error}")]
-    AdminToken { path: PathBuf, error: String },
+    AdminToken {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        error: String,
+    },
 }
 
 /// A bound relay, ready to [`run`](Relay::run).
 pub struct Relay {
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) ctx: Arc<RelayContext>,
     admin: Option<TcpListener>,
     /// Each listener and whether it is a TLS one.
     listeners: Vec<(TcpListener, bool)>,
@@ -80,32 +74,33 @@ pub struct Relay {
 /// Controls a running relay from outside: its counters and its shutdown.
 #[derive(Clone)]
 pub struct RelayHandle {
-    shared: Arc<Shared>,
+    ctx: Arc<RelayContext>,
 }
 
 impl RelayHandle {
+    /// The relay's live counters.
     pub fn stats(&self) -> &Stats {
-        &self.shared.stats
+        &self.ctx.stats
     }
 
     /// Starts a graceful shutdown; [`Relay::run`] returns once it is complete.
     pub fn shutdown(&self) {
-        self.shared.shutdown.cancel();
+        self.ctx.shutdown.cancel();
     }
 
     /// Reads every certificate again (SIGHUP). A file that fails keeps the previous
     /// certificate in service. Returns how many were replaced.
     pub fn reload_certificates(&self) -> usize {
-        self.shared.certs.as_ref().map_or(0, |c| c.reload(true))
+        self.ctx.certs.as_ref().map_or(0, |c| c.reload(true))
     }
 
     /// Reads the keys files and master secrets again (SIGHUP), so keys can be added, rotated
     /// and revoked without a restart. On any error the previous keys stay in force.
     pub fn reload_keys(&self) -> Result<(), KeyError> {
-        let Some(current) = &self.shared.auth else {
+        let Some(current) = &self.ctx.auth else {
             return Ok(());
         };
-        let fresh = Authenticator::load(&self.shared.config.keys)?;
+        let fresh = Authenticator::load(&self.ctx.config.keys)?;
         *current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(fresh);
         Ok(())
     }
@@ -151,7 +146,7 @@ impl Relay {
         };
         if admin.is_some() {
             // The recorder is process-wide; install it before the first event is counted.
-            crate::metrics::handle();
+            metrics::handle();
         }
         let mut listeners = Vec::with_capacity(config.listen.len());
         for l in &config.listen {
@@ -167,12 +162,12 @@ impl Relay {
                 .chain(admin.as_ref())
                 .filter_map(|l| l.local_addr().ok())
                 .collect();
-            crate::proxy::Proxy {
-                policy: crate::egress::Policy::new(config.egress.clone(), own),
+            ProxyState {
+                policy: Policy::new(config.egress.clone(), own),
                 stats: Arc::default(),
             }
         });
-        let shared = Arc::new(Shared {
+        let ctx = Arc::new(RelayContext {
             hostnames: Hostnames::new(&config.hostnames),
             config,
             registry: Registry::new(),
@@ -189,7 +184,7 @@ impl Relay {
             proxy,
         });
         Ok(Self {
-            shared,
+            ctx,
             admin,
             listeners,
         })
@@ -208,32 +203,29 @@ impl Relay {
         self.admin.as_ref().and_then(|l| l.local_addr().ok())
     }
 
+    /// A handle to watch and stop the relay once it runs.
     pub fn handle(&self) -> RelayHandle {
         RelayHandle {
-            shared: self.shared.clone(),
+            ctx: self.ctx.clone(),
         }
     }
 
     /// Accepts and serves connections until [`RelayHandle::shutdown`], then drains.
     pub async fn run(self) {
-        let tracker = self.shared.tasks.clone();
+        let tracker = self.ctx.tasks.clone();
         // The admin API outlives the drain (readiness says "draining" meanwhile).
         let admin_stop = CancellationToken::new();
-        let admin = self.admin.map(|l| {
-            tokio::spawn(crate::admin::serve(
-                self.shared.clone(),
-                l,
-                admin_stop.clone(),
-            ))
-        });
+        let admin = self
+            .admin
+            .map(|l| tokio::spawn(admin::serve(self.ctx.clone(), l, admin_stop.clone())));
         for (listener, tls) in self.listeners {
             if let Ok(addr) = listener.local_addr() {
                 tracing::info!(%addr, tls, "listening");
             }
-            tracker.spawn(accept_loop(self.shared.clone(), listener, tls));
+            tracker.spawn(accept_loop(self.ctx.clone(), listener, tls));
         }
-        if let Some(certs) = self.shared.certs.clone() {
-            let shutdown = self.shared.shutdown.clone();
+        if let Some(certs) = self.ctx.certs.clone() {
+            let shutdown = self.ctx.shutdown.clone();
             tracker.spawn(async move {
                 let mut tick = tokio::time::interval(CERT_POLL);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -245,17 +237,17 @@ impl Relay {
                 }
             });
         }
-        self.shared.shutdown.cancelled().await;
+        self.ctx.shutdown.cancelled().await;
         tracker.close();
-        let drain = self.shared.config.drain_timeout;
+        let drain = self.ctx.config.drain_timeout;
         tracing::info!(
-            open = *self.shared.stats.open_connections().borrow(),
+            open = *self.ctx.stats.open_connections().borrow(),
             ?drain,
             "draining"
         );
         if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
             tracing::info!("drain timeout: closing the remaining pipes");
-            self.shared.hard_stop.cancel();
+            self.ctx.hard_stop.cancel();
             tracker.wait().await;
         }
         admin_stop.cancel();
@@ -291,29 +283,29 @@ fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.listen(BACKLOG)
 }
 
-async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, tls: bool) {
+async fn accept_loop(ctx: Arc<RelayContext>, listener: TcpListener, tls: bool) {
     loop {
         // At the node's limit, stop accepting: the kernel's backlog holds new connections
         // until some close, instead of the relay falling over (4.3). The permit is taken
         // before the accept, so several listeners cannot overshoot together.
-        let slot = match &shared.conn_slots {
+        let slot = match &ctx.conn_slots {
             Some(slots) => tokio::select! {
                 permit = slots.clone().acquire_owned() => permit.ok(),
-                () = shared.shutdown.cancelled() => return,
+                () = ctx.shutdown.cancelled() => return,
             },
             None => None,
         };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            () = shared.shutdown.cancelled() => return,
+            () = ctx.shutdown.cancelled() => return,
         };
         match accepted {
             Ok((stream, peer)) => {
                 socket::configure(&stream);
-                crate::metrics::accepted(tls);
-                let mut conn = conn::Conn::new(&shared, Stream::Tcp(stream), peer);
+                metrics::accepted(tls);
+                let mut conn = Conn::new(&ctx.stats, Tcp(stream), peer);
                 conn.open.slot = slot;
-                shared.tasks.spawn(conn::handle(shared.clone(), conn, tls));
+                ctx.tasks.spawn(conn::handle(ctx.clone(), conn, tls));
             }
             Err(e) => {
                 // Out of file descriptors or memory: back off instead of spinning, and let
@@ -321,7 +313,7 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, tls: bool) {
                 tracing::warn!(error = %e, "accept failed");
                 tokio::select! {
                     () = tokio::time::sleep(Duration::from_millis(50)) => {}
-                    () = shared.shutdown.cancelled() => return,
+                    () = ctx.shutdown.cancelled() => return,
                 }
             }
         }

@@ -12,6 +12,7 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
+use tokio_util::either::Either;
 
 /// A TCP socket with bytes already read from it in front: the relay reads a ClientHello to
 /// learn the SNI before it decides whether to terminate TLS, then replays it to rustls.
@@ -70,39 +71,59 @@ impl AsyncWrite for Prefixed {
     }
 }
 
-/// One leg as the relay holds it.
-pub(crate) enum Stream {
-    Tcp(TcpStream),
-    Tls(Box<TlsStream<Prefixed>>),
-}
+/// One leg as the relay holds it: plain TCP, or TLS the relay terminated. `Either` forwards
+/// reads and writes (vectored ones too) to whichever it is; [`Tcp`] and [`Tls`] name the two.
+pub(crate) type Stream = Either<TcpStream, Box<TlsStream<Prefixed>>>;
 
-impl Stream {
-    pub(crate) fn is_tls(&self) -> bool {
-        matches!(self, Stream::Tls(_))
-    }
+pub(crate) use Either::{Left as Tcp, Right as Tls};
+
+/// What the relay asks of a leg beyond reading and writing.
+pub(crate) trait Leg {
+    /// Whether the relay terminated TLS on it.
+    fn is_tls(&self) -> bool;
 
     /// The relay's address of this leg (which listener accepted it).
-    pub(crate) fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
-        match self {
-            Stream::Tcp(tcp) => tcp.local_addr(),
-            Stream::Tls(tls) => tls.get_ref().0.inner.local_addr(),
-        }
-    }
+    fn local_addr(&self) -> io::Result<std::net::SocketAddr>;
 
     /// The SNI a terminated TLS leg was reached with.
-    pub(crate) fn sni(&self) -> Option<&str> {
-        match self {
-            Stream::Tcp(_) => None,
-            Stream::Tls(tls) => tls.get_ref().1.server_name(),
-        }
-    }
+    fn sni(&self) -> Option<&str>;
 
     /// Waits for data and appends what is there to `buf`, reading at most `max` bytes.
     /// `Ok(0)` is EOF (a FIN, or a TLS `close_notify`). Cancel-safe.
-    pub(crate) async fn read_into(&mut self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+    async fn read_into(&mut self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize>;
+
+    /// Reads and discards until the peer closes or fails, then returns why. Used on idle
+    /// connections to notice at once that they are gone (M4). Cancel-safe.
+    async fn until_closed(&mut self) -> io::Error;
+
+    /// Without waiting: has the peer already closed? Only plain sockets can tell; a TLS leg
+    /// answers `Ok` and a later write fails instead. Data found is discarded (H13).
+    fn probe_closed(&self) -> io::Result<()>;
+}
+
+impl Leg for Stream {
+    fn is_tls(&self) -> bool {
+        matches!(self, Tls(_))
+    }
+
+    fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
+        match self {
+            Tcp(tcp) => tcp.local_addr(),
+            Tls(tls) => tls.get_ref().0.inner.local_addr(),
+        }
+    }
+
+    fn sni(&self) -> Option<&str> {
+        match self {
+            Tcp(_) => None,
+            Tls(tls) => tls.get_ref().1.server_name(),
+        }
+    }
+
+    async fn read_into(&mut self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
         let max = max.max(1);
         match self {
-            Stream::Tcp(s) => loop {
+            Tcp(s) => loop {
                 // Allocate only once the socket is readable: idle sockets hold no buffer.
                 s.readable().await?;
                 let n = grow(buf, max);
@@ -112,7 +133,7 @@ impl Stream {
                     other => return other,
                 }
             },
-            Stream::Tls(s) => {
+            Tls(s) => {
                 let n = grow(buf, max);
                 let mut limited = (&mut *buf).limit(n);
                 s.read_buf(&mut limited).await
@@ -120,11 +141,9 @@ impl Stream {
         }
     }
 
-    /// Reads and discards until the peer closes or fails, then returns why. Used on idle
-    /// connections to notice at once that they are gone (M4). Cancel-safe.
-    pub(crate) async fn until_closed(&mut self) -> io::Error {
+    async fn until_closed(&mut self) -> io::Error {
         match self {
-            Stream::Tcp(s) => loop {
+            Tcp(s) => loop {
                 // No buffer lives across the await: an idle device costs no memory here.
                 if let Err(e) = s.readable().await {
                     return e;
@@ -134,7 +153,7 @@ impl Stream {
                 }
                 tokio::task::consume_budget().await;
             },
-            Stream::Tls(s) => {
+            Tls(s) => {
                 let mut scratch = vec![0u8; 256];
                 loop {
                     match s.read(&mut scratch).await {
@@ -147,12 +166,10 @@ impl Stream {
         }
     }
 
-    /// Without waiting: has the peer already closed? Only plain sockets can tell; a TLS leg
-    /// answers `Ok` and a later write fails instead. Data found is discarded (H13).
-    pub(crate) fn probe_closed(&self) -> io::Result<()> {
+    fn probe_closed(&self) -> io::Result<()> {
         match self {
-            Stream::Tcp(s) => discard_ready(s),
-            Stream::Tls(_) => Ok(()),
+            Tcp(s) => discard_ready(s),
+            Tls(_) => Ok(()),
         }
     }
 }
@@ -178,63 +195,4 @@ fn discard_ready(s: &TcpStream) -> io::Result<()> {
         }
     }
     Ok(())
-}
-
-impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            Stream::Tcp(s) => s.is_write_vectored(),
-            Stream::Tls(s) => s.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    /// A FIN on TCP; `close_notify` and then a FIN on TLS (M5).
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
 }

@@ -20,23 +20,43 @@ use tokio_rustls::TlsAcceptor;
 /// One certificate chain and its private key, as PEM files.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertPaths {
+    /// The certificate chain, leaf first.
     pub cert: PathBuf,
+    /// The private key.
     pub key: PathBuf,
 }
 
 /// Why a certificate could not be loaded.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CertError {
+    /// The certificate file is unreadable or holds no certificate.
     #[error("cannot read certificate file {path}: {reason}")]
-    Cert { path: PathBuf, reason: String },
-    #[error("cannot read private key file {path}: {reason}")]
-    Key { path: PathBuf, reason: String },
-    #[error("{cert} and {key} do not form a usable certificate: {reason}")]
-    Pair {
-        cert: PathBuf,
-        key: PathBuf,
+    Cert {
+        /// The file.
+        path: PathBuf,
+        /// Why.
         reason: String,
     },
+    /// The key file is unreadable or holds no private key.
+    #[error("cannot read private key file {path}: {reason}")]
+    Key {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The key does not match the certificate, or rustls refuses the pair.
+    #[error("{cert} and {key} do not form a usable certificate: {reason}")]
+    Pair {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A TLS listener without any certificate.
     #[error("TLS listeners need at least one --cert and --key")]
     NoCertificate,
 }

@@ -13,6 +13,7 @@ pub struct HeadScanner {
 }
 
 impl HeadScanner {
+    /// A scanner at the start of a head.
     pub fn new() -> Self {
         Self::default()
     }

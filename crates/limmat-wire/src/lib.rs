@@ -12,9 +12,14 @@
 //! - [`proxy`]: the forward proxy's targets, credentials, rewrite and refusals (6).
 //! - [`tls`]: the SNI peek at a TLS ClientHello on a `tls` listener (2.6.2).
 //! - [`mux`]: limmat-mux/1 stream metadata and HTTP/2 frame boundaries (section 5).
+//! - [`net`]: address ranges and the built-in deny set every outgoing connection obeys (6.4.3).
+
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod head;
 pub mod mux;
+pub mod net;
 pub mod proxy;
 pub mod reply;
 pub mod request;

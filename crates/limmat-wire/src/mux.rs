@@ -23,23 +23,33 @@ pub const GOAWAY_NO_ERROR: [u8; 17] =
 
 /// Field names of the stream metadata (5.3).
 pub mod field {
+    /// The device's domain.
     pub const DOMAIN: &str = "limmat-domain";
+    /// The client's address and port, as the relay saw them.
     pub const CLIENT_ADDR: &str = "limmat-client-addr";
+    /// The client leg kind ([`Listener`]).
     pub const LISTENER: &str = "limmat-listener";
+    /// How the domain was found ([`Route`]).
     pub const ROUTE: &str = "limmat-route";
+    /// The server name the client asked for, when it used TLS.
     pub const SNI: &str = "limmat-sni";
+    /// The cluster node the stream arrived at (section 7).
     pub const NODE: &str = "limmat-node";
 }
 
 /// The client leg kind (2.6.5), as `limmat-listener` names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Listener {
+    /// A plain listener.
     Plain,
+    /// A TLS listener, the relay terminated TLS.
     TlsTerminated,
+    /// SNI-routed to a device that terminates TLS itself.
     TlsPassthrough,
 }
 
 impl Listener {
+    /// The header value.
     pub fn as_str(self) -> &'static str {
         match self {
             Listener::Plain => "plain",
@@ -48,6 +58,7 @@ impl Listener {
         }
     }
 
+    /// Reads a header value; `None` for an unknown one.
     pub fn parse(value: &[u8]) -> Option<Self> {
         [
             Listener::Plain,
@@ -63,12 +74,16 @@ impl Listener {
 /// request target carries the `/<domain>` prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
+    /// The `/<domain>` prefix of the request target.
     Path,
+    /// The `Host` field's subdomain label.
     Host,
+    /// The TLS ClientHello's server name.
     Sni,
 }
 
 impl Route {
+    /// The header value.
     pub fn as_str(self) -> &'static str {
         match self {
             Route::Path => "path",
@@ -77,6 +92,7 @@ impl Route {
         }
     }
 
+    /// Reads a header value; `None` for an unknown one.
     pub fn parse(value: &[u8]) -> Option<Self> {
         [Route::Path, Route::Host, Route::Sni]
             .into_iter()

@@ -24,7 +24,9 @@ const HOP_BY_HOP: &[&str] = &["connection", "keep-alive", "te", "trailer", "upgr
 /// A host to connect to: a DNS name (lower case, no trailing dot) or an IP literal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Host {
+    /// A DNS name.
     Name(String),
+    /// An IP literal.
     Ip(IpAddr),
 }
 
@@ -40,7 +42,9 @@ impl fmt::Display for Host {
 /// Where a proxy request goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
+    /// Where to connect.
     pub host: Host,
+    /// The port, always explicit.
     pub port: u16,
 }
 
@@ -57,6 +61,7 @@ impl Target {
 /// An absolute-form `http://` target, split for the origin-form rewrite.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AbsoluteTarget {
+    /// The origin to connect to.
     pub target: Target,
     /// Path and query in origin form: starts with `/`; a fragment is dropped.
     pub path: Vec<u8>,
@@ -254,6 +259,7 @@ fn parse_host(host: &[u8]) -> Result<Host, TargetError> {
 /// The `Proxy-Authorization` of a head (6.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Credentials<'a> {
+    /// No `Proxy-Authorization` line.
     Missing,
     /// More than one `Proxy-Authorization` line: a failure, as for devices (4.1.1).
     Several,
@@ -434,18 +440,24 @@ pub fn origin_request(head: &[u8], target: &AbsoluteTarget) -> Vec<u8> {
 /// The proxy's refusals (6.3), each with its status and `Limmat-Error` token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
+    /// A malformed target, a missing port or a scheme other than `http` (`400 bad-target`).
     BadTarget,
+    /// The egress policy denied every resolved address (`403 egress-denied`).
     EgressDenied,
     /// Missing or invalid `Proxy-Authorization`.
     Auth,
     /// A limit was hit; the `Retry-After` in seconds.
     RateLimited(u64),
+    /// No addresses (`502 dns-failed`).
     DnsFailed,
+    /// Refused or reset by every allowed address (`502 connect-failed`).
     ConnectFailed,
+    /// `proxy_connect_timeout` passed (`504 connect-timeout`).
     ConnectTimeout,
 }
 
 impl Refusal {
+    /// The response status.
     pub fn status(self) -> u16 {
         match self {
             Refusal::BadTarget => 400,

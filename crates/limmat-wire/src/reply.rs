@@ -9,19 +9,25 @@ use crate::route::fold_domain_run;
 /// A response head from the relay.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply<'a> {
+    /// The status code.
     pub status: u16,
+    /// The `Location` value, if any.
     pub location: Option<&'a [u8]>,
+    /// The `Retry-After` value, if any.
     pub retry_after: Option<RetryAfter>,
 }
 
 /// A `Retry-After` value: only delta-seconds count; an HTTP date is an ordinary failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RetryAfter {
+    /// Delta-seconds.
     Seconds(u64),
+    /// Anything else, such as an HTTP date.
     Invalid,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why a response head is not one a device can act on.
 pub enum ReplyError {
     /// The head does not start with `HTTP/1.x ` and three digits.
     NotHttp,
@@ -119,9 +125,13 @@ fn parse_delta_seconds(value: &[u8]) -> RetryAfter {
 /// the new domain (2.9).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Redirect {
+    /// `https`: connect with TLS.
     pub tls: bool,
+    /// The host to connect to.
     pub host: String,
+    /// The port, or the scheme's default.
     pub port: u16,
+    /// The domain to register there.
     pub domain: String,
 }
 

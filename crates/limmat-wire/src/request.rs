@@ -19,6 +19,7 @@ pub enum Protocol {
 }
 
 impl Protocol {
+    /// The token as it appears in `Upgrade`.
     pub const fn token(self) -> &'static [u8] {
         match self {
             Protocol::Ptth => b"PTTH/1.0",
@@ -33,6 +34,7 @@ impl Protocol {
 /// The `Authorization` lines of a head (H12, 4.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Authorization<'a> {
+    /// No line.
     None,
     /// Exactly one line; the value with leading SP/HT skipped, up to CR or LF.
     One(&'a [u8]),

@@ -37,9 +37,13 @@ pub fn is_registrable(domain: &str) -> bool {
 /// Why a domain given by a user is unusable (2.9).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DomainError {
+    /// The empty domain.
     Empty,
+    /// Longer than the limit; the length.
     TooLong(usize),
+    /// The reserved name (`relay_domain`).
     Reserved,
+    /// A byte outside the domain set (H6).
     Byte(char),
 }
 
@@ -88,6 +92,7 @@ pub struct Hostnames {
 }
 
 impl Hostnames {
+    /// Normalises the configured hostnames: case-folded, without a trailing dot.
     pub fn new<I, S>(names: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -101,6 +106,7 @@ impl Hostnames {
         }
     }
 
+    /// Whether no hostname is configured (subdomain routing is off).
     pub fn is_empty(&self) -> bool {
         self.names.is_empty()
     }
@@ -157,7 +163,9 @@ fn is_ipv4_literal(host: &[u8]) -> bool {
 /// `/<domain>` prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RouteForm {
+    /// The path's `/<domain>` prefix.
     Path,
+    /// The `Host` field's subdomain label.
     Host,
 }
 
@@ -169,7 +177,12 @@ pub enum ClientRoute {
     /// `relay_domain`, too long, or a Host label with bytes outside H6: `504` (2.5.4).
     Unregistrable,
     /// A registrable domain key.
-    Domain { domain: String, form: RouteForm },
+    Domain {
+        /// The domain key, folded.
+        domain: String,
+        /// Whether the path or the Host label gave it.
+        form: RouteForm,
+    },
 }
 
 impl ClientRoute {

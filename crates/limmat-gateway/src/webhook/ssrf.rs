@@ -1,10 +1,12 @@
 //! SSRF protection for subscriber URLs (`gateway-api.md` §5.8, URL rules of §3.7).
 //!
 //! Subscriber URLs are user input, so the gateway must not become a way into its own network.
-//! Loopback, private, link-local, unspecified, shared, multicast and broadcast destinations are
-//! denied unless a CIDR of `webhooks.allow_networks` covers them; IPv4-mapped and NAT64
-//! addresses are judged by the IPv4 address inside; `localhost` and `*.localhost` are denied
-//! without asking a resolver.
+//! The deny list is the relay's built-in egress deny set (relay-protocol §6.4.3, in
+//! `limmat_wire::net`), so the gateway refuses every destination the relay's forward proxy
+//! refuses: loopback, private, link-local, unspecified, shared, benchmarking, documentation,
+//! IETF, multicast and reserved ranges, unless a CIDR of `webhooks.allow_networks` covers them.
+//! IPv4-mapped, NAT64, 6to4 and IPv4-compatible addresses are judged by the IPv4 address
+//! inside; `localhost` and `*.localhost` are denied without asking a resolver.
 //!
 //! At registration a name is refused only if every address it resolves to is denied (a name
 //! that does not resolve is accepted: the gateway may be offline). At every attempt the name is
@@ -12,8 +14,9 @@
 //! returned addresses, pinned for that connection, so DNS rebinding cannot slip through.
 
 use async_trait::async_trait;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::str::FromStr;
+use limmat_wire::net;
+pub use limmat_wire::net::Cidr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 use url::{Host, Url};
@@ -22,51 +25,6 @@ use url::{Host, Url};
 pub const MAX_URL_LEN: usize = 2048;
 /// How long registration waits for a resolver before treating the name as unresolvable.
 pub const REGISTRATION_RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// An IPv4 or IPv6 network, `a.b.c.d/n` or `v6/n`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    net: IpAddr,
-    prefix: u8,
-}
-
-impl Cidr {
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.net, ip) {
-            (IpAddr::V4(n), IpAddr::V4(a)) => {
-                prefix_eq(u32::from(n).into(), u32::from(a).into(), self.prefix, 32)
-            }
-            (IpAddr::V6(n), IpAddr::V6(a)) => {
-                prefix_eq(u128::from(n), u128::from(a), self.prefix, 128)
-            }
-            _ => false,
-        }
-    }
-}
-
-fn prefix_eq(net: u128, addr: u128, prefix: u8, bits: u8) -> bool {
-    if prefix == 0 {
-        return true;
-    }
-    let shift = u32::from(bits - prefix);
-    (net >> shift) == (addr >> shift)
-}
-
-impl FromStr for Cidr {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("{s:?} is not a CIDR such as 10.1.2.0/24 or fd00::/8");
-        let (addr, prefix) = s.trim().split_once('/').ok_or_else(bad)?;
-        let net: IpAddr = addr.parse().map_err(|_| bad())?;
-        let prefix: u8 = prefix.parse().map_err(|_| bad())?;
-        let max = if net.is_ipv4() { 32 } else { 128 };
-        if prefix > max {
-            return Err(bad());
-        }
-        Ok(Cidr { net, prefix })
-    }
-}
 
 /// `webhooks.allow_networks`: the CIDRs exempt from the deny list.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -79,18 +37,17 @@ impl AllowList {
     pub fn parse<S: AsRef<str>>(cidrs: &[S]) -> Result<Self, String> {
         let nets = cidrs
             .iter()
-            .map(|c| {
-                c.as_ref()
-                    .parse()
-                    .map_err(|e| format!("webhooks.allow_networks: {e}"))
-            })
+            .map(|c| parse_network(c.as_ref()))
             .collect::<Result<_, _>>()?;
         Ok(AllowList { nets })
     }
 
     /// Whether a CIDR covers the address, as it is or as its embedded IPv4 address.
     pub fn covers(&self, ip: IpAddr) -> bool {
-        let v4 = embedded_v4(ip).map(IpAddr::V4);
+        let v4 = match ip {
+            IpAddr::V6(v6) => net::embedded_v4(v6).map(IpAddr::V4),
+            IpAddr::V4(_) => None,
+        };
         self.nets
             .iter()
             .any(|n| n.contains(ip) || v4.is_some_and(|v4| n.contains(v4)))
@@ -102,56 +59,23 @@ impl AllowList {
     }
 }
 
-/// The IPv4 address inside an IPv4-mapped (`::ffff:0:0/96`) or NAT64 (`64:ff9b::/96`) address.
-fn embedded_v4(ip: IpAddr) -> Option<Ipv4Addr> {
-    let IpAddr::V6(v6) = ip else { return None };
-    if let Some(v4) = v6.to_ipv4_mapped() {
-        return Some(v4);
+/// One `webhooks.allow_networks` entry: a network with its prefix length, `a.b.c.d/n` or
+/// `v6/n` (a bare address is refused, so that a forgotten `/n` is not silently `/32`).
+fn parse_network(s: &str) -> Result<Cidr, String> {
+    let bad =
+        || format!("webhooks.allow_networks: {s:?} is not a CIDR such as 10.1.2.0/24 or fd00::/8");
+    match s.contains('/') {
+        true => s.parse().map_err(|_| bad()),
+        false => Err(bad()),
     }
-    let s = v6.segments();
-    (s[..6] == [0x64, 0xff9b, 0, 0, 0, 0]).then(|| {
-        let low = u128::from(v6) as u32;
-        Ipv4Addr::from(low)
-    })
 }
 
-fn v4_denied(a: Ipv4Addr) -> bool {
-    const DENIED: [([u8; 4], u8); 9] = [
-        ([127, 0, 0, 0], 8),    // loopback
-        ([10, 0, 0, 0], 8),     // private
-        ([172, 16, 0, 0], 12),  // private
-        ([192, 168, 0, 0], 16), // private
-        ([169, 254, 0, 0], 16), // link-local
-        ([0, 0, 0, 0], 8),      // unspecified
-        ([100, 64, 0, 0], 10),  // shared address space
-        ([224, 0, 0, 0], 4),    // multicast
-        ([240, 0, 0, 0], 4),    // reserved and broadcast
-    ];
-    DENIED.iter().any(|&(net, prefix)| {
-        Cidr {
-            net: IpAddr::V4(net.into()),
-            prefix,
-        }
-        .contains(IpAddr::V4(a))
-    })
-}
-
-fn v6_denied(a: Ipv6Addr) -> bool {
-    let bits = u128::from(a);
-    a == Ipv6Addr::LOCALHOST
-        || a == Ipv6Addr::UNSPECIFIED
-        || bits >> 121 == 0xfc >> 1 // fc00::/7
-        || bits >> 118 == 0xfe80 >> 6 // fe80::/10
-        || bits >> 120 == 0xff // ff00::/8
-}
-
-/// Whether an address is in the deny list of §5.8 (before `allow_networks`).
+/// Whether an address is in the deny list (before `allow_networks`): the relay's built-in
+/// deny set of relay-protocol §6.4.3, so a webhook can reach nothing the relay's forward proxy
+/// would refuse. An IPv4 address embedded in IPv6 (mapped, NAT64, 6to4, compatible) is judged
+/// as that IPv4 address.
 pub fn is_denied(ip: IpAddr) -> bool {
-    match (ip, embedded_v4(ip)) {
-        (_, Some(v4)) => v4_denied(v4),
-        (IpAddr::V4(v4), None) => v4_denied(v4),
-        (IpAddr::V6(v6), None) => v6_denied(v6),
-    }
+    net::is_denied(ip)
 }
 
 /// `localhost` and `*.localhost` (with or without a trailing dot), denied without resolving.

@@ -9,8 +9,10 @@
 //! Domains that use the forward proxy carry a `proxy` object (connections, active, denied,
 //! errors, bytes) in `/api/domains[/{domain}]`, and are listed even without a device online.
 
-use crate::registry::DomainSnapshot;
-use crate::server::Shared;
+use crate::context::RelayContext;
+use crate::metrics;
+use crate::proxy_stats::ProxySnapshot;
+use crate::snapshot::DomainSnapshot;
 use axum::Router;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -25,22 +27,19 @@ use tokio_util::sync::CancellationToken;
 const DASHBOARD: &str = include_str!("dashboard.html");
 
 /// Serves the admin API until `stop` is cancelled.
-pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener, stop: CancellationToken) {
+pub(crate) async fn serve(ctx: Arc<RelayContext>, listener: TcpListener, stop: CancellationToken) {
     let protected = Router::new()
         .route("/metrics", get(metrics))
         .route("/api/domains", get(domains))
         .route("/api/domains/{domain}", get(domain).delete(disconnect))
         .route("/api/connections", get(connections))
-        .route_layer(middleware::from_fn_with_state(
-            shared.clone(),
-            require_token,
-        ));
+        .route_layer(middleware::from_fn_with_state(ctx.clone(), require_token));
     let app = Router::new()
         .route("/", get(|| async { Html(DASHBOARD) }))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .merge(protected)
-        .with_state(shared);
+        .with_state(ctx);
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "admin listening");
     }
@@ -53,12 +52,12 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener, stop: Canc
 }
 
 async fn require_token(
-    State(shared): State<Arc<Shared>>,
+    State(ctx): State<Arc<RelayContext>>,
     headers: HeaderMap,
     request: Request,
     next: Next,
 ) -> Response {
-    let Some(token) = &shared.admin_token else {
+    let Some(token) = &ctx.admin_token else {
         return next.run(request).await;
     };
     let presented = headers
@@ -78,23 +77,23 @@ async fn require_token(
 }
 
 /// Not ready while draining, so load balancers stop sending clients (7.6).
-async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
-    if shared.shutdown.is_cancelled() {
+async fn readyz(State(ctx): State<Arc<RelayContext>>) -> Response {
+    if ctx.shutdown.is_cancelled() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
     } else {
         (StatusCode::OK, "ready\n").into_response()
     }
 }
 
-async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
-    let domains = shared.registry.snapshot();
-    let body = crate::metrics::render(&shared.stats, &domains);
+async fn metrics(State(ctx): State<Arc<RelayContext>>) -> Response {
+    let domains = ctx.registry.snapshot();
+    let body = metrics::render(&ctx.stats, &domains);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
-async fn domains(State(shared): State<Arc<Shared>>) -> axum::Json<Vec<serde_json::Value>> {
-    let mut online = shared.registry.snapshot();
-    let mut proxied = match &shared.proxy {
+async fn domains(State(ctx): State<Arc<RelayContext>>) -> axum::Json<Vec<serde_json::Value>> {
+    let mut online = ctx.registry.snapshot();
+    let mut proxied = match &ctx.proxy {
         Some(proxy) => proxy.stats.snapshot(),
         None => Vec::new(),
     };
@@ -119,13 +118,10 @@ async fn domains(State(shared): State<Arc<Shared>>) -> axum::Json<Vec<serde_json
     axum::Json(list)
 }
 
-async fn domain(State(shared): State<Arc<Shared>>, Path(domain): Path<String>) -> Response {
+async fn domain(State(ctx): State<Arc<RelayContext>>, Path(domain): Path<String>) -> Response {
     let key = domain.to_ascii_lowercase();
-    let counters = shared
-        .proxy
-        .as_ref()
-        .and_then(|p| p.stats.snapshot_of(&key));
-    match (shared.registry.snapshot_of(&key), counters) {
+    let counters = ctx.proxy.as_ref().and_then(|p| p.stats.snapshot_of(&key));
+    match (ctx.registry.snapshot_of(&key), counters) {
         (Some(d), counters) => axum::Json(with_proxy(d, counters)).into_response(),
         (None, Some(counters)) => {
             axum::Json(with_proxy(offline(&key), Some(counters))).into_response()
@@ -135,10 +131,7 @@ async fn domain(State(shared): State<Arc<Shared>>, Path(domain): Path<String>) -
 }
 
 /// A domain's JSON with its forward-proxy counters (6.5) under `proxy`, when it has any.
-fn with_proxy(
-    d: DomainSnapshot,
-    counters: Option<crate::proxy::ProxySnapshot>,
-) -> serde_json::Value {
+fn with_proxy(d: DomainSnapshot, counters: Option<ProxySnapshot>) -> serde_json::Value {
     let mut value = serde_json::to_value(d).unwrap_or_default();
     if let (Some(map), Some(counters)) = (value.as_object_mut(), counters) {
         map.insert(
@@ -165,8 +158,8 @@ fn offline(domain: &str) -> DomainSnapshot {
     }
 }
 
-async fn disconnect(State(shared): State<Arc<Shared>>, Path(domain): Path<String>) -> Response {
-    if shared.registry.disconnect(&domain.to_ascii_lowercase()) {
+async fn disconnect(State(ctx): State<Arc<RelayContext>>, Path(domain): Path<String>) -> Response {
+    if ctx.registry.disconnect(&domain.to_ascii_lowercase()) {
         tracing::info!(domain, "domain disconnected through the admin API");
         StatusCode::NO_CONTENT.into_response()
     } else {
@@ -194,13 +187,13 @@ fn default_limit() -> usize {
 const MAX_LIMIT: usize = 1000;
 
 /// Every device connection and pipe, oldest first, a page at a time.
-async fn connections(State(shared): State<Arc<Shared>>, Query(page): Query<Page>) -> Response {
+async fn connections(State(ctx): State<Arc<RelayContext>>, Query(page): Query<Page>) -> Response {
     if page.limit == 0 || page.limit > MAX_LIMIT {
         let body = serde_json::json!({ "error": format!("limit must be from 1 to {MAX_LIMIT}") });
         return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
     }
     let mut all: Vec<serde_json::Value> = Vec::new();
-    for d in shared.registry.snapshot() {
+    for d in ctx.registry.snapshot() {
         for dev in &d.devices {
             all.push(serde_json::json!({
                 "kind": "device", "domain": d.domain, "id": dev.id, "since": dev.since,
