@@ -228,12 +228,11 @@ pub fn broadcast_reports(
 
 fn presence_config(config: &GatewayConfig) -> presence::Config {
     let p = &config.presence;
-    let secs = |s: f64| Duration::try_from_secs_f64(s).unwrap_or(Duration::MAX);
     presence::Config {
         enter_rssi: p.enter_rssi,
-        update_interval: secs(p.update_interval_s),
-        leave_after: secs(p.leave_after_s),
-        telemetry_interval: secs(p.telemetry_interval_s),
+        update_interval: p.update_interval,
+        leave_after: p.leave_after,
+        telemetry_interval: p.telemetry_interval,
     }
 }
 

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 async fn the_simulator_s_beacons_enter_and_are_listed_by_key() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = config(dir.path());
-    c.presence.leave_after_s = 30.0;
+    c.presence.leave_after = Duration::from_secs(30);
     let shutdown = CancellationToken::new();
     let backend = Arc::new(SimBackend::new(&SimConfig::default()).unwrap());
     let ble = Ble::start(backend, shutdown.clone()).await;

@@ -59,7 +59,7 @@ fn config(dir: &Path) -> GatewayConfig {
     config.api.listen = Some("127.0.0.1:0".into());
     config.backend.kind = BackendKind::Bluez;
     config.backend.adapter = "hci0".into();
-    config.presence.leave_after_s = 3600.0;
+    config.presence.leave_after = Duration::from_secs(3600);
     config
 }
 

@@ -13,6 +13,7 @@ use limmat_gateway::store::{Options, Store, StoreError};
 use limmat_gateway::webhook::Outcome;
 use limmat_gateway::{AddressType, Beacon, Decoded, Frame};
 use std::path::Path;
+use std::time::Duration;
 
 fn options(dir: &Path) -> Options {
     Options::from_config(&config(dir))
@@ -324,7 +325,7 @@ fn dead_letters_are_bounded_by_count_and_retention() {
     let mut c = config(dir.path());
     c.webhooks.max_backlog = 1;
     c.webhooks.dead_letter_max = 2;
-    c.webhooks.dead_letter_retention_s = 1.0;
+    c.webhooks.dead_letter_retention = Duration::from_secs(1);
     let (store, sub) = open_with_sub(&c);
     let b = ibeacon(1);
     // Five events, a backlog of one: four overflow, and only the newest two are kept.

@@ -84,10 +84,12 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
     config.webhooks.allow_networks = vec!["127.0.0.1/32".into()];
     config.sim.time_scale = args.time_scale;
     // The default world's beacons are silent for 15 s (Eddystone URL) and 20 s (AltBeacon) of
-    // each cycle, less than the default leave_after_s of 30 s: they would never leave, and the
+    // each cycle, less than the default leave_after of 30 s: they would never leave, and the
     // entered/left subscription the demo suggests would never receive anything. Ten simulated
     // seconds lets both leave and come back each cycle.
-    config.presence.leave_after_s = (10.0 / args.time_scale).clamp(0.05, 30.0);
+    config.presence.leave_after =
+        std::time::Duration::try_from_secs_f64((10.0 / args.time_scale).clamp(0.05, 30.0))
+            .unwrap_or(std::time::Duration::from_secs(30));
     let gateway = Gateway::start(
         Options {
             config,

@@ -90,9 +90,9 @@ pub fn split_env(s: &str) -> Result<Vec<String>, String> {
     Ok(items)
 }
 
-/// Any type with a `FromStr` whose error is a message.
-pub fn from_str<T: FromStr<Err = String>>(s: &str) -> Result<T, String> {
-    s.parse()
+/// Any type with a `FromStr` whose error tells the problem.
+pub fn from_str<T: FromStr<Err: std::fmt::Display>>(s: &str) -> Result<T, String> {
+    s.parse().map_err(|e: T::Err| e.to_string())
 }
 
 /// An address such as `127.0.0.1:9090`.

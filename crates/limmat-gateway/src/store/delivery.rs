@@ -489,7 +489,7 @@ fn apply(
             }
             if now.saturating_sub(failing_since) >= options.disable_after_ms {
                 st.sub.disabled_reason = Some("failing".into());
-                tracing::warn!(subscription = %st.sub.id, "no successful delivery for webhooks.disable_after_s: subscription disabled");
+                tracing::warn!(subscription = %st.sub.id, "no successful delivery for webhooks.disable_after: subscription disabled");
                 queues.drain(st, "disabled", now, options)?;
             }
         }

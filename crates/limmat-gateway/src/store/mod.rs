@@ -108,8 +108,8 @@ pub struct Options {
     pub log_retention_ms: u64,
 }
 
-fn secs_ms(s: f64) -> u64 {
-    (s * 1000.0).clamp(0.0, u64::MAX as f64) as u64
+fn ms(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl Options {
@@ -121,11 +121,11 @@ impl Options {
             coalesce_threshold: w.coalesce_threshold as u64,
             max_backlog: w.max_backlog as u64,
             max_attempts: w.max_attempts,
-            max_age_ms: secs_ms(w.max_age_s),
-            disable_after_ms: secs_ms(w.disable_after_s),
+            max_age_ms: ms(w.max_age),
+            disable_after_ms: ms(w.disable_after),
             dead_letter_max: w.dead_letter_max as u64,
-            dead_letter_retention_ms: secs_ms(w.dead_letter_retention_s),
-            log_retention_ms: secs_ms(config.beacons.log_retention_s),
+            dead_letter_retention_ms: ms(w.dead_letter_retention),
+            log_retention_ms: ms(config.beacons.log_retention),
         }
     }
 }

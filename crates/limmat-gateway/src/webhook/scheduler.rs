@@ -56,7 +56,7 @@ impl Clock {
     }
 }
 
-/// The backoff settings (`webhooks.retry_base_s`, `retry_factor`, `retry_max_delay_s`).
+/// The backoff settings (`webhooks.retry_base`, `retry_factor`, `retry_max_delay`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Backoff {
     pub base_s: f64,
@@ -90,11 +90,11 @@ impl Settings {
         Settings {
             max_in_flight: w.max_in_flight.max(1),
             backoff: Backoff {
-                base_s: w.retry_base_s,
+                base_s: w.retry_base.as_secs_f64(),
                 factor: w.retry_factor,
-                max_s: w.retry_max_delay_s,
+                max_s: w.retry_max_delay.as_secs_f64(),
             },
-            attempt_limit: Duration::from_secs_f64(w.connect_timeout_s + w.timeout_s + 5.0),
+            attempt_limit: w.connect_timeout + w.timeout + Duration::from_secs(5),
             housekeeping: Duration::from_secs(60),
         }
     }
