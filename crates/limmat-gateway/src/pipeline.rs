@@ -19,14 +19,14 @@
 use crate::address::Address;
 use crate::backend::Report;
 use crate::beacon::{Decoded, Frame, Source, Telemetry, decode};
+use crate::clock::WallClock;
 use crate::config::GatewayConfig;
 use crate::events::{BeaconState, Draft, EventMeta, Raw, millis};
 use crate::presence::{self, Event, Presence, Present, Sighting};
 use crate::store::accept::AcceptBatch;
+use crate::store::blocking;
 use crate::store::records::PresenceRecord;
 use crate::store::{Store, StoreError};
-use crate::webhook::Transport;
-use crate::webhook::scheduler::{self, Clock, blocking};
 use futures::{Stream, StreamExt};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
@@ -75,12 +75,13 @@ struct Shared {
     view: RwLock<View>,
     wake: Arc<Notify>,
     settings: Settings,
-    clock: Clock,
+    clock: WallClock,
     shutdown: CancellationToken,
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
 }
 
-/// The Beacon API's engine: the pipeline and the scheduler, running; cheap to clone.
+/// The Beacon API's engine: the pipeline running, and the tasks composed with it (the webhook
+/// scheduler, which `server` starts); cheap to clone.
 #[derive(Clone)]
 pub struct Beacons {
     shared: Arc<Shared>,
@@ -93,15 +94,14 @@ impl std::fmt::Debug for Beacons {
 }
 
 impl Beacons {
-    /// Reload the presence table, then start the pipeline over `reports` and the webhook
-    /// scheduler over `transport`. `links_base` (no trailing slash) is the base of `self`
-    /// links inside events: `api.public_base_url`, or `http://<listen address>`. Both tasks
-    /// stop when `shutdown` is cancelled; [`Beacons::stopped`] waits for them.
+    /// Reload the presence table, then start the pipeline over `reports`. `links_base` (no
+    /// trailing slash) is the base of `self` links inside events: `api.public_base_url`, or
+    /// `http://<listen address>`. The pipeline stops when `shutdown` is cancelled;
+    /// [`Beacons::stopped`] waits for it and for every task given to [`Beacons::track`].
     pub fn start<S>(
         config: &GatewayConfig,
         store: Store,
         reports: S,
-        transport: Arc<dyn Transport>,
         links_base: String,
         shutdown: CancellationToken,
     ) -> Result<Beacons, StoreError>
@@ -109,7 +109,7 @@ impl Beacons {
         S: Stream<Item = Arc<Report>> + Send + 'static,
     {
         let presence_config = presence_config(config);
-        let clock = Clock::new();
+        let clock = WallClock::new();
         let (live, _) = broadcast::channel(LIVE_CAPACITY);
         let shared = Arc::new(Shared {
             store: store.clone(),
@@ -128,17 +128,24 @@ impl Beacons {
         let mut pipeline = Pipeline::new(presence_config, shared.clone());
         pipeline.restore(store.presence()?);
         let beacons = Beacons { shared };
-        let scheduler = tokio::spawn(scheduler::run(
-            store,
-            transport,
-            scheduler::Settings::from_config(&config.webhooks),
-            beacons.shared.wake.clone(),
-            clock,
-            shutdown.clone(),
-        ));
         let pipeline = tokio::spawn(pipeline.run(reports.boxed(), shutdown));
-        beacons.tasks().extend([scheduler, pipeline]);
+        beacons.track(pipeline);
         Ok(beacons)
+    }
+
+    /// Lets [`Beacons::stopped`] wait for `task` too.
+    pub fn track(&self, task: JoinHandle<()>) {
+        self.tasks().push(task);
+    }
+
+    /// Notified whenever queues or subscriptions change: what wakes the scheduler.
+    pub fn wake(&self) -> Arc<Notify> {
+        self.shared.wake.clone()
+    }
+
+    /// The clock of events and deliveries.
+    pub fn clock(&self) -> WallClock {
+        self.shared.clock
     }
 
     pub fn store(&self) -> &Store {

@@ -21,6 +21,7 @@
 
 pub mod accept;
 pub mod delivery;
+pub use delivery::{AttemptState, Decision};
 pub(crate) mod queue;
 pub mod records;
 pub mod subscriptions;
@@ -100,9 +101,6 @@ pub struct Options {
     pub max_subscriptions: usize,
     pub coalesce_threshold: u64,
     pub max_backlog: u64,
-    pub max_attempts: u32,
-    pub max_age_ms: u64,
-    pub disable_after_ms: u64,
     pub dead_letter_max: u64,
     pub dead_letter_retention_ms: u64,
     pub log_retention_ms: u64,
@@ -120,9 +118,6 @@ impl Options {
             max_subscriptions: w.max_subscriptions,
             coalesce_threshold: w.coalesce_threshold as u64,
             max_backlog: w.max_backlog as u64,
-            max_attempts: w.max_attempts,
-            max_age_ms: ms(w.max_age),
-            disable_after_ms: ms(w.disable_after),
             dead_letter_max: w.dead_letter_max as u64,
             dead_letter_retention_ms: ms(w.dead_letter_retention),
             log_retention_ms: ms(config.beacons.log_retention),
@@ -443,4 +438,16 @@ fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
     }
     #[cfg(not(unix))]
     options.open(path)
+}
+
+/// Runs a store operation on a blocking thread, as every async caller must (redb commits
+/// fsync).
+pub async fn blocking<T: Send + 'static>(
+    store: &Store,
+    f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || f(&store))
+        .await
+        .unwrap_or_else(|e| Err(StoreError::Write(e.to_string())))
 }

@@ -10,6 +10,7 @@
 
 pub mod backoff;
 pub mod client;
+pub mod policy;
 pub mod receiver;
 pub mod scheduler;
 pub mod sign;

@@ -232,7 +232,7 @@ impl Engine {
         let reports =
             futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) });
         let shutdown = CancellationToken::new();
-        let beacons = Beacons::start(
+        let beacons = limmat_gateway::server::start_beacons(
             config,
             store,
             reports,
