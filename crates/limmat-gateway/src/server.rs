@@ -4,8 +4,8 @@
 //! and on every connection the relay hands the agent, with no extra local hop. `/metrics` is
 //! added on the local listener only, so the relay never exposes it.
 //!
-//! Shutdown: the token stops the listener (in-flight requests finish, for at most
-//! `SHUTDOWN_GRACE`), the agent (waiting relay
+//! Shutdown: the token ends every event stream and stops the listener (in-flight requests
+//! finish), the agent (waiting relay
 //! connections close), the scan, the pipeline (its last batch is committed) and the scheduler
 //! (an attempt in flight is abandoned and retried after restart, as §5.3 allows); [`Gateway::wait`]
 //! returns when every task has ended.
@@ -30,9 +30,6 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-
-/// How long requests still open at shutdown may go on (the local listener).
-const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How to start a gateway.
 pub struct Options {
@@ -96,6 +93,7 @@ impl Gateway {
         )
         .map_err(|e| store_error(&config, e))?;
         let router = api_router(&config, ble, beacons.clone(), relay_status.clone());
+        let router = end_streams_on(router, shutdown.clone());
 
         let tasks = TaskTracker::new();
         serve_local(
@@ -223,8 +221,33 @@ fn api_router(
     api::router(settings, parts)
 }
 
-/// Serves `router` on the local listener until `shutdown`, then lets open requests finish
-/// for at most `SHUTDOWN_GRACE`.
+/// Ends every Server-Sent Events response (scan, connection, notification and beacon
+/// streams, local or relayed) when `shutdown` fires, so a graceful stop never waits on a
+/// stream that would run for ever.
+fn end_streams_on(router: Router, shutdown: CancellationToken) -> Router {
+    router.layer(axum::middleware::map_response(move |response: Response| {
+        let shutdown = shutdown.clone();
+        async move { end_stream_on(response, shutdown) }
+    }))
+}
+
+fn end_stream_on(response: Response, shutdown: CancellationToken) -> Response {
+    let is_stream = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    if !is_stream {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let events = body
+        .into_data_stream()
+        .take_until(shutdown.cancelled_owned());
+    Response::from_parts(parts, axum::body::Body::from_stream(events))
+}
+
+/// Serves `router` on the local listener until `shutdown`; requests in flight finish (every
+/// stream ends at shutdown, see [`end_streams_on`]).
 fn serve_local(
     tasks: &TaskTracker,
     listener: TcpListener,
@@ -232,27 +255,13 @@ fn serve_local(
     shutdown: CancellationToken,
 ) {
     tasks.spawn(async move {
-        let graceful = shutdown.clone();
         let served = axum::serve(
             listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
         )
-        .with_graceful_shutdown(async move { graceful.cancelled().await });
-        // Graceful shutdown waits for every open connection, and a stream that does not
-        // watch the token (a scan or notification stream) would hold it up for ever.
-        let grace = async {
-            shutdown.cancelled().await;
-            tokio::time::sleep(SHUTDOWN_GRACE).await;
-        };
-        tokio::select! {
-            served = std::future::IntoFuture::into_future(served) => {
-                if let Err(e) = served {
-                    tracing::error!(error = %e, "the local listener failed");
-                }
-            }
-            () = grace => {
-                tracing::info!("requests still open after the shutdown grace period are dropped");
-            }
+        .with_graceful_shutdown(async move { shutdown.cancelled().await });
+        if let Err(e) = served.await {
+            tracing::error!(error = %e, "the local listener failed");
         }
     });
 }
@@ -312,7 +321,8 @@ fn with_metrics(router: Router, prometheus: Option<PrometheusHandle>) -> Router 
     )
 }
 
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
 
 async fn backend(config: &GatewayConfig) -> Result<Arc<dyn Backend>, StartError> {
     match config.backend.kind {

@@ -230,8 +230,9 @@ impl Store {
         self.inner.writable.load(Ordering::Relaxed)
     }
 
-    /// Fault injection for tests: while set, every write transaction is aborted and fails,
-    /// as a full disk would make it.
+    /// Fault injection for tests (cargo feature `test-util`): while set, every write
+    /// transaction is aborted and fails, as a full disk would make it.
+    #[cfg(feature = "test-util")]
     pub fn set_fail_writes(&self, fail: bool) {
         self.inner.fail_writes.store(fail, Ordering::Relaxed);
     }
@@ -261,12 +262,14 @@ impl Store {
 
     /// Commit, unless writes are being failed on purpose; record whether writes work.
     pub(crate) fn commit(&self, txn: redb::WriteTransaction) -> Result<(), StoreError> {
-        let result = if self.inner.fail_writes.load(Ordering::Relaxed) {
-            let _ = txn.abort();
-            Err(StoreError::Injected)
-        } else {
-            txn.commit().map_err(StoreError::from)
-        };
+        // Without `test-util` the fault injector cannot be set, and the check compiles away.
+        let result =
+            if cfg!(feature = "test-util") && self.inner.fail_writes.load(Ordering::Relaxed) {
+                let _ = txn.abort();
+                Err(StoreError::Injected)
+            } else {
+                txn.commit().map_err(StoreError::from)
+            };
         self.inner.writable.store(result.is_ok(), Ordering::Relaxed);
         if result.is_ok() {
             self.touched();

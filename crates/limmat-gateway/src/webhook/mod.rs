@@ -11,6 +11,7 @@
 pub mod backoff;
 pub mod client;
 pub mod policy;
+#[cfg(feature = "receiver")]
 pub mod receiver;
 pub mod scheduler;
 pub mod sign;
