@@ -41,9 +41,7 @@ pub struct DemoArgs {
 }
 
 pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
-    if let Some(handle) = limmat_gateway::metrics::install() {
-        limmat_relay::share_recorder(handle);
-    }
+    let prometheus = crate::metrics::install();
     let state = tempdir().context("cannot create the demo's state directory")?;
 
     let relay_config = RelayConfig {
@@ -90,15 +88,9 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
     config.presence.leave_after =
         std::time::Duration::try_from_secs_f64((10.0 / args.time_scale).clamp(0.05, 30.0))
             .unwrap_or(std::time::Duration::from_secs(30));
-    let gateway = Gateway::start(
-        Options {
-            config,
-            prometheus: None,
-        },
-        shutdown.clone(),
-    )
-    .await
-    .context("the demo gateway cannot start")?;
+    let gateway = Gateway::start(Options { config, prometheus }, shutdown.clone())
+        .await
+        .context("the demo gateway cannot start")?;
 
     let base = format!("http://{relay_addr}/{DOMAIN}");
     let hook = receiver.url("/hook");

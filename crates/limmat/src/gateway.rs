@@ -147,7 +147,7 @@ pub async fn run(args: GatewayArgs, shutdown: CancellationToken) -> anyhow::Resu
     }
     let options = Options {
         config,
-        prometheus: None,
+        prometheus: crate::metrics::install(),
     };
     let gateway = Gateway::start(options, shutdown)
         .await

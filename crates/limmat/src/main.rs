@@ -9,6 +9,7 @@ mod demo;
 mod gateway;
 mod key;
 mod logging;
+mod metrics;
 mod relay;
 mod settings;
 mod tunnel;

@@ -87,6 +87,9 @@ pub async fn run(mut args: RelayArgs, shutdown: CancellationToken) -> anyhow::Re
         crate::key::print_out(format_args!("configuration OK"))?;
         return Ok(());
     }
+    if config.admin.is_some() {
+        crate::metrics::install();
+    }
     let relay = Relay::bind(config)
         .await
         .context("the relay cannot start")?;
