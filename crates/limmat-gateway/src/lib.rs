@@ -33,7 +33,7 @@ pub mod api;
 pub mod backend;
 pub mod beacon;
 pub mod ble;
-pub mod clock;
+pub(crate) mod clock;
 pub mod config;
 pub mod events;
 pub mod hex;

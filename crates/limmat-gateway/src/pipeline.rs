@@ -61,7 +61,7 @@ struct View {
 
 /// What the API needs of the subscription settings.
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub struct SubscriptionSettings {
     pub gateway: String,
     /// `webhooks.allow_networks`, for the registration SSRF check.
     pub allow_networks: Vec<String>,
@@ -74,7 +74,7 @@ struct Shared {
     live: broadcast::Sender<Arc<LiveEvent>>,
     view: RwLock<View>,
     wake: Arc<Notify>,
-    settings: Settings,
+    settings: SubscriptionSettings,
     clock: WallClock,
     shutdown: CancellationToken,
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
@@ -116,7 +116,7 @@ impl Beacons {
             live,
             view: RwLock::new(View::default()),
             wake: Arc::new(Notify::new()),
-            settings: Settings {
+            settings: SubscriptionSettings {
                 gateway: config.gateway.name.clone(),
                 allow_networks: config.webhooks.allow_networks.clone(),
                 links_base: links_base.trim_end_matches('/').to_string(),
@@ -152,7 +152,7 @@ impl Beacons {
         &self.shared.store
     }
 
-    pub fn settings(&self) -> &Settings {
+    pub fn settings(&self) -> &SubscriptionSettings {
         &self.shared.settings
     }
 

@@ -149,7 +149,7 @@ where
     let scheduler = tokio::spawn(scheduler::run(
         store,
         transport,
-        scheduler::Settings::from_config(&config.webhooks),
+        scheduler::SchedulerSettings::from_config(&config.webhooks),
         beacons.wake(),
         beacons.clock(),
         shutdown,

@@ -6,6 +6,7 @@
 use super::Outcome;
 use super::backoff;
 use crate::store::{AttemptState, Decision};
+use std::time::Duration;
 
 /// The rules' settings (`webhooks.*`).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -61,11 +62,9 @@ pub fn after_attempt(
         } => {
             let failures = state.consecutive_failures.saturating_add(1);
             let failing_since = state.failing_since_ms.unwrap_or(now_ms);
-            let mut delay = policy.delay_ms(failures, state.jitter);
-            if let Some(ra) = retry_after {
-                let ra = (*ra).min(backoff::RETRY_AFTER_CAP);
-                delay = delay.max(u64::try_from(ra.as_millis()).unwrap_or(u64::MAX));
-            }
+            let backoff = Duration::from_millis(policy.delay_ms(failures, state.jitter));
+            let delay = backoff::next_delay(backoff, *retry_after);
+            let delay = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
             let attempts = state.attempts.saturating_add(1);
             let too_old = now_ms.saturating_sub(state.created_ms) > policy.max_age_ms;
             Decision::Failed {
@@ -83,7 +82,6 @@ pub fn after_attempt(
 mod tests {
     use super::*;
     use crate::webhook::FailureKind;
-    use std::time::Duration;
 
     const POLICY: Policy = Policy {
         base_s: 5.0,

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 /// The scheduler's settings.
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub struct SchedulerSettings {
     pub max_in_flight: usize,
     /// What happens after an attempt.
     pub policy: Policy,
@@ -38,9 +38,9 @@ pub struct Settings {
     pub housekeeping: Duration,
 }
 
-impl Settings {
-    pub fn from_config(w: &WebhooksSection) -> Settings {
-        Settings {
+impl SchedulerSettings {
+    pub fn from_config(w: &WebhooksSection) -> SchedulerSettings {
+        SchedulerSettings {
             max_in_flight: w.max_in_flight.max(1),
             policy: Policy::from_config(w),
             attempt_limit: w.connect_timeout + w.timeout + Duration::from_secs(5),
@@ -55,7 +55,7 @@ impl Settings {
 pub async fn run(
     store: Store,
     transport: Arc<dyn Transport>,
-    settings: Settings,
+    settings: SchedulerSettings,
     wake: Arc<Notify>,
     clock: WallClock,
     shutdown: CancellationToken,

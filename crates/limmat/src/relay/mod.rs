@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use limmat_relay::auth::{AuthMode, Authenticator, resolve_mode};
 use limmat_relay::{Relay, RelayConfig};
-use settings::{FileOnly, Settings};
+use settings::{FileOnly, RelaySettings};
 use std::path::PathBuf;
 use tokio_util::sync::CancellationToken;
 
@@ -28,7 +28,7 @@ pub struct RelayArgs {
     #[arg(long)]
     check_config: bool,
     #[command(flatten)]
-    settings: Settings,
+    settings: RelaySettings,
 }
 
 /// Names the configuration file when `--config` is not given.
@@ -44,7 +44,7 @@ impl RelayArgs {
     /// Flags over `LIMMAT_…` variables over the file over the defaults. Every source is read
     /// and checked, even where a higher one overrides it, so a typo never lies in wait.
     fn into_config(self) -> anyhow::Result<RelayConfig> {
-        let env = crate::settings::from_env::<Settings>()?;
+        let env = crate::settings::from_env::<RelaySettings>()?;
         let path = match self.config {
             Some(path) => Some(path),
             None => match std::env::var_os(CONFIG_ENV) {
@@ -54,7 +54,7 @@ impl RelayArgs {
         };
         let (file, file_only) = match path {
             Some(path) => settings::from_file(&path)?,
-            None => (Settings::default(), FileOnly::default()),
+            None => (RelaySettings::default(), FileOnly::default()),
         };
         settings::merge(settings::merge(self.settings, env), file).into_config(file_only)
     }

@@ -20,7 +20,7 @@ settings::settings! {
     /// fill one of these, and [`merge`] lays them over each other before the defaults apply. The
     /// defaults are therefore written in the help text rather than given to clap, which would
     /// make a default flag override the file.
-    pub struct Settings => RelayConfig {
+    pub struct RelaySettings => RelayConfig {
         /// Address to listen on for devices and clients (repeatable); `tls:ADDR` for TLS.
         /// [default: 127.0.0.1:8080]
         #[arg(value_name = "ADDR")]
@@ -171,7 +171,7 @@ pub struct FileOnly {
 
 /// `upper` over `lower`, setting by setting. Certificates and keys go together, since they
 /// pair by position.
-pub fn merge(upper: Settings, mut lower: Settings) -> Settings {
+pub fn merge(upper: RelaySettings, mut lower: RelaySettings) -> RelaySettings {
     if upper.cert.is_some() || upper.key.is_some() {
         lower.cert = None;
         lower.key = None;
@@ -179,7 +179,7 @@ pub fn merge(upper: Settings, mut lower: Settings) -> Settings {
     upper.or(lower)
 }
 
-impl Settings {
+impl RelaySettings {
     /// The merged settings and the file's own keys over the defaults.
     pub fn into_config(mut self, file: FileOnly) -> anyhow::Result<RelayConfig> {
         let cert = self.cert.take().unwrap_or_default();
@@ -277,7 +277,7 @@ fn rules(
 }
 
 /// Reads a configuration file: every key must be a setting.
-pub fn from_file(file: &Path) -> anyhow::Result<(Settings, FileOnly)> {
+pub fn from_file(file: &Path) -> anyhow::Result<(RelaySettings, FileOnly)> {
     let entries = settings::read_file(file)?;
     from_entries(entries).map_err(|e| anyhow!("{}: {e}", file.display()))
 }
@@ -331,8 +331,8 @@ impl RuleTable {
 }
 
 /// A file's keys to settings; errors name the key, its value and what was expected.
-fn from_entries(entries: Vec<Entry>) -> Result<(Settings, FileOnly), String> {
-    let mut settings = Settings::default();
+fn from_entries(entries: Vec<Entry>) -> Result<(RelaySettings, FileOnly), String> {
+    let mut settings = RelaySettings::default();
     let mut file = FileOnly::default();
     let mut certs: Option<Vec<CertTable>> = None;
     for entry in entries {
@@ -383,7 +383,7 @@ mod tests {
     use super::*;
     use crate::settings::Raw;
 
-    fn parse(source: &str) -> Result<(Settings, FileOnly), String> {
+    fn parse(source: &str) -> Result<(RelaySettings, FileOnly), String> {
         from_entries(settings::entries(source)?)
     }
 
@@ -488,7 +488,7 @@ mod tests {
             "{e}"
         );
         // In a variable, port lists continue the rule before them.
-        let mut s = Settings::default();
+        let mut s = RelaySettings::default();
         let value = "10.0.0.0/8:443,8883,1000-2000, *.example.com,127.0.0.1/32";
         s.set("egress_allow", Raw::Env(value.into())).unwrap();
         let rules: Vec<String> = s
@@ -509,7 +509,7 @@ mod tests {
 
     #[test]
     fn env_lists_are_comma_separated() {
-        let mut s = Settings::default();
+        let mut s = RelaySettings::default();
         s.set("listen", Raw::Env("127.0.0.1:1, tls:[::1]:2".into()))
             .unwrap();
         assert_eq!(
@@ -520,17 +520,17 @@ mod tests {
 
     #[test]
     fn the_layers_merge_and_fill_the_defaults() {
-        let mut file = Settings::default();
+        let mut file = RelaySettings::default();
         file.set("max_head", Raw::Scalar("1KiB".into())).unwrap();
         file.set("cert", Raw::List(vec!["f.pem".into()])).unwrap();
         file.set("key", Raw::List(vec!["f.key".into()])).unwrap();
-        let mut flags = Settings::default();
+        let mut flags = RelaySettings::default();
         flags.set("cert", Raw::List(vec!["a.pem".into()])).unwrap();
         let merged = merge(flags, file);
         // The flag's certificate does not pair with the file's key.
         let e = merged.into_config(FileOnly::default()).unwrap_err();
         assert!(e.to_string().contains("1 --cert but 0 --key"), "{e}");
-        let config = Settings::default()
+        let config = RelaySettings::default()
             .into_config(FileOnly::default())
             .unwrap();
         assert_eq!(config.listen, [Listen::plain(DEFAULT_LISTEN.into())]);
