@@ -46,9 +46,11 @@ const LIVE_CAPACITY: usize = 4096;
 /// An accepted event as published to the live stream.
 #[derive(Debug, Clone)]
 pub struct LiveEvent {
+    /// The event's position in the log.
     pub sequence: u64,
     /// The event's compact JSON (exactly as logged).
     pub json: Arc<str>,
+    /// What filters match on.
     pub meta: EventMeta,
 }
 
@@ -62,6 +64,7 @@ struct View {
 /// What the API needs of the subscription settings.
 #[derive(Debug, Clone)]
 pub struct SubscriptionSettings {
+    /// `gateway.name`.
     pub gateway: String,
     /// `webhooks.allow_networks`, for the registration SSRF check.
     pub allow_networks: Vec<String>,
@@ -148,10 +151,12 @@ impl Beacons {
         self.shared.clock
     }
 
+    /// The state database.
     pub fn store(&self) -> &Store {
         &self.shared.store
     }
 
+    /// The settings subscriptions are checked and written with.
     pub fn settings(&self) -> &SubscriptionSettings {
         &self.shared.settings
     }
@@ -427,7 +432,7 @@ impl Pipeline {
         for event in events {
             let draft = match event {
                 Event::Entered { key, beacon } => {
-                    let ms = cause.map_or(self.wall_ms(beacon.last_seen), |(_, ms)| ms);
+                    let ms = cause.map_or_else(|| self.wall_ms(beacon.last_seen), |(_, ms)| ms);
                     let wall = Wall {
                         first_seen_ms: ms,
                         last_seen_ms: ms,
@@ -445,7 +450,7 @@ impl Pipeline {
                     beacon,
                     window,
                 } => {
-                    let ms = cause.map_or(self.wall_ms(beacon.last_seen), |(_, ms)| ms);
+                    let ms = cause.map_or_else(|| self.wall_ms(beacon.last_seen), |(_, ms)| ms);
                     let fallback = self.fallback_wall(&beacon);
                     let wall = self.walls.entry(key.clone()).or_insert(fallback);
                     wall.last_seen_ms = wall.last_seen_ms.max(ms);
@@ -472,7 +477,7 @@ impl Pipeline {
                     keys,
                     telemetry,
                 } => {
-                    let ms = cause.map_or(self.wall_ms(sighting.at), |(_, ms)| ms);
+                    let ms = cause.map_or_else(|| self.wall_ms(sighting.at), |(_, ms)| ms);
                     Draft::telemetry(
                         sighting.address,
                         sighting.address_type,

@@ -33,6 +33,7 @@ use tokio_util::task::TaskTracker;
 
 /// How to start a gateway.
 pub struct Options {
+    /// Every setting, checked (`GatewayConfig::validate`).
     pub config: GatewayConfig,
     /// The recorder to render on `/metrics`; `None` installs the gateway's own.
     pub prometheus: Option<PrometheusHandle>,
@@ -40,17 +41,24 @@ pub struct Options {
 
 /// Why a gateway could not start; each names what to fix.
 #[derive(Debug, thiserror::Error)]
+#[allow(missing_docs)] // The fields are named by the messages.
 pub enum StartError {
+    /// `api.listen` is not an address.
     #[error("api.listen = {0}: not an address such as 127.0.0.1:8000")]
     ListenAddr(String),
+    /// The local listener cannot be bound.
     #[error("cannot listen on {addr}: {error}")]
     Listen { addr: String, error: std::io::Error },
+    /// The backend (`sim` or `bluez`) did not start.
     #[error("the {0} backend cannot start: {1}")]
     Backend(&'static str, String),
+    /// The state database cannot be opened (or is locked by another gateway).
     #[error("the state database in {dir}: {error}")]
     Store { dir: String, error: String },
+    /// A `[webhooks]` setting the transport refuses.
     #[error("webhooks: {0}")]
     Webhooks(String),
+    /// A `[relay]` setting the agent refuses.
     #[error("relay: {0}")]
     Relay(String),
 }
