@@ -311,8 +311,10 @@ macro_rules! settings {
         #[derive(clap::Args, Debug, Default)]
         pub struct $Settings {
             $(
-                $(#[$attr])*
+                // The entry's own attributes come last, so `#[arg(long = "…")]` renames the
+                // flag.
                 #[arg(long, value_parser = $parser)]
+                $(#[$attr])*
                 pub $name: Option<$ty>,
             )*
         }
@@ -379,6 +381,58 @@ mod tests {
     fn env_lists_refuse_nothing() {
         assert!(split_env(" , ").is_err());
         assert_eq!(split_env("a, b,").unwrap(), ["a", "b"]);
+    }
+
+    settings! {
+        /// A table as a command writes one.
+        pub struct Example => Vec<String> {
+            /// A setting of the `[cluster]` table with a flag of its own name.
+            #[arg(long = "node-id", value_name = "ID")]
+            cluster_node_id: String = one(text) => |c, v| c.push(v);
+            /// A repeatable one.
+            #[arg(value_name = "ADDR")]
+            cluster_seed: Vec<String> = many(text) => |c, v| c.extend(v);
+        }
+    }
+
+    #[test]
+    fn a_table_gives_flags_names_and_the_merge() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            settings: Example,
+        }
+        let cli = Cli::try_parse_from([
+            "x",
+            "--node-id",
+            "n1",
+            "--cluster-seed",
+            "a",
+            "--cluster-seed",
+            "b",
+        ])
+        .unwrap();
+        assert_eq!(cli.settings.cluster_node_id.as_deref(), Some("n1"));
+        assert!(Cli::try_parse_from(["x", "--cluster-node-id", "n1"]).is_err());
+        let mut file = Example::default();
+        for entry in entries("[cluster]\nnode_id = \"f\"\nseed = [\"c\"]\n").unwrap() {
+            set_entry(&mut file, &entry, &[]).unwrap();
+        }
+        let mut config = Vec::new();
+        cli.settings.or(file).apply(&mut config);
+        assert_eq!(config, ["n1", "a", "b"]);
+        assert_eq!(Example::NAMES, ["cluster_node_id", "cluster_seed"]);
+        let e = set_entry(
+            &mut Example::default(),
+            &entries("[cluster]\nnode_ip = 1").unwrap()[0],
+            &[],
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("cluster.node_ip") && e.contains("cluster_node_id"),
+            "{e}"
+        );
     }
 
     #[test]
