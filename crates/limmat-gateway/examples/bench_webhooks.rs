@@ -59,7 +59,7 @@ fn parse_args() -> Result<Option<Args>, Error> {
         if flag == "--header" {
             return Ok(None);
         }
-        let value = it.next().ok_or(format!("{flag} needs a value"))?;
+        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--gateway" => args.gateway = value.trim_end_matches('/').to_string(),
             "--label" => args.label = value,

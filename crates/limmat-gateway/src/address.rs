@@ -14,7 +14,9 @@ pub struct Address(pub [u8; 6]);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AddressType {
+    /// An IEEE-assigned public address.
     Public,
+    /// A random address (static or private).
     Random,
 }
 

@@ -2,10 +2,16 @@
 //! names and defaults of the specification. Unknown keys are refused (`deny_unknown_fields`),
 //! and [`GatewayConfig::validate`] checks ranges, so a bad file stops start-up with a message
 //! naming the key. The CLI layers flags and `LIMMAT_…` variables on top of this.
+//!
+//! A setting is one field of its section (with its doc and its default in the section's
+//! `Default`). Durations are written `"5s"`, `"10m"`, `"72h"`; the numeric keys of earlier
+//! versions (`retry_base_s = 5`) are still read, with a deprecation warning, and messages
+//! about them name the key as written ([`DEPRECATED_SECONDS`]).
 
 use crate::backend::sim::SimConfig;
 use serde::Deserialize;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// The whole `gateway.toml`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -113,18 +119,24 @@ pub enum BackendKind {
 #[serde(default, deny_unknown_fields)]
 pub struct PresenceSection {
     pub enter_rssi: Option<i16>,
-    pub update_interval_s: f64,
-    pub leave_after_s: f64,
-    pub telemetry_interval_s: f64,
+    /// A present beacon's `updated` events come at most this often.
+    #[serde(with = "duration")]
+    pub update_interval: Duration,
+    /// A beacon unheard this long has left.
+    #[serde(with = "duration")]
+    pub leave_after: Duration,
+    /// Telemetry events of a beacon come at most this often.
+    #[serde(with = "duration")]
+    pub telemetry_interval: Duration,
 }
 
 impl Default for PresenceSection {
     fn default() -> Self {
         PresenceSection {
             enter_rssi: None,
-            update_interval_s: 10.0,
-            leave_after_s: 30.0,
-            telemetry_interval_s: 60.0,
+            update_interval: Duration::from_secs(10),
+            leave_after: Duration::from_secs(30),
+            telemetry_interval: Duration::from_secs(60),
         }
     }
 }
@@ -134,13 +146,14 @@ impl Default for PresenceSection {
 #[serde(default, deny_unknown_fields)]
 pub struct BeaconsSection {
     /// The event log keeps entries at least this long, for SSE resumption.
-    pub log_retention_s: f64,
+    #[serde(with = "duration")]
+    pub log_retention: Duration,
 }
 
 impl Default for BeaconsSection {
     fn default() -> Self {
         BeaconsSection {
-            log_retention_s: 600.0,
+            log_retention: Duration::from_secs(600),
         }
     }
 }
@@ -149,17 +162,29 @@ impl Default for BeaconsSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WebhooksSection {
-    pub retry_base_s: f64,
+    /// The first retry's nominal delay.
+    #[serde(with = "duration")]
+    pub retry_base: Duration,
     pub retry_factor: f64,
-    pub retry_max_delay_s: f64,
+    /// The longest nominal delay between retries.
+    #[serde(with = "duration")]
+    pub retry_max_delay: Duration,
     pub max_attempts: u32,
-    pub max_age_s: f64,
-    pub disable_after_s: f64,
+    /// A message older than this is a dead letter.
+    #[serde(with = "duration")]
+    pub max_age: Duration,
+    /// A subscription with messages and no success for this long is disabled.
+    #[serde(with = "duration")]
+    pub disable_after: Duration,
     pub max_in_flight: usize,
     pub coalesce_threshold: usize,
     pub max_backlog: usize,
-    pub connect_timeout_s: f64,
-    pub timeout_s: f64,
+    /// DNS, TCP and TLS of one attempt.
+    #[serde(with = "duration")]
+    pub connect_timeout: Duration,
+    /// One attempt's request and response.
+    #[serde(with = "duration")]
+    pub timeout: Duration,
     /// Extra PEM roots for HTTPS receivers.
     pub ca_file: Option<PathBuf>,
     pub max_subscriptions: usize,
@@ -169,30 +194,31 @@ pub struct WebhooksSection {
     pub proxy: Option<String>,
     /// The proxy's bearer key; defaults to the relay secret key.
     pub proxy_key: Option<String>,
-    pub dead_letter_retention_s: f64,
+    #[serde(with = "duration")]
+    pub dead_letter_retention: Duration,
     pub dead_letter_max: usize,
 }
 
 impl Default for WebhooksSection {
     fn default() -> Self {
         WebhooksSection {
-            retry_base_s: 5.0,
+            retry_base: Duration::from_secs(5),
             retry_factor: 4.0,
-            retry_max_delay_s: 8.0 * 3600.0,
+            retry_max_delay: Duration::from_secs(8 * 3600),
             max_attempts: 16,
-            max_age_s: 72.0 * 3600.0,
-            disable_after_s: 5.0 * 86400.0,
+            max_age: Duration::from_secs(72 * 3600),
+            disable_after: Duration::from_secs(5 * 86400),
             max_in_flight: 16,
             coalesce_threshold: 1000,
             max_backlog: 100_000,
-            connect_timeout_s: 10.0,
-            timeout_s: 15.0,
+            connect_timeout: Duration::from_secs(10),
+            timeout: Duration::from_secs(15),
             ca_file: None,
             max_subscriptions: 64,
             allow_networks: Vec::new(),
             proxy: None,
             proxy_key: None,
-            dead_letter_retention_s: 7.0 * 86400.0,
+            dead_letter_retention: Duration::from_secs(7 * 86400),
             dead_letter_max: 10_000,
         }
     }
@@ -225,13 +251,114 @@ pub(crate) fn check(
     }
 }
 
-fn positive(key: &str, v: f64) -> Result<(), ConfigError> {
+fn positive(key: &str, v: Duration) -> Result<(), ConfigError> {
     check(
-        v.is_finite() && v > 0.0,
+        !v.is_zero(),
         key,
-        v,
-        "a positive number of seconds",
+        show(v),
+        "a positive duration such as \"5s\"",
     )
+}
+
+/// A duration as the file writes it: `"5s"`, `"1m 30s"`, `"250ms"`.
+fn show(d: Duration) -> String {
+    format!("\"{}\"", humantime::format_duration(d))
+}
+
+/// `"5s"`-style durations in `gateway.toml`; `"0"` is zero.
+mod duration {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d).map_err(|_| {
+            serde::de::Error::custom("expected a duration such as \"5s\", \"10m\" or \"72h\"")
+        })?;
+        if text.trim() == "0" {
+            return Ok(Duration::ZERO);
+        }
+        humantime::parse_duration(text.trim()).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "{text:?} is not a duration such as \"5s\", \"10m\" or \"72h\" ({e})"
+            ))
+        })
+    }
+
+    #[allow(dead_code)]
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_duration(*d))
+    }
+}
+
+/// The numeric keys of earlier versions, a number of seconds each, and the duration key that
+/// replaces each: `(section, old key, new key)`.
+pub const DEPRECATED_SECONDS: &[(&str, &str, &str)] = &[
+    ("presence", "update_interval_s", "update_interval"),
+    ("presence", "leave_after_s", "leave_after"),
+    ("presence", "telemetry_interval_s", "telemetry_interval"),
+    ("beacons", "log_retention_s", "log_retention"),
+    ("webhooks", "retry_base_s", "retry_base"),
+    ("webhooks", "retry_max_delay_s", "retry_max_delay"),
+    ("webhooks", "max_age_s", "max_age"),
+    ("webhooks", "disable_after_s", "disable_after"),
+    ("webhooks", "connect_timeout_s", "connect_timeout"),
+    ("webhooks", "timeout_s", "timeout"),
+    (
+        "webhooks",
+        "dead_letter_retention_s",
+        "dead_letter_retention",
+    ),
+];
+
+/// A deprecated key that a file used: `webhooks.timeout_s = 0.5` now read as
+/// `webhooks.timeout = "500ms"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deprecated {
+    /// `webhooks.timeout_s`.
+    pub old: String,
+    /// `webhooks.timeout`.
+    pub new: String,
+    /// The value as written.
+    pub value: String,
+    /// The same as a duration: `"500ms"`.
+    pub duration: String,
+}
+
+/// Rewrites the deprecated numeric keys of `table` to their duration keys.
+fn migrate(table: &mut toml::Table) -> Result<Vec<Deprecated>, String> {
+    let mut used = Vec::new();
+    for (section, old, new) in DEPRECATED_SECONDS {
+        let Some(toml::Value::Table(t)) = table.get_mut(*section) else {
+            continue;
+        };
+        let Some(value) = t.remove(*old) else {
+            continue;
+        };
+        let key = format!("{section}.{old}");
+        if t.contains_key(*new) {
+            return Err(format!(
+                "{key} and {section}.{new} are the same setting: give {section}.{new}"
+            ));
+        }
+        let seconds = match value {
+            toml::Value::Integer(n) => n as f64,
+            toml::Value::Float(f) => f,
+            other => return Err(format!("{key} = {other}: expected a number of seconds")),
+        };
+        let d = Duration::try_from_secs_f64(seconds)
+            .map_err(|_| format!("{key} = {value}: expected a number of seconds ≥ 0"))?;
+        t.insert(
+            (*new).to_owned(),
+            toml::Value::String(humantime::format_duration(d).to_string()),
+        );
+        used.push(Deprecated {
+            old: key,
+            new: format!("{section}.{new}"),
+            value: value.to_string(),
+            duration: show(d),
+        });
+    }
+    Ok(used)
 }
 
 /// The first path segments the API reserves (§1.2): a relay domain may not be one of them.
@@ -247,9 +374,35 @@ pub const RESERVED_SEGMENTS: [&str; 6] = [
 impl GatewayConfig {
     /// Parse `gateway.toml` text; unknown keys and wrong types name the key.
     pub fn from_toml(text: &str) -> Result<GatewayConfig, String> {
-        let config: GatewayConfig = toml::from_str(text).map_err(|e| e.to_string())?;
-        config.validate().map_err(|e| e.to_string())?;
+        let (config, deprecated) = GatewayConfig::parse(text)?;
+        for d in &deprecated {
+            tracing::warn!(
+                "gateway.toml: {} = {} is deprecated; write {} = {} instead",
+                d.old,
+                d.value,
+                d.new,
+                d.duration
+            );
+        }
         Ok(config)
+    }
+
+    /// Parse and check `gateway.toml` text, returning the deprecated keys it used. A range
+    /// error about such a key names it as written.
+    pub fn parse(text: &str) -> Result<(GatewayConfig, Vec<Deprecated>), String> {
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+        let deprecated = migrate(&mut table)?;
+        let config: GatewayConfig = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| e.to_string())?;
+        if let Err(mut e) = config.validate() {
+            if let Some(d) = deprecated.iter().find(|d| d.new == e.key) {
+                e.key.clone_from(&d.old);
+                e.value.clone_from(&d.value);
+            }
+            return Err(e.to_string());
+        }
+        Ok((config, deprecated))
     }
 
     /// Range checks the types cannot express.
@@ -269,10 +422,10 @@ impl GatewayConfig {
                 "-127 to 20 dBm",
             )?;
         }
-        positive("presence.update_interval_s", p.update_interval_s)?;
-        positive("presence.leave_after_s", p.leave_after_s)?;
-        positive("presence.telemetry_interval_s", p.telemetry_interval_s)?;
-        positive("beacons.log_retention_s", self.beacons.log_retention_s)?;
+        positive("presence.update_interval", p.update_interval)?;
+        positive("presence.leave_after", p.leave_after)?;
+        positive("presence.telemetry_interval", p.telemetry_interval)?;
+        positive("beacons.log_retention", self.beacons.log_retention)?;
         let r = &self.relay;
         check(r.pool >= 1, "relay.pool", r.pool, "at least 1")?;
         check(
@@ -292,22 +445,22 @@ impl GatewayConfig {
             )?;
         }
         let w = &self.webhooks;
-        positive("webhooks.retry_base_s", w.retry_base_s)?;
+        positive("webhooks.retry_base", w.retry_base)?;
         check(
             w.retry_factor.is_finite() && w.retry_factor >= 1.0,
             "webhooks.retry_factor",
             w.retry_factor,
             "a number ≥ 1",
         )?;
-        positive("webhooks.retry_max_delay_s", w.retry_max_delay_s)?;
+        positive("webhooks.retry_max_delay", w.retry_max_delay)?;
         check(
             w.max_attempts >= 1,
             "webhooks.max_attempts",
             w.max_attempts,
             "at least 1",
         )?;
-        positive("webhooks.max_age_s", w.max_age_s)?;
-        positive("webhooks.disable_after_s", w.disable_after_s)?;
+        positive("webhooks.max_age", w.max_age)?;
+        positive("webhooks.disable_after", w.disable_after)?;
         check(
             w.max_in_flight >= 1,
             "webhooks.max_in_flight",
@@ -320,16 +473,17 @@ impl GatewayConfig {
             w.max_backlog,
             "at least 1",
         )?;
+        let attempt = Duration::from_secs(1)..=Duration::from_secs(60);
         check(
-            (1.0..=60.0).contains(&w.connect_timeout_s),
-            "webhooks.connect_timeout_s",
-            w.connect_timeout_s,
+            attempt.contains(&w.connect_timeout),
+            "webhooks.connect_timeout",
+            show(w.connect_timeout),
             "1 to 60 seconds",
         )?;
         check(
-            (1.0..=60.0).contains(&w.timeout_s),
-            "webhooks.timeout_s",
-            w.timeout_s,
+            attempt.contains(&w.timeout),
+            "webhooks.timeout",
+            show(w.timeout),
             "1 to 60 seconds",
         )?;
         check(
@@ -338,10 +492,7 @@ impl GatewayConfig {
             w.max_subscriptions,
             "1 to 10000",
         )?;
-        positive(
-            "webhooks.dead_letter_retention_s",
-            w.dead_letter_retention_s,
-        )?;
+        positive("webhooks.dead_letter_retention", w.dead_letter_retention)?;
         check(
             w.dead_letter_max >= 1,
             "webhooks.dead_letter_max",
@@ -364,7 +515,33 @@ mod tests {
         assert_eq!(c.relay.max_connections, 32);
         assert_eq!(c.webhooks.max_attempts, 16);
         assert_eq!(c.webhooks.max_subscriptions, 64);
-        assert_eq!(c.presence.leave_after_s, 30.0);
+        assert_eq!(c.presence.leave_after, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn durations_and_the_deprecated_numeric_keys() {
+        let (c, deprecated) =
+            GatewayConfig::parse("[webhooks]\nretry_base = \"250ms\"\nmax_age = \"72h\"\n")
+                .unwrap();
+        assert_eq!(c.webhooks.retry_base, Duration::from_millis(250));
+        assert_eq!(c.webhooks.max_age, Duration::from_secs(72 * 3600));
+        assert!(deprecated.is_empty());
+        let (c, deprecated) =
+            GatewayConfig::parse("[presence]\nleave_after_s = 0.6\n[webhooks]\ntimeout_s = 2\n")
+                .unwrap();
+        assert_eq!(c.presence.leave_after, Duration::from_millis(600));
+        assert_eq!(c.webhooks.timeout, Duration::from_secs(2));
+        let old: Vec<&str> = deprecated.iter().map(|d| d.old.as_str()).collect();
+        assert_eq!(old, ["presence.leave_after_s", "webhooks.timeout_s"]);
+        let e = GatewayConfig::from_toml("[webhooks]\ntimeout = \"500ms\"\n").unwrap_err();
+        assert!(e.starts_with("webhooks.timeout = \"500ms\": "), "{e}");
+        let e = GatewayConfig::from_toml("[webhooks]\ntimeout_s = -1\n").unwrap_err();
+        assert!(e.contains("webhooks.timeout_s = -1"), "{e}");
+        let e = GatewayConfig::from_toml("[webhooks]\ntimeout = 5\n").unwrap_err();
+        assert!(e.contains("\"5s\""), "{e}");
+        let e =
+            GatewayConfig::from_toml("[webhooks]\ntimeout = \"5s\"\ntimeout_s = 5\n").unwrap_err();
+        assert!(e.contains("same setting"), "{e}");
     }
 
     #[test]

@@ -28,20 +28,34 @@
 // error paths only, so boxing it would buy nothing but noise.
 #![allow(clippy::result_large_err)]
 
+// `missing_docs` is on (workspace lints). The modules marked below still have undocumented
+// public fields and variants (about 400 in all, mostly wire and record types) and allow it
+// until they are documented; every other module, and every new one, is held to it.
 pub mod address;
+#[allow(missing_docs)]
 pub mod api;
+#[allow(missing_docs)]
 pub mod backend;
+#[allow(missing_docs)]
 pub mod beacon;
+#[allow(missing_docs)]
 pub mod ble;
+pub(crate) mod clock;
+#[allow(missing_docs)]
 pub mod config;
+#[allow(missing_docs)]
 pub mod events;
 pub mod hex;
+#[allow(missing_docs)]
 pub mod metrics;
 pub mod pipeline;
+#[allow(missing_docs)]
 pub mod presence;
 pub mod server;
+#[allow(missing_docs)]
 pub mod store;
 pub mod uuid;
+#[allow(missing_docs)]
 pub mod webhook;
 
 pub use address::{Address, AddressType};

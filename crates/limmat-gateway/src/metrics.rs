@@ -25,16 +25,22 @@ use std::time::Duration;
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
+/// The bucket boundaries (seconds) of the gateway's histograms, for a recorder installed by
+/// the program that embeds the gateway.
+pub const HISTOGRAM_SECONDS: [f64; 13] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 300.0, 3600.0,
+];
+
+/// The prefix of every gateway metric.
+pub const PREFIX: &str = "limmat_gateway_";
+
 /// The process-wide recorder, installed on first use; `None` if another recorder was installed
-/// by someone else (then pass its handle in instead).
+/// by someone else (then pass its handle in `server::Options::prometheus` instead).
 pub fn install() -> Option<PrometheusHandle> {
     HANDLE
         .get_or_init(|| {
-            let seconds = [
-                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 300.0, 3600.0,
-            ];
             let recorder = PrometheusBuilder::new()
-                .set_buckets(&seconds)
+                .set_buckets(&HISTOGRAM_SECONDS)
                 .ok()?
                 .build_recorder();
             let handle = recorder.handle();

@@ -19,14 +19,14 @@
 use crate::address::Address;
 use crate::backend::Report;
 use crate::beacon::{Decoded, Frame, Source, Telemetry, decode};
+use crate::clock::WallClock;
 use crate::config::GatewayConfig;
 use crate::events::{BeaconState, Draft, EventMeta, Raw, millis};
 use crate::presence::{self, Event, Presence, Present, Sighting};
 use crate::store::accept::AcceptBatch;
+use crate::store::blocking;
 use crate::store::records::PresenceRecord;
 use crate::store::{Store, StoreError};
-use crate::webhook::Transport;
-use crate::webhook::scheduler::{self, Clock, blocking};
 use futures::{Stream, StreamExt};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
@@ -46,9 +46,11 @@ const LIVE_CAPACITY: usize = 4096;
 /// An accepted event as published to the live stream.
 #[derive(Debug, Clone)]
 pub struct LiveEvent {
+    /// The event's position in the log.
     pub sequence: u64,
     /// The event's compact JSON (exactly as logged).
     pub json: Arc<str>,
+    /// What filters match on.
     pub meta: EventMeta,
 }
 
@@ -61,7 +63,8 @@ struct View {
 
 /// What the API needs of the subscription settings.
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub struct SubscriptionSettings {
+    /// `gateway.name`.
     pub gateway: String,
     /// `webhooks.allow_networks`, for the registration SSRF check.
     pub allow_networks: Vec<String>,
@@ -74,13 +77,14 @@ struct Shared {
     live: broadcast::Sender<Arc<LiveEvent>>,
     view: RwLock<View>,
     wake: Arc<Notify>,
-    settings: Settings,
-    clock: Clock,
+    settings: SubscriptionSettings,
+    clock: WallClock,
     shutdown: CancellationToken,
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
 }
 
-/// The Beacon API's engine: the pipeline and the scheduler, running; cheap to clone.
+/// The Beacon API's engine: the pipeline running, and the tasks composed with it (the webhook
+/// scheduler, which `server` starts); cheap to clone.
 #[derive(Clone)]
 pub struct Beacons {
     shared: Arc<Shared>,
@@ -93,15 +97,14 @@ impl std::fmt::Debug for Beacons {
 }
 
 impl Beacons {
-    /// Reload the presence table, then start the pipeline over `reports` and the webhook
-    /// scheduler over `transport`. `links_base` (no trailing slash) is the base of `self`
-    /// links inside events: `api.public_base_url`, or `http://<listen address>`. Both tasks
-    /// stop when `shutdown` is cancelled; [`Beacons::stopped`] waits for them.
+    /// Reload the presence table, then start the pipeline over `reports`. `links_base` (no
+    /// trailing slash) is the base of `self` links inside events: `api.public_base_url`, or
+    /// `http://<listen address>`. The pipeline stops when `shutdown` is cancelled;
+    /// [`Beacons::stopped`] waits for it and for every task given to [`Beacons::track`].
     pub fn start<S>(
         config: &GatewayConfig,
         store: Store,
         reports: S,
-        transport: Arc<dyn Transport>,
         links_base: String,
         shutdown: CancellationToken,
     ) -> Result<Beacons, StoreError>
@@ -109,14 +112,14 @@ impl Beacons {
         S: Stream<Item = Arc<Report>> + Send + 'static,
     {
         let presence_config = presence_config(config);
-        let clock = Clock::new();
+        let clock = WallClock::new();
         let (live, _) = broadcast::channel(LIVE_CAPACITY);
         let shared = Arc::new(Shared {
             store: store.clone(),
             live,
             view: RwLock::new(View::default()),
             wake: Arc::new(Notify::new()),
-            settings: Settings {
+            settings: SubscriptionSettings {
                 gateway: config.gateway.name.clone(),
                 allow_networks: config.webhooks.allow_networks.clone(),
                 links_base: links_base.trim_end_matches('/').to_string(),
@@ -128,24 +131,33 @@ impl Beacons {
         let mut pipeline = Pipeline::new(presence_config, shared.clone());
         pipeline.restore(store.presence()?);
         let beacons = Beacons { shared };
-        let scheduler = tokio::spawn(scheduler::run(
-            store,
-            transport,
-            scheduler::Settings::from_config(&config.webhooks),
-            beacons.shared.wake.clone(),
-            clock,
-            shutdown.clone(),
-        ));
         let pipeline = tokio::spawn(pipeline.run(reports.boxed(), shutdown));
-        beacons.tasks().extend([scheduler, pipeline]);
+        beacons.track(pipeline);
         Ok(beacons)
     }
 
+    /// Lets [`Beacons::stopped`] wait for `task` too.
+    pub fn track(&self, task: JoinHandle<()>) {
+        self.tasks().push(task);
+    }
+
+    /// Notified whenever queues or subscriptions change: what wakes the scheduler.
+    pub fn wake(&self) -> Arc<Notify> {
+        self.shared.wake.clone()
+    }
+
+    /// The clock of events and deliveries.
+    pub fn clock(&self) -> WallClock {
+        self.shared.clock
+    }
+
+    /// The state database.
     pub fn store(&self) -> &Store {
         &self.shared.store
     }
 
-    pub fn settings(&self) -> &Settings {
+    /// The settings subscriptions are checked and written with.
+    pub fn settings(&self) -> &SubscriptionSettings {
         &self.shared.settings
     }
 
@@ -228,12 +240,11 @@ pub fn broadcast_reports(
 
 fn presence_config(config: &GatewayConfig) -> presence::Config {
     let p = &config.presence;
-    let secs = |s: f64| Duration::try_from_secs_f64(s).unwrap_or(Duration::MAX);
     presence::Config {
         enter_rssi: p.enter_rssi,
-        update_interval: secs(p.update_interval_s),
-        leave_after: secs(p.leave_after_s),
-        telemetry_interval: secs(p.telemetry_interval_s),
+        update_interval: p.update_interval,
+        leave_after: p.leave_after,
+        telemetry_interval: p.telemetry_interval,
     }
 }
 
@@ -421,7 +432,7 @@ impl Pipeline {
         for event in events {
             let draft = match event {
                 Event::Entered { key, beacon } => {
-                    let ms = cause.map_or(self.wall_ms(beacon.last_seen), |(_, ms)| ms);
+                    let ms = cause.map_or_else(|| self.wall_ms(beacon.last_seen), |(_, ms)| ms);
                     let wall = Wall {
                         first_seen_ms: ms,
                         last_seen_ms: ms,
@@ -439,7 +450,7 @@ impl Pipeline {
                     beacon,
                     window,
                 } => {
-                    let ms = cause.map_or(self.wall_ms(beacon.last_seen), |(_, ms)| ms);
+                    let ms = cause.map_or_else(|| self.wall_ms(beacon.last_seen), |(_, ms)| ms);
                     let fallback = self.fallback_wall(&beacon);
                     let wall = self.walls.entry(key.clone()).or_insert(fallback);
                     wall.last_seen_ms = wall.last_seen_ms.max(ms);
@@ -466,7 +477,7 @@ impl Pipeline {
                     keys,
                     telemetry,
                 } => {
-                    let ms = cause.map_or(self.wall_ms(sighting.at), |(_, ms)| ms);
+                    let ms = cause.map_or_else(|| self.wall_ms(sighting.at), |(_, ms)| ms);
                     Draft::telemetry(
                         sighting.address,
                         sighting.address_type,

@@ -1,11 +1,11 @@
 //! The running gateway: the composition of its parts (`gateway-api.md` §1.2). One backend, one
-//! scan fanned out ([`crate::ble`]), the durable beacon pipeline and webhook scheduler
-//! ([`crate::pipeline`]), and one router served twice at the same time: on the local listener
+//! scan fanned out ([`crate::ble`]), the durable beacon pipeline ([`crate::pipeline`]) and the
+//! webhook scheduler ([`crate::webhook::scheduler`]), composed here ([`start_beacons`]), and one router served twice at the same time: on the local listener
 //! and on every connection the relay hands the agent, with no extra local hop. `/metrics` is
 //! added on the local listener only, so the relay never exposes it.
 //!
-//! Shutdown: the token stops the listener (in-flight requests finish, for at most
-//! `SHUTDOWN_GRACE`), the agent (waiting relay
+//! Shutdown: the token ends every event stream and stops the listener (in-flight requests
+//! finish), the agent (waiting relay
 //! connections close), the scan, the pipeline (its last batch is committed) and the scheduler
 //! (an attempt in flight is abandoned and retried after restart, as §5.3 allows); [`Gateway::wait`]
 //! returns when every task has ended.
@@ -13,11 +13,14 @@
 use crate::api::index::IndexInfo;
 use crate::api::{self, ApiSettings};
 use crate::backend::Backend;
+use crate::backend::Report;
 use crate::ble::Ble;
 use crate::config::{BackendKind, GatewayConfig};
 use crate::pipeline::{Beacons, broadcast_reports};
-use crate::store::{Options as StoreOptions, Store};
+use crate::store::{Options as StoreOptions, Store, StoreError};
+use crate::webhook::Transport;
 use crate::webhook::client::HttpTransport;
+use crate::webhook::scheduler;
 use axum::Router;
 use limmat_agent::{Agent, AgentConfig, AgentStatus, RelayAddr};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -28,11 +31,9 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// How long requests still open at shutdown may go on (the local listener).
-const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
-
 /// How to start a gateway.
 pub struct Options {
+    /// Every setting, checked (`GatewayConfig::validate`).
     pub config: GatewayConfig,
     /// The recorder to render on `/metrics`; `None` installs the gateway's own.
     pub prometheus: Option<PrometheusHandle>,
@@ -40,17 +41,24 @@ pub struct Options {
 
 /// Why a gateway could not start; each names what to fix.
 #[derive(Debug, thiserror::Error)]
+#[allow(missing_docs)] // The fields are named by the messages.
 pub enum StartError {
+    /// `api.listen` is not an address.
     #[error("api.listen = {0}: not an address such as 127.0.0.1:8000")]
     ListenAddr(String),
+    /// The local listener cannot be bound.
     #[error("cannot listen on {addr}: {error}")]
     Listen { addr: String, error: std::io::Error },
+    /// The backend (`sim` or `bluez`) did not start.
     #[error("the {0} backend cannot start: {1}")]
     Backend(&'static str, String),
+    /// The state database cannot be opened (or is locked by another gateway).
     #[error("the state database in {dir}: {error}")]
     Store { dir: String, error: String },
+    /// A `[webhooks]` setting the transport refuses.
     #[error("webhooks: {0}")]
     Webhooks(String),
+    /// A `[relay]` setting the agent refuses.
     #[error("relay: {0}")]
     Relay(String),
 }
@@ -68,133 +76,45 @@ impl Gateway {
         options: Options,
         shutdown: CancellationToken,
     ) -> Result<Gateway, StartError> {
-        let config = Arc::new(options.config);
-        let listen = config
-            .api
-            .listen
-            .clone()
-            .unwrap_or_else(|| "127.0.0.1:8000".into());
-        let addr: SocketAddr = listen
-            .parse()
-            .map_err(|_| StartError::ListenAddr(listen.clone()))?;
+        let config = options.config;
+        let addr = listen_addr(&config)?;
         let prometheus = options.prometheus.or_else(crate::metrics::install);
         let backend = backend(&config).await?;
-        let tasks = TaskTracker::new();
-
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|error| StartError::Listen {
-                addr: listen.clone(),
-                error,
-            })?;
-        let local_addr = listener.local_addr().map_err(|error| StartError::Listen {
-            addr: listen.clone(),
-            error,
-        })?;
-
+        let (listener, local_addr) = bind(addr).await?;
         let agent = relay_agent(&config)?;
-        let relay_status = agent.as_ref().map(|a| a.status());
-
-        let store = Store::open(
-            &config.gateway.state_dir,
-            StoreOptions::from_config(&config),
-        )
-        .map_err(|e| StartError::Store {
-            dir: config.gateway.state_dir.display().to_string(),
-            error: e.to_string(),
-        })?;
-        let mut webhooks = config.webhooks.clone();
-        if webhooks.proxy_key.is_none() {
-            webhooks.proxy_key = config.relay.secret_key.clone();
-        }
-        let transport = HttpTransport::new(&webhooks).map_err(StartError::Webhooks)?;
+        let relay_status = agent.as_ref().map(Agent::status);
+        let store = open_store(&config)?;
+        let transport = webhook_transport(&config)?;
         let ble = Ble::start(backend, shutdown.clone()).await;
         let links_base = config
             .api
             .public_base_url
             .clone()
             .unwrap_or_else(|| format!("http://{local_addr}"));
-        let beacons = Beacons::start(
+        let beacons = start_beacons(
             &config,
             store,
             broadcast_reports(ble.subscribe()),
-            Arc::new(transport),
+            transport,
             links_base,
             shutdown.clone(),
         )
-        .map_err(|e| StartError::Store {
-            dir: config.gateway.state_dir.display().to_string(),
-            error: e.to_string(),
-        })?;
-        let info = IndexInfo {
-            name: config.gateway.name.clone(),
-            relay: relay_index(&config, relay_status.clone()),
-        };
-        let mut parts = api::ble_parts(ble, info);
-        parts.push(api::beacon::routes(beacons.clone()));
+        .map_err(|e| store_error(&config, e))?;
+        let router = api_router(&config, ble, beacons.clone(), relay_status.clone());
+        let router = end_streams_on(router, shutdown.clone());
 
-        let settings = ApiSettings {
-            domain: config.relay.domain.clone(),
-            token: config.api.token.clone(),
-            public_base_url: config.api.public_base_url.clone(),
-        };
-        let router = api::router(settings, parts);
-        let local_router = with_metrics(router.clone(), prometheus);
-
-        let stop = shutdown.clone();
-        tasks.spawn(async move {
-            let graceful = stop.clone();
-            let served = axum::serve(
-                listener,
-                local_router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move { graceful.cancelled().await });
-            // Graceful shutdown waits for every open connection, and a stream that does not
-            // watch the token (a scan or notification stream) would hold it up for ever.
-            let grace = async {
-                stop.cancelled().await;
-                tokio::time::sleep(SHUTDOWN_GRACE).await;
-            };
-            tokio::select! {
-                served = std::future::IntoFuture::into_future(served) => {
-                    if let Err(e) = served {
-                        tracing::error!(error = %e, "the local listener failed");
-                    }
-                }
-                () = grace => {
-                    tracing::info!("requests still open after the shutdown grace period are dropped");
-                }
-            }
-        });
+        let tasks = TaskTracker::new();
+        serve_local(
+            &tasks,
+            listener,
+            with_metrics(router.clone(), prometheus),
+            shutdown.clone(),
+        );
         tracing::info!(%local_addr, backend = ?config.backend.kind, "gateway listening");
-
         if let Some(agent) = agent {
-            if config.api.token.is_none() {
-                tracing::warn!(
-                    "the API has no token (api.token) and is reachable through the relay: anyone who knows the domain can use it"
-                );
-            }
-            let router = router.clone();
-            let stop = shutdown.clone();
-            tasks.spawn(async move {
-                agent
-                    .run(
-                        move |conn| {
-                            let service =
-                                hyper_util::service::TowerToHyperService::new(router.clone());
-                            async move {
-                                if let Err(e) = limmat_agent::serve_http(conn, service).await {
-                                    tracing::debug!(error = %e, "relayed connection ended");
-                                }
-                            }
-                        },
-                        stop,
-                    )
-                    .await;
-            });
+            serve_relayed(&tasks, agent, router, &config, shutdown);
         }
-        let stopped = beacons.clone();
-        tasks.spawn(async move { stopped.stopped().await });
+        tasks.spawn(async move { beacons.stopped().await });
         tasks.close();
         Ok(Gateway {
             local_addr,
@@ -217,6 +137,171 @@ impl Gateway {
     pub async fn wait(self) {
         self.tasks.wait().await;
     }
+}
+
+/// The Beacon API's engine, composed: the pipeline over `reports` and the webhook scheduler
+/// over `transport`, woken by the pipeline and the API. Both stop when `shutdown` is
+/// cancelled; [`Beacons::stopped`] waits for both.
+pub fn start_beacons<S>(
+    config: &GatewayConfig,
+    store: Store,
+    reports: S,
+    transport: Arc<dyn Transport>,
+    links_base: String,
+    shutdown: CancellationToken,
+) -> Result<Beacons, StoreError>
+where
+    S: futures::Stream<Item = Arc<Report>> + Send + 'static,
+{
+    let beacons = Beacons::start(config, store.clone(), reports, links_base, shutdown.clone())?;
+    let scheduler = tokio::spawn(scheduler::run(
+        store,
+        transport,
+        scheduler::SchedulerSettings::from_config(&config.webhooks),
+        beacons.wake(),
+        beacons.clock(),
+        shutdown,
+    ));
+    beacons.track(scheduler);
+    Ok(beacons)
+}
+
+/// `api.listen` as an address (the CLI fills in its default).
+fn listen_addr(config: &GatewayConfig) -> Result<SocketAddr, StartError> {
+    let listen = config.api.listen.as_deref().unwrap_or("127.0.0.1:8000");
+    listen
+        .parse()
+        .map_err(|_| StartError::ListenAddr(listen.to_owned()))
+}
+
+/// The local listener, bound.
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
+    let failed = |error| StartError::Listen {
+        addr: addr.to_string(),
+        error,
+    };
+    let listener = TcpListener::bind(addr).await.map_err(failed)?;
+    let local_addr = listener.local_addr().map_err(failed)?;
+    Ok((listener, local_addr))
+}
+
+/// The state database, exclusively locked.
+fn open_store(config: &GatewayConfig) -> Result<Store, StartError> {
+    Store::open(&config.gateway.state_dir, StoreOptions::from_config(config))
+        .map_err(|e| store_error(config, e))
+}
+
+fn store_error(config: &GatewayConfig, error: StoreError) -> StartError {
+    StartError::Store {
+        dir: config.gateway.state_dir.display().to_string(),
+        error: error.to_string(),
+    }
+}
+
+/// The webhook transport; the proxy key defaults to the relay's device key (§5.9).
+fn webhook_transport(config: &GatewayConfig) -> Result<Arc<dyn Transport>, StartError> {
+    let mut webhooks = config.webhooks.clone();
+    if webhooks.proxy_key.is_none() {
+        webhooks.proxy_key = config.relay.secret_key.clone();
+    }
+    let transport = HttpTransport::new(&webhooks).map_err(StartError::Webhooks)?;
+    Ok(Arc::new(transport))
+}
+
+/// The one router of the GAP/GATT and Beacon APIs, for the local listener and the relay.
+fn api_router(
+    config: &GatewayConfig,
+    ble: Arc<Ble>,
+    beacons: Beacons,
+    relay_status: Option<watch::Receiver<AgentStatus>>,
+) -> Router {
+    let info = IndexInfo {
+        name: config.gateway.name.clone(),
+        relay: relay_index(config, relay_status),
+    };
+    let mut parts = api::ble_parts(ble, info);
+    parts.push(api::beacon::routes(beacons));
+    let settings = ApiSettings {
+        domain: config.relay.domain.clone(),
+        token: config.api.token.clone(),
+        public_base_url: config.api.public_base_url.clone(),
+    };
+    api::router(settings, parts)
+}
+
+/// Ends every Server-Sent Events response (scan, connection, notification and beacon
+/// streams, local or relayed) when `shutdown` fires, so a graceful stop never waits on a
+/// stream that would run for ever.
+fn end_streams_on(router: Router, shutdown: CancellationToken) -> Router {
+    router.layer(axum::middleware::map_response(move |response: Response| {
+        let shutdown = shutdown.clone();
+        async move { end_stream_on(response, shutdown) }
+    }))
+}
+
+fn end_stream_on(response: Response, shutdown: CancellationToken) -> Response {
+    let is_stream = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    if !is_stream {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let events = body
+        .into_data_stream()
+        .take_until(shutdown.cancelled_owned());
+    Response::from_parts(parts, axum::body::Body::from_stream(events))
+}
+
+/// Serves `router` on the local listener until `shutdown`; requests in flight finish (every
+/// stream ends at shutdown, see [`end_streams_on`]).
+fn serve_local(
+    tasks: &TaskTracker,
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+) {
+    tasks.spawn(async move {
+        let served = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { shutdown.cancelled().await });
+        if let Err(e) = served.await {
+            tracing::error!(error = %e, "the local listener failed");
+        }
+    });
+}
+
+/// Serves `router` on every connection the relay hands the agent, until `shutdown`.
+fn serve_relayed(
+    tasks: &TaskTracker,
+    agent: Agent,
+    router: Router,
+    config: &GatewayConfig,
+    shutdown: CancellationToken,
+) {
+    if config.api.token.is_none() {
+        tracing::warn!(
+            "the API has no token (api.token) and is reachable through the relay: anyone who knows the domain can use it"
+        );
+    }
+    tasks.spawn(async move {
+        agent
+            .run(
+                move |conn| {
+                    let service = hyper_util::service::TowerToHyperService::new(router.clone());
+                    async move {
+                        if let Err(e) = limmat_agent::serve_http(conn, service).await {
+                            tracing::debug!(error = %e, "relayed connection ended");
+                        }
+                    }
+                },
+                shutdown,
+            )
+            .await;
+    });
 }
 
 fn with_metrics(router: Router, prometheus: Option<PrometheusHandle>) -> Router {
@@ -244,7 +329,8 @@ fn with_metrics(router: Router, prometheus: Option<PrometheusHandle>) -> Router 
     )
 }
 
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
 
 async fn backend(config: &GatewayConfig) -> Result<Arc<dyn Backend>, StartError> {
     match config.backend.kind {

@@ -368,7 +368,7 @@ async fn the_stream_filters_by_type_and_format_and_resumes_from_the_log() {
 async fn a_resume_older_than_the_log_gets_a_gap_then_what_the_log_holds() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = config(dir.path());
-    c.beacons.log_retention_s = 0.001;
+    c.beacons.log_retention = Duration::from_millis(1);
     let (transport, _a) = Scripted::new();
     let mut engine = Engine::start(&c, transport);
     let app = app(&engine);

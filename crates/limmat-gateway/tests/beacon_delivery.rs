@@ -185,7 +185,7 @@ async fn gone_disables_and_the_retry_budget_dead_letter_replays_with_its_id() {
 async fn a_receiver_that_never_answers_times_out_while_others_deliver_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = quiet_config(dir.path());
-    c.webhooks.timeout_s = 1.0;
+    c.webhooks.timeout = Duration::from_secs(1);
     let hanging = Receiver::start("127.0.0.1:0".parse().unwrap(), vec![key()])
         .await
         .unwrap();

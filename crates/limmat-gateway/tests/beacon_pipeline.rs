@@ -101,7 +101,7 @@ async fn interleaved_tlm_gives_rate_limited_telemetry_naming_the_uid() {
     let dir = tempfile::tempdir().unwrap();
     let (transport, _attempts) = Scripted::new();
     let mut c = quiet_config(dir.path());
-    c.presence.telemetry_interval_s = 0.5;
+    c.presence.telemetry_interval = Duration::from_millis(500);
     let mut engine = Engine::start(&c, transport);
     engine.feed(v6(-70));
     assert_eq!(engine.next_event().await["type"], "beacon.entered");
@@ -128,7 +128,7 @@ async fn interleaved_tlm_gives_rate_limited_telemetry_naming_the_uid() {
 async fn a_restart_within_leave_after_continues_and_the_gone_one_leaves() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = config(dir.path());
-    c.presence.leave_after_s = 2.0;
+    c.presence.leave_after = Duration::from_secs(2);
     let (transport, _attempts) = Scripted::new();
     let mut engine = Engine::start(&c, transport);
     engine.feed(v1(-63));

@@ -7,7 +7,7 @@ mod beacon_support;
 use beacon_support::*;
 use limmat_gateway::backend::sim::{SimBackend, SimConfig};
 use limmat_gateway::ble::Ble;
-use limmat_gateway::pipeline::{Beacons, broadcast_reports};
+use limmat_gateway::pipeline::broadcast_reports;
 use limmat_gateway::store::{Options, Store};
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -18,13 +18,13 @@ use tokio_util::sync::CancellationToken;
 async fn the_simulator_s_beacons_enter_and_are_listed_by_key() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = config(dir.path());
-    c.presence.leave_after_s = 30.0;
+    c.presence.leave_after = Duration::from_secs(30);
     let shutdown = CancellationToken::new();
     let backend = Arc::new(SimBackend::new(&SimConfig::default()).unwrap());
     let ble = Ble::start(backend, shutdown.clone()).await;
     let store = Store::open(dir.path(), Options::from_config(&c)).unwrap();
     let (transport, _attempts) = Scripted::new();
-    let beacons = Beacons::start(
+    let beacons = limmat_gateway::server::start_beacons(
         &c,
         store,
         broadcast_reports(ble.subscribe()),

@@ -234,7 +234,7 @@ async fn a_stop_between_a_2xx_and_its_commit_resends_the_same_message() {
 async fn no_success_for_disable_after_disables_and_buries_the_queue() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = quiet_config(dir.path());
-    c.webhooks.disable_after_s = 0.3;
+    c.webhooks.disable_after = Duration::from_millis(300);
     let (transport, mut attempts) = Scripted::new();
     let mut engine = Engine::start(&c, transport.clone());
     let sub = add(&engine, None);

@@ -1,4 +1,3 @@
-#![cfg(feature = "bluez")]
 //! The BlueZ backend against BlueZoo (`gateway-api.md` §6.4, checklist item 47), through the
 //! [`Backend`] trait and the real bluer code path: a private D-Bus daemon, BlueZoo with one mock
 //! adapter per device, beacons V1/V4/V6 and a "Limmat HRM"-shaped peripheral registered with
@@ -7,6 +6,7 @@
 //!
 //! BlueZoo reports a device again only when its advertised data changes, in rounds every scan
 //! interval (1 s here), with RSSI 0 and a public address; it never drops a device by itself.
+#![cfg(feature = "bluez")]
 
 #[path = "bluez/bus.rs"]
 mod bus;

@@ -1,4 +1,3 @@
-#![cfg(feature = "bluez")]
 //! The whole gateway on the BlueZ backend, over HTTP (`gateway-api.md` §6.4 step 5, checklist
 //! item 47): a private D-Bus daemon, BlueZoo with one mock adapter per device, the beacons V1,
 //! V4 and V6 and a "Limmat HRM"-shaped peripheral registered with bluer (`tests/bluez/`), and
@@ -13,6 +12,7 @@
 //! `DBUS_SYSTEM_BUS_ADDRESS` once per process, at its first system-bus connection. Every wait
 //! is on an event (bus signals, SSE events, HTTP answers) and bounded by [`LIMIT`]; every child
 //! process is killed by its pid when the test ends, also when it fails.
+#![cfg(feature = "bluez")]
 
 #[path = "api_support/mod.rs"]
 mod api_support;
@@ -59,7 +59,7 @@ fn config(dir: &Path) -> GatewayConfig {
     config.api.listen = Some("127.0.0.1:0".into());
     config.backend.kind = BackendKind::Bluez;
     config.backend.adapter = "hci0".into();
-    config.presence.leave_after_s = 3600.0;
+    config.presence.leave_after = Duration::from_secs(3600);
     config
 }
 

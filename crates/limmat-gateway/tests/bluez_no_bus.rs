@@ -1,8 +1,8 @@
-#![cfg(feature = "bluez")]
 //! The BlueZ backend without a D-Bus system bus is `Unavailable`, and the message names the bus
 //! it tried; the gateway on it (what `limmat gateway --backend bluez` starts) refuses to start
 //! with that message. A test binary of its own, because libdbus reads
 //! `DBUS_SYSTEM_BUS_ADDRESS` once per process.
+#![cfg(feature = "bluez")]
 
 use limmat_gateway::backend::BleError;
 use limmat_gateway::backend::bluez::BluezBackend;

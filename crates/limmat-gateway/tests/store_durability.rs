@@ -9,10 +9,10 @@ use beacon_support::*;
 use limmat_gateway::events::{BeaconState, Draft, EventMeta, Filter, Raw};
 use limmat_gateway::store::accept::AcceptBatch;
 use limmat_gateway::store::records::BatchSpec;
-use limmat_gateway::store::{Options, Store, StoreError};
-use limmat_gateway::webhook::Outcome;
+use limmat_gateway::store::{Decision, Options, Store, StoreError};
 use limmat_gateway::{AddressType, Beacon, Decoded, Frame};
 use std::path::Path;
+use std::time::Duration;
 
 fn options(dir: &Path) -> Options {
     Options::from_config(&config(dir))
@@ -128,7 +128,13 @@ fn a_message_leaves_only_after_a_2xx_and_failures_keep_retry_state() {
     accept(&store, vec![entered(&ibeacon(7))], 1_000);
     let head = store.head(&sub).unwrap().unwrap();
     store
-        .record_attempt(&sub, head.position, &failed(500), 2_000, &|_| 100)
+        .record_attempt(&sub, head.position, 2_000, 0.5, |_| Decision::Failed {
+            status: Some(500),
+            error: "status",
+            next_attempt_ms: 2_100,
+            dead_letter: false,
+            disable: false,
+        })
         .unwrap();
     drop(store);
     let store = Store::open(dir.path(), options(dir.path())).unwrap();
@@ -143,13 +149,9 @@ fn a_message_leaves_only_after_a_2xx_and_failures_keep_retry_state() {
     assert_eq!(view.sub.delivery.next_attempt_ms, Some(2_100));
     // Between a 2xx and its commit nothing changes: the message is still the head.
     store
-        .record_attempt(
-            &sub,
-            again.position,
-            &Outcome::Delivered { status: 204 },
-            3_000,
-            &|_| 0,
-        )
+        .record_attempt(&sub, again.position, 3_000, 0.5, |_| Decision::Delivered {
+            status: 204,
+        })
         .unwrap();
     assert!(store.head(&sub).unwrap().is_none());
     let d = store.subscription(&sub).unwrap().sub.delivery;
@@ -227,13 +229,9 @@ fn batches_are_contiguous_in_sequence_order() {
             expected += 1;
         }
         store
-            .record_attempt(
-                &sub,
-                head.position,
-                &Outcome::Delivered { status: 200 },
-                2_000,
-                &|_| 0,
-            )
+            .record_attempt(&sub, head.position, 2_000, 0.5, |_| Decision::Delivered {
+                status: 200,
+            })
             .unwrap();
     }
     assert_eq!(store.subscription(&sub).unwrap().pending, 0);
@@ -264,13 +262,9 @@ fn coalescing_drops_only_superseded_updates() {
         let body: serde_json::Value = serde_json::from_slice(&head.body).unwrap();
         delivered.push(body["sequence"].as_u64().unwrap());
         store
-            .record_attempt(
-                &sub,
-                head.position,
-                &Outcome::Delivered { status: 200 },
-                2_000,
-                &|_| 0,
-            )
+            .record_attempt(&sub, head.position, 2_000, 0.5, |_| Decision::Delivered {
+                status: 200,
+            })
             .unwrap();
     }
     assert_eq!(delivered, [1, 2, 4, 6, 7, 8]);
@@ -324,7 +318,7 @@ fn dead_letters_are_bounded_by_count_and_retention() {
     let mut c = config(dir.path());
     c.webhooks.max_backlog = 1;
     c.webhooks.dead_letter_max = 2;
-    c.webhooks.dead_letter_retention_s = 1.0;
+    c.webhooks.dead_letter_retention = Duration::from_secs(1);
     let (store, sub) = open_with_sub(&c);
     let b = ibeacon(1);
     // Five events, a backlog of one: four overflow, and only the newest two are kept.

@@ -211,7 +211,7 @@ async fn responses_are_classified_as_5_4_says() {
     assert_eq!(elsewhere.attempts().len(), 0);
 }
 
-/// Checklist 40 at attempt level: a receiver that never answers costs `timeout_s`, and
+/// Checklist 40 at attempt level: a receiver that never answers costs `timeout`, and
 /// meanwhile other deliveries go on.
 #[tokio::test]
 async fn a_receiver_that_never_answers_times_out() {
@@ -219,7 +219,7 @@ async fn a_receiver_that_never_answers_times_out() {
     hanging.script([Reply::hang()]);
     let healthy = receiver().await;
     let mut s = settings(&["127.0.0.1/32"]);
-    s.timeout_s = 0.4;
+    s.timeout = Duration::from_millis(400);
     let t = Arc::new(HttpTransport::new(&s).unwrap());
     let hang_url = hanging.url("/");
     let ok_url = healthy.url("/");
@@ -393,13 +393,13 @@ async fn refused_connections_fail_with_connect() {
     );
 }
 
-/// `connect_timeout_s` covers the TLS handshake: a listener whose backlog completes TCP but
+/// `connect_timeout` covers the TLS handshake: a listener whose backlog completes TCP but
 /// that never speaks TLS costs the connect timeout, then `timeout`.
 #[tokio::test]
 async fn a_stalled_tls_handshake_times_out_within_connect_timeout() {
     let silent = tokio::net::TcpListener::bind(LOCAL).await.unwrap();
     let mut s = settings(&["127.0.0.1/32"]);
-    s.connect_timeout_s = 0.3;
+    s.connect_timeout = Duration::from_millis(300);
     let t = HttpTransport::new(&s).unwrap();
     let url = format!("https://{}/", silent.local_addr().unwrap());
     let keys = [key()];
@@ -472,7 +472,7 @@ fn bad_settings_name_their_key() {
     let e = HttpTransport::new(&s).unwrap_err();
     assert!(e.contains("webhooks.proxy"), "{e}");
     s = settings(&[]);
-    s.timeout_s = 0.0;
+    s.timeout = Duration::ZERO;
     let e = HttpTransport::new(&s).unwrap_err();
-    assert!(e.contains("webhooks.timeout_s"), "{e}");
+    assert!(e.contains("webhooks.timeout"), "{e}");
 }

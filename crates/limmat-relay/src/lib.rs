@@ -57,7 +57,7 @@ pub mod tls;
 pub use config::{ConfigError, Listen, RelayConfig};
 pub use egress::{Action, EgressConfig, EgressRule};
 pub use limits::{Cidr, LimitConfig, Rate};
-pub use metrics::share_recorder;
+pub use metrics::{HISTOGRAM_SECONDS, share_recorder};
 pub use server::{Relay, RelayHandle};
 pub use stats::Stats;
 pub use tls::CertPaths;

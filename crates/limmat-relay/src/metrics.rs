@@ -18,6 +18,12 @@ const TOP_DOMAINS: usize = 10;
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
+/// The bucket boundaries (seconds) of the relay's histograms, for a recorder installed by the
+/// program that embeds the relay.
+pub const HISTOGRAM_SECONDS: [f64; 13] = [
+    0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0, 3600.0,
+];
+
 /// Makes the relay render `handle`, a recorder another part of the process installed (the
 /// gateway, in `limmat demo`), instead of installing its own. `false` if the relay's recorder
 /// was already chosen.
@@ -30,11 +36,8 @@ pub fn share_recorder(handle: PrometheusHandle) -> bool {
 pub(crate) fn handle() -> Option<&'static PrometheusHandle> {
     HANDLE
         .get_or_init(|| {
-            let seconds = [
-                0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0, 3600.0,
-            ];
             let recorder = PrometheusBuilder::new()
-                .set_buckets(&seconds)
+                .set_buckets(&HISTOGRAM_SECONDS)
                 .ok()?
                 .build_recorder();
             let handle = recorder.handle();

@@ -41,9 +41,7 @@ pub struct DemoArgs {
 }
 
 pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
-    if let Some(handle) = limmat_gateway::metrics::install() {
-        limmat_relay::share_recorder(handle);
-    }
+    let prometheus = crate::metrics::install();
     let state = tempdir().context("cannot create the demo's state directory")?;
 
     let relay_config = RelayConfig {
@@ -84,19 +82,15 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
     config.webhooks.allow_networks = vec!["127.0.0.1/32".into()];
     config.sim.time_scale = args.time_scale;
     // The default world's beacons are silent for 15 s (Eddystone URL) and 20 s (AltBeacon) of
-    // each cycle, less than the default leave_after_s of 30 s: they would never leave, and the
+    // each cycle, less than the default leave_after of 30 s: they would never leave, and the
     // entered/left subscription the demo suggests would never receive anything. Ten simulated
     // seconds lets both leave and come back each cycle.
-    config.presence.leave_after_s = (10.0 / args.time_scale).clamp(0.05, 30.0);
-    let gateway = Gateway::start(
-        Options {
-            config,
-            prometheus: None,
-        },
-        shutdown.clone(),
-    )
-    .await
-    .context("the demo gateway cannot start")?;
+    config.presence.leave_after =
+        std::time::Duration::try_from_secs_f64((10.0 / args.time_scale).clamp(0.05, 30.0))
+            .unwrap_or(std::time::Duration::from_secs(30));
+    let gateway = Gateway::start(Options { config, prometheus }, shutdown.clone())
+        .await
+        .context("the demo gateway cannot start")?;
 
     let base = format!("http://{relay_addr}/{DOMAIN}");
     let hook = receiver.url("/hook");

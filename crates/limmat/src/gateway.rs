@@ -5,6 +5,7 @@
 //! reading the other's `LIMMAT_LISTEN`. The relay secret key is the exception: it is the same
 //! `LIMMAT_SECRET_KEY` that `limmat tunnel` reads, because it is the same device key.
 
+use crate::settings::{self, from_str, one, path, socket_addr, text};
 use anyhow::Context;
 use clap::Args;
 use limmat_agent::RelayAddr;
@@ -22,40 +23,52 @@ pub struct GatewayArgs {
     /// Check the configuration, print "configuration OK" and exit.
     #[arg(long)]
     pub check_config: bool,
-    /// The local API listener [file: api.listen] [default: 127.0.0.1:8000].
-    #[arg(long, value_name = "ADDR", env = "LIMMAT_GATEWAY_LISTEN")]
-    pub listen: Option<SocketAddr>,
-    /// The BLE backend [file: backend.kind] [default: sim].
-    #[arg(long, value_name = "KIND", env = "LIMMAT_GATEWAY_BACKEND", value_parser = parse_backend)]
-    pub backend: Option<BackendKind>,
-    /// The BlueZ adapter [file: backend.adapter] [default: hci0].
-    #[arg(long, value_name = "NAME", env = "LIMMAT_GATEWAY_ADAPTER")]
-    pub adapter: Option<String>,
-    /// Serve the API through this relay as well, [tls:|tcp:]host[:port] [file: relay.address].
-    #[arg(long, value_name = "HOST:PORT", env = "LIMMAT_GATEWAY_RELAY")]
-    pub relay: Option<RelayAddr>,
-    /// The relay domain to register [file: relay.domain].
-    #[arg(long, value_name = "D", env = "LIMMAT_GATEWAY_DOMAIN")]
-    pub domain: Option<String>,
-    /// Device key for the relay [file: relay.secret_key].
-    #[arg(
-        long,
-        value_name = "K",
-        env = "LIMMAT_SECRET_KEY",
-        hide_env_values = true
-    )]
-    pub secret_key: Option<String>,
-    /// Deliver webhooks through this HTTP forward proxy, normally the relay
-    /// (http://relay:port) [file: webhooks.proxy].
-    #[arg(long, value_name = "URL", env = "LIMMAT_GATEWAY_EGRESS_PROXY")]
-    pub egress_proxy: Option<String>,
-    /// Where the state database lives [file: gateway.state_dir]
-    /// [default: ./limmat-gateway-state].
-    #[arg(long, value_name = "DIR", env = "LIMMAT_GATEWAY_STATE_DIR")]
-    pub state_dir: Option<PathBuf>,
-    /// The gateway's name in events [file: gateway.name] [default: limmat-gateway].
-    #[arg(long, value_name = "NAME", env = "LIMMAT_GATEWAY_NAME")]
-    pub name: Option<String>,
+    #[command(flatten)]
+    pub settings: GatewaySettings,
+}
+
+settings::settings! {
+    /// The gateway settings that have a flag (and a `LIMMAT_GATEWAY_…` variable, which clap
+    /// reads); every other one is a key of `gateway.toml` only, defined in its section of
+    /// [`GatewayConfig`]. Each entry says where its value lands in the file's sections.
+    pub struct GatewaySettings => GatewayConfig {
+        /// The local API listener [file: api.listen] [default: 127.0.0.1:8000].
+        #[arg(value_name = "ADDR", env = "LIMMAT_GATEWAY_LISTEN")]
+        listen: SocketAddr = one(socket_addr) => |c, v| c.api.listen = Some(v.to_string());
+        /// The BLE backend [file: backend.kind] [default: sim].
+        #[arg(value_name = "KIND", env = "LIMMAT_GATEWAY_BACKEND")]
+        backend: BackendKind = one(parse_backend) => |c, v| c.backend.kind = v;
+        /// The BlueZ adapter [file: backend.adapter] [default: hci0].
+        #[arg(value_name = "NAME", env = "LIMMAT_GATEWAY_ADAPTER")]
+        adapter: String = one(text) => |c, v| c.backend.adapter = v;
+        /// Serve the API through this relay as well, [tls:|tcp:]host[:port]
+        /// [file: relay.address].
+        #[arg(value_name = "HOST:PORT", env = "LIMMAT_GATEWAY_RELAY")]
+        relay: RelayAddr = one(from_str::<RelayAddr>)
+            => |c, v| c.relay.address = Some(v.to_string());
+        /// The relay domain to register [file: relay.domain].
+        #[arg(value_name = "D", env = "LIMMAT_GATEWAY_DOMAIN")]
+        domain: String = one(text) => |c, v| c.relay.domain = Some(v);
+        /// Device key for the relay [file: relay.secret_key].
+        #[arg(value_name = "K", env = "LIMMAT_SECRET_KEY", hide_env_values = true)]
+        secret_key: String = one(text) => |c, v| {
+            let key = v.trim();
+            if !key.is_empty() {
+                c.relay.secret_key = Some(key.to_owned());
+            }
+        };
+        /// Deliver webhooks through this HTTP forward proxy, normally the relay
+        /// (http://relay:port) [file: webhooks.proxy].
+        #[arg(value_name = "URL", env = "LIMMAT_GATEWAY_EGRESS_PROXY")]
+        egress_proxy: String = one(text) => |c, v| c.webhooks.proxy = Some(v);
+        /// Where the state database lives [file: gateway.state_dir]
+        /// [default: ./limmat-gateway-state].
+        #[arg(value_name = "DIR", env = "LIMMAT_GATEWAY_STATE_DIR")]
+        state_dir: PathBuf = one(path) => |c, v| c.gateway.state_dir = v;
+        /// The gateway's name in events [file: gateway.name] [default: limmat-gateway].
+        #[arg(value_name = "NAME", env = "LIMMAT_GATEWAY_NAME")]
+        name: String = one(text) => |c, v| c.gateway.name = v;
+    }
 }
 
 fn parse_backend(value: &str) -> Result<BackendKind, String> {
@@ -83,37 +96,7 @@ impl GatewayArgs {
             }
             None => GatewayConfig::default(),
         };
-        if let Some(listen) = self.listen {
-            config.api.listen = Some(listen.to_string());
-        }
-        if let Some(kind) = self.backend {
-            config.backend.kind = kind;
-        }
-        if let Some(adapter) = self.adapter {
-            config.backend.adapter = adapter;
-        }
-        if let Some(relay) = self.relay {
-            config.relay.address = Some(relay.to_string());
-        }
-        if let Some(domain) = self.domain {
-            config.relay.domain = Some(domain);
-        }
-        if let Some(key) = self
-            .secret_key
-            .map(|k| k.trim().to_owned())
-            .filter(|k| !k.is_empty())
-        {
-            config.relay.secret_key = Some(key);
-        }
-        if let Some(proxy) = self.egress_proxy {
-            config.webhooks.proxy = Some(proxy);
-        }
-        if let Some(dir) = self.state_dir {
-            config.gateway.state_dir = dir;
-        }
-        if let Some(name) = self.name {
-            config.gateway.name = name;
-        }
+        self.settings.apply(&mut config);
         if config.api.listen.is_none() {
             config.api.listen = Some(DEFAULT_LISTEN.into());
         }
@@ -164,7 +147,7 @@ pub async fn run(args: GatewayArgs, shutdown: CancellationToken) -> anyhow::Resu
     }
     let options = Options {
         config,
-        prometheus: None,
+        prometheus: crate::metrics::install(),
     };
     let gateway = Gateway::start(options, shutdown)
         .await

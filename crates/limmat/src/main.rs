@@ -5,12 +5,13 @@
 //! - `limmat gateway`: the BLE gateway, served locally and through a relay.
 //! - `limmat demo`: a relay, a simulated gateway and a webhook receiver in one process.
 
-mod config_file;
 mod demo;
 mod gateway;
 mod key;
 mod logging;
+mod metrics;
 mod relay;
+mod settings;
 mod tunnel;
 mod units;
 

@@ -91,6 +91,15 @@ fn the_demo_works_as_printed() {
     }
     let (status, _) = http("GET", &dashboard, None, &[]);
     assert_eq!(status, 200, "{dashboard}");
+    // One recorder for the whole process: the relay's admin /metrics and the gateway's local
+    // /metrics render the same registry, relay and gateway series alike.
+    for metrics in [format!("{dashboard}metrics"), format!("{local}metrics")] {
+        let (status, body) = http("GET", &metrics, None, &[]);
+        assert_eq!(status, 200, "{metrics}: {body}");
+        for series in ["limmat_connections_accepted_total", "limmat_gateway_"] {
+            assert!(body.contains(series), "{metrics} lacks {series}: {body}");
+        }
+    }
 
     let commands = commands(&output);
     assert_eq!(commands.len(), 9, "{commands:#?}");

@@ -74,7 +74,7 @@ pub async fn node_object(
     let report = state.report.as_ref();
     let advertised = report.and_then(|r| r.name.clone());
     let name = if cached_name {
-        advertised.or(state.name.clone())
+        advertised.or_else(|| state.name.clone())
     } else {
         advertised
     };

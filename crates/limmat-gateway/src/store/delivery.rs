@@ -5,9 +5,46 @@
 use super::queue::Queues;
 use super::records::{DeadMeta, MessageMeta, decode_with_body, encode_with_body};
 use super::{DEAD, MESSAGES, Store, StoreError, SubState};
-use crate::webhook::Outcome;
 use base64::Engine;
 use redb::ReadableTable;
+
+/// What the delivery policy needs to know about a message and its subscription after an
+/// attempt, read inside the transaction that commits it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AttemptState {
+    /// Attempts of this message before this one.
+    pub attempts: u32,
+    /// When the message was queued.
+    pub created_ms: u64,
+    /// Consecutive failures of the subscription before this attempt.
+    pub consecutive_failures: u32,
+    /// Since when the subscription has been failing, if it is.
+    pub failing_since_ms: Option<u64>,
+    /// A uniform draw in [0, 1) for the backoff's jitter, made by the caller.
+    pub jitter: f64,
+}
+
+/// What to do with a message after one attempt, as the delivery policy decided; the store
+/// applies it in one transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// A 2xx: the message leaves its queue.
+    Delivered { status: u16 },
+    /// `410 Gone`: the message and the rest of the queue become dead letters and the
+    /// subscription is disabled.
+    Gone,
+    /// A failure (`lastError` = `error`).
+    Failed {
+        status: Option<u16>,
+        error: &'static str,
+        /// When the next attempt is due.
+        next_attempt_ms: u64,
+        /// The retry budget is spent: the message becomes a dead letter.
+        dead_letter: bool,
+        /// The subscription has failed too long: disable it and bury its queue.
+        disable: bool,
+    },
+}
 
 /// The head message of a queue, with what an attempt needs.
 #[derive(Debug, Clone)]
@@ -161,15 +198,16 @@ impl Store {
         self.touched();
     }
 
-    /// Commit the result of one attempt of the message at `position`. `backoff(k)` gives the
-    /// delay in ms after the k-th consecutive failure (jitter included).
+    /// Commit the result of one attempt of the message at `position`: `decide` gets the
+    /// message's and subscription's state inside the transaction and says what happens
+    /// (the delivery policy, `webhook::policy::after_attempt`); `jitter` is passed on to it.
     pub fn record_attempt(
         &self,
         subscription_id: &str,
         position: u64,
-        outcome: &Outcome,
         now_ms: u64,
-        backoff: &dyn Fn(u32) -> u64,
+        jitter: f64,
+        decide: impl FnOnce(&AttemptState) -> Decision,
     ) -> Result<(), StoreError> {
         let options = self.options().clone();
         let mut cache = self.cache();
@@ -177,15 +215,7 @@ impl Store {
             return Ok(());
         };
         st.in_flight = None;
-        // A 2xx needs no fsync of its own: if the process dies before the next durable commit
-        // (the pipeline's next accept, or a failure's), the message is simply still queued and
-        // is sent again with the same id and body, which §5.3 allows. Failures keep theirs,
-        // because their retry state must survive a crash.
-        let durability = match outcome {
-            Outcome::Delivered { .. } => redb::Durability::Eventual,
-            _ => redb::Durability::Immediate,
-        };
-        let txn = self.begin(durability)?;
+        let mut txn = self.begin(redb::Durability::Immediate)?;
         {
             let mut queues = Queues::open(&txn)?;
             let current = queues
@@ -193,18 +223,32 @@ impl Store {
                 .get((subscription_id, position))?
                 .and_then(|v| decode_with_body::<MessageMeta>(v.value()));
             if let Some((mut meta, body)) = current {
+                let decision = decide(&AttemptState {
+                    attempts: meta.attempts,
+                    created_ms: meta.created_ms,
+                    consecutive_failures: st.sub.delivery.consecutive_failures,
+                    failing_since_ms: st.sub.delivery.failing_since_ms,
+                    jitter,
+                });
                 apply(
                     &mut queues,
                     &mut st,
                     position,
                     &mut meta,
                     &body,
-                    outcome,
+                    &decision,
                     now_ms,
-                    backoff,
                     &options,
                 )?;
                 queues.save_sub(&st)?;
+                drop(queues);
+                // A 2xx needs no fsync of its own: if the process dies before the next durable
+                // commit (the pipeline's next accept, or a failure's), the message is simply
+                // still queued and is sent again with the same id and body, which §5.3 allows.
+                // Failures keep theirs, because their retry state must survive a crash.
+                if matches!(decision, Decision::Delivered { .. }) {
+                    txn.set_durability(redb::Durability::Eventual);
+                }
             }
         }
         self.commit(txn)?;
@@ -409,7 +453,8 @@ fn pick_dead(
     Ok(picked)
 }
 
-/// Apply §5.4/§5.5 to the message at `position` after one attempt.
+/// Applies the policy's decision to the message at `position`: counters, retry state, dead
+/// letters and disabling.
 #[allow(clippy::too_many_arguments)]
 fn apply(
     queues: &mut Queues<'_>,
@@ -417,16 +462,15 @@ fn apply(
     position: u64,
     meta: &mut MessageMeta,
     body: &[u8],
-    outcome: &Outcome,
+    decision: &Decision,
     now: u64,
-    backoff: &dyn Fn(u32) -> u64,
     options: &super::Options,
 ) -> Result<(), StoreError> {
     let d = &mut st.sub.delivery;
     d.last_attempt_ms = Some(now);
     meta.attempts = meta.attempts.saturating_add(1);
-    match outcome {
-        Outcome::Delivered { status } => {
+    match decision {
+        Decision::Delivered { status } => {
             crate::metrics::delivery_latency(std::time::Duration::from_millis(
                 now.saturating_sub(meta.created_ms),
             ));
@@ -439,7 +483,7 @@ fn apply(
             d.failing_since_ms = None;
             queues.remove_message(st, position)?;
         }
-        Outcome::Gone => {
+        Decision::Gone => {
             d.failed_attempts += 1;
             d.last_status = Some(410);
             d.last_error = Some("status".into());
@@ -456,28 +500,23 @@ fn apply(
             )?;
             queues.drain(st, "gone", now, options)?;
         }
-        Outcome::Failed {
-            kind,
+        Decision::Failed {
             status,
-            retry_after,
+            error,
+            next_attempt_ms,
+            dead_letter,
+            disable,
         } => {
             d.failed_attempts += 1;
             d.consecutive_failures = d.consecutive_failures.saturating_add(1);
-            let failing_since = *d.failing_since_ms.get_or_insert(now);
-            let mut delay = backoff(d.consecutive_failures);
-            if let Some(ra) = retry_after {
-                let ra = (*ra).min(crate::webhook::backoff::RETRY_AFTER_CAP);
-                delay = delay.max(u64::try_from(ra.as_millis()).unwrap_or(u64::MAX));
-            }
-            let next = now.saturating_add(delay);
-            d.next_attempt_ms = Some(next);
+            d.failing_since_ms.get_or_insert(now);
+            d.next_attempt_ms = Some(*next_attempt_ms);
             d.last_status = *status;
-            d.last_error = Some(kind.as_str().into());
+            d.last_error = Some((*error).into());
             meta.last_status = *status;
-            meta.last_error = Some(kind.as_str().into());
-            meta.next_attempt_ms = next;
-            let too_old = now.saturating_sub(meta.created_ms) > options.max_age_ms;
-            if meta.attempts >= options.max_attempts || too_old {
+            meta.last_error = Some((*error).into());
+            meta.next_attempt_ms = *next_attempt_ms;
+            if *dead_letter {
                 queues.remove_message(st, position)?;
                 let dead = DeadMeta::from_message(meta.clone(), "retry-budget", now);
                 queues.bury(st, dead, body, options)?;
@@ -487,9 +526,9 @@ fn apply(
                     .messages
                     .insert((st.sub.id.as_str(), position), value.as_slice())?;
             }
-            if now.saturating_sub(failing_since) >= options.disable_after_ms {
+            if *disable {
                 st.sub.disabled_reason = Some("failing".into());
-                tracing::warn!(subscription = %st.sub.id, "no successful delivery for webhooks.disable_after_s: subscription disabled");
+                tracing::warn!(subscription = %st.sub.id, "no successful delivery for webhooks.disable_after: subscription disabled");
                 queues.drain(st, "disabled", now, options)?;
             }
         }

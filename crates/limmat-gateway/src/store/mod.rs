@@ -21,6 +21,7 @@
 
 pub mod accept;
 pub mod delivery;
+pub use delivery::{AttemptState, Decision};
 pub(crate) mod queue;
 pub mod records;
 pub mod subscriptions;
@@ -100,16 +101,13 @@ pub struct Options {
     pub max_subscriptions: usize,
     pub coalesce_threshold: u64,
     pub max_backlog: u64,
-    pub max_attempts: u32,
-    pub max_age_ms: u64,
-    pub disable_after_ms: u64,
     pub dead_letter_max: u64,
     pub dead_letter_retention_ms: u64,
     pub log_retention_ms: u64,
 }
 
-fn secs_ms(s: f64) -> u64 {
-    (s * 1000.0).clamp(0.0, u64::MAX as f64) as u64
+fn ms(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl Options {
@@ -120,12 +118,9 @@ impl Options {
             max_subscriptions: w.max_subscriptions,
             coalesce_threshold: w.coalesce_threshold as u64,
             max_backlog: w.max_backlog as u64,
-            max_attempts: w.max_attempts,
-            max_age_ms: secs_ms(w.max_age_s),
-            disable_after_ms: secs_ms(w.disable_after_s),
             dead_letter_max: w.dead_letter_max as u64,
-            dead_letter_retention_ms: secs_ms(w.dead_letter_retention_s),
-            log_retention_ms: secs_ms(config.beacons.log_retention_s),
+            dead_letter_retention_ms: ms(w.dead_letter_retention),
+            log_retention_ms: ms(config.beacons.log_retention),
         }
     }
 }
@@ -235,8 +230,9 @@ impl Store {
         self.inner.writable.load(Ordering::Relaxed)
     }
 
-    /// Fault injection for tests: while set, every write transaction is aborted and fails,
-    /// as a full disk would make it.
+    /// Fault injection for tests (cargo feature `test-util`): while set, every write
+    /// transaction is aborted and fails, as a full disk would make it.
+    #[cfg(feature = "test-util")]
     pub fn set_fail_writes(&self, fail: bool) {
         self.inner.fail_writes.store(fail, Ordering::Relaxed);
     }
@@ -266,12 +262,14 @@ impl Store {
 
     /// Commit, unless writes are being failed on purpose; record whether writes work.
     pub(crate) fn commit(&self, txn: redb::WriteTransaction) -> Result<(), StoreError> {
-        let result = if self.inner.fail_writes.load(Ordering::Relaxed) {
-            let _ = txn.abort();
-            Err(StoreError::Injected)
-        } else {
-            txn.commit().map_err(StoreError::from)
-        };
+        // Without `test-util` the fault injector cannot be set, and the check compiles away.
+        let result =
+            if cfg!(feature = "test-util") && self.inner.fail_writes.load(Ordering::Relaxed) {
+                let _ = txn.abort();
+                Err(StoreError::Injected)
+            } else {
+                txn.commit().map_err(StoreError::from)
+            };
         self.inner.writable.store(result.is_ok(), Ordering::Relaxed);
         if result.is_ok() {
             self.touched();
@@ -443,4 +441,16 @@ fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
     }
     #[cfg(not(unix))]
     options.open(path)
+}
+
+/// Runs a store operation on a blocking thread, as every async caller must (redb commits
+/// fsync).
+pub async fn blocking<T: Send + 'static>(
+    store: &Store,
+    f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || f(&store))
+        .await
+        .unwrap_or_else(|e| Err(StoreError::Write(e.to_string())))
 }

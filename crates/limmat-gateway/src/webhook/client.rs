@@ -3,7 +3,7 @@
 //!
 //! An attempt resolves the subscriber's name again, keeps only the addresses the SSRF rules
 //! allow and connects to one of them, pinned for the life of that connection (no DNS
-//! rebinding). `connect_timeout_s` covers DNS, TCP and TLS; `timeout_s` covers the request up
+//! rebinding). `connect_timeout` covers DNS, TCP and TLS; `timeout` covers the request up
 //! to the response head. HTTPS is verified against the Web PKI roots plus `ca_file`, and
 //! cannot be turned off. At most 64 KiB of a response body is read; a connection whose body
 //! ended within that goes back to a small pool, keyed by origin and pinned address, so the next
@@ -86,10 +86,10 @@ impl std::fmt::Debug for HttpTransport {
     }
 }
 
-fn seconds(key: &str, value: f64) -> Result<Duration, String> {
-    match Duration::try_from_secs_f64(value) {
-        Ok(d) if !d.is_zero() => Ok(d),
-        _ => Err(format!("{key} = {value}: a positive number of seconds")),
+fn seconds(key: &str, value: Duration) -> Result<Duration, String> {
+    match value {
+        d if !d.is_zero() => Ok(d),
+        _ => Err(format!("{key} = {value:?}: a positive duration")),
     }
 }
 
@@ -157,8 +157,8 @@ impl HttpTransport {
             None => None,
         };
         Ok(HttpTransport {
-            connect_timeout: seconds("webhooks.connect_timeout_s", settings.connect_timeout_s)?,
-            timeout: seconds("webhooks.timeout_s", settings.timeout_s)?,
+            connect_timeout: seconds("webhooks.connect_timeout", settings.connect_timeout)?,
+            timeout: seconds("webhooks.timeout", settings.timeout)?,
             allow: AllowList::parse(&settings.allow_networks)?,
             tls: TlsConnector::from(Arc::new(tls_config(settings.ca_file.as_deref())?)),
             proxy,

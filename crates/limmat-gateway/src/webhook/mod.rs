@@ -8,10 +8,12 @@
 //!
 //! The seam also lets the scheduler be tested against a scripted transport.
 
-pub mod backoff;
+pub(crate) mod backoff;
 pub mod client;
+pub(crate) mod policy;
+#[cfg(feature = "receiver")]
 pub mod receiver;
-pub mod scheduler;
+pub(crate) mod scheduler;
 pub mod sign;
 pub mod ssrf;
 

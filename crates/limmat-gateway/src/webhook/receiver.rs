@@ -381,7 +381,7 @@ async fn handle(
             .state()
             .script
             .pop_front()
-            .unwrap_or(Reply::status(200))
+            .unwrap_or_else(|| Reply::status(200))
     };
     let answered = match &reply {
         Reply::Status { status, .. } => Some(*status),

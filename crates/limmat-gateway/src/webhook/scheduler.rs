@@ -11,10 +11,12 @@
 //! restart with the same `webhook-id` and body. The loop itself keeps only what is safe to
 //! lose: which attempts are running.
 
+use super::policy::{self, Policy};
 use super::{FailureKind, Message, Outcome, Transport};
+use crate::clock::WallClock;
 use crate::config::WebhooksSection;
-use crate::store::Store;
 use crate::store::delivery::Head;
+use crate::store::{Store, blocking};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,61 +25,12 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// Wall-clock milliseconds that advance with the tokio clock, so paused-time tests drive
-/// backoff and batch deadlines, and a wall-clock jump does not fire timers early.
-#[derive(Debug, Clone, Copy)]
-pub struct Clock {
-    base_ms: u64,
-    base: Instant,
-}
-
-impl Default for Clock {
-    fn default() -> Self {
-        Clock::new()
-    }
-}
-
-impl Clock {
-    pub fn new() -> Clock {
-        Clock {
-            base_ms: crate::events::millis(std::time::SystemTime::now()),
-            base: Instant::now(),
-        }
-    }
-
-    pub fn now_ms(&self) -> u64 {
-        let elapsed = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.base_ms.saturating_add(elapsed)
-    }
-
-    /// The tokio instant of a wall-clock time in ms (now, if it is past).
-    pub fn instant(&self, ms: u64) -> Instant {
-        Instant::now() + Duration::from_millis(ms.saturating_sub(self.now_ms()))
-    }
-}
-
-/// The backoff settings (`webhooks.retry_base_s`, `retry_factor`, `retry_max_delay_s`).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Backoff {
-    pub base_s: f64,
-    pub factor: f64,
-    pub max_s: f64,
-}
-
-impl Backoff {
-    /// The jittered delay after the k-th consecutive failure (§5.5), in ms.
-    pub fn delay_ms(&self, k: u32) -> u64 {
-        let unit: f64 = rand::random();
-        let d = super::backoff::delay(k, self.base_s, self.factor, self.max_s, unit);
-        u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-    }
-}
-
 /// The scheduler's settings.
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub struct SchedulerSettings {
     pub max_in_flight: usize,
-    pub backoff: Backoff,
+    /// What happens after an attempt.
+    pub policy: Policy,
     /// A safety net above the transport's own timeouts: an attempt that takes longer counts
     /// as a `timeout` failure.
     pub attempt_limit: Duration,
@@ -85,16 +38,12 @@ pub struct Settings {
     pub housekeeping: Duration,
 }
 
-impl Settings {
-    pub fn from_config(w: &WebhooksSection) -> Settings {
-        Settings {
+impl SchedulerSettings {
+    pub fn from_config(w: &WebhooksSection) -> SchedulerSettings {
+        SchedulerSettings {
             max_in_flight: w.max_in_flight.max(1),
-            backoff: Backoff {
-                base_s: w.retry_base_s,
-                factor: w.retry_factor,
-                max_s: w.retry_max_delay_s,
-            },
-            attempt_limit: Duration::from_secs_f64(w.connect_timeout_s + w.timeout_s + 5.0),
+            policy: Policy::from_config(w),
+            attempt_limit: w.connect_timeout + w.timeout + Duration::from_secs(5),
             housekeeping: Duration::from_secs(60),
         }
     }
@@ -106,9 +55,9 @@ impl Settings {
 pub async fn run(
     store: Store,
     transport: Arc<dyn Transport>,
-    settings: Settings,
+    settings: SchedulerSettings,
     wake: Arc<Notify>,
-    clock: Clock,
+    clock: WallClock,
     shutdown: CancellationToken,
 ) {
     let mut attempts: JoinSet<(String, u64, Outcome)> = JoinSet::new();
@@ -162,11 +111,14 @@ pub async fn run(
             _ = sleep_until(wake_at) => {}
             Some(joined) = attempts.join_next(), if !attempts.is_empty() => {
                 let Ok((id, position, outcome)) = joined else { continue };
-                let backoff = settings.backoff;
+                let policy = settings.policy;
                 let now = clock.now_ms();
                 let sid = id.clone();
+                let jitter = rand::random();
                 let result = blocking(&store, move |s| {
-                    s.record_attempt(&sid, position, &outcome, now, &|k| backoff.delay_ms(k))
+                    s.record_attempt(&sid, position, now, jitter, |state| {
+                        policy::after_attempt(state, &outcome, now, &policy)
+                    })
                 })
                 .await;
                 if let Err(e) = result {
@@ -215,15 +167,4 @@ async fn attempt(transport: &dyn Transport, head: &Head, limit: Duration) -> Out
         Outcome::Failed { .. } => "failed",
     });
     outcome
-}
-
-/// Run a store operation on a blocking thread.
-pub async fn blocking<T: Send + 'static>(
-    store: &Store,
-    f: impl FnOnce(&Store) -> Result<T, crate::store::StoreError> + Send + 'static,
-) -> Result<T, crate::store::StoreError> {
-    let store = store.clone();
-    tokio::task::spawn_blocking(move || f(&store))
-        .await
-        .unwrap_or_else(|e| Err(crate::store::StoreError::Write(e.to_string())))
 }

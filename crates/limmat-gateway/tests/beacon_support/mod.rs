@@ -94,12 +94,12 @@ pub fn config(dir: &Path) -> GatewayConfig {
     let mut c = GatewayConfig::default();
     c.gateway.name = "limmat-test".into();
     c.gateway.state_dir = dir.to_path_buf();
-    c.presence.update_interval_s = 0.3;
-    c.presence.leave_after_s = 0.6;
-    c.presence.telemetry_interval_s = 0.5;
-    c.webhooks.retry_base_s = 0.05;
+    c.presence.update_interval = Duration::from_millis(300);
+    c.presence.leave_after = Duration::from_millis(600);
+    c.presence.telemetry_interval = Duration::from_millis(500);
+    c.webhooks.retry_base = Duration::from_millis(50);
     c.webhooks.retry_factor = 2.0;
-    c.webhooks.retry_max_delay_s = 0.5;
+    c.webhooks.retry_max_delay = Duration::from_millis(500);
     c.webhooks.allow_networks = vec!["127.0.0.1/32".into()];
     c
 }
@@ -130,8 +130,8 @@ pub fn subscription(
 /// a test), so only what a test feeds reaches the queues.
 pub fn quiet_config(dir: &Path) -> GatewayConfig {
     let mut c = config(dir);
-    c.presence.update_interval_s = 30.0;
-    c.presence.leave_after_s = 30.0;
+    c.presence.update_interval = Duration::from_secs(30);
+    c.presence.leave_after = Duration::from_secs(30);
     c
 }
 
@@ -232,7 +232,7 @@ impl Engine {
         let reports =
             futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) });
         let shutdown = CancellationToken::new();
-        let beacons = Beacons::start(
+        let beacons = limmat_gateway::server::start_beacons(
             config,
             store,
             reports,

@@ -6,6 +6,7 @@ use limmat_gateway::webhook::Message;
 use limmat_gateway::webhook::receiver::{Receiver, ReceiverOptions};
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use std::sync::Arc;
+use std::time::Duration;
 
 pub const SUB: &str = "sub_01JGGZ8Q4V8X2M7N3P5R6T9W0Y";
 pub const MSG: &str = "msg_01JGGZ8Q4V8X2M7N3P5R6T9W0Y";
@@ -20,8 +21,8 @@ pub fn key() -> Vec<u8> {
 /// checks would refuse sub-second timeouts).
 pub fn settings(allow: &[&str]) -> WebhooksSection {
     WebhooksSection {
-        connect_timeout_s: 2.0,
-        timeout_s: 2.0,
+        connect_timeout: Duration::from_secs(2),
+        timeout: Duration::from_secs(2),
         allow_networks: allow.iter().map(|s| s.to_string()).collect(),
         ..WebhooksSection::default()
     }

@@ -9,7 +9,7 @@ use super::params;
 use crate::api::problem::Problem;
 use crate::events::{EventMeta, Filter, TYPES};
 use crate::pipeline::Beacons;
-use crate::webhook::scheduler::blocking;
+use crate::store::blocking;
 use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::IntoResponse;

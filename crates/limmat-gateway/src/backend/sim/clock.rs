@@ -23,14 +23,14 @@ const FAR_FUTURE: Duration = Duration::from_secs(86400 * 365 * 30);
 
 /// The simulator's clock: where simulated time 0 is, in tokio and wall-clock time.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Clock {
+pub(super) struct SimClock {
     pub start: Instant,
     pub epoch: SystemTime,
     /// Simulated seconds per real second.
     pub scale: f64,
 }
 
-impl Clock {
+impl SimClock {
     /// Simulated milliseconds now.
     pub fn now_ms(&self) -> u64 {
         (self.start.elapsed().as_secs_f64() * 1000.0 * self.scale) as u64

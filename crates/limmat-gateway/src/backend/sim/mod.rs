@@ -62,7 +62,7 @@ const EVENT_BUFFER: usize = 256;
 /// The simulator. Create it inside a tokio runtime; dropping it stops its task, ends every
 /// scan and subscription stream and cancels the link-loss timers.
 pub struct SimBackend {
-    clock: clock::Clock,
+    clock: clock::SimClock,
     air: Arc<Mutex<Air>>,
     peripherals: Vec<Arc<Peripheral>>,
     devices: HashMap<Address, Device>,
@@ -92,7 +92,7 @@ impl SimBackend {
     /// this call: with a fixed epoch and paused time, runs are byte-identical.
     pub fn with_epoch(config: &SimConfig, epoch: SystemTime) -> Result<SimBackend, ConfigError> {
         let world = World::build(config)?;
-        let clock = clock::Clock {
+        let clock = clock::SimClock {
             start: tokio::time::Instant::now(),
             epoch,
             scale: config.time_scale,

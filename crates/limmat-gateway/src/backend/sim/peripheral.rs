@@ -7,7 +7,7 @@
 //! characteristic (`0100` notify, `0200` indicate, `0000` none) and of what was written to it
 //! directly; like a bonded-less real device, it resets when the link drops.
 
-use super::clock::Clock;
+use super::clock::SimClock;
 use super::gatt::{self, Gatt};
 use super::world::PeripheralSpec;
 use crate::backend::{
@@ -30,7 +30,7 @@ const SUBSCRIPTION_BUFFER: usize = 64;
 
 pub(super) struct Peripheral {
     pub spec: PeripheralSpec,
-    clock: Clock,
+    clock: SimClock,
     events: broadcast::Sender<ConnectionEvent>,
     state: Mutex<State>,
 }
@@ -62,7 +62,7 @@ struct Subscription {
 impl Peripheral {
     pub fn new(
         spec: PeripheralSpec,
-        clock: Clock,
+        clock: SimClock,
         rng: SmallRng,
         events: broadcast::Sender<ConnectionEvent>,
     ) -> Peripheral {

@@ -15,7 +15,7 @@
 //! A scan stream that falls behind by more than its buffer loses reports, as a host that does
 //! not keep up with its controller does; the others are unaffected.
 
-use super::clock::{self, Clock};
+use super::clock::{self, SimClock};
 use super::peripheral::Peripheral;
 use super::report;
 use super::world::{BeaconSpec, Cycle, PeripheralSpec};
@@ -148,7 +148,7 @@ impl Advertiser {
     }
 
     /// The frame sent at simulated time `t` (received at `at`).
-    fn send(&mut self, t: u64, clock: &Clock) -> Report {
+    fn send(&mut self, t: u64, clock: &SimClock) -> Report {
         self.frames = self.frames.wrapping_add(1);
         if self.frames > 1 {
             let step = self.walk.step;
@@ -209,7 +209,7 @@ enum Job {
 
 /// The driver: runs until `cancel`.
 pub(super) async fn drive(
-    clock: Clock,
+    clock: SimClock,
     air: Arc<Mutex<Air>>,
     mut advertisers: Vec<Advertiser>,
     peripherals: Vec<Arc<Peripheral>>,

@@ -1,0 +1,542 @@
+//! Every `limmat relay` setting, defined once in the table below: its flag, its `LIMMAT_…`
+//! variable, its file key, its parser and where it lands in [`RelayConfig`] (see
+//! [`crate::settings`] for how to add one). A few keys exist only in the file: certificate
+//! pairs as `[[cert]]` tables, static device keys and the ordered `[[egress.rule]]` tables.
+
+use crate::settings::{
+    self, Entry, Layer, boolean, count, from_str, many, one, path, socket_addr, text,
+};
+use crate::units;
+use anyhow::anyhow;
+use limmat_relay::auth::{AuthMode, DeviceKey};
+use limmat_relay::egress::{HostPattern, Ports};
+use limmat_relay::{Action, CertPaths, Cidr, EgressRule, Listen, Rate, RelayConfig};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+settings::settings! {
+    /// Every relay setting, unset unless its source gives it: flags, variables and the file each
+    /// fill one of these, and [`merge`] lays them over each other before the defaults apply. The
+    /// defaults are therefore written in the help text rather than given to clap, which would
+    /// make a default flag override the file.
+    pub struct RelaySettings => RelayConfig {
+        /// Address to listen on for devices and clients (repeatable); `tls:ADDR` for TLS.
+        /// [default: 127.0.0.1:8080]
+        #[arg(value_name = "ADDR")]
+        listen: Vec<Listen> = many(from_str::<Listen>) => |c, v| c.listen = v;
+        /// PEM certificate chain for TLS listeners (repeatable, paired with --key in order;
+        /// chosen by SNI, the first is the default). Reloaded when the file changes or on SIGHUP.
+        #[arg(value_name = "FILE")]
+        cert: Vec<PathBuf> = many(path);
+        /// PEM private key for the --cert at the same position.
+        #[arg(value_name = "FILE")]
+        key: Vec<PathBuf> = many(path);
+        /// The ClientHello and TLS handshake must be done within this. [default: 10s]
+        #[arg(value_name = "DURATION")]
+        tls_handshake_timeout: Duration = one(units::duration)
+            => |c, v| c.tls_handshake_timeout = v;
+        /// Public hostname of the relay (repeatable); turns on <domain>.<hostname> routing.
+        #[arg(value_name = "NAME")]
+        hostname: Vec<String> = many(text) => |c, v| c.hostnames = v;
+        /// A waiting device gets 204 after this long (1s to 74s). [default: 30s]
+        #[arg(value_name = "DURATION")]
+        hold_time: Duration = one(hold_time) => |c, v| c.hold_time = v;
+        /// How long a client waits for a device before 504 (0 = answer at once). [default: 5s]
+        #[arg(value_name = "DURATION")]
+        client_wait: Duration = one(units::duration) => |c, v| c.client_wait = v;
+        /// Close a pipe after this long without a byte either way (0 = never). [default: 10m]
+        #[arg(value_name = "DURATION")]
+        idle_timeout: Duration = one(units::duration) => |c, v| c.idle_timeout = v;
+        /// Waiting connections allowed per domain (0 = no cap); more get 429. [default: 32]
+        #[arg(value_name = "N")]
+        max_per_domain: usize = one(count) => |c, v| c.max_per_domain = v;
+        /// Retry-After of the 429 sent over max-per-domain. [default: 30s]
+        #[arg(value_name = "DURATION")]
+        cap_retry_after: Duration = one(units::duration) => |c, v| c.cap_retry_after = v;
+        /// Longest request head; longer heads are closed with no response. [default: 16KiB]
+        #[arg(value_name = "SIZE")]
+        max_head: usize = one(units::size) => |c, v| c.max_head = v;
+        /// A head must be complete this long after accept or a 204. [default: 10s]
+        #[arg(value_name = "DURATION")]
+        head_timeout: Duration = one(units::duration) => |c, v| c.head_timeout = v;
+        /// Clients allowed to wait per domain (0 = no limit); more get 504 at once.
+        /// [default: 256]
+        #[arg(value_name = "N")]
+        max_waiting_clients: usize = one(count) => |c, v| c.max_waiting_clients = v;
+        /// Answer a new connection's first handshake with 204, as Yaler v2.1 does (`=false`
+        /// turns off what the file or LIMMAT_FIRST_POST_RENEW turned on). [default: false]
+        #[arg(value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+        first_post_renew: bool = one(boolean) => |c, v| c.first_post_renew = v;
+        /// Where `GET /` is redirected (307); without it, 504.
+        #[arg(value_name = "URI")]
+        root_uri: String = one(text) => |c, v| c.root_uri = Some(v);
+        /// How long open pipes may finish after SIGTERM or SIGINT. [default: 30s]
+        #[arg(value_name = "DURATION")]
+        drain_timeout: Duration = one(units::duration) => |c, v| c.drain_timeout = v;
+        /// limmat-mux/1: PING a mux device after this long without receiving anything.
+        /// [default: 30s]
+        #[arg(value_name = "DURATION")]
+        mux_ping_interval: Duration = one(units::duration) => |c, v| c.mux_ping_interval = v;
+        /// limmat-mux/1: a mux device whose PING ACK takes longer is dead and dropped.
+        /// [default: 20s]
+        #[arg(value_name = "DURATION")]
+        mux_ping_timeout: Duration = one(units::duration) => |c, v| c.mux_ping_timeout = v;
+        /// `keys`: every device needs a key (the default when a key source is given); `open`:
+        /// any device may register any domain (allowed by default on loopback-only relays).
+        #[arg(value_name = "open|keys")]
+        auth: AuthMode = one(from_str::<AuthMode>) => |c, v| c.auth = Some(v);
+        /// TOML file of [[device_key]] entries (domain, sha256) and revoked_keys (repeatable).
+        #[arg(value_name = "FILE")]
+        keys_file: Vec<PathBuf> = many(path) => |c, v| c.keys.keys_files = v;
+        /// Master secret for derived keys lmk1.… (repeatable, for rotation).
+        #[arg(value_name = "FILE")]
+        master_secret_file: Vec<PathBuf> = many(path) => |c, v| c.keys.master_secret_files = v;
+        /// Open connections per client address (IPv6 per /64); 0 = no limit. [default: 1024]
+        #[arg(value_name = "N")]
+        max_conns_per_ip: usize = one(count) => |c, v| c.limits.max_conns_per_ip = v;
+        /// New connections per address, as RATE/UNIT:BURST; 0 = no limit.
+        /// [default: 500/s:1000]
+        #[arg(value_name = "RATE")]
+        conn_rate_per_ip: Rate = one(from_str::<Rate>) => |c, v| c.limits.conn_rate_per_ip = v;
+        /// Failed device authentications per address before 429; 0 = no limit.
+        /// [default: 10/min:20]
+        #[arg(value_name = "RATE")]
+        auth_failures_per_ip: Rate = one(from_str::<Rate>)
+            => |c, v| c.limits.auth_failures_per_ip = v;
+        /// Device handshakes per domain (each pairing returns one); 0 = no limit.
+        /// [default: 10/s:64]
+        #[arg(value_name = "RATE")]
+        handshake_rate_per_domain: Rate = one(from_str::<Rate>)
+            => |c, v| c.limits.handshake_rate_per_domain = v;
+        /// Address ranges the per-address limits do not apply to (repeatable; `none` for no
+        /// exemption at all). [default: 127.0.0.0/8, ::1/128]
+        #[arg(value_name = "CIDR")]
+        limit_exempt: Vec<Option<Cidr>> = many(exempt)
+            => |c, v| c.limits.limit_exempt = v.into_iter().flatten().collect();
+        /// Open connections of the whole relay; at the limit it stops accepting; 0 = no limit.
+        /// [default: 65536]
+        #[arg(value_name = "N")]
+        max_connections: usize = one(count) => |c, v| c.max_connections = v;
+        /// Admin listener: /healthz, /readyz, /metrics, the JSON API and the dashboard.
+        /// [default: none]
+        #[arg(value_name = "ADDR")]
+        admin: std::net::SocketAddr = one(socket_addr) => |c, v| c.admin = Some(v);
+        /// File holding the admin bearer token; required when --admin is not loopback.
+        #[arg(value_name = "FILE")]
+        admin_token_file: PathBuf = one(path) => |c, v| c.admin_token_file = Some(v);
+        /// Let authenticated devices use the relay as an HTTP proxy (CONNECT host:port and
+        /// http:// requests, spec section 6); needs device keys. [default: false]
+        #[arg(value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+        forward_proxy: bool = one(boolean) => |c, v| c.forward_proxy = v;
+        /// Forward proxy: let devices reach RULE, a CIDR or host pattern with optional :PORTS
+        /// (127.0.0.1/32, 10.1.2.0/24:443, *.example.com:443,8883); repeatable. Checked before
+        /// the built-in deny set of private, loopback, link-local and other non-public ranges.
+        #[arg(value_name = "RULE")]
+        egress_allow: Vec<EgressRule> = rules(allow_rule);
+        /// Forward proxy: never let devices reach RULE (same syntax); repeatable. Deny rules are
+        /// checked before allow rules.
+        #[arg(value_name = "RULE")]
+        egress_deny: Vec<EgressRule> = rules(deny_rule);
+        /// Forward proxy: what applies to an address that no rule and no built-in range
+        /// matches. [default: allow]
+        #[arg(value_name = "allow|deny")]
+        egress_default: Action = one(from_str::<Action>) => |c, v| c.egress.default = v;
+        /// Forward proxy: resolving and connecting to a target must be done within this.
+        /// [default: 10s]
+        #[arg(value_name = "DURATION")]
+        proxy_connect_timeout: Duration = one(units::duration)
+            => |c, v| c.proxy_connect_timeout = v;
+        /// Forward proxy: concurrent tunnels and requests per device domain (0 = no limit);
+        /// more get 429. [default: 64]
+        #[arg(value_name = "N")]
+        proxy_max_per_domain: usize = one(count) => |c, v| c.proxy_max_per_domain = v;
+    }
+}
+
+/// The relay's listener when no source names one.
+const DEFAULT_LISTEN: ([u8; 4], u16) = ([127, 0, 0, 1], 8080);
+
+/// Keys only the file has, read by [`from_entries`]; named in suggestions for typos.
+const FILE_ONLY: &[&str] = &["certs", "device_key", "revoked_keys", "egress_rule"];
+
+/// The file's own keys: static device keys (spec 4.1.2), revoked keys and the ordered
+/// `[[egress.rule]]` tables (6.4.2).
+#[derive(Debug, Default)]
+pub struct FileOnly {
+    pub device_key: Vec<DeviceKey>,
+    pub revoked_keys: Vec<String>,
+    pub egress_rule: Vec<EgressRule>,
+}
+
+/// `upper` over `lower`, setting by setting. Certificates and keys go together, since they
+/// pair by position.
+pub fn merge(upper: RelaySettings, mut lower: RelaySettings) -> RelaySettings {
+    if upper.cert.is_some() || upper.key.is_some() {
+        lower.cert = None;
+        lower.key = None;
+    }
+    upper.or(lower)
+}
+
+impl RelaySettings {
+    /// The merged settings and the file's own keys over the defaults.
+    pub fn into_config(mut self, file: FileOnly) -> anyhow::Result<RelayConfig> {
+        let cert = self.cert.take().unwrap_or_default();
+        let key = self.key.take().unwrap_or_default();
+        if cert.len() != key.len() {
+            anyhow::bail!(
+                "{} --cert but {} --key: give one --key for each --cert, in the same order",
+                cert.len(),
+                key.len()
+            );
+        }
+        // The file's rule tables in their order, then deny rules, then allow rules: flags
+        // cannot keep their relative order, and a deny first is the safe reading.
+        let rules = [
+            Some(file.egress_rule),
+            self.egress_deny.take(),
+            self.egress_allow.take(),
+        ]
+        .into_iter()
+        .flatten()
+        .flatten()
+        .collect();
+        let mut config = RelayConfig {
+            listen: vec![Listen::plain(DEFAULT_LISTEN.into())],
+            ..RelayConfig::default()
+        };
+        self.apply(&mut config);
+        config.certs = cert
+            .into_iter()
+            .zip(key)
+            .map(|(cert, key)| CertPaths { cert, key })
+            .collect();
+        config.egress.rules = rules;
+        config.keys.device_keys = file.device_key;
+        config.keys.revoked_keys = file.revoked_keys;
+        Ok(config)
+    }
+}
+
+/// A hold time, checked here too so that the file key or variable is named: devices read with
+/// a 75 s timeout, so a longer wait without a byte would cut them off (D2).
+pub fn hold_time(s: &str) -> Result<Duration, String> {
+    let d = units::duration(s)?;
+    if d < Duration::from_secs(1) || d >= Duration::from_secs(75) {
+        return Err(format!(
+            "hold_time must be from 1s to 74s, below the devices' 75 s read timeout ({s:?} given)"
+        ));
+    }
+    Ok(d)
+}
+
+/// A `limit_exempt` value: a range, or `none`.
+pub fn exempt(value: &str) -> Result<Option<Cidr>, String> {
+    match value {
+        "none" => Ok(None),
+        range => range.parse().map(Some),
+    }
+}
+
+/// An `--egress-allow` value.
+pub fn allow_rule(s: &str) -> Result<EgressRule, String> {
+    EgressRule::parse(Action::Allow, s)
+}
+
+/// An `--egress-deny` value.
+pub fn deny_rule(s: &str) -> Result<EgressRule, String> {
+    EgressRule::parse(Action::Deny, s)
+}
+
+/// A list of egress rules. In a variable, a rule's port list has commas too
+/// (`LIMMAT_EGRESS_ALLOW=10.0.0.0/8:443,8883,*.example.com`): an item that is only a port or
+/// a port range continues the rule before it.
+fn rules(
+    raw: settings::Raw,
+    parse: impl Fn(&str) -> Result<EgressRule, String>,
+) -> Result<Vec<EgressRule>, String> {
+    let raw = match raw {
+        settings::Raw::Env(s) => {
+            let mut items: Vec<String> = Vec::new();
+            for item in settings::split_env(&s)? {
+                let port_only = item.bytes().all(|b| b.is_ascii_digit() || b == b'-');
+                match items.last_mut() {
+                    Some(last) if port_only && last.contains(':') => {
+                        last.push(',');
+                        last.push_str(&item);
+                    }
+                    _ => items.push(item),
+                }
+            }
+            settings::Raw::List(items)
+        }
+        other => other,
+    };
+    many(raw, parse)
+}
+
+/// Reads a configuration file: every key must be a setting.
+pub fn from_file(file: &Path) -> anyhow::Result<(RelaySettings, FileOnly)> {
+    let entries = settings::read_file(file)?;
+    from_entries(entries).map_err(|e| anyhow!("{}: {e}", file.display()))
+}
+
+/// A `[[cert]]` table.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CertTable {
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+/// An `[[egress.rule]]` table (spec 6.4.2).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleTable {
+    action: String,
+    cidr: Option<String>,
+    host: Option<String>,
+    /// `"443,8883,1000-2000"`, or a single port as a number.
+    ports: Option<toml::Value>,
+    #[serde(default)]
+    domains: Vec<String>,
+}
+
+impl RuleTable {
+    fn into_rule(self) -> Result<EgressRule, String> {
+        let ports = match self.ports {
+            None => None,
+            Some(toml::Value::String(s)) => Some(s.parse::<Ports>()?),
+            Some(toml::Value::Integer(n)) => Some(n.to_string().parse::<Ports>()?),
+            Some(other) => return Err(format!("ports = {other}: expected \"443,8000-8100\"")),
+        };
+        let domains = self
+            .domains
+            .iter()
+            .map(|d| limmat_wire::route::parse_domain(d).map_err(|e| format!("domain {d:?}: {e}")))
+            .collect::<Result<_, _>>()?;
+        Ok(EgressRule {
+            action: self.action.parse()?,
+            cidr: self.cidr.as_deref().map(str::parse::<Cidr>).transpose()?,
+            host: self
+                .host
+                .as_deref()
+                .map(str::parse::<HostPattern>)
+                .transpose()?,
+            ports,
+            domains,
+        })
+    }
+}
+
+/// A file's keys to settings; errors name the key, its value and what was expected.
+fn from_entries(entries: Vec<Entry>) -> Result<(RelaySettings, FileOnly), String> {
+    let mut settings = RelaySettings::default();
+    let mut file = FileOnly::default();
+    let mut certs: Option<Vec<CertTable>> = None;
+    for entry in entries {
+        match entry.name.as_str() {
+            "cert" | "certs" => {
+                if certs.is_some() {
+                    return Err("give certificates as either [[cert]] or certs, not both".into());
+                }
+                certs =
+                    Some(entry.tables("[[cert]] tables with cert = \"FILE\" and key = \"FILE\"")?);
+            }
+            "key" => {
+                return Err(entry.bad(
+                    "a private key goes next to its certificate: [[cert]] cert = \"…\" key = \"…\"",
+                ));
+            }
+            "device_key" => {
+                file.device_key = entry.tables("[[device_key]] tables with domain and sha256")?;
+            }
+            "egress_rule" => {
+                let tables: Vec<RuleTable> = entry
+                    .tables("[[egress.rule]] tables of action, cidr, host, ports and domains")?;
+                file.egress_rule = tables
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, r)| {
+                        r.into_rule()
+                            .map_err(|e| format!("egress.rule #{}: {e}", i + 1))
+                    })
+                    .collect::<Result<_, _>>()?;
+            }
+            "revoked_keys" => {
+                file.revoked_keys = many(entry.raw()?, text).map_err(|e| entry.bad(e))?;
+            }
+            _ => settings::set_entry(&mut settings, &entry, FILE_ONLY)?,
+        }
+    }
+    if let Some(certs) = certs {
+        let (cert, key) = certs.into_iter().map(|c| (c.cert, c.key)).unzip();
+        settings.cert = Some(cert);
+        settings.key = Some(key);
+    }
+    Ok((settings, file))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::Raw;
+
+    fn parse(source: &str) -> Result<(RelaySettings, FileOnly), String> {
+        from_entries(settings::entries(source)?)
+    }
+
+    #[test]
+    fn every_setting_parses_from_the_file() {
+        let (s, file) = parse(
+            r#"
+            listen = ["127.0.0.1:8080", "tls:0.0.0.0:443"]
+            hold_time = "20s"
+            max_head = "8KiB"
+            max_per_domain = 0
+            first_post_renew = true
+            conn_rate_per_ip = "500/s:1000"
+            limit_exempt = "none"
+            revoked_keys = ["sha256:00"]
+            [[cert]]
+            cert = "a.pem"
+            key = "a.key"
+            [[device_key]]
+            domain = "d"
+            sha256 = "00"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(s.listen.unwrap().len(), 2);
+        assert_eq!(s.hold_time, Some(Duration::from_secs(20)));
+        assert_eq!(s.max_head, Some(8192));
+        assert_eq!(s.max_per_domain, Some(0));
+        assert_eq!(s.first_post_renew, Some(true));
+        assert_eq!(s.limit_exempt, Some(vec![None]));
+        assert_eq!(s.cert, Some(vec![PathBuf::from("a.pem")]));
+        assert_eq!(s.key, Some(vec![PathBuf::from("a.key")]));
+        assert_eq!(file.device_key[0].domain, "d");
+        assert_eq!(file.revoked_keys, ["sha256:00"]);
+    }
+
+    #[test]
+    fn certs_may_be_an_inline_array() {
+        let (s, _) = parse(r#"certs = [{ cert = "a.pem", key = "a.key" }]"#).unwrap();
+        assert_eq!(s.key, Some(vec![PathBuf::from("a.key")]));
+        let e = parse(r#"certs = [{ cert = "a.pem" }]"#).err().unwrap();
+        assert!(e.contains("certs") && e.contains("key"), "{e}");
+    }
+
+    #[test]
+    fn errors_name_key_value_and_expectation() {
+        let e = parse(r#"hold_time = "90s""#).err().unwrap();
+        assert!(
+            e.starts_with(r#"hold_time = "90s": "#) && e.contains("1s to 74s"),
+            "{e}"
+        );
+        let e = parse("hold_tme = \"30s\"").err().unwrap();
+        assert_eq!(e, r#"unknown key "hold_tme" (did you mean hold_time?)"#);
+        let e = parse("max-head = 1").err().unwrap();
+        assert!(e.contains("did you mean max_head?"), "{e}");
+        let e = parse("hold_time = [\"1s\"]").err().unwrap();
+        assert!(e.contains("single value"), "{e}");
+        let e = parse("listen = [{a = 1}]").err().unwrap();
+        assert!(e.contains("listen"), "{e}");
+    }
+
+    #[test]
+    fn egress_settings() {
+        let (s, file) = parse(
+            r#"
+            forward_proxy = true
+            egress_allow = ["127.0.0.1/32", "*.example.com:443,8883"]
+            proxy_max_per_domain = 8
+            [egress]
+            default = "deny"
+            [[egress.rule]]
+            action = "allow"
+            cidr = "10.1.2.0/24"
+            ports = 443
+            domains = ["Backend"]
+            [[egress.rule]]
+            action = "deny"
+            host = "*.internal"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(s.forward_proxy, Some(true));
+        assert_eq!(s.egress_default, Some(Action::Deny));
+        assert_eq!(s.proxy_max_per_domain, Some(8));
+        let allow = s.egress_allow.unwrap();
+        assert_eq!(allow[1].to_string(), "allow *.example.com ports 443,8883");
+        let table = file.egress_rule;
+        assert_eq!(
+            table[0].to_string(),
+            "allow 10.1.2.0/24 ports 443 for backend"
+        );
+        assert_eq!(table[1].to_string(), "deny *.internal");
+        let e = parse("[[egress.rule]]\naction = \"maybe\"").err().unwrap();
+        assert!(e.contains("egress.rule #1") && e.contains("maybe"), "{e}");
+        let e = parse("egress_deny = [\"not a rule\"]").err().unwrap();
+        assert!(e.starts_with("egress_deny = "), "{e}");
+        let e = parse("egress_default = \"deny\"\n[egress]\ndefault = \"deny\"")
+            .err()
+            .unwrap();
+        assert!(
+            e.contains("egress.default") && e.contains("egress_default"),
+            "{e}"
+        );
+        // In a variable, port lists continue the rule before them.
+        let mut s = RelaySettings::default();
+        let value = "10.0.0.0/8:443,8883,1000-2000, *.example.com,127.0.0.1/32";
+        s.set("egress_allow", Raw::Env(value.into())).unwrap();
+        let rules: Vec<String> = s
+            .egress_allow
+            .unwrap()
+            .iter()
+            .map(|r| r.to_string())
+            .collect();
+        assert_eq!(
+            rules,
+            [
+                "allow 10.0.0.0/8 ports 443,8883,1000-2000",
+                "allow *.example.com",
+                "allow 127.0.0.1/32"
+            ]
+        );
+    }
+
+    #[test]
+    fn env_lists_are_comma_separated() {
+        let mut s = RelaySettings::default();
+        s.set("listen", Raw::Env("127.0.0.1:1, tls:[::1]:2".into()))
+            .unwrap();
+        assert_eq!(
+            s.listen.unwrap()[1],
+            Listen::tls("[::1]:2".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn the_layers_merge_and_fill_the_defaults() {
+        let mut file = RelaySettings::default();
+        file.set("max_head", Raw::Scalar("1KiB".into())).unwrap();
+        file.set("cert", Raw::List(vec!["f.pem".into()])).unwrap();
+        file.set("key", Raw::List(vec!["f.key".into()])).unwrap();
+        let mut flags = RelaySettings::default();
+        flags.set("cert", Raw::List(vec!["a.pem".into()])).unwrap();
+        let merged = merge(flags, file);
+        // The flag's certificate does not pair with the file's key.
+        let e = merged.into_config(FileOnly::default()).unwrap_err();
+        assert!(e.to_string().contains("1 --cert but 0 --key"), "{e}");
+        let config = RelaySettings::default()
+            .into_config(FileOnly::default())
+            .unwrap();
+        assert_eq!(config.listen, [Listen::plain(DEFAULT_LISTEN.into())]);
+        assert_eq!(
+            config.proxy_max_per_domain,
+            RelayConfig::default().proxy_max_per_domain
+        );
+    }
+}
