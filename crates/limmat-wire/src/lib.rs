@@ -12,7 +12,9 @@
 //! - [`proxy`]: the forward proxy's targets, credentials, rewrite and refusals (6).
 //! - [`tls`]: the SNI peek at a TLS ClientHello on a `tls` listener (2.6.2).
 //! - [`mux`]: limmat-mux/1 stream metadata and HTTP/2 frame boundaries (section 5).
+//! - [`cluster`]: the internal listener's requests and the client-forwarding head (7.1, 7.5).
 
+pub mod cluster;
 pub mod head;
 pub mod mux;
 pub mod proxy;
