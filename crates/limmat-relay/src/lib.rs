@@ -13,9 +13,11 @@
 //! - [`auth`]: device keys; [`limits`]: per-source and per-domain abuse limits.
 //! - [`egress`]: the forward proxy's egress policy; `proxy`: the forward proxy itself (6).
 //! - [`stats`]: live counters that tests and operators read.
+//! - [`cluster`]: membership, ownership and forwarding between nodes (section 7).
 
 mod admin;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod server;
 pub mod stats;
