@@ -285,6 +285,33 @@ async fn an_unresolvable_seed_is_logged_and_retried() {
     assert_eq!(ids(&a), ["node-a"]);
 }
 
+/// Checklist 90: a node found through a DNS seed name (`localhost`) becomes a member within
+/// `seed_interval` + `join_delay`, and not before `join_delay`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dns_seed_finds_the_cluster() {
+    let (a, _) = first_node("127.0.0.1", "node-a").await;
+    let port = a.gossip_addr().unwrap().port();
+    let mut c = config("127.0.0.3", "node-b", &[], SECRET);
+    c.seeds = vec![format!("localhost:{port}")];
+    let started = Instant::now();
+    let (b, _) = node_with(c).await;
+    until_live(&a, &["node-a", "node-b"]).await;
+    until_live(&b, &["node-a", "node-b"]).await;
+    let joined = started.elapsed();
+    let c = ClusterConfig::default();
+    assert!(joined >= c.join_delay, "{joined:?}");
+    assert!(joined < c.seed_interval + c.join_delay, "{joined:?}");
+    let seeds = b.members_json()["seeds"].clone();
+    assert!(
+        seeds[0]["addrs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x.as_str() == Some(&format!("127.0.0.1:{port}"))),
+        "{seeds}"
+    );
+}
+
 /// Standalone (no seeds): no socket at all, and the node owns everything.
 #[tokio::test]
 async fn standalone_opens_nothing() {
