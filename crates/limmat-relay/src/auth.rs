@@ -294,7 +294,7 @@ pub fn check_master_secret(secret: &[u8]) -> Result<(), SecretWeakness> {
 /// The key material of a secret's text: hex or base64 decoded where the whole text is one.
 fn decode_secret(text: &[u8]) -> Vec<u8> {
     use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE};
-    if text.len() % 2 == 0 && !text.is_empty() && text.iter().all(u8::is_ascii_hexdigit) {
+    if text.len().is_multiple_of(2) && !text.is_empty() && text.iter().all(u8::is_ascii_hexdigit) {
         // Every byte is a hex digit, so `to_digit` cannot fail here.
         let nibble = |b: u8| char::from(b).to_digit(16).unwrap_or(0) as u8;
         return text

@@ -1,0 +1,121 @@
+//! The forwarding side of 7.5: connect to the owner's internal listener, send the head of
+//! [`limmat_wire::cluster::Forward`] with the client's first bytes in the same write, and read
+//! the owner's `200`, all within 2 s. Past that the caller answers the client `504` itself, and
+//! the owner is probed at once so that the members view shows a member whose gossip is alive
+//! but whose internal listener is not.
+
+use super::membership::Shared;
+use limmat_wire::HeadScanner;
+use limmat_wire::cluster::{self as wire, ForwardReply};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Connecting and the owner's answer must both be done within this (7.5).
+pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(2);
+/// The owner's answer is a few bytes; anything longer is garbage.
+const MAX_REPLY: usize = 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    #[error("the owner did not answer within 2 s")]
+    Timeout,
+    #[error("cannot reach the owner: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the owner refused the forward with {0}")]
+    Refused(u16),
+    #[error("the owner answered something that is not HTTP")]
+    Garbage,
+    #[error("the owner closed the connection")]
+    Closed,
+}
+
+/// Opens the internal hop. On success the stream carries the client's stream and `Vec` holds
+/// bytes the owner sent after its `200` (the device's first bytes, if any).
+pub async fn open(
+    internal: SocketAddr,
+    head: &[u8],
+    early: &[u8],
+) -> Result<(TcpStream, Vec<u8>), ForwardError> {
+    let result = tokio::time::timeout(FORWARD_TIMEOUT, async {
+        let mut stream = TcpStream::connect(internal).await?;
+        crate::socket::configure(&stream);
+        let mut out = Vec::with_capacity(head.len() + early.len());
+        out.extend_from_slice(head);
+        out.extend_from_slice(early);
+        stream.write_all(&out).await?;
+        let mut buf = Vec::with_capacity(64);
+        let mut scanner = HeadScanner::new();
+        let len = loop {
+            if buf.len() >= MAX_REPLY {
+                return Err(ForwardError::Garbage);
+            }
+            if stream.read_buf(&mut buf).await? == 0 {
+                return Err(ForwardError::Closed);
+            }
+            if let Some(len) = scanner.scan(&buf) {
+                break len;
+            }
+        };
+        match wire::forward_reply(&buf[..len]) {
+            ForwardReply::Accepted => Ok((stream, buf.split_off(len))),
+            ForwardReply::Refused(status) => Err(ForwardError::Refused(status)),
+            ForwardReply::Garbage => Err(ForwardError::Garbage),
+        }
+    })
+    .await;
+    let outcome = result.unwrap_or(Err(ForwardError::Timeout));
+    let label = match &outcome {
+        Ok(_) => "ok",
+        Err(ForwardError::Timeout) => "timeout",
+        Err(ForwardError::Refused(_)) => "refused",
+        Err(_) => "error",
+    };
+    metrics::counter!("limmat_cluster_forwards_total", "result" => label).increment(1);
+    outcome
+}
+
+/// Asks a member's internal listener for its health, within 2 s.
+pub async fn probe(internal: SocketAddr, secret: &[u8]) -> bool {
+    let request = [
+        b"GET /limmat/cluster/1/health HTTP/1.1\r\nAuthorization: Bearer ".as_slice(),
+        secret,
+        b"\r\n\r\n",
+    ]
+    .concat();
+    let answer = tokio::time::timeout(FORWARD_TIMEOUT, async {
+        let mut s = TcpStream::connect(internal).await?;
+        s.write_all(&request).await?;
+        let mut buf = Vec::new();
+        (&mut s)
+            .take(MAX_REPLY as u64)
+            .read_to_end(&mut buf)
+            .await?;
+        Ok::<_, std::io::Error>(buf)
+    })
+    .await;
+    matches!(answer, Ok(Ok(b)) if b.starts_with(b"HTTP/1.1 200 "))
+}
+
+/// After a failed forward: probe the member and record the result in the members view.
+pub fn probe_after_failure(
+    shared: Arc<Shared>,
+    node_id: Arc<str>,
+    internal: SocketAddr,
+    secret: Arc<[u8]>,
+) {
+    tokio::spawn(async move {
+        let ok = probe(internal, &secret).await;
+        if !ok {
+            tracing::warn!(%node_id, %internal, "cluster: member's internal listener is unreachable");
+        }
+        if let Ok(mut p) = shared.probes.lock() {
+            let before = p.insert(node_id.clone(), ok);
+            if ok && before == Some(false) {
+                tracing::info!(%node_id, "cluster: member's internal listener reachable again");
+            }
+        }
+    });
+}

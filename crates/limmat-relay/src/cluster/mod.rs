@@ -1,0 +1,189 @@
+//! Clustering (spec section 7): several relay nodes serve as one relay.
+//!
+//! This module sits on the relay's lowest floor: it depends on nothing above it, and the
+//! relay's rendezvous reads it. Each file is one concern:
+//!
+//! - [`config`]: the `[cluster]` settings, defined once with serde.
+//! - [`owner`]: rendezvous hashing (7.3), pure, with the normative vectors.
+//! - [`document`]: what a node publishes about itself by gossip.
+//! - [`live`]: the rules that turn gossip into the live set (join delay, draining, restarts,
+//!   `node_id` collisions), pure.
+//! - [`transport`]: chitchat over UDP with an HMAC-SHA256 tag on every datagram.
+//! - [`membership`]: runs chitchat and publishes the live set on a watch; [`seeds`]: DNS seeds.
+//! - [`internal`]: the internal listener; [`forward`]: its client side (7.5).
+//!
+//! Gossip and failure detection are chitchat's (Scuttlebutt with a phi-accrual detector);
+//! nothing here implements either. A standalone node (no seeds) opens no socket at all.
+
+pub mod config;
+pub mod document;
+pub mod forward;
+pub mod internal;
+pub mod live;
+pub mod membership;
+pub mod owner;
+mod seeds;
+pub mod transport;
+
+pub use config::{ClusterConfig, ClusterConfigError};
+pub use document::Member;
+pub use forward::ForwardError;
+pub use internal::ForwardSink;
+pub use live::{LiveSet, MemberView, State};
+pub use membership::Membership;
+pub use seeds::SeedStatus;
+
+use limmat_wire::cluster::Forward;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// A node's part in a cluster: membership, the internal listener and forwarding.
+pub struct Cluster {
+    membership: Membership,
+    secret: Arc<[u8]>,
+    internal: Option<(SocketAddr, CancellationToken, JoinHandle<()>)>,
+    context: Option<Arc<internal::Context>>,
+}
+
+impl Cluster {
+    /// A standalone node: owns every domain, opens nothing.
+    pub fn standalone(local: Member) -> Self {
+        Self {
+            membership: Membership::standalone(local),
+            secret: Arc::from(&[][..]),
+            internal: None,
+            context: None,
+        }
+    }
+
+    /// Starts the node's cluster part, or a standalone one without seeds. `local` gives the
+    /// public host and ports; its `internal` address is taken from the bound listener. A port
+    /// of 0 in `internal_listen` or `gossip_listen` picks a free one.
+    pub async fn start(
+        config: &ClusterConfig,
+        mut local: Member,
+        sink: Arc<dyn ForwardSink>,
+    ) -> anyhow::Result<Self> {
+        if !config.is_clustered() {
+            return Ok(Self::standalone(local));
+        }
+        let mut checked = config.check()?;
+        let listener = TcpListener::bind(checked.internal_listen)
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot bind the internal listener {}: {e}",
+                    checked.internal_listen
+                )
+            })?;
+        let internal_addr = listener.local_addr()?;
+        if checked.gossip_listen.port() == 0 {
+            checked.gossip_listen = UdpSocket::bind(checked.gossip_listen)?.local_addr()?;
+        }
+        local.node_id = checked.node_id.as_str().into();
+        local.internal = internal_addr;
+        local.draining = false;
+        let membership = Membership::start(local, &checked, config).await?;
+        let context = Arc::new(internal::Context::of(&membership, &checked.secret));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(internal::serve(
+            listener,
+            context.clone(),
+            sink,
+            stop.clone(),
+        ));
+        tracing::info!(internal = %internal_addr, "cluster: internal listener started");
+        Ok(Self {
+            membership,
+            secret: checked.secret.into(),
+            internal: Some((internal_addr, stop, task)),
+            context: Some(context),
+        })
+    }
+
+    /// The live set; `borrow()` it and clone the `Arc`, never hold it across an await.
+    pub fn live(&self) -> watch::Receiver<Arc<LiveSet>> {
+        self.membership.live()
+    }
+
+    pub fn is_clustered(&self) -> bool {
+        self.internal.is_some()
+    }
+
+    pub fn internal_addr(&self) -> Option<SocketAddr> {
+        self.internal.as_ref().map(|i| i.0)
+    }
+
+    pub fn gossip_addr(&self) -> Option<SocketAddr> {
+        self.membership.gossip_addr()
+    }
+
+    /// Gossip datagrams dropped for a bad tag.
+    pub fn gossip_rejected(&self) -> u64 {
+        self.membership
+            .shared()
+            .gossip_rejected
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The members view (`GET /limmat/cluster/1/members`, and the admin API).
+    pub fn members_json(&self) -> serde_json::Value {
+        match &self.context {
+            Some(c) => internal::members_json(c),
+            None => {
+                let live = self.live().borrow().clone();
+                serde_json::json!({ "node_id": live.local.node_id, "live": [live.local.node_id], "members": [], "standalone": true })
+            }
+        }
+    }
+
+    /// Forwards a client to `owner` (7.5). On failure the owner is probed.
+    pub async fn forward(
+        &self,
+        owner: &Member,
+        forward: &Forward,
+        early: &[u8],
+    ) -> Result<(TcpStream, Vec<u8>), ForwardError> {
+        let head = forward.encode(&self.secret).map_err(|e| {
+            ForwardError::Io(std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+        })?;
+        let result = forward::open(owner.internal, &head, early).await;
+        if let Err(e) = &result {
+            tracing::warn!(owner = %owner.node_id, error = %e, domain = %forward.domain, "cluster: forward failed");
+            forward::probe_after_failure(
+                self.membership.shared().clone(),
+                owner.node_id.clone(),
+                owner.internal,
+                self.secret.clone(),
+            );
+        }
+        result
+    }
+
+    /// Publishes draining (7.6).
+    pub async fn drain(&self) {
+        self.membership.drain().await;
+    }
+
+    /// Stops gossip and the internal listener.
+    pub async fn shutdown(mut self) {
+        if let Some((_, stop, task)) = self.internal.take() {
+            stop.cancel();
+            let _ = task.await;
+        }
+        self.membership.leave().await;
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Some((_, stop, task)) = &self.internal {
+            stop.cancel();
+            task.abort();
+        }
+    }
+}
