@@ -14,7 +14,11 @@ use tokio_util::sync::CancellationToken;
 async fn no_bus_is_unavailable_with_a_reason() {
     let nowhere = "unix:path=/nonexistent/limmat-no-bus";
     // SAFETY: the only test of this binary sets the variable before anything reads it.
-    unsafe { std::env::set_var("DBUS_SYSTEM_BUS_ADDRESS", nowhere) };
+    // Edition 2024: the environment is process-wide; set before the bus is first read.
+    #[allow(unsafe_code)]
+    unsafe {
+        std::env::set_var("DBUS_SYSTEM_BUS_ADDRESS", nowhere);
+    }
     match BluezBackend::new("hci0").await {
         Err(BleError::Unavailable(why)) => {
             assert!(

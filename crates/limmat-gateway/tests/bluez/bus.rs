@@ -62,7 +62,11 @@ pub fn private_system_bus(children: &mut Children) -> (String, tokio::runtime::R
     let address = start_bus(children);
     // SAFETY: the caller is the only test of its binary and calls this first, so no other
     // thread exists yet that could read the environment, and nothing has connected yet.
-    unsafe { std::env::set_var(SYSTEM_BUS, &address) };
+    // Edition 2024: the environment is process-wide; this runs before any other thread reads it.
+    #[allow(unsafe_code)]
+    unsafe {
+        std::env::set_var(SYSTEM_BUS, &address);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
