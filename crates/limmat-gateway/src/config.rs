@@ -52,6 +52,8 @@ pub struct ApiSection {
     pub public_base_url: Option<String>,
     /// CORS origins [O]; none by default.
     pub cors_origins: Vec<String>,
+    /// `[api.limits]`: timeouts and the connection cap of every listener.
+    pub limits: crate::listener::Limits,
 }
 
 /// `[relay]`: serve the API through a Limmat relay as well (§1.2).
@@ -273,6 +275,7 @@ impl GatewayConfig {
         positive("presence.leave_after_s", p.leave_after_s)?;
         positive("presence.telemetry_interval_s", p.telemetry_interval_s)?;
         positive("beacons.log_retention_s", self.beacons.log_retention_s)?;
+        self.api.limits.validate()?;
         let r = &self.relay;
         check(r.pool >= 1, "relay.pool", r.pool, "at least 1")?;
         check(

@@ -36,6 +36,7 @@ pub mod ble;
 pub mod config;
 pub mod events;
 pub mod hex;
+pub mod listener;
 pub mod metrics;
 pub mod pipeline;
 pub mod presence;

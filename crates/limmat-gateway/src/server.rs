@@ -141,31 +141,15 @@ impl Gateway {
         let router = api::router(settings, parts);
         let local_router = with_metrics(router.clone(), prometheus);
 
+        let limits = config.api.limits.clone();
         let stop = shutdown.clone();
-        tasks.spawn(async move {
-            let graceful = stop.clone();
-            let served = axum::serve(
-                listener,
-                local_router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move { graceful.cancelled().await });
-            // Graceful shutdown waits for every open connection, and a stream that does not
-            // watch the token (a scan or notification stream) would hold it up for ever.
-            let grace = async {
-                stop.cancelled().await;
-                tokio::time::sleep(SHUTDOWN_GRACE).await;
-            };
-            tokio::select! {
-                served = std::future::IntoFuture::into_future(served) => {
-                    if let Err(e) = served {
-                        tracing::error!(error = %e, "the local listener failed");
-                    }
-                }
-                () = grace => {
-                    tracing::info!("requests still open after the shutdown grace period are dropped");
-                }
-            }
-        });
+        tasks.spawn(crate::listener::serve(
+            listener,
+            local_router,
+            limits,
+            stop,
+            SHUTDOWN_GRACE,
+        ));
         tracing::info!(%local_addr, backend = ?config.backend.kind, "gateway listening");
 
         if let Some(agent) = agent {
@@ -176,16 +160,23 @@ impl Gateway {
             }
             let router = router.clone();
             let stop = shutdown.clone();
+            let limits = Arc::new(config.api.limits.clone());
             tasks.spawn(async move {
+                let served = stop.clone();
                 agent
                     .run(
                         move |conn| {
-                            let service =
-                                hyper_util::service::TowerToHyperService::new(router.clone());
+                            let (router, limits, stop) =
+                                (router.clone(), limits.clone(), served.clone());
                             async move {
-                                if let Err(e) = limmat_agent::serve_http(conn, service).await {
-                                    tracing::debug!(error = %e, "relayed connection ended");
-                                }
+                                crate::listener::serve_relayed(
+                                    conn,
+                                    router,
+                                    &limits,
+                                    stop,
+                                    SHUTDOWN_GRACE,
+                                )
+                                .await
                             }
                         },
                         stop,
