@@ -58,6 +58,8 @@ pub struct ApiSection {
     pub public_base_url: Option<String>,
     /// CORS origins [O]; none by default.
     pub cors_origins: Vec<String>,
+    /// `[api.limits]`: timeouts and the connection cap of every listener.
+    pub limits: crate::listener::Limits,
 }
 
 /// `[relay]`: serve the API through a Limmat relay as well (§1.2).
@@ -426,6 +428,7 @@ impl GatewayConfig {
         positive("presence.leave_after", p.leave_after)?;
         positive("presence.telemetry_interval", p.telemetry_interval)?;
         positive("beacons.log_retention", self.beacons.log_retention)?;
+        self.api.limits.validate()?;
         let r = &self.relay;
         check(r.pool >= 1, "relay.pool", r.pool, "at least 1")?;
         check(

@@ -47,6 +47,8 @@ pub mod config;
 pub mod events;
 pub mod hex;
 #[allow(missing_docs)]
+pub mod listener;
+#[allow(missing_docs)]
 pub mod metrics;
 pub mod pipeline;
 #[allow(missing_docs)]

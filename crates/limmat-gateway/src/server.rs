@@ -31,6 +31,9 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// How long requests in progress may finish after shutdown starts (event streams end at once).
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// How to start a gateway.
 pub struct Options {
     /// Every setting, checked (`GatewayConfig::validate`).
@@ -108,6 +111,7 @@ impl Gateway {
             &tasks,
             listener,
             with_metrics(router.clone(), prometheus),
+            config.api.limits.clone(),
             shutdown.clone(),
         );
         tracing::info!(%local_addr, backend = ?config.backend.kind, "gateway listening");
@@ -260,18 +264,16 @@ fn serve_local(
     tasks: &TaskTracker,
     listener: TcpListener,
     router: Router,
+    limits: crate::listener::Limits,
     shutdown: CancellationToken,
 ) {
-    tasks.spawn(async move {
-        let served = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { shutdown.cancelled().await });
-        if let Err(e) = served.await {
-            tracing::error!(error = %e, "the local listener failed");
-        }
-    });
+    tasks.spawn(crate::listener::serve(
+        listener,
+        router,
+        limits,
+        shutdown,
+        SHUTDOWN_GRACE,
+    ));
 }
 
 /// Serves `router` on every connection the relay hands the agent, until `shutdown`.
@@ -287,15 +289,16 @@ fn serve_relayed(
             "the API has no token (api.token) and is reachable through the relay: anyone who knows the domain can use it"
         );
     }
+    let limits = Arc::new(config.api.limits.clone());
+    let served = shutdown.clone();
     tasks.spawn(async move {
         agent
             .run(
                 move |conn| {
-                    let service = hyper_util::service::TowerToHyperService::new(router.clone());
+                    let (router, limits, stop) = (router.clone(), limits.clone(), served.clone());
                     async move {
-                        if let Err(e) = limmat_agent::serve_http(conn, service).await {
-                            tracing::debug!(error = %e, "relayed connection ended");
-                        }
+                        crate::listener::serve_relayed(conn, router, &limits, stop, SHUTDOWN_GRACE)
+                            .await;
                     }
                 },
                 shutdown,

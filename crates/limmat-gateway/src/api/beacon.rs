@@ -80,6 +80,18 @@ pub(crate) fn store_problem(e: StoreError) -> Problem {
     }
 }
 
+/// `minRssi`: −127 to 20 dBm, as for `filter.minRssi` (§3.7).
+pub(crate) fn min_rssi(p: &mut Params) -> Result<Option<i16>, Problem> {
+    let value: Option<i16> = p.parsed("minRssi", "an RSSI in dBm")?;
+    match value {
+        Some(v) if !(-127..=20).contains(&v) => Err(Problem::bad_request(
+            "minRssi",
+            "`minRssi` must be within -127–20 dBm",
+        )),
+        v => Ok(v),
+    }
+}
+
 /// `format`, `key` and `minRssi` of `GET /beacon/beacons`.
 struct BeaconFilter {
     formats: Vec<String>,
@@ -110,7 +122,7 @@ pub async fn list_beacons(
     let filter = BeaconFilter {
         formats: p.list("format"),
         keys: p.list("key"),
-        min_rssi: p.parsed("minRssi", "an RSSI in dBm")?,
+        min_rssi: min_rssi(&mut p)?,
     };
     p.finish()?;
     if let Some(f) = filter

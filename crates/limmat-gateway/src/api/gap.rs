@@ -87,19 +87,20 @@ pub async fn node_object(
     Ok(node::render(base, &view, tree))
 }
 
+/// Scan: the nodes seen in a scan window, the connected nodes, or a live advertisement stream.
 #[utoipa::path(get, path = "/gap/nodes", tag = "gap",
     params(
-        ("active" = Option<u8>, Query, description = "Active scan (the default)"),
-        ("passive" = Option<u8>, Query, description = "Passive scan"),
+        ("active" = inline(Option<doc::Flag>), Query, description = "Active scan (the default)"),
+        ("passive" = inline(Option<doc::Flag>), Query, description = "Passive scan"),
         ("duration" = Option<u64>, Query, description = "Window in ms, 100–30000 (default 2000)"),
-        ("event" = Option<u8>, Query, description = "Stream advertisements as SSE"),
-        ("enable" = Option<u8>, Query, description = "List the connected nodes"),
+        ("event" = inline(Option<doc::Flag>), Query, description = "Stream advertisements as SSE"),
+        ("enable" = inline(Option<doc::Flag>), Query, description = "`1` lists the connected nodes instead of scanning"),
         ("filter_mac" = Option<String>, Query, description = "SSE: addresses, comma-separated"),
         ("filter_rssi" = Option<i16>, Query, description = "SSE: minimum RSSI in dBm"),
         ("filter_name" = Option<String>, Query, description = "SSE: names; a trailing * matches a prefix"),
         ("filter_uuid" = Option<String>, Query, description = "SSE: service UUIDs"),
         ("filter_company" = Option<String>, Query, description = "SSE: company ids, 4 hex digits"),
-        ("filter_duplicates" = Option<u8>, Query, description = "SSE: only first or changed reports"),
+        ("filter_duplicates" = inline(Option<doc::Flag>), Query, description = "SSE: only first or changed reports"),
     ),
     responses(
         (status = 200, description = "Node list `{self, scan, nodes}`, or `text/event-stream` of `advertisement` events", body = doc::NodeList),
@@ -129,8 +130,7 @@ async fn list_nodes(
             params.finish()?;
             return connected_list(&ble, &base).await;
         }
-        Some(false) => return Err(Problem::bad_request("enable", "only `enable=1` lists")),
-        None => {}
+        Some(false) | None => {}
     }
     if event {
         let filter = filter::Filter::parse(&mut params)?;
@@ -211,10 +211,11 @@ fn scan_stream(ble: Arc<Ble>, base: Base, mode: ScanMode, filter: filter::Filter
     sse::response(events)
 }
 
+/// One node as last seen.
 #[utoipa::path(get, path = "/gap/nodes/{node}", tag = "gap",
     params(
         doc::NodeParam,
-        ("name" = Option<u8>, Query, description = "Fill `name` from advertising data or the cache"),
+        ("name" = inline(Option<doc::Flag>), Query, description = "Fill `name` from advertising data or the cache"),
     ),
     responses(
         (status = 200, description = "The node", body = doc::Node),
@@ -234,12 +235,13 @@ async fn get_node(
     ))
 }
 
+/// Connect (`connect=1`) or disconnect (`enable=0`) a node.
 #[utoipa::path(put, path = "/gap/nodes/{node}", tag = "gap",
     params(
         doc::NodeParam,
-        ("connect" = Option<u8>, Query, description = "`1` connects"),
+        ("connect" = inline(Option<doc::Flag>), Query, description = "`1` connects"),
         ("timeout" = Option<u64>, Query, description = "Connection timeout in ms, 100–30000 (default 10000)"),
-        ("enable" = Option<u8>, Query, description = "`0` disconnects; `1` (auto-reconnect) is not implemented"),
+        ("enable" = inline(Option<doc::Flag>), Query, description = "`0` disconnects; `1` (auto-reconnect) is not implemented"),
         ("interval" = Option<u32>, Query, description = "Connection interval [O]: not implemented"),
         ("latency" = Option<u32>, Query, description = "Connection latency [O]: not implemented"),
     ),
@@ -327,12 +329,14 @@ struct ConnectBody {
     enable: Option<bool>,
 }
 
+/// Connect a node.
 #[utoipa::path(post, path = "/gap/nodes/{node}/connection", tag = "gap",
     params(doc::NodeParam),
     request_body(content = doc::ConnectBody, description = "Optional `{\"timeoutMs\": 10000, \"enable\": false}`", content_type = "application/json"),
     responses(
         (status = 200, description = "The node, connected", body = doc::Node),
         (status = 415, description = "Not JSON", body = doc::ProblemDoc, content_type = "application/problem+json"),
+        (status = 501, description = "`enable: true` (auto-reconnect [O]) is not implemented", body = doc::ProblemDoc, content_type = "application/problem+json"),
         (status = 504, description = "`connect-timeout`", body = doc::ProblemDoc, content_type = "application/problem+json"),
     ))]
 async fn connect_node(
@@ -356,6 +360,7 @@ async fn connect_node(
     connect(&ble, &base, address, timeout, body.enable == Some(true)).await
 }
 
+/// Disconnect a node.
 #[utoipa::path(delete, path = "/gap/nodes/{node}/connection", tag = "gap",
     params(doc::NodeParam),
     responses((status = 200, description = "The node, disconnected", body = doc::Node)))]
@@ -368,6 +373,7 @@ async fn disconnect_node(
     disconnect(&ble, &base, address).await
 }
 
+/// A live stream of connection events.
 #[utoipa::path(get, path = "/gap/connection-events", tag = "gap",
     responses((status = 200, description = "`text/event-stream` of `connected`, `disconnected` and `connect-timeout` events with `{node, reason}`")))]
 async fn connection_events(State(ble): State<Arc<Ble>>, _: NoQuery) -> Result<Response, Problem> {
@@ -394,6 +400,7 @@ async fn connection_events(State(ble): State<Arc<Ble>>, _: NoQuery) -> Result<Re
     })))
 }
 
+/// Adapter management [O]: not implemented.
 #[utoipa::path(get, path = "/management/nodes/{node}", tag = "gap",
     params(doc::NodeParam),
     responses((status = 501, description = "Pairing is not implemented", body = doc::ProblemDoc, content_type = "application/problem+json")))]
@@ -401,10 +408,11 @@ async fn get_management(Node(_node): Node) -> Result<Response, Problem> {
     Err(Problem::not_implemented("pairing and bonding (management)"))
 }
 
+/// Adapter management [O]: not implemented.
 #[utoipa::path(put, path = "/management/nodes/{node}", tag = "gap",
     params(
         doc::NodeParam,
-        ("bond" = Option<u8>, Query, description = "Pair (`1`) or remove the bond (`0`)"),
+        ("bond" = inline(Option<doc::Flag>), Query, description = "Pair (`1`) or remove the bond (`0`)"),
     ),
     responses((status = 501, description = "Pairing is not implemented", body = doc::ProblemDoc, content_type = "application/problem+json")))]
 async fn put_management(Node(_node): Node) -> Result<Response, Problem> {

@@ -96,7 +96,8 @@ async fn find_descriptor(
         .ok_or_else(|| Problem::not_found(format!("no descriptor {handle:04x}")))
 }
 
-#[utoipa::path(get, path = "/gatt/nodes", tag = "gatt",
+/// The connected nodes, with links to their GATT database.
+#[utoipa::path(operation_id = "list_connected_nodes", get, path = "/gatt/nodes", tag = "gatt",
     responses((status = 200, description = "The connected nodes `{self, nodes}`", body = doc::NodeList)))]
 async fn list_nodes(
     State(ble): State<Arc<Ble>>,
@@ -118,7 +119,8 @@ async fn list_nodes(
     })))
 }
 
-#[utoipa::path(get, path = "/gatt/nodes/{node}", tag = "gatt",
+/// One connected node, with links to its services and characteristics.
+#[utoipa::path(operation_id = "get_connected_node", get, path = "/gatt/nodes/{node}", tag = "gatt",
     params(doc::NodeParam),
     responses(
         (status = 200, description = "The node, with links to its services and characteristics", body = doc::Node),
@@ -136,10 +138,11 @@ async fn get_node(
     ))
 }
 
+/// The services of a connected node.
 #[utoipa::path(get, path = "/gatt/nodes/{node}/services", tag = "gatt",
     params(
         doc::NodeParam,
-        ("primary" = Option<u8>, Query, description = "Primary services only"),
+        ("primary" = inline(Option<doc::Flag>), Query, description = "Primary services only"),
         ("uuid" = Option<String>, Query, description = "Primary services with this UUID (16, 32 or 128 bits)"),
     ),
     responses((status = 200, description = "`{self, services}`", body = doc::ServiceList)))]
@@ -168,6 +171,7 @@ async fn list_services(
     })))
 }
 
+/// One service.
 #[utoipa::path(get, path = "/gatt/nodes/{node}/services/{service}", tag = "gatt",
     params(
         doc::ServicePath,
@@ -190,6 +194,7 @@ async fn get_service(
     Ok(super::json(service_json(&base, address, &service)))
 }
 
+/// The characteristics of one service.
 #[utoipa::path(get, path = "/gatt/nodes/{node}/services/{service}/characteristics", tag = "gatt",
     params(
         doc::ServicePath,
@@ -222,6 +227,7 @@ async fn service_characteristics(
     characteristics_list(&ble, &base, address, list, uuid, &path).await
 }
 
+/// Every characteristic of a connected node.
 #[utoipa::path(get, path = "/gatt/nodes/{node}/characteristics", tag = "gatt",
     params(
         doc::NodeParam,
@@ -261,6 +267,7 @@ async fn characteristics_list(
     })))
 }
 
+/// One characteristic declaration.
 #[utoipa::path(get, path = "/gatt/nodes/{node}/characteristics/{characteristic}", tag = "gatt",
     params(
         doc::CharacteristicPath,
@@ -280,11 +287,12 @@ async fn get_characteristic(
     )))
 }
 
+/// Turn notification or indication on or off.
 #[utoipa::path(put, path = "/gatt/nodes/{node}/characteristics/{characteristic}", tag = "gatt",
     params(
         doc::CharacteristicPath,
-        ("notify" = Option<u8>, Query, description = "Turn notification on (`1`) or off (`0`)"),
-        ("indicate" = Option<u8>, Query, description = "Turn indication on (`1`) or off (`0`)"),
+        ("notify" = inline(Option<doc::Flag>), Query, description = "Turn notification on (`1`) or off (`0`)"),
+        ("indicate" = inline(Option<doc::Flag>), Query, description = "Turn indication on (`1`) or off (`0`)"),
     ),
     responses(
         (status = 200, description = "The characteristic, with `notifying`", body = doc::Characteristic),
@@ -324,6 +332,7 @@ async fn put_characteristic(
     )))
 }
 
+/// The descriptors of one characteristic.
 #[utoipa::path(get, path = "/gatt/nodes/{node}/characteristics/{characteristic}/descriptors", tag = "gatt",
     params(
         doc::CharacteristicPath,
@@ -351,6 +360,7 @@ async fn characteristic_descriptors(
     })))
 }
 
+/// One descriptor.
 #[utoipa::path(get, path = "/gatt/nodes/{node}/descriptors/{descriptor}", tag = "gatt",
     params(
         doc::DescriptorPath,

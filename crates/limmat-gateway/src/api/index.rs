@@ -51,7 +51,8 @@ pub fn routes(ble: Arc<Ble>, info: IndexInfo) -> OpenApiRouter {
         .with_state(Index { ble, info })
 }
 
-#[utoipa::path(get, path = "/", tag = "index",
+/// The index: name, version, backend, adapter, capabilities, relay status and links.
+#[utoipa::path(operation_id = "index", get, path = "/", tag = "index",
     responses((status = 200, description = "Name, version, backend, adapter, capabilities, relay status and links", body = doc::Index)))]
 async fn index(State(index): State<Index>, base: Base, _: NoQuery) -> Result<Response, Problem> {
     let info = index.ble.backend().info().await;

@@ -3,7 +3,7 @@
 //! (else `400` naming it), so a typo in a body fails as loudly as one in a query.
 
 use super::problem::Problem;
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, StatusCode, header};
 use serde::de::DeserializeOwned;
 
@@ -17,20 +17,7 @@ pub async fn optional<T: DeserializeOwned>(
     body: Body,
     members: &[&str],
 ) -> Result<Option<T>, Problem> {
-    let bytes = match axum::body::to_bytes(body, LIMIT).await {
-        Ok(bytes) => bytes,
-        Err(e) => {
-            let over = e
-                .into_inner()
-                .downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some();
-            return Err(if over {
-                too_large()
-            } else {
-                Problem::bad_request("body", "the request body could not be read")
-            });
-        }
-    };
+    let bytes = read(body).await?;
     if bytes.is_empty() {
         return Ok(None);
     }
@@ -54,6 +41,29 @@ pub async fn optional<T: DeserializeOwned>(
     serde_json::from_value(value)
         .map(Some)
         .map_err(|e| Problem::bad_request(member_at_fault(&e, members), e.to_string()))
+}
+
+/// The whole body, at most [`LIMIT`] bytes: `413` beyond, `408` when it arrives too slowly
+/// (`api.limits`), `400` when it cannot be read.
+pub async fn read(body: Body) -> Result<Bytes, Problem> {
+    axum::body::to_bytes(body, LIMIT).await.map_err(|e| {
+        let e = e.into_inner();
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&*e);
+        while let Some(c) = cause {
+            if c.is::<http_body_util::LengthLimitError>() {
+                return too_large();
+            }
+            if c.is::<tower_http::timeout::TimeoutError>() || c.is::<crate::listener::TooSlow>() {
+                return Problem::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body-timeout",
+                    format!("the request body arrived too slowly: {c}"),
+                );
+            }
+            cause = c.source();
+        }
+        Problem::bad_request("body", "the request body could not be read")
+    })
 }
 
 /// `413`.

@@ -15,6 +15,7 @@ pub mod gap;
 pub mod gatt;
 pub mod index;
 pub mod json_body;
+pub mod openapi;
 pub mod openapi_schemas;
 pub mod problem;
 pub mod query;
@@ -88,10 +89,8 @@ pub fn router(settings: ApiSettings, parts: Vec<OpenApiRouter>) -> Router {
     for part in parts {
         api = api.merge(part);
     }
-    let (router, mut doc) = api.split_for_parts();
-    doc.info.title = "Limmat gateway".into();
-    doc.info.version = env!("CARGO_PKG_VERSION").into();
-    let doc = Arc::new(doc);
+    let (router, doc) = api.split_for_parts();
+    let doc = Arc::new(openapi::complete(doc, settings.token.is_some()));
     let router = router.route(
         "/openapi.json",
         axum::routing::get(move || {

@@ -168,17 +168,43 @@ pub struct AttributeValue {
 
 /// The body of `POST …/connection`.
 #[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ConnectBody {
+    #[schema(minimum = 100, maximum = 30000)]
     pub timeout_ms: Option<u64>,
     pub enable: Option<bool>,
 }
 
 /// The body of a body-form write.
 #[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ValueBody {
     /// Hex, 0–512 bytes.
     pub value: String,
+}
+
+/// `adapter` of `GET /`.
+#[derive(Serialize, ToSchema)]
+pub struct Adapter {
+    pub name: Option<String>,
+    /// `C0:FF:EE:00:00:01`.
+    pub address: Option<String>,
+    pub powered: Option<bool>,
+}
+
+/// `relay` of `GET /`: `configured`, and when it is, where and how the pool stands.
+#[derive(Serialize, ToSchema)]
+pub struct RelayIndex {
+    pub configured: bool,
+    /// `HOST:PORT` of the relay.
+    pub address: Option<String>,
+    pub domain: Option<String>,
+    /// Connections waiting at the relay.
+    pub waiting: Option<u64>,
+    /// Connections serving a client now.
+    pub relayed: Option<u64>,
+    pub upgrades: Option<u64>,
+    pub failures: Option<u64>,
 }
 
 /// `GET /`.
@@ -189,9 +215,9 @@ pub struct Index {
     pub name: String,
     pub version: String,
     pub backend: String,
-    pub adapter: BTreeMap<String, String>,
+    pub adapter: Adapter,
     pub capabilities: BTreeMap<String, bool>,
-    pub relay: BTreeMap<String, String>,
+    pub relay: RelayIndex,
     pub links: BTreeMap<String, Link>,
 }
 
@@ -240,3 +266,18 @@ pub struct ValueParam {
     /// 1–512 bytes as hex.
     pub value: String,
 }
+
+/// A `0|1` query flag (§0): the integers `0` and `1`, nothing else.
+pub struct Flag;
+
+impl utoipa::PartialSchema for Flag {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::Integer)
+            .enum_values(Some([0, 1]))
+            .description(Some("`1` for yes, `0` for no"))
+            .into()
+    }
+}
+
+impl ToSchema for Flag {}

@@ -44,12 +44,12 @@ impl Params {
         }
     }
 
-    /// Take a `0|1` flag: `None` when absent.
+    /// Take a `0|1` flag (§0; `true`, `yes` and the like are refused): `None` when absent.
     pub fn flag(&mut self, name: &str) -> Result<Option<bool>, Problem> {
         match self.scalar(name)?.as_deref() {
             None => Ok(None),
-            Some("1") | Some("true") => Ok(Some(true)),
-            Some("0") | Some("false") => Ok(Some(false)),
+            Some("1") => Ok(Some(true)),
+            Some("0") => Ok(Some(false)),
             Some(v) => Err(Problem::bad_request(
                 name,
                 format!("`{name}={v}` is not 0 or 1"),

@@ -2,35 +2,18 @@
 //! (`413`), well-formed JSON (`400`), and no unknown members (`400` naming the member, via
 //! `deny_unknown_fields`).
 
+use crate::api::json_body;
 use crate::api::problem::Problem;
 use axum::body::Body;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::HeaderMap;
 use serde::de::DeserializeOwned;
-
-/// The largest accepted body.
-pub const MAX_BODY: usize = 64 * 1024;
 
 /// Read and parse a JSON body with the spec's status codes.
 pub async fn json<T: DeserializeOwned>(headers: &HeaderMap, body: Body) -> Result<T, Problem> {
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
-    if !is_json {
-        return Err(Problem::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported-media-type",
-            "the request body must be application/json",
-        ));
+    if !json_body::is_json(headers) {
+        return Err(json_body::unsupported_type());
     }
-    let bytes = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
-        Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload-too-large",
-            "the request body is over 64 KiB",
-        )
-    })?;
+    let bytes = json_body::read(body).await?;
     serde_json::from_slice(&bytes).map_err(rejection)
 }
 

@@ -46,7 +46,7 @@ fn json_of(d: &DeadLetter) -> DeadLetterJson<'_> {
 }
 
 /// Dead letters, oldest first.
-#[utoipa::path(get, path = "/beacon/subscriptions/{id}/dead-letters", tag = "beacon",
+#[utoipa::path(operation_id = "list_dead_letters", get, path = "/beacon/subscriptions/{id}/dead-letters", tag = "beacon",
     params(("id" = String, Path, description = "sub_<ULID>"),
         ("limit" = Option<u32>, Query, description = "1 to 500, default 100"),
         ("after" = Option<String>, Query, description = "A msg id: list what comes after it")),
@@ -98,7 +98,7 @@ async fn replay(beacons: Beacons, id: String, msg: Option<String>) -> Result<Res
 }
 
 /// Re-queue every dead letter, in order.
-#[utoipa::path(post, path = "/beacon/subscriptions/{id}/dead-letters/replay", tag = "beacon",
+#[utoipa::path(operation_id = "replay_dead_letters", post, path = "/beacon/subscriptions/{id}/dead-letters/replay", tag = "beacon",
     params(("id" = String, Path, description = "sub_<ULID>")),
     responses((status = 202, description = "Re-queued"), (status = 404, description = "No such subscription"),
         (status = 412, description = "The subscription is disabled")))]
@@ -112,7 +112,7 @@ pub async fn replay_all(
 }
 
 /// Re-queue one dead letter.
-#[utoipa::path(post, path = "/beacon/subscriptions/{id}/dead-letters/{msg_id}/replay", tag = "beacon",
+#[utoipa::path(operation_id = "replay_dead_letter", post, path = "/beacon/subscriptions/{id}/dead-letters/{msg_id}/replay", tag = "beacon",
     params(("id" = String, Path, description = "sub_<ULID>"), ("msg_id" = String, Path, description = "msg_<ULID>")),
     responses((status = 202, description = "Re-queued"), (status = 404, description = "No such subscription or dead letter"),
         (status = 412, description = "The subscription is disabled")))]
@@ -126,7 +126,7 @@ pub async fn replay_one(
 }
 
 /// Purge every dead letter.
-#[utoipa::path(delete, path = "/beacon/subscriptions/{id}/dead-letters", tag = "beacon",
+#[utoipa::path(operation_id = "purge_dead_letters", delete, path = "/beacon/subscriptions/{id}/dead-letters", tag = "beacon",
     params(("id" = String, Path, description = "sub_<ULID>")),
     responses((status = 204, description = "Purged"), (status = 404, description = "No such subscription")))]
 pub async fn purge_all(
@@ -142,7 +142,7 @@ pub async fn purge_all(
 }
 
 /// Purge one dead letter.
-#[utoipa::path(delete, path = "/beacon/subscriptions/{id}/dead-letters/{msg_id}", tag = "beacon",
+#[utoipa::path(operation_id = "purge_dead_letter", delete, path = "/beacon/subscriptions/{id}/dead-letters/{msg_id}", tag = "beacon",
     params(("id" = String, Path, description = "sub_<ULID>"), ("msg_id" = String, Path, description = "msg_<ULID>")),
     responses((status = 204, description = "Purged"), (status = 404, description = "No such subscription or dead letter")))]
 pub async fn purge_one(

@@ -41,7 +41,7 @@ pub async fn events(
         types: p.list("type"),
         formats: p.list("format"),
         keys: p.list("key"),
-        min_rssi: p.parsed("minRssi", "an RSSI in dBm")?,
+        min_rssi: super::min_rssi(&mut p)?,
     };
     if let Some(t) = filter.types.iter().find(|t| !TYPES.contains(&t.as_str())) {
         return Err(Problem::bad_request(

@@ -298,7 +298,7 @@ fn generate_secret() -> Result<String, Problem> {
 }
 
 /// Create a subscription: `201`, `Location`, and the secret (this once).
-#[utoipa::path(post, path = "/beacon/subscriptions", tag = "beacon", request_body = CreateBody,
+#[utoipa::path(operation_id = "create_subscription", post, path = "/beacon/subscriptions", tag = "beacon", request_body = CreateBody,
     responses((status = 201, description = "Created; the body includes the secret, shown only here"),
         (status = 400, description = "Invalid body or URL not allowed"), (status = 409, description = "max_subscriptions reached"),
         (status = 413, description = "Body over 64 KiB"), (status = 415, description = "Not application/json"),
@@ -356,7 +356,7 @@ pub async fn create(
 }
 
 /// The subscriptions, without secrets.
-#[utoipa::path(get, path = "/beacon/subscriptions", tag = "beacon",
+#[utoipa::path(operation_id = "list_subscriptions", get, path = "/beacon/subscriptions", tag = "beacon",
     responses((status = 200, description = "`{self, subscriptions}`")))]
 pub async fn list(
     State(beacons): State<Beacons>,
@@ -388,7 +388,7 @@ fn find(beacons: &Beacons, id: &str) -> Result<SubscriptionView, Problem> {
 }
 
 /// One subscription with its delivery status, without its secret.
-#[utoipa::path(get, path = "/beacon/subscriptions/{id}", tag = "beacon",
+#[utoipa::path(operation_id = "get_subscription", get, path = "/beacon/subscriptions/{id}", tag = "beacon",
     params(("id" = String, Path, description = "sub_<ULID>")),
     responses((status = 200, description = "The subscription"), (status = 404, description = "No such subscription")))]
 pub async fn get(
@@ -403,7 +403,7 @@ pub async fn get(
 }
 
 /// Change `url`, `types`, `filter`, `batch`, `description` or `enabled`.
-#[utoipa::path(patch, path = "/beacon/subscriptions/{id}", tag = "beacon", request_body = PatchBody,
+#[utoipa::path(operation_id = "patch_subscription", patch, path = "/beacon/subscriptions/{id}", tag = "beacon", request_body = PatchBody,
     params(("id" = String, Path, description = "sub_<ULID>")),
     responses((status = 200, description = "The changed subscription"), (status = 404, description = "No such subscription")))]
 pub async fn patch(
@@ -463,7 +463,7 @@ pub async fn patch(
 }
 
 /// Drop a subscription, its queue and its dead letters.
-#[utoipa::path(delete, path = "/beacon/subscriptions/{id}", tag = "beacon",
+#[utoipa::path(operation_id = "delete_subscription", delete, path = "/beacon/subscriptions/{id}", tag = "beacon",
     params(("id" = String, Path, description = "sub_<ULID>")),
     responses((status = 204, description = "Deleted"), (status = 404, description = "No such subscription")))]
 pub async fn delete(
@@ -479,7 +479,7 @@ pub async fn delete(
 }
 
 /// Queue a `webhook.ping`: `202`.
-#[utoipa::path(post, path = "/beacon/subscriptions/{id}/ping", tag = "beacon",
+#[utoipa::path(operation_id = "ping_subscription", post, path = "/beacon/subscriptions/{id}/ping", tag = "beacon",
     params(("id" = String, Path, description = "sub_<ULID>")),
     responses((status = 202, description = "Queued"), (status = 404, description = "No such subscription"),
         (status = 412, description = "The subscription is disabled")))]
@@ -502,7 +502,7 @@ pub async fn ping(
 }
 
 /// A new secret; the old one keeps signing (second signature) for 24 h.
-#[utoipa::path(post, path = "/beacon/subscriptions/{id}/rotate-secret", tag = "beacon",
+#[utoipa::path(operation_id = "rotate_subscription_secret", post, path = "/beacon/subscriptions/{id}/rotate-secret", tag = "beacon",
     params(("id" = String, Path, description = "sub_<ULID>")),
     responses((status = 200, description = "`{secret}`: the new secret"), (status = 404, description = "No such subscription")))]
 pub async fn rotate_secret(

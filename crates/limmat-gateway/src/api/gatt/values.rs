@@ -58,13 +58,14 @@ pub async fn set_notifying(
 
 use crate::api::json;
 
+/// Read a characteristic value, the last notified value, or a live notification stream.
 #[utoipa::path(get, path = "/gatt/nodes/{node}/characteristics/{characteristic}/value", tag = "gatt",
     params(
         doc::CharacteristicPath,
-        ("long" = Option<u8>, Query, description = "Accepted; reads always return the whole value"),
-        ("notify" = Option<u8>, Query, description = "The latest notified value (or, with `event=1`, the stream)"),
-        ("indicate" = Option<u8>, Query, description = "The latest indicated value (or, with `event=1`, the stream)"),
-        ("event" = Option<u8>, Query, description = "With `notify=1` or `indicate=1`: SSE stream"),
+        ("long" = inline(Option<doc::Flag>), Query, description = "Accepted; reads always return the whole value"),
+        ("notify" = inline(Option<doc::Flag>), Query, description = "The latest notified value (or, with `event=1`, the stream)"),
+        ("indicate" = inline(Option<doc::Flag>), Query, description = "The latest indicated value (or, with `event=1`, the stream)"),
+        ("event" = inline(Option<doc::Flag>), Query, description = "With `notify=1` or `indicate=1`: SSE stream"),
     ),
     responses(
         (status = 200, description = "The value `{self, handle, value}`, the cached value `{self, handle, value, timestamp}`, or `text/event-stream`", body = doc::AttributeValue),
@@ -239,12 +240,13 @@ async fn write_characteristic(
     )))
 }
 
+/// Write a characteristic value given in the path.
 #[utoipa::path(put, path = "/gatt/nodes/{node}/characteristics/{characteristic}/value/{value}", tag = "gatt",
     params(
         doc::CharacteristicPath,
         doc::ValueParam,
-        ("noresponse" = Option<u8>, Query, description = "Write command (no response)"),
-        ("long" = Option<u8>, Query, description = "Long write"),
+        ("noresponse" = inline(Option<doc::Flag>), Query, description = "Write command (no response)"),
+        ("long" = inline(Option<doc::Flag>), Query, description = "Long write"),
     ),
     responses(
         (status = 200, description = "The value written `{self, handle, value}`", body = doc::AttributeValue),
@@ -268,11 +270,12 @@ struct ValueBody {
     value: String,
 }
 
+/// Write a characteristic value given in a JSON body.
 #[utoipa::path(put, path = "/gatt/nodes/{node}/characteristics/{characteristic}/value", tag = "gatt",
     params(
         doc::CharacteristicPath,
-        ("noresponse" = Option<u8>, Query, description = "Write command (no response)"),
-        ("long" = Option<u8>, Query, description = "Long write"),
+        ("noresponse" = inline(Option<doc::Flag>), Query, description = "Write command (no response)"),
+        ("long" = inline(Option<doc::Flag>), Query, description = "Long write"),
     ),
     request_body(content = doc::ValueBody, description = "`{\"value\": \"<hex>\"}`, 0–512 bytes", content_type = "application/json"),
     responses(
@@ -296,6 +299,7 @@ pub async fn write_value_body(
     write_characteristic(&ble, &base, address, handle, value, mode).await
 }
 
+/// Read by UUID or read multiple [O]: not implemented.
 #[utoipa::path(get, path = "/gatt/nodes/{node}/characteristics/value", tag = "gatt",
     params(doc::NodeParam),
     responses((status = 501, description = "Read by UUID and read multiple [O] are not implemented", body = doc::ProblemDoc, content_type = "application/problem+json")))]
@@ -309,6 +313,7 @@ pub async fn by_uuid_or_multiple(
     Err(Problem::not_implemented("read by characteristic UUID"))
 }
 
+/// Reliable write [O]: not implemented.
 #[utoipa::path(put, path = "/gatt/nodes/{node}/characteristics/value", tag = "gatt",
     params(doc::NodeParam),
     responses((status = 501, description = "Reliable write [O] is not implemented", body = doc::ProblemDoc, content_type = "application/problem+json")))]
@@ -321,10 +326,11 @@ pub async fn reliable_write(
     Err(Problem::not_implemented("reliable write"))
 }
 
+/// Read a descriptor value.
 #[utoipa::path(get, path = "/gatt/nodes/{node}/descriptors/{descriptor}/value", tag = "gatt",
     params(
         doc::DescriptorPath,
-        ("long" = Option<u8>, Query, description = "Accepted; reads always return the whole value"),
+        ("long" = inline(Option<doc::Flag>), Query, description = "Accepted; reads always return the whole value"),
     ),
     responses((status = 200, description = "The value; a CCCD reports the current state", body = doc::AttributeValue)))]
 pub async fn read_descriptor(
@@ -355,11 +361,12 @@ pub async fn read_descriptor(
     )))
 }
 
+/// Write a descriptor value.
 #[utoipa::path(put, path = "/gatt/nodes/{node}/descriptors/{descriptor}/value/{value}", tag = "gatt",
     params(
         doc::DescriptorPath,
         ("value" = String, Path, description = "1–512 bytes as hex; for a CCCD `0100`, `0200` or `0000`"),
-        ("long" = Option<u8>, Query, description = "Long write"),
+        ("long" = inline(Option<doc::Flag>), Query, description = "Long write"),
     ),
     responses((status = 200, description = "The value written", body = doc::AttributeValue)))]
 pub async fn write_descriptor(
