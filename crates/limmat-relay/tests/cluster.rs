@@ -20,7 +20,11 @@ const SECRET: &str = "correct-horse-battery-staple-0123";
 fn secret_file(name: &str, secret: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("limmat-cluster-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
+    // Tests run in parallel and reuse node names: each file gets a name of its own, so one
+    // test never reads a file that another is rewriting.
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = dir.join(format!("{name}-{n}"));
     std::fs::write(&path, format!("{secret}\n")).unwrap();
     path
 }

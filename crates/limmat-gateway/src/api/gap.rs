@@ -125,12 +125,9 @@ async fn list_nodes(
         (_, Some(true)) => ScanMode::Passive,
         _ => ScanMode::Active,
     };
-    match enable {
-        Some(true) => {
-            params.finish()?;
-            return connected_list(&ble, &base).await;
-        }
-        Some(false) | None => {}
+    if enable == Some(true) {
+        params.finish()?;
+        return connected_list(&ble, &base).await;
     }
     if event {
         let filter = filter::Filter::parse(&mut params)?;
