@@ -36,6 +36,7 @@ use crate::handshake::{
     self, AttemptError, Event, HandshakeFields, MAX_REDIRECTS, Outcome, Target,
 };
 use crate::mux::{FALLBACK_FOR, StreamMeta, Transport};
+use crate::outbound::{ProxyPlan, ProxyScheme, ProxyUrlError, RelayProxy, upstream_error};
 use crate::transport::{Connector, RelayStream, TlsError, TlsOptions};
 use bytes::Bytes;
 use limmat_mux::{Driven, Driver as MuxDriver, H2Stream, MuxIo, Signals, settings};
@@ -59,6 +60,8 @@ pub struct AgentConfig {
     pub domain: String,
     /// Sent as `Authorization: Bearer <key>` when set (4.1).
     pub secret_key: Option<String>,
+    /// The outbound proxy to the relay (`--relay-proxy`); [`RelayProxy::Direct`] by default.
+    pub relay_proxy: RelayProxy,
     /// Connections kept in CONNECT or AWAIT.
     pub min_listeners: usize,
     /// Cap on waiting plus relayed connections.
@@ -93,6 +96,7 @@ impl std::fmt::Debug for AgentConfig {
                 "secret_key",
                 &self.secret_key.as_ref().map(|_| "<redacted>"),
             )
+            .field("relay_proxy", &self.relay_proxy)
             .field("min_listeners", &self.min_listeners)
             .field("max_sockets", &self.max_sockets)
             .field("response_timeout", &self.response_timeout)
@@ -115,6 +119,7 @@ impl AgentConfig {
             relay,
             domain: domain.into(),
             secret_key: None,
+            relay_proxy: RelayProxy::Direct,
             min_listeners: DEFAULT_MIN_LISTENERS,
             max_sockets: DEFAULT_MAX_SOCKETS,
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
@@ -150,6 +155,8 @@ pub enum AgentError {
     },
     #[error("the secret key must be non-empty printable ASCII without spaces")]
     BadKey,
+    #[error("--relay-proxy: {0}")]
+    Proxy(#[from] ProxyUrlError),
     #[error("TLS to the relay {relay}: {error}")]
     Tls { relay: RelayAddr, error: TlsError },
 }
@@ -160,8 +167,28 @@ pub enum AgentError {
 pub(crate) fn relay_connector(
     relay: &RelayAddr,
     options: &TlsOptions,
+    proxy: &RelayProxy,
 ) -> Result<Connector, AgentError> {
-    let connector = Connector::new(options.clone());
+    let plan = ProxyPlan::from_env(proxy)?;
+    match plan.for_relay(&relay.host, relay.tls) {
+        Some((url, from)) => {
+            info!(proxy = %url, from, %relay, "relay connections go through a proxy")
+        }
+        None if *proxy != RelayProxy::Direct => {
+            info!(%relay, "relay connections go direct (no proxy configured or no_proxy)")
+        }
+        None => {}
+    }
+    let needs_tls = plan
+        .for_relay(&relay.host, relay.tls)
+        .is_some_and(|(u, _)| u.scheme == ProxyScheme::Https);
+    let connector = Connector::new(options.clone()).with_proxy(plan);
+    if needs_tls {
+        connector.prepare().map_err(|error| AgentError::Tls {
+            relay: relay.clone(),
+            error,
+        })?;
+    }
     if relay.tls || options.ca_file.is_some() {
         connector.prepare().map_err(|error| AgentError::Tls {
             relay: relay.clone(),
@@ -231,7 +258,7 @@ impl Agent {
                 return Err(AgentError::BadKey);
             }
         }
-        let connector = relay_connector(&config.relay, &config.tls)?;
+        let connector = relay_connector(&config.relay, &config.tls, &config.relay_proxy)?;
         Ok(Self {
             config,
             connector,
@@ -465,6 +492,12 @@ where
                 }
                 Err(err) => {
                     hops = 0;
+                    if let AttemptError::Connect(e) = &err
+                        && upstream_error(e).is_some_and(|e| e.is_configuration())
+                    {
+                        // Wrong or missing proxy credentials do not fix themselves: wait long.
+                        backoff.configuration_error(Instant::now());
+                    }
                     self.failed(&target, &backoff, &err);
                 }
             }
@@ -501,7 +534,7 @@ where
         self.status.send_modify(|s| s.openings += 1);
         let stream = self
             .connector
-            .connect(
+            .connect_relay(
                 &target.host,
                 target.port,
                 target.tls,

@@ -91,6 +91,15 @@ impl Backoff {
         self.next = None;
     }
 
+    /// A configuration error (the proxy wants other credentials): retrying every second
+    /// cannot help, so the schedule moves on to the 15 s stage at least, and the next opening
+    /// waits a whole jittered step from `now`.
+    pub fn configuration_error(&mut self, now: Instant) {
+        self.k = self.k.max(STAGE_1S_END);
+        let (low, high) = jitter_bounds(delay_ms(self.k));
+        self.next = Some(now + Duration::from_millis(random_jitter(low, high)));
+    }
+
     /// A `429` with `Retry-After`: the relay's time replaces the computed one, and the counter
     /// starts over because the relay did answer.
     pub fn retry_after(&mut self, now: Instant, wait: Duration) {
@@ -192,6 +201,17 @@ mod tests {
         backoff.retry_after(now, Duration::from_secs(30));
         assert_eq!(backoff.attempts(), 0);
         assert_eq!(backoff.ready_at(), Some(now + Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn a_configuration_error_waits_a_long_step() {
+        let now = Instant::now();
+        let mut backoff = Backoff::new();
+        backoff.on_open(now);
+        backoff.configuration_error(now);
+        assert_eq!(backoff.attempts(), STAGE_1S_END);
+        let wait = backoff.ready_at().unwrap() - now;
+        assert!(wait >= Duration::from_secs(10) && wait <= Duration::from_secs(20));
     }
 
     #[test]

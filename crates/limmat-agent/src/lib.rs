@@ -35,7 +35,8 @@
 //! connection's AWAIT state), [`conn`] (the relayed stream, PTTH or a mux stream), [`mux`]
 //! (the limmat-mux/1 transport choice and stream metadata), [`agent`] (the pool), `serve`
 //! (splicing and HTTP), [`tunnel`] (the `limmat tunnel` modes) and [`egress`] (using a
-//! relay's forward proxy: [`connect_via_proxy`], `limmat tunnel egress`).
+//! relay's forward proxy: [`connect_via_proxy`], `limmat tunnel egress`) and [`outbound`] (an
+//! HTTP or SOCKS5 proxy between the agent and the relay).
 
 pub mod addr;
 pub mod agent;
@@ -45,6 +46,7 @@ pub mod egress;
 mod handshake;
 mod head;
 pub mod mux;
+pub mod outbound;
 mod serve;
 mod transport;
 pub mod tunnel;
@@ -57,6 +59,7 @@ pub use handshake::{AttemptError, RedirectError};
 pub use head::{HeadError, MAX_HEAD};
 pub use limmat_wire::mux::{Listener, Route};
 pub use mux::{StreamMeta, Transport};
+pub use outbound::{ProxyScheme, ProxyUrl, ProxyUrlError, RelayProxy, UpstreamProxyError};
 pub use serve::{BoxError, forward, forward_with, serve_http};
 /// Re-exported so that callers need no direct `tokio-util` dependency to stop an agent.
 pub use tokio_util::sync::CancellationToken;

@@ -30,6 +30,8 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tracing::{debug, warn};
 
+use crate::outbound::{self, ProxyPlan, ProxyScheme};
+
 /// How long the kernel waits before probing an idle connection, and then between probes. A
 /// waiting device connection is silent for up to 75 s, so dead NAT state is found within
 /// minutes rather than hours.
@@ -67,6 +69,8 @@ pub enum TlsError {
 #[derive(Clone)]
 pub struct Connector {
     options: TlsOptions,
+    /// The outbound proxy for relay connections; empty (direct) unless configured.
+    proxy: Arc<ProxyPlan>,
     /// Built at the first TLS connection (or by [`Connector::prepare`]) and kept.
     tls: Arc<Mutex<Option<TlsConnector>>>,
 }
@@ -88,10 +92,19 @@ impl Connector {
         }
         Self {
             options,
+            proxy: Arc::default(),
             tls: Arc::new(Mutex::new(None)),
         }
     }
 
+    /// The same connector, opening relay connections ([`Connector::connect_relay`]) through
+    /// `plan`'s proxy.
+    pub(crate) fn with_proxy(mut self, plan: ProxyPlan) -> Self {
+        self.proxy = Arc::new(plan);
+        self
+    }
+
+    /// The TLS options.
     pub fn options(&self) -> &TlsOptions {
         &self.options
     }
@@ -129,25 +142,117 @@ impl Connector {
             if !tls {
                 return Ok(RelayStream::Plain(tcp));
             }
-            let connector = self.tls_connector().map_err(io::Error::other)?;
-            // An IP literal becomes `ServerName::IpAddress`, for which rustls sends no SNI;
-            // the certificate must then name the IP address.
-            let name = ServerName::try_from(host.to_owned()).map_err(|_| {
-                io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("`{host}` is not a valid TLS server name"),
-                )
-            })?;
-            let stream = connector.connect(name, tcp).await?;
-            Ok(RelayStream::Tls(Box::new(stream)))
+            Ok(RelayStream::Tls(Box::new(self.tls_over(host, tcp).await?)))
         };
-        tokio::time::timeout(timeout, attempt).await.map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("connecting timed out after {}s", timeout.as_secs()),
-            )
-        })?
+        within(timeout, attempt, None).await
     }
+
+    /// TLS to `host` over `io`.
+    async fn tls_over<S>(&self, host: &str, io: S) -> io::Result<TlsStream<S>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let connector = self.tls_connector().map_err(io::Error::other)?;
+        // An IP literal becomes `ServerName::IpAddress`, for which rustls sends no SNI;
+        // the certificate must then name the IP address.
+        let name = ServerName::try_from(host.to_owned()).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("`{host}` is not a valid TLS server name"),
+            )
+        })?;
+        connector.connect(name, io).await
+    }
+
+    /// Connects to the relay at `host:port` like [`Connector::connect`], through the outbound
+    /// proxy when one is configured for that relay and `no_proxy` does not exempt it.
+    pub async fn connect_relay(
+        &self,
+        host: &str,
+        port: u16,
+        tls: bool,
+        timeout: Duration,
+    ) -> io::Result<RelayStream> {
+        if self.proxy.is_direct() {
+            return self.connect(host, port, tls, timeout).await;
+        }
+        let Some((proxy, _)) = self.proxy.for_relay(host, tls) else {
+            return self.connect(host, port, tls, timeout).await;
+        };
+        let at = outbound::authority(&proxy.host, proxy.port);
+        let attempt = async {
+            let tcp = connect_tcp(&proxy.host, proxy.port).await?;
+            let tunnel = match proxy.scheme {
+                ProxyScheme::Http => {
+                    let mut tcp = tcp;
+                    outbound::tunnel_http(&mut tcp, proxy, host, port).await?;
+                    RelayStream::Plain(tcp)
+                }
+                ProxyScheme::Https => {
+                    let mut to_proxy = self.tls_over(&proxy.host, tcp).await?;
+                    outbound::tunnel_http(&mut to_proxy, proxy, host, port).await?;
+                    RelayStream::Tls(Box::new(to_proxy))
+                }
+                _ => RelayStream::Plain(outbound::tunnel_socks(tcp, proxy, host, port).await?),
+            };
+            if !tls {
+                return Ok(tunnel);
+            }
+            let stream = match tunnel {
+                RelayStream::Plain(tcp) => {
+                    RelayStream::Tls(Box::new(self.tls_over(host, tcp).await?))
+                }
+                inner => RelayStream::Nested(Box::new(self.tls_over(host, inner).await?)),
+            };
+            Ok(stream)
+        }
+        .await
+        .map_err(|e| inspected(e, host));
+        within(timeout, async { attempt }, Some(&at)).await
+    }
+}
+
+/// Runs `attempt` within `timeout`; the error names the proxy when there is one.
+async fn within<T>(
+    timeout: Duration,
+    attempt: impl Future<Output = io::Result<T>>,
+    proxy: Option<&str>,
+) -> io::Result<T> {
+    tokio::time::timeout(timeout, attempt).await.map_err(|_| {
+        let secs = timeout.as_secs();
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            match proxy {
+                Some(at) => format!("the proxy at {at} did not answer within {secs}s"),
+                None => format!("connecting timed out after {secs}s"),
+            },
+        )
+    })?
+}
+
+/// A relay certificate from an unknown issuer behind a proxy most likely comes from a
+/// TLS-inspecting proxy: say so, with the way out.
+fn inspected(e: io::Error, relay: &str) -> io::Error {
+    let unknown_issuer = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|r| {
+            matches!(
+                r,
+                rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)
+            )
+        });
+    if !unknown_issuer {
+        return e;
+    }
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!(
+            "a TLS-inspecting proxy seems to answer for the relay {relay} (its certificate has an \
+             unknown issuer): add the proxy's CA with --ca-file, or ask for an exception for the \
+             relay's host"
+        ),
+    )
 }
 
 /// The rustls client configuration for `options`: TLS 1.2 and 1.3 on ring (M6), no ALPN (the
@@ -264,8 +369,11 @@ impl ServerCertVerifier for AcceptAnyCertificate {
 #[derive(Debug)]
 pub enum RelayStream {
     Plain(TcpStream),
-    /// Boxed: the TLS state is large, and most connections wait idle for a long time.
+    /// Boxed: the TLS state is large, and most connections wait idle for a long time. Also
+    /// a plain relay reached through an `https://` proxy (TLS to the proxy).
     Tls(Box<TlsStream<TcpStream>>),
+    /// TLS to the relay inside TLS to an `https://` proxy.
+    Nested(Box<TlsStream<RelayStream>>),
 }
 
 impl RelayStream {
@@ -273,6 +381,7 @@ impl RelayStream {
         match self {
             Self::Plain(s) => s,
             Self::Tls(s) => s.get_ref().0,
+            Self::Nested(s) => s.get_ref().0.tcp(),
         }
     }
 
@@ -288,7 +397,7 @@ impl RelayStream {
 
     /// Whether the connection is TLS.
     pub fn is_tls(&self) -> bool {
-        matches!(self, Self::Tls(_))
+        !matches!(self, Self::Plain(_))
     }
 }
 
@@ -307,6 +416,7 @@ impl AsyncRead for RelayStream {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Self::Nested(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -320,6 +430,7 @@ impl AsyncWrite for RelayStream {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Self::Nested(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -331,6 +442,7 @@ impl AsyncWrite for RelayStream {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Self::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            Self::Nested(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -338,6 +450,7 @@ impl AsyncWrite for RelayStream {
         match self {
             Self::Plain(s) => s.is_write_vectored(),
             Self::Tls(s) => s.is_write_vectored(),
+            Self::Nested(s) => s.is_write_vectored(),
         }
     }
 
@@ -345,6 +458,7 @@ impl AsyncWrite for RelayStream {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_flush(cx),
             Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Self::Nested(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
@@ -352,26 +466,87 @@ impl AsyncWrite for RelayStream {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Self::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Self::Nested(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }
 
-/// Connects to `host:port`, trying each resolved address in turn. The socket gets
+/// Connects to `host:port` with Happy Eyeballs (RFC 8305): the name is resolved at every
+/// call (DNS changes and cluster nodes are picked up on reconnect), the addresses are
+/// interleaved by family, a new attempt starts every [`ATTEMPT_DELAY`] (or at once when one
+/// fails) without cancelling the earlier ones, and the first to connect wins. The socket gets
 /// `TCP_NODELAY` (heads and small interactive writes go out at once) and TCP keepalive.
 async fn connect_tcp(host: &str, port: u16) -> io::Result<TcpStream> {
-    let mut last_err = None;
-    for addr in tokio::net::lookup_host((host, port)).await? {
-        match TcpStream::connect(addr).await {
-            Ok(stream) => {
-                tune(&stream)?;
-                return Ok(stream);
-            }
-            Err(e) => last_err = Some(e),
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port)).await?.collect();
+    if addrs.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{host} has no address"),
+        ));
+    }
+    let stream = race(&interleave(addrs), ATTEMPT_DELAY).await?;
+    tune(&stream)?;
+    Ok(stream)
+}
+
+/// RFC 8305's "Connection Attempt Delay".
+const ATTEMPT_DELAY: Duration = Duration::from_millis(250);
+/// One address that neither answers nor refuses is given up after this long.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The addresses in alternating families, starting with the family of the first (RFC 8305 4).
+fn interleave(addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
+    let first_v6 = addrs[0].is_ipv6();
+    let (mut a, mut b): (Vec<_>, Vec<_>) = addrs.into_iter().partition(|x| x.is_ipv6() == first_v6);
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut a, mut b) = (a.drain(..), b.drain(..));
+    loop {
+        match (a.next(), b.next()) {
+            (None, None) => return out,
+            (x, y) => out.extend(x.into_iter().chain(y)),
         }
     }
-    Err(last_err.unwrap_or_else(|| {
-        io::Error::new(io::ErrorKind::NotFound, format!("{host} has no address"))
-    }))
+}
+
+/// Races connections to `addrs` in order, starting the next `delay` after the previous one
+/// or as soon as one fails; returns the first that connects (the others are dropped).
+async fn race(addrs: &[SocketAddr], delay: Duration) -> io::Result<TcpStream> {
+    let mut running = tokio::task::JoinSet::new();
+    let mut next = addrs.iter().copied();
+    let mut last_err = None;
+    loop {
+        // Each turn starts the next address: at first, after `delay`, or after a failure.
+        {
+            if let Some(addr) = next.next() {
+                running.spawn(async move {
+                    match tokio::time::timeout(ATTEMPT_TIMEOUT, TcpStream::connect(addr)).await {
+                        Ok(result) => result,
+                        Err(_) => Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            format!(
+                                "{addr} did not answer within {}s",
+                                ATTEMPT_TIMEOUT.as_secs()
+                            ),
+                        )),
+                    }
+                });
+            }
+        }
+        if running.is_empty() {
+            return Err(last_err.unwrap_or_else(|| io::Error::other("no address to connect to")));
+        }
+        let more = next.len() > 0;
+        tokio::select! {
+            Some(done) = running.join_next() => {
+                match done {
+                    Ok(Ok(stream)) => return Ok(stream),
+                    Ok(Err(e)) => last_err = Some(e),
+                    Err(e) => last_err = Some(io::Error::other(e)),
+                }
+            }
+            () = tokio::time::sleep(delay), if more => {}
+        }
+    }
 }
 
 /// Sets `TCP_NODELAY` and keepalive on a connected or accepted socket.

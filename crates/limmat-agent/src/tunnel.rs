@@ -161,6 +161,8 @@ pub struct ClientConfig {
     pub response_timeout: Duration,
     /// How the relay is verified over `tls:` or after an `https` redirect.
     pub tls: TlsOptions,
+    /// The outbound proxy to the relay (`--relay-proxy`).
+    pub relay_proxy: crate::RelayProxy,
     /// Tunnels open at once; at the cap, local connections wait in the kernel's backlog
     /// instead of each opening a relay connection.
     pub max_sockets: usize,
@@ -174,6 +176,7 @@ impl ClientConfig {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
             tls: TlsOptions::default(),
+            relay_proxy: crate::RelayProxy::Direct,
             max_sockets: crate::agent::DEFAULT_MAX_SOCKETS,
         }
     }
@@ -212,7 +215,7 @@ impl TunnelClient {
         if local.tls {
             return Err(ClientError::TlsListener(local.clone()));
         }
-        let connector = relay_connector(&config.relay, &config.tls)?;
+        let connector = relay_connector(&config.relay, &config.tls, &config.relay_proxy)?;
         let listener = TcpListener::bind((local.host.as_str(), local.port))
             .await
             .map_err(|error| ClientError::Bind {
@@ -363,7 +366,7 @@ async fn open_tunnel(
     let mut target = home.clone();
     for _hop in 0..=MAX_REDIRECTS {
         let mut relay = connector
-            .connect(
+            .connect_relay(
                 &target.host,
                 target.port,
                 target.tls,
