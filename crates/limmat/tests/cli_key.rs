@@ -192,3 +192,109 @@ fn exactly_one_of_new_and_master_secret_file() {
     assert!(!ok);
     assert!(stderr.contains("cannot be used with"), "{stderr}");
 }
+
+/// The README's device-key lines, run as written (the relay's listen line aside): the key that
+/// `--append` prints is the one whose hash lands in keys.toml, and the relay accepts it. The
+/// master-secret lines make a secret the relay accepts, and `relay key` derives from it.
+#[test]
+fn readme_key_recipe_works_as_written() {
+    let readme = include_str!("../../../README.md");
+    let line = |needle: &str| -> String {
+        let found = readme
+            .lines()
+            .find(|l| l.starts_with(needle))
+            .unwrap_or_else(|| panic!("README has no line starting {needle:?}"));
+        // The trailing comment is for the reader; the shell ignores it too.
+        found.to_owned()
+    };
+    let append = line("limmat relay key --new my-device --append keys.toml");
+    let make_secret = line("head -c 32 /dev/urandom | base64 > master.secret");
+    let derive = line("limmat relay key --master-secret-file master.secret my-device");
+
+    let dir = std::env::temp_dir().join(format!("limmat-readme-keys-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let bin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_limmat"))
+        .parent()
+        .unwrap()
+        .to_owned();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let sh = |script: &str| -> String {
+        let out = Command::new("bash")
+            .args(["-euo", "pipefail", "-c", script])
+            .current_dir(&dir)
+            .env("PATH", &path)
+            .stdin(Stdio::null())
+            .output()
+            .expect("bash runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{script}: {stderr}");
+        String::from_utf8(out.stdout).expect("UTF-8 output")
+    };
+
+    // Two devices' keys, appended one after the other: each printed key is the one accepted.
+    let first = sh(&append).trim().to_owned();
+    let second = sh(&append).trim().to_owned();
+    assert_eq!(first.len(), 43, "stdout is the key alone: {first:?}");
+    assert_ne!(first, second);
+    let keys = dir.join("keys.toml");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&keys).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "keys.toml mode {mode:o}");
+    }
+    let text = std::fs::read_to_string(&keys).unwrap();
+    assert!(
+        !text.contains(&first),
+        "the key itself is not stored: {text}"
+    );
+    let auth = limmat_relay::auth::Authenticator::load(&limmat_relay::auth::KeySources {
+        keys_files: vec![keys.clone()],
+        ..Default::default()
+    })
+    .expect("keys.toml loads");
+    for key in [&first, &second] {
+        assert_eq!(
+            auth.domain_of_key(key.as_bytes()).as_deref(),
+            Some("my-device"),
+            "{text}"
+        );
+    }
+    let (ok, stderr) = run(&[
+        "relay",
+        "--check-config",
+        "--keys-file",
+        keys.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+
+    // A keys file that does not load is reported and left as it was.
+    std::fs::write(&keys, "[[device_key]\n").unwrap();
+    let (ok, stderr) = run(&[
+        "relay",
+        "key",
+        "--new",
+        "my-device",
+        "--append",
+        keys.to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert!(stderr.contains("nothing was appended"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&keys).unwrap(), "[[device_key]\n");
+
+    // The master-secret lines: the secret made as written passes the strength check.
+    sh(&make_secret);
+    let out = sh(&derive);
+    assert!(
+        out.split_whitespace()
+            .last()
+            .is_some_and(|k| k.starts_with("lmk1.")),
+        "{out}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
