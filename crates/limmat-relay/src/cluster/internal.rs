@@ -147,25 +147,14 @@ fn node_json(live: &super::LiveSet) -> serde_json::Value {
 
 /// The members view: this node's live set and every incarnation it knows of.
 pub fn members_json(context: &Context) -> serde_json::Value {
+    /// A copy of what `lock` holds; empty if a holder panicked.
+    fn copy<T: Clone + Default>(lock: &std::sync::Mutex<T>) -> T {
+        lock.lock().map(|held| held.clone()).unwrap_or_default()
+    }
     let live = context.live.borrow().clone();
-    let view = context
-        .shared
-        .view
-        .lock()
-        .map(|v| v.clone())
-        .unwrap_or_default();
-    let seeds = context
-        .shared
-        .seeds
-        .lock()
-        .map(|s| s.clone())
-        .unwrap_or_default();
-    let probes = context
-        .shared
-        .probes
-        .lock()
-        .map(|p| p.clone())
-        .unwrap_or_default();
+    let view = copy(&context.shared.view);
+    let seeds = copy(&context.shared.seeds);
+    let probes = copy(&context.shared.probes);
     json!({
         "node_id": live.local.node_id,
         "live": live.members().iter().map(|m| &*m.node_id).collect::<Vec<_>>(),
