@@ -50,43 +50,43 @@ pub fn install() -> Option<PrometheusHandle> {
         .clone()
 }
 
-pub fn advertisement() {
+pub(crate) fn advertisement() {
     metrics::counter!("limmat_gateway_advertisements_total").increment(1);
 }
 
-pub fn beacons_present(n: usize) {
+pub(crate) fn beacons_present(n: usize) {
     metrics::gauge!("limmat_gateway_beacons_present").set(n as f64);
 }
 
-pub fn event_accepted(event_type: &'static str) {
+pub(crate) fn event_accepted(event_type: &'static str) {
     metrics::counter!("limmat_gateway_events_accepted_total", "type" => event_type).increment(1);
 }
 
-pub fn events_rejected(n: u64) {
+pub(crate) fn events_rejected(n: u64) {
     metrics::counter!("limmat_gateway_events_rejected_total").increment(n);
 }
 
 /// One delivery attempt's outcome: `delivered`, `failed` or `gone`.
-pub fn delivery(outcome: &'static str) {
+pub(crate) fn delivery(outcome: &'static str) {
     metrics::counter!("limmat_gateway_webhook_deliveries_total", "outcome" => outcome).increment(1);
 }
 
-pub fn outbox_depth(n: usize) {
+pub(crate) fn outbox_depth(n: usize) {
     metrics::gauge!("limmat_gateway_outbox_depth").set(n as f64);
 }
 
-pub fn delivery_latency(latency: Duration) {
+pub(crate) fn delivery_latency(latency: Duration) {
     metrics::histogram!("limmat_gateway_delivery_latency_seconds").record(latency.as_secs_f64());
 }
 
-pub fn dead_letter(reason: &'static str) {
+pub(crate) fn dead_letter(reason: &'static str) {
     metrics::counter!("limmat_gateway_dead_letters_total", "reason" => reason).increment(1);
 }
 
-pub fn dead_letters_purged(n: u64) {
+pub(crate) fn dead_letters_purged(n: u64) {
     metrics::counter!("limmat_gateway_dead_letters_purged_total").increment(n);
 }
 
-pub fn coalesced(n: u64) {
+pub(crate) fn coalesced(n: u64) {
     metrics::counter!("limmat_gateway_coalesced_total").increment(n);
 }

@@ -28,6 +28,7 @@ pub struct IndexInfo {
     pub relay: RelayStatus,
 }
 
+#[cfg(feature = "test-util")]
 impl IndexInfo {
     /// A gateway without a relay.
     pub fn local(name: impl Into<String>) -> IndexInfo {

@@ -12,11 +12,11 @@
 pub mod notify;
 pub mod scan;
 
-pub use notify::{NotifyEvent, NotifyHub, NotifyStream};
-pub use scan::{ActiveDemand, ScanHub, ScanState};
+pub use notify::{NotifyEvent, NotifyHub};
+pub use scan::ScanHub;
 
 use crate::address::Address;
-use crate::backend::{Backend, BleError, ConnectionEvent, Info, Report};
+use crate::backend::{Backend, BleError, ConnectionEvent, Report};
 use futures::StreamExt;
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -36,7 +36,6 @@ pub enum ConnectError {
 /// The BLE layer: the backend and the hubs that share it.
 pub struct Ble {
     backend: Arc<dyn Backend>,
-    info: Info,
     scan: Arc<ScanHub>,
     notify: Arc<NotifyHub>,
     /// Serialises connection attempts on the adapter (§2.5).
@@ -60,7 +59,6 @@ impl Ble {
         let (events, _) = broadcast::channel(64);
         let ble = Arc::new(Ble {
             backend,
-            info,
             scan,
             notify,
             connecting: tokio::sync::Mutex::new(()),
@@ -75,10 +73,6 @@ impl Ble {
         &self.backend
     }
 
-    /// The adapter, as it was at start.
-    pub fn info(&self) -> &Info {
-        &self.info
-    }
 
     pub fn scan(&self) -> &Arc<ScanHub> {
         &self.scan

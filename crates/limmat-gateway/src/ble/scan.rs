@@ -87,11 +87,6 @@ impl ScanHub {
         self.reports.subscribe()
     }
 
-    /// The scan's state now, and its changes.
-    pub fn state(&self) -> watch::Receiver<ScanState> {
-        self.state.subscribe()
-    }
-
     /// Ask for an active scan for as long as the guard lives.
     pub fn demand_active(self: &Arc<Self>) -> ActiveDemand {
         self.active_demand.send_modify(|n| *n += 1);
@@ -150,11 +145,6 @@ impl ScanHub {
             .collect();
         nodes.sort_by_key(|r| r.address);
         Ok((ran, nodes))
-    }
-
-    /// The latest report of one node, if it was heard lately.
-    pub fn latest(&self, address: Address) -> Option<Arc<Report>> {
-        self.cache().get(&address).cloned()
     }
 
     fn publish(&self, report: Report) {

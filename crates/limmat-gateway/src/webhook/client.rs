@@ -168,6 +168,7 @@ impl HttpTransport {
         })
     }
 
+    #[cfg(feature = "test-util")]
     /// Resolves names with `resolver` instead of the system's (the SSRF checks still apply to
     /// what it returns).
     pub fn with_resolver(mut self, resolver: Arc<dyn Resolve>) -> Self {
@@ -175,12 +176,14 @@ impl HttpTransport {
         self
     }
 
+    #[cfg(feature = "test-util")]
     /// Takes `webhook-timestamp` from `clock` instead of the system clock.
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
         self
     }
 
+    #[cfg(feature = "test-util")]
     /// Idle connections currently pooled (for tests and metrics).
     pub fn idle_connections(&self) -> usize {
         self.pool

@@ -9,13 +9,17 @@
 //! The seam also lets the scheduler be tested against a scripted transport.
 
 pub(crate) mod backoff;
-pub mod client;
+internal! {
+    mod client;
+}
 pub(crate) mod policy;
 #[cfg(feature = "receiver")]
 pub mod receiver;
 pub(crate) mod scheduler;
 pub mod sign;
-pub mod ssrf;
+internal! {
+    mod ssrf;
+}
 
 use async_trait::async_trait;
 use std::time::Duration;
@@ -27,6 +31,7 @@ pub struct Message<'a> {
     pub subscription_id: &'a str,
     /// `msg_<ULID>`, sent as `webhook-id`: identical on every attempt.
     pub msg_id: &'a str,
+    /// The subscription's URL, checked against the SSRF rules at every attempt.
     pub url: &'a str,
     /// The exact body, identical on every attempt.
     pub body: &'a [u8],
@@ -37,16 +42,24 @@ pub struct Message<'a> {
 /// What `lastError` says about a failed attempt (§3.7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FailureKind {
+    /// No complete answer within the timeout.
     Timeout,
+    /// The TCP connection could not be made.
     Connect,
+    /// The TLS handshake failed (certificate, name, protocol).
     Tls,
+    /// The receiver answered with a status other than 2xx or 410.
     Status,
+    /// The URL's address is in a refused range (§3.7, spec 6.4 of the relay).
     SsrfDenied,
+    /// The forward proxy refused the `CONNECT` (403 or another non-2xx).
     ProxyDenied,
+    /// The forward proxy wants credentials (407).
     ProxyAuth,
 }
 
 impl FailureKind {
+    /// The word of `lastError.kind`.
     pub fn as_str(self) -> &'static str {
         match self {
             FailureKind::Timeout => "timeout",
@@ -64,11 +77,15 @@ impl FailureKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// A 2xx.
-    Delivered { status: u16 },
+    Delivered {
+        /// The 2xx status.
+        status: u16,
+    },
     /// `410 Gone`: disable the subscription.
     Gone,
     /// Anything else.
     Failed {
+        /// What went wrong.
         kind: FailureKind,
         /// The HTTP status, if a response came.
         status: Option<u16>,
@@ -80,5 +97,6 @@ pub enum Outcome {
 /// Makes delivery attempts.
 #[async_trait]
 pub trait Transport: Send + Sync + 'static {
+    /// Makes one attempt to deliver `message` and classifies what came of it.
     async fn attempt(&self, message: Message<'_>) -> Outcome;
 }

@@ -36,8 +36,11 @@ const MAX_BODY: usize = 1024 * 1024;
 pub enum Reply {
     /// A status with extra header fields and a body (empty unless set).
     Status {
+        /// The status code.
         status: u16,
+        /// Extra header fields, in order.
         headers: Vec<(String, String)>,
+        /// The body.
         body: Bytes,
     },
     /// Never answer: the request stays open until the client gives up.
@@ -45,6 +48,7 @@ pub enum Reply {
 }
 
 impl Reply {
+    /// An empty reply with `status`.
     pub fn status(status: u16) -> Self {
         Reply::Status {
             status,
@@ -69,6 +73,7 @@ impl Reply {
         self
     }
 
+    /// Never answer.
     pub fn hang() -> Self {
         Reply::Hang
     }
@@ -83,7 +88,9 @@ pub struct Attempt {
     pub id: Option<String>,
     /// `webhook-timestamp`, if present and an integer.
     pub timestamp: Option<i64>,
+    /// The body as received.
     pub body: Bytes,
+    /// The header fields as received.
     pub headers: HeaderMap,
     /// `None` if the delivery verified; else why it did not.
     pub rejected: Option<VerifyError>,
@@ -94,9 +101,13 @@ pub struct Attempt {
 /// A verified message the receiver acknowledged with a 2xx, recorded once per `webhook-id`.
 #[derive(Debug, Clone)]
 pub struct Delivery {
+    /// `webhook-id`.
     pub id: String,
+    /// `webhook-timestamp` (Unix seconds).
     pub timestamp: i64,
+    /// The body as received.
     pub body: Bytes,
+    /// The header fields as received.
     pub headers: HeaderMap,
 }
 
@@ -179,6 +190,7 @@ impl Receiver {
         Self::start_with(addr, keys, ReceiverOptions::default()).await
     }
 
+    /// [`Receiver::start`] with `options` (TLS, a line per delivery on stdout).
     pub async fn start_with(
         addr: SocketAddr,
         keys: Vec<Vec<u8>>,
@@ -207,6 +219,7 @@ impl Receiver {
         })
     }
 
+    /// The address it listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }

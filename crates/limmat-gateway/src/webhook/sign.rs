@@ -24,10 +24,13 @@ pub const TOLERANCE_S: i64 = 5 * 60;
 /// Why a `whsec_` secret was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SecretError {
+    /// The text does not start with `whsec_`.
     #[error("a secret starts with whsec_")]
     Prefix,
+    /// What follows `whsec_` is not standard base64.
     #[error("a secret is whsec_ followed by standard base64")]
     Base64,
+    /// The decoded key is shorter than 24 or longer than 64 bytes.
     #[error("a secret decodes to 24 to 64 bytes, not {0}")]
     Length(usize),
 }
@@ -88,10 +91,13 @@ pub fn signature_header<K: AsRef<[u8]>>(
 /// Why a receiver refused a delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum VerifyError {
+    /// `webhook-timestamp` is not a decimal integer.
     #[error("webhook-timestamp is not an integer")]
     BadTimestamp,
+    /// `webhook-timestamp` is too far from the receiver's clock.
     #[error("webhook-timestamp is more than 5 minutes from the receiver's clock")]
     Stale,
+    /// No `v1,` signature matches any of the keys.
     #[error("no v1 signature matches")]
     NoMatch,
 }

@@ -17,7 +17,6 @@ use async_trait::async_trait;
 use limmat_wire::net;
 pub use limmat_wire::net::Cidr;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::time::Duration;
 use url::{Host, Url};
 
@@ -281,11 +280,13 @@ pub async fn resolve_for_attempt(
 }
 
 /// A fixed name → addresses table, for tests and for pinning names in embedded setups.
+#[cfg(feature = "test-util")]
 #[derive(Debug, Clone, Default)]
 pub struct StaticResolver {
     names: std::collections::HashMap<String, Vec<IpAddr>>,
 }
 
+#[cfg(feature = "test-util")]
 impl StaticResolver {
     pub fn new() -> Self {
         Self::default()
@@ -296,12 +297,13 @@ impl StaticResolver {
         self
     }
 
-    pub fn into_arc(self) -> Arc<dyn Resolve> {
-        Arc::new(self)
+    pub fn into_arc(self) -> std::sync::Arc<dyn Resolve> {
+        std::sync::Arc::new(self)
     }
 }
 
 #[async_trait]
+#[cfg(feature = "test-util")]
 impl Resolve for StaticResolver {
     async fn resolve(&self, host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
         match self.names.get(&host.to_ascii_lowercase()) {
