@@ -6,7 +6,7 @@
 # `limmat gateway` on 127.0.0.1 with a generated gateway.toml and its own state directory:
 #   * the simulated backend with only the benchmark's world (`default_world = false`): one
 #     `[[sim.beacon]]` iBeacon entry with `count = BEACONS` clones, each advertising every
-#     INTERVAL_MS, and `presence.update_interval_s` below that interval, so that every
+#     INTERVAL_MS, and `presence.update_interval` below that interval, so that every
 #     advertisement of a present beacon becomes a `beacon.updated` event: the offered event
 #     rate is BEACONS x 1000 / INTERVAL_MS per second (6,000/s by default). PRESENT_S and
 #     ABSENT_S add a presence cycle (entered and left events as well);
@@ -156,11 +156,11 @@ loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 write_config() {
     local update
     # Below the advertising interval: every sighting of a present beacon is an update event.
-    update=$(awk -v ms="$INTERVAL_MS" 'BEGIN { printf "%.3f", ms / 2000 }')
+    update=$(awk -v ms="$INTERVAL_MS" 'BEGIN { printf "%dms", ms / 2 }')
     {
         printf '[gateway]\nname = "bench"\nstate_dir = "%s"\n\n' "$3"
         printf '[api]\nlisten = "127.0.0.1:%s"\n\n' "$2"
-        printf '[presence]\nupdate_interval_s = %s\nleave_after_s = 30\n\n' "$update"
+        printf '[presence]\nupdate_interval = "%s"\nleave_after = "30s"\n\n' "$update"
         printf '[webhooks]\nallow_networks = ["127.0.0.1/32"]\n\n'
         printf '[sim]\nseed = 1\ndefault_world = false\n\n'
         printf '[[sim.beacon]]\nformat = "ibeacon"\naddress = "C0:00:00:00:00:01"\n'

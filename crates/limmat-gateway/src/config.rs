@@ -268,7 +268,7 @@ fn show(d: Duration) -> String {
 }
 
 /// `"5s"`-style durations in `gateway.toml`; `"0"` is zero.
-mod duration {
+pub(crate) mod duration {
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;
 
@@ -310,6 +310,11 @@ pub const DEPRECATED_SECONDS: &[(&str, &str, &str)] = &[
         "dead_letter_retention_s",
         "dead_letter_retention",
     ),
+    ("api.limits", "head_timeout_s", "head_timeout"),
+    ("api.limits", "idle_timeout_s", "idle_timeout"),
+    ("api.limits", "body_timeout_s", "body_timeout"),
+    ("api.limits", "request_timeout_s", "request_timeout"),
+    ("api.limits", "send_timeout_s", "send_timeout"),
 ];
 
 /// A deprecated key that a file used: `webhooks.timeout_s = 0.5` now read as
@@ -326,11 +331,21 @@ pub struct Deprecated {
     pub duration: String,
 }
 
+/// The table at a dotted `section` path (`api.limits`), if the file has it.
+fn section_mut<'t>(table: &'t mut toml::Table, section: &str) -> Option<&'t mut toml::Table> {
+    section
+        .split('.')
+        .try_fold(table, |t, name| match t.get_mut(name) {
+            Some(toml::Value::Table(inner)) => Some(inner),
+            _ => None,
+        })
+}
+
 /// Rewrites the deprecated numeric keys of `table` to their duration keys.
 fn migrate(table: &mut toml::Table) -> Result<Vec<Deprecated>, String> {
     let mut used = Vec::new();
     for (section, old, new) in DEPRECATED_SECONDS {
-        let Some(toml::Value::Table(t)) = table.get_mut(*section) else {
+        let Some(t) = section_mut(table, section) else {
             continue;
         };
         let Some(value) = t.remove(*old) else {
@@ -536,6 +551,15 @@ mod tests {
         assert_eq!(c.webhooks.timeout, Duration::from_secs(2));
         let old: Vec<&str> = deprecated.iter().map(|d| d.old.as_str()).collect();
         assert_eq!(old, ["presence.leave_after_s", "webhooks.timeout_s"]);
+        let (c, deprecated) =
+            GatewayConfig::parse("[api.limits]\nhead_timeout_s = 2.5\nidle_timeout = \"1s\"\n")
+                .unwrap();
+        assert_eq!(c.api.limits.head_timeout, Duration::from_millis(2500));
+        assert_eq!(c.api.limits.idle_timeout, Duration::from_secs(1));
+        assert_eq!(deprecated.len(), 1);
+        assert_eq!(deprecated[0].new, "api.limits.head_timeout");
+        let e = GatewayConfig::from_toml("[api.limits]\nsend_timeout = \"2h\"\n").unwrap_err();
+        assert!(e.starts_with("api.limits.send_timeout = 2h: "), "{e}");
         let e = GatewayConfig::from_toml("[webhooks]\ntimeout = \"500ms\"\n").unwrap_err();
         assert!(e.starts_with("webhooks.timeout = \"500ms\": "), "{e}");
         let e = GatewayConfig::from_toml("[webhooks]\ntimeout_s = -1\n").unwrap_err();

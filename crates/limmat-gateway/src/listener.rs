@@ -5,18 +5,18 @@
 //! Each limit is the tool made for it where one exists:
 //!
 //! - **head**: hyper's `header_read_timeout` — a request head must be complete within
-//!   `head_timeout_s` of the connection being ready for one (accepted, or the previous response
+//!   `head_timeout` of the connection being ready for one (accepted, or the previous response
 //!   sent), else the connection is closed;
-//! - **body**: tower-http's [`TimeoutBody`] closes a body with no byte for `body_timeout_s`, and
+//! - **body**: tower-http's [`TimeoutBody`] closes a body with no byte for `body_timeout`, and
 //!   [`MinRate`] one that arrives slower than `body_min_rate` bytes per second on average once
-//!   `body_timeout_s` has passed (the handler answers `408`, see `api::json_body`);
-//! - **request**: a handler that has not answered within `request_timeout_s` gets a `503`
+//!   `body_timeout` has passed (the handler answers `408`, see `api::json_body`);
+//! - **request**: a handler that has not answered within `request_timeout` gets a `503`
 //!   problem instead (a tokio timeout). A stream's response is its headers, so SSE streams are
 //!   not cut; they follow their own rules: a keep-alive comment every 15 s, and
-//! - **send**: a write that cannot make progress for `send_timeout_s` (a client that stopped
+//! - **send**: a write that cannot make progress for `send_timeout` (a client that stopped
 //!   reading, `gateway-api.md` §3.6) ends the connection ([`Guarded`]);
 //! - **keep-alive idle**: a connection with no request in progress that receives no byte for
-//!   `idle_timeout_s` is closed ([`Guarded`]; hyper's head timer bounds the whole head, this
+//!   `idle_timeout` is closed ([`Guarded`]; hyper's head timer bounds the whole head, this
 //!   one the silences before and inside it);
 //! - **connections**: at most `max_connections` local connections at once (by default what the
 //!   process's file limit leaves after a reserve). At the cap the listener stops accepting, so
@@ -60,17 +60,22 @@ const FD_RESERVE: u64 = 256;
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// A complete request head within this of the connection being ready for one.
-    pub head_timeout_s: f64,
+    #[serde(with = "crate::config::duration")]
+    pub head_timeout: Duration,
     /// No byte for this long while no request is in progress closes the connection.
-    pub idle_timeout_s: f64,
+    #[serde(with = "crate::config::duration")]
+    pub idle_timeout: Duration,
     /// The longest silence inside a request body, and the grace before `body_min_rate`.
-    pub body_timeout_s: f64,
+    #[serde(with = "crate::config::duration")]
+    pub body_timeout: Duration,
     /// The slowest average a request body may arrive at, bytes per second.
     pub body_min_rate: u64,
     /// A handler must answer (send its response head) within this.
-    pub request_timeout_s: f64,
+    #[serde(with = "crate::config::duration")]
+    pub request_timeout: Duration,
     /// A write that makes no progress for this long ends the connection.
-    pub send_timeout_s: f64,
+    #[serde(with = "crate::config::duration")]
+    pub send_timeout: Duration,
     /// Local connections open at once; `0` derives it from the file limit.
     pub max_connections: usize,
 }
@@ -78,12 +83,12 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            head_timeout_s: 10.0,
-            idle_timeout_s: 5.0,
-            body_timeout_s: 10.0,
+            head_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(5),
+            body_timeout: Duration::from_secs(10),
             body_min_rate: 500,
-            request_timeout_s: 60.0,
-            send_timeout_s: 30.0,
+            request_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(30),
             max_connections: 0,
         }
     }
@@ -92,18 +97,18 @@ impl Default for Limits {
 impl Limits {
     /// Range checks, naming the key (`api.limits.…`).
     pub fn validate(&self) -> Result<(), crate::config::ConfigError> {
-        for (key, v, max) in [
-            ("head_timeout_s", self.head_timeout_s, 3600.0),
-            ("idle_timeout_s", self.idle_timeout_s, 3600.0),
-            ("body_timeout_s", self.body_timeout_s, 3600.0),
-            ("request_timeout_s", self.request_timeout_s, 3600.0),
-            ("send_timeout_s", self.send_timeout_s, 3600.0),
+        for (key, v) in [
+            ("head_timeout", self.head_timeout),
+            ("idle_timeout", self.idle_timeout),
+            ("body_timeout", self.body_timeout),
+            ("request_timeout", self.request_timeout),
+            ("send_timeout", self.send_timeout),
         ] {
             crate::config::check(
-                v.is_finite() && (0.1..=max).contains(&v),
+                (Duration::from_millis(100)..=Duration::from_secs(3600)).contains(&v),
                 &format!("api.limits.{key}"),
-                v,
-                "0.1 to 3600 seconds",
+                humantime::format_duration(v),
+                "100ms to 1h",
             )?;
         }
         crate::config::check(
@@ -112,10 +117,6 @@ impl Limits {
             self.body_min_rate,
             "bytes per second, at most 1073741824 (0 for none)",
         )
-    }
-
-    fn secs(s: f64) -> Duration {
-        Duration::from_secs_f64(s)
     }
 
     /// The connection cap: `max_connections`, or what the file limit leaves.
@@ -263,14 +264,14 @@ where
     let service = RequestLimits {
         router,
         activity,
-        request_timeout: Limits::secs(limits.request_timeout_s),
-        body_timeout: Limits::secs(limits.body_timeout_s),
+        request_timeout: limits.request_timeout,
+        body_timeout: limits.body_timeout,
         body_min_rate: limits.body_min_rate,
     };
     let service = hyper::service::service_fn(move |req| service.clone().call(req));
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(Limits::secs(limits.head_timeout_s))
+        .header_read_timeout(limits.head_timeout)
         .serve_connection(TokioIo::new(io), service);
     let mut conn = std::pin::pin!(conn);
     tokio::select! {
@@ -382,7 +383,7 @@ impl RequestLimits {
                     StatusCode::SERVICE_UNAVAILABLE,
                     "request-timeout",
                     format!(
-                        "the gateway did not answer within {} s (api.limits.request_timeout_s)",
+                        "the gateway did not answer within {} s (api.limits.request_timeout)",
                         self.request_timeout.as_secs_f64()
                     ),
                 )
@@ -494,8 +495,8 @@ impl<IO> Guarded<IO> {
         Guarded {
             io,
             activity,
-            idle_timeout: Limits::secs(limits.idle_timeout_s),
-            send_timeout: Limits::secs(limits.send_timeout_s),
+            idle_timeout: limits.idle_timeout,
+            send_timeout: limits.send_timeout,
             last_read: now,
             read_deadline: None,
             read_timer: Box::pin(tokio::time::sleep_until(now)),
@@ -515,7 +516,7 @@ impl<IO> Guarded<IO> {
         ready!(self.write_timer.as_mut().poll(cx));
         Poll::Ready(io::Error::new(
             io::ErrorKind::TimedOut,
-            "the client read nothing for api.limits.send_timeout_s",
+            "the client read nothing for api.limits.send_timeout",
         ))
     }
 
@@ -559,7 +560,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Guarded<IO> {
                 ready!(this.read_timer.as_mut().poll(cx));
                 Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::TimedOut,
-                    "no request for api.limits.idle_timeout_s",
+                    "no request for api.limits.idle_timeout",
                 )))
             }
         }

@@ -128,8 +128,8 @@ fn status(reply: &[u8]) -> Option<u16> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_half_head_and_idle_keep_alive_connections_are_closed() {
     let gw = start(limits(|l| {
-        l.idle_timeout_s = 0.5;
-        l.head_timeout_s = 1.5;
+        l.idle_timeout = Duration::from_millis(500);
+        l.head_timeout = Duration::from_millis(1500);
     }))
     .await;
 
@@ -174,7 +174,7 @@ async fn silent_half_head_and_idle_keep_alive_connections_are_closed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_and_slow_bodies_get_408() {
     let gw = start(limits(|l| {
-        l.body_timeout_s = 1.0;
+        l.body_timeout = Duration::from_millis(1000);
         l.body_min_rate = 200;
     }))
     .await;
@@ -220,8 +220,8 @@ async fn stalled_and_slow_bodies_get_408() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handler_that_does_not_answer_in_time_gets_503_but_streams_live_on() {
     let gw = start(limits(|l| {
-        l.request_timeout_s = 0.5;
-        l.idle_timeout_s = 0.5;
+        l.request_timeout = Duration::from_millis(500);
+        l.idle_timeout = Duration::from_millis(500);
     }))
     .await;
     // A 10-second scan window outlasts the request timeout.
@@ -259,7 +259,7 @@ async fn a_handler_that_does_not_answer_in_time_gets_503_but_streams_live_on() {
 async fn the_connection_cap_holds_logs_once_and_lets_real_requests_through() {
     let gw = start(limits(|l| {
         l.max_connections = 20;
-        l.idle_timeout_s = 1.0;
+        l.idle_timeout = Duration::from_millis(1000);
     }))
     .await;
     let mut silent = Vec::new();
@@ -299,8 +299,8 @@ async fn real_requests_succeed_during_a_2000_connection_slowloris() {
     const ATTACKERS: usize = 2000;
     raise_file_limit(5000);
     let gw = start(limits(|l| {
-        l.idle_timeout_s = 1.0;
-        l.head_timeout_s = 3.0;
+        l.idle_timeout = Duration::from_millis(1000);
+        l.head_timeout = Duration::from_millis(3000);
     }))
     .await;
     // Each attacker sends half a head and a header line every 500 ms until the gateway cuts

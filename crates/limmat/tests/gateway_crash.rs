@@ -258,17 +258,17 @@ const BUSY: &str = r#"
 name = "crash-test"
 
 [presence]
-update_interval_s = 0.5
-leave_after_s = 0.6
+update_interval = "500ms"
+leave_after = "600ms"
 
 [webhooks]
 allow_networks = ["127.0.0.1/32"]
-retry_base_s = 0.1
+retry_base = "100ms"
 retry_factor = 1
-retry_max_delay_s = 0.3
+retry_max_delay = "300ms"
 max_attempts = 10000
-timeout_s = 2
-connect_timeout_s = 1
+timeout = "2s"
+connect_timeout = "1s"
 
 [sim]
 default_world = false
@@ -472,7 +472,7 @@ fn every_batched_event_seen_survives_sigkill() {
 #[test]
 fn after_a_restart_a_present_beacon_continues_and_a_gone_one_leaves() {
     let dir = TempDir::new("gw-restart");
-    const PRESENCE: &str = "[presence]\nupdate_interval_s = 0.5\nleave_after_s = 4\n";
+    const PRESENCE: &str = "[presence]\nupdate_interval = \"500ms\"\nleave_after = \"4s\"\n";
     // The default world plus a second iBeacon; after the restart it is gone from the world.
     let before = dir.file(
         "before.toml",

@@ -61,7 +61,7 @@ fn relay(dir: &TempDir, deny: &[u16]) -> (Limmat, SocketAddr, SocketAddr) {
 fn gateway(dir: &TempDir, relay: SocketAddr) -> (Proc, SocketAddr) {
     let config = dir.file(
         "gateway.toml",
-        "[presence]\nupdate_interval_s = 1\n\n[webhooks]\nallow_networks = [\"127.0.0.1/32\"]\nretry_base_s = 0.2\ntimeout_s = 5\n",
+        "[presence]\nupdate_interval = \"1s\"\n\n[webhooks]\nallow_networks = [\"127.0.0.1/32\"]\nretry_base = \"200ms\"\ntimeout = \"5s\"\n",
     );
     let state = dir.path().join("state");
     let relay = relay.to_string();
@@ -160,7 +160,7 @@ fn the_api_through_the_relay() {
         "{value}"
     );
 
-    // The beacon event stream through the relay: with update_interval_s = 1 events flow.
+    // The beacon event stream through the relay: with update_interval = "1s" events flow.
     let sse = Sse::open(&format!("{base}/beacon/events"));
     let mut seen = 0;
     while seen < 2 {
