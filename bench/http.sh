@@ -12,7 +12,11 @@
 # connection, so through ptth every request also takes a fresh PTTH device connection, and
 # through mux a fresh stream). It prints one table: requests/s, the ratio to rathole's
 # requests/s in the same mode, latency p50/p99 (wrk --latency), requests completed,
-# non-2xx/3xx responses and wrk socket errors.
+# non-2xx/3xx responses and wrk socket errors, and what the proxies paid for it: the CPU time
+# (utime + stime from /proc/PID/stat) of the proxy processes — limmat relay + the cell's tunnel,
+# rathole server + client — per 1,000 requests (and, for bulk, per GiB), next to rathole's.
+# The cells run interleaved (ptth, mux, rathole, ptth, mux, rathole, …) REPEAT times; the table
+# shows medians, with the spread of req/s ((max - min) / 2 as a share of the median).
 #
 # Then, unless BULK=0: TCP bulk throughput with iperf3 (one stream, BULK_SECONDS, client to
 # server) direct, through limmat (iperf3 -> limmat tunnel client -> relay -> limmat tunnel proxy
@@ -27,7 +31,8 @@
 # Everything listens on 127.0.0.1 on free ports below the ephemeral range; every process the
 # script starts is stopped on exit. Relay, tunnel and rathole run with RUST_LOG=warn.
 #
-# Run by hand, never in CI (about 6 x (WARMUP + DURATION + SETTLE) plus start-up):
+# Run by hand, never in CI (about REPEAT x 8 x (WARMUP + DURATION + SETTLE) plus bulk and
+# open-loop cells and start-up):
 #     bench/http.sh
 #     DURATION=3s CONNECTIONS=20 bench/http.sh
 # Settings (environment variables, defaults in brackets):
@@ -52,6 +57,10 @@
 #                         RATE_CONNECTIONS [50]
 #     SKIP_BUILD [0]      1 = use target/release/limmat as it is
 #     KEEP_TMP [0]        1 = keep the temporary directory (configs, logs, raw wrk output)
+#     REPEAT [3]          rounds of interleaved cells; medians are reported
+#     PIN [0]             1 = pin the load (wrk, iperf3, openloop) and the origin (nginx,
+#                         iperf3 -s) to LOAD_CPUS [0] and the proxies to PROXY_CPUS [1]
+#                         with taskset; the report says so
 #
 # On a fresh Debian machine it installs what is missing: wrk, nginx-light (or nginx) and curl
 # with apt-get, rathole with `cargo install rathole`, and it builds limmat with
@@ -83,6 +92,11 @@ RATE_SECONDS=${RATE_SECONDS:-10}
 RATE_CONNECTIONS=${RATE_CONNECTIONS:-50}
 SKIP_BUILD=${SKIP_BUILD:-0}
 KEEP_TMP=${KEEP_TMP:-0}
+REPEAT=${REPEAT:-3}
+PIN=${PIN:-0}
+LOAD_CPUS=${LOAD_CPUS:-0}
+PROXY_CPUS=${PROXY_CPUS:-1}
+CLK_TCK=$(getconf CLK_TCK)
 DOMAIN=bench
 MUX_DOMAIN=benchmux
 export RUST_LOG=warn
@@ -98,6 +112,15 @@ limmat_env() {
     fi
 }
 die() { printf '[bench] error: %s\n' "$*" >&2; exit 1; }
+# Command prefixes that pin the load and origin, or the proxies, to their CPUs (PIN=1); empty
+# otherwise. Prefixes, not functions, so that `exec` and `env` can run them.
+ON_LOAD=()
+ON_PROXY=()
+if [ "$PIN" = 1 ]; then
+    command -v taskset >/dev/null 2>&1 || die "PIN=1 needs taskset (util-linux)"
+    ON_LOAD=(taskset -c "$LOAD_CPUS")
+    ON_PROXY=(taskset -c "$PROXY_CPUS")
+fi
 
 # "10s", "2m", "500ms" or a bare number of seconds -> whole seconds (rounded up).
 to_seconds() {
@@ -213,6 +236,36 @@ start() {
     NAMES+=("$name")
 }
 
+# pid_of NAME: the PID of a process started with `start NAME …`.
+pid_of() {
+    local i
+    for i in "${!NAMES[@]}"; do
+        if [ "${NAMES[$i]}" = "$1" ]; then echo "${PIDS[$i]}"; return 0; fi
+    done
+}
+
+# cpu_ticks NAME...: utime + stime (clock ticks) of those processes, summed. The fields after
+# the command name's closing parenthesis, so that a name with spaces cannot shift them.
+cpu_ticks() {
+    local name pid total=0 t
+    for name in "$@"; do
+        pid=$(pid_of "$name")
+        [ -n "$pid" ] || continue
+        t=$(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$pid/stat" 2>/dev/null || echo 0)
+        total=$(( total + t ))
+    done
+    echo "$total"
+}
+
+# proxies_of TARGET: the processes whose CPU a cell of TARGET costs.
+proxies_of() {
+    case $1 in
+        ptth) echo limmat-relay limmat-tunnel-ptth ;;
+        mux) echo limmat-relay limmat-tunnel-mux ;;
+        rathole) echo rathole-server rathole-client ;;
+    esac
+}
+
 alive_or_die() {
     local i
     for i in "${!PIDS[@]}"; do
@@ -286,24 +339,24 @@ pick_port CLIENT_MUX_PORT
 # ---------------------------------------------------------------------------------------------
 sed -e "s|@DIR@|$TMPD|g" -e "s|@PORT@|$ORIGIN_PORT|g" "$BENCH_DIR/nginx.conf.in" >"$TMPD/nginx.conf"
 # -e: the error log before the config is read (else nginx tries /var/log/nginx/error.log).
-start nginx "$NGINX" -p "$TMPD" -c "$TMPD/nginx.conf" -e "$TMPD/nginx-error.log"
+start nginx "${ON_LOAD[@]}" "$NGINX" -p "$TMPD" -c "$TMPD/nginx.conf" -e "$TMPD/nginx-error.log"
 DIRECT_URL=http://127.0.0.1:$ORIGIN_PORT/bench/
 wait_200 "$DIRECT_URL" "nginx" 15
 
 PTTH_URL=http://127.0.0.1:$RELAY_PORT/$DOMAIN/
 MUX_URL=http://127.0.0.1:$RELAY_PORT/$MUX_DOMAIN/
 if want_limmat && [ "$have_tunnel" = 1 ]; then
-    start limmat-relay limmat_env "$LIMMAT" relay --listen "127.0.0.1:$RELAY_PORT" \
+    start limmat-relay limmat_env "${ON_PROXY[@]}" "$LIMMAT" relay --listen "127.0.0.1:$RELAY_PORT" \
         --max-per-domain "$MAX_PER_DOMAIN" --drain-timeout 1s
     wait_port "$RELAY_PORT" "limmat relay" 15
     if want_leg ptth; then
-        start limmat-tunnel-ptth limmat_env "$LIMMAT" tunnel server "127.0.0.1:$ORIGIN_PORT" \
+        start limmat-tunnel-ptth limmat_env "${ON_PROXY[@]}" "$LIMMAT" tunnel server "127.0.0.1:$ORIGIN_PORT" \
             "127.0.0.1:$RELAY_PORT" "$DOMAIN" --transport ptth \
             --min-listeners "$MIN_LISTENERS" --max-sockets "$MAX_SOCKETS"
         wait_200 "$PTTH_URL" "limmat relay + tunnel (ptth)" 30
     fi
     if want_leg mux; then
-        start limmat-tunnel-mux limmat_env "$LIMMAT" tunnel server "127.0.0.1:$ORIGIN_PORT" \
+        start limmat-tunnel-mux limmat_env "${ON_PROXY[@]}" "$LIMMAT" tunnel server "127.0.0.1:$ORIGIN_PORT" \
             "127.0.0.1:$RELAY_PORT" "$MUX_DOMAIN" --transport mux --max-sockets "$MAX_SOCKETS"
         wait_200 "$MUX_URL" "limmat relay + tunnel (mux)" 30
     fi
@@ -342,9 +395,9 @@ local_addr = "127.0.0.1:$ORIGIN_PORT"
 token = "$token"
 local_addr = "127.0.0.1:$IPERF_PORT"
 EOF
-    start rathole-server "$RATHOLE" --server "$TMPD/rathole-server.toml"
+    start rathole-server "${ON_PROXY[@]}" "$RATHOLE" --server "$TMPD/rathole-server.toml"
     wait_port "$RATHOLE_CTRL_PORT" "rathole server" 15
-    start rathole-client "$RATHOLE" --client "$TMPD/rathole-client.toml"
+    start rathole-client "${ON_PROXY[@]}" "$RATHOLE" --client "$TMPD/rathole-client.toml"
     wait_200 "$RATHOLE_URL" "rathole" 30
 fi
 
@@ -367,7 +420,7 @@ wrk_cmd() {
     if [ "$mode" = close ]; then args+=(-H 'Connection: close'); fi
     if [ "$STATUS_CODES" = 1 ]; then args+=(-s "$BENCH_DIR/status.lua"); fi
     limit=$(( $(to_seconds "$d") + $(to_seconds "$WRK_TIMEOUT") + 30 ))
-    timeout -k 5 "$limit" wrk "${args[@]}" "$url" >"$out" 2>&1
+    "${ON_LOAD[@]}" timeout -k 5 "$limit" wrk "${args[@]}" "$url" >"$out" 2>&1
 }
 
 # wrk's latency with its unit (us, ms, s, m) -> milliseconds.
@@ -380,38 +433,89 @@ to_ms() {
     }'
 }
 
-declare -A RPS P50 P99 REQS NON2XX ERRS CODES
+declare -A RPS P50 P99 REQS NON2XX ERRS CODES SPREAD CPUK
 MODES=(keepalive close)
 mode_label() { if [ "$1" = keepalive ]; then echo keep-alive; else echo "conn-close"; fi; }
 
+# median / spread: of the numbers on stdin, one per line; spread = (max - min) / 2 over the
+# median, as a percentage ("-" for fewer than two).
+median() {
+    sort -g | awk '{ a[NR] = $1 } END {
+        if (NR == 0) { print "-"; exit }
+        if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
+}
+spread() {
+    sort -g | awk '{ a[NR] = $1 } END {
+        if (NR < 2) { print "-"; exit }
+        m = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2
+        if (m > 0) printf "±%.0f%%", (a[NR] - a[1]) / 2 / m * 100; else print "-" }'
+}
+
+# run_cell TARGET MODE URL ROUND: one wrk run, its results under "TARGET/MODE/ROUND".
+declare -A R_RPS R_P50 R_P99 R_REQS R_NON2XX R_ERRS R_CODES R_CPU
 run_cell() {
-    local target=$1 mode=$2 url=$3 key="$1/$2" out="$TMPD/wrk-$1-$2.txt" line
+    local target=$1 mode=$2 url=$3 key="$1/$2/$4" out="$TMPD/wrk-$1-$2-$4.txt" line t0
+    local -a procs
+    read -r -a procs <<<"$(proxies_of "$target")"
     sleep "$SETTLE"
     alive_or_die
     if (( warm_s > 0 )); then
         wrk_cmd "$WARMUP" "$mode" "$url" "$TMPD/wrk-$target-$mode-warmup.txt" || true
     fi
     # TIME_WAIT sockets left by earlier Connection: close cells can slow later ones.
-    log "measuring $target $(mode_label "$mode") for $DURATION: $url" \
+    log "round $4: measuring $target $(mode_label "$mode") for $DURATION: $url" \
         "($(awk '/^TCP:/ { for (i = 2; i < NF; i++) if ($i == "tw") print $(i + 1) }' /proc/net/sockstat) TCP sockets in TIME_WAIT)"
+    t0=$(cpu_ticks "${procs[@]}")
     if ! wrk_cmd "$DURATION" "$mode" "$url" "$out"; then
         log "wrk failed for $target $mode:"
         cat "$out" >&2 || true
     fi
-    RPS[$key]=$(awk '/^Requests\/sec:/ {print $2}' "$out")
-    P50[$key]=$(to_ms "$(awk '$1 == "50%" {print $2}' "$out")")
-    P99[$key]=$(to_ms "$(awk '$1 == "99%" {print $2}' "$out")")
-    REQS[$key]=$(awk '/ requests in / {print $1}' "$out")
-    NON2XX[$key]=$(awk '/Non-2xx or 3xx responses:/ {print $NF}' "$out")
+    R_CPU[$key]=$(( $(cpu_ticks "${procs[@]}") - t0 ))
+    R_RPS[$key]=$(awk '/^Requests\/sec:/ {print $2}' "$out")
+    R_P50[$key]=$(to_ms "$(awk '$1 == "50%" {print $2}' "$out")")
+    R_P99[$key]=$(to_ms "$(awk '$1 == "99%" {print $2}' "$out")")
+    R_REQS[$key]=$(awk '/ requests in / {print $1}' "$out")
+    R_NON2XX[$key]=$(awk '/Non-2xx or 3xx responses:/ {print $NF}' "$out")
     line=$(grep 'Socket errors:' "$out" || true)
     if [ -n "$line" ]; then
-        # "Socket errors: connect 0, read 12, write 0, timeout 0" -> "0/12/0/0"
-        ERRS[$key]=$(echo "$line" | sed -E 's/.*connect ([0-9]+), read ([0-9]+), write ([0-9]+), timeout ([0-9]+).*/\1\/\2\/\3\/\4/')
+        # "Socket errors: connect 0, read 12, write 0, timeout 0" -> "0 12 0 0"
+        R_ERRS[$key]=$(echo "$line" | sed -E 's/.*connect ([0-9]+), read ([0-9]+), write ([0-9]+), timeout ([0-9]+).*/\1 \2 \3 \4/')
     else
-        ERRS[$key]=0/0/0/0
+        R_ERRS[$key]="0 0 0 0"
     fi
-    CODES[$key]=$(sed -n 's/^Status codes: //p' "$out")
-    : "${RPS[$key]:=0}" "${NON2XX[$key]:=0}" "${REQS[$key]:=0}"
+    R_CODES[$key]=$(sed -n 's/^Status codes: //p' "$out")
+    : "${R_RPS[$key]:=0}" "${R_NON2XX[$key]:=0}" "${R_REQS[$key]:=0}"
+}
+
+# summarise TARGET MODE: the rounds' medians (req/s, p50, p99, CPU per 1,000 requests), the
+# spread of req/s, and the sums of requests, non-2xx and errors, under "TARGET/MODE".
+summarise() {
+    local key="$1/$2" r k
+    local -a rps=() p50=() p99=() cpu=()
+    local reqs=0 non=0 e1=0 e2=0 e3=0 e4=0 a b c d
+    for (( r = 1; r <= REPEAT; r++ )); do
+        k=$key/$r
+        [ -n "${R_RPS[$k]+x}" ] || continue
+        rps+=("${R_RPS[$k]}") p50+=("${R_P50[$k]}") p99+=("${R_P99[$k]}")
+        reqs=$(( reqs + R_REQS[$k] )) non=$(( non + R_NON2XX[$k] ))
+        read -r a b c d <<<"${R_ERRS[$k]}"
+        e1=$(( e1 + a )) e2=$(( e2 + b )) e3=$(( e3 + c )) e4=$(( e4 + d ))
+        if [ -n "$(proxies_of "$1")" ] && (( R_REQS[$k] > 0 )); then
+            cpu+=("$(awk -v t="${R_CPU[$k]}" -v hz="$CLK_TCK" -v n="${R_REQS[$k]}" 'BEGIN { printf "%.3f", t / hz * 1000 / (n / 1000) }')")
+        fi
+        CODES[$key]+="${CODES[$key]:+; }${R_CODES[$k]}"
+    done
+    (( ${#rps[@]} > 0 )) || return 0
+    RPS[$key]=$(printf '%s\n' "${rps[@]}" | median)
+    SPREAD[$key]=$(printf '%s\n' "${rps[@]}" | spread)
+    P50[$key]=$(printf '%s\n' "${p50[@]}" | grep -v '^-$' | median)
+    P99[$key]=$(printf '%s\n' "${p99[@]}" | grep -v '^-$' | median)
+    if (( ${#cpu[@]} > 0 )); then
+        CPUK[$key]=$(printf '%s\n' "${cpu[@]}" | median | awk '{ printf "%.1f", $1 }')
+    else
+        CPUK[$key]=-
+    fi
+    REQS[$key]=$reqs NON2XX[$key]=$non ERRS[$key]=$e1/$e2/$e3/$e4
 }
 
 url_of() {
@@ -425,12 +529,21 @@ url_of() {
 
 for target in $LEGS; do
     case $target in
-        direct) url=$DIRECT_URL ;;
-        ptth | mux) [ "$have_tunnel" = 1 ] || continue; url=$(url_of "$target") ;;
-        rathole) url=$RATHOLE_URL ;;
+        direct | ptth | mux | rathole) ;;
         *) die "unknown leg '$target' in LEGS" ;;
     esac
-    for mode in "${MODES[@]}"; do run_cell "$target" "$mode" "$url"; done
+done
+# Interleaved: every target once per mode and round, so that a noisy minute hits all of them.
+for (( round = 1; round <= REPEAT; round++ )); do
+    for mode in "${MODES[@]}"; do
+        for target in $LEGS; do
+            if [[ $target == ptth || $target == mux ]] && [ "$have_tunnel" != 1 ]; then continue; fi
+            run_cell "$target" "$mode" "$(url_of "$target")" "$round"
+        done
+    done
+done
+for target in $LEGS; do
+    for mode in "${MODES[@]}"; do summarise "$target" "$mode"; done
 done
 
 # ---------------------------------------------------------------------------------------------
@@ -438,40 +551,76 @@ done
 # ---------------------------------------------------------------------------------------------
 declare -A BULK_GBPS BULK_RETR LAT
 if [ "$BULK" = 1 ]; then
-    start iperf3-server iperf3 -s -p "$IPERF_PORT"
+    start iperf3-server "${ON_LOAD[@]}" iperf3 -s -p "$IPERF_PORT"
     wait_port "$IPERF_PORT" "iperf3 server" 15
     if want_limmat && [ "$have_tunnel" = 1 ]; then
         for t in ptth mux; do
             want_leg "$t" || continue
             port_var=CLIENT_${t^^}_PORT
-            start "bulk-device-$t" limmat_env "$LIMMAT" tunnel proxy "127.0.0.1:$IPERF_PORT" \
+            start "bulk-device-$t" limmat_env "${ON_PROXY[@]}" "$LIMMAT" tunnel proxy "127.0.0.1:$IPERF_PORT" \
                 "127.0.0.1:$RELAY_PORT" "bulk$t" --transport "$t" --min-listeners 4
-            start "bulk-client-$t" limmat_env "$LIMMAT" tunnel client "127.0.0.1:${!port_var}" \
+            start "bulk-client-$t" limmat_env "${ON_PROXY[@]}" "$LIMMAT" tunnel client "127.0.0.1:${!port_var}" \
                 "127.0.0.1:$RELAY_PORT" "bulk$t"
             wait_port "${!port_var}" "limmat tunnel client ($t)" 15
         done
         sleep 1
     fi
-    bulk_cell() { # bulk_cell TARGET PORT
-        local out="$TMPD/iperf-$1.json"
+    # bulk_cell TARGET PORT ROUND: one iperf3 run; Gbit/s, retransmits and the proxies' CPU
+    # seconds per GiB received under "TARGET/ROUND".
+    declare -A R_GBPS R_RETR R_BCPU BULK_SPREAD BULK_CPU
+    bulk_cell() {
+        local out="$TMPD/iperf-$1-$3.json" key="$1/$3" t0 ticks
+        local -a procs
+        case $1 in
+            ptth | mux) procs=(limmat-relay "bulk-device-$1" "bulk-client-$1") ;;
+            rathole) procs=(rathole-server rathole-client) ;;
+            *) procs=() ;;
+        esac
         sleep "$SETTLE"
         alive_or_die
-        log "iperf3 through $1 for ${BULK_SECONDS}s"
-        if timeout -k 5 $(( BULK_SECONDS + 30 )) iperf3 -c 127.0.0.1 -p "$2" -t "$BULK_SECONDS" -J >"$out" 2>&1; then
-            BULK_GBPS[$1]=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("%.2f" % (d["end"]["sum_received"]["bits_per_second"] / 1e9))' "$out" 2>/dev/null || echo 0)
-            BULK_RETR[$1]=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["end"]["sum_sent"].get("retransmits", "-"))' "$out" 2>/dev/null || echo -)
+        log "round $3: iperf3 through $1 for ${BULK_SECONDS}s"
+        t0=$(cpu_ticks "${procs[@]}")
+        if "${ON_LOAD[@]}" timeout -k 5 $(( BULK_SECONDS + 30 )) iperf3 -c 127.0.0.1 -p "$2" -t "$BULK_SECONDS" -J >"$out" 2>&1; then
+            ticks=$(( $(cpu_ticks "${procs[@]}") - t0 ))
+            read -r R_GBPS[$key] R_RETR[$key] R_BCPU[$key] < <(python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+got = d["end"]["sum_received"]
+gib = got["bytes"] / 2**30
+cpu = "%.3f" % (int(sys.argv[2]) / int(sys.argv[3]) / gib) if sys.argv[4] == "1" and gib > 0 else "-"
+print("%.2f" % (got["bits_per_second"] / 1e9), d["end"]["sum_sent"].get("retransmits", "-"), cpu)
+' "$out" "$ticks" "$CLK_TCK" "$(( ${#procs[@]} > 0 ))" 2>/dev/null || echo "0 - -")
         else
             log "iperf3 failed through $1: $(tail -c 300 "$out")"
-            BULK_GBPS[$1]=0 BULK_RETR[$1]=-
+            R_GBPS[$key]=0 R_RETR[$key]=- R_BCPU[$key]=-
         fi
     }
+    for (( round = 1; round <= REPEAT; round++ )); do
+        for target in $LEGS; do
+            case $target in
+                direct) bulk_cell direct "$IPERF_PORT" "$round" ;;
+                ptth) [ "$have_tunnel" = 1 ] && bulk_cell ptth "$CLIENT_PTTH_PORT" "$round" ;;
+                mux) [ "$have_tunnel" = 1 ] && bulk_cell mux "$CLIENT_MUX_PORT" "$round" ;;
+                rathole) bulk_cell rathole "$RATHOLE_IPERF_PORT" "$round" ;;
+            esac
+        done
+    done
     for target in $LEGS; do
-        case $target in
-            direct) bulk_cell direct "$IPERF_PORT" ;;
-            ptth) [ "$have_tunnel" = 1 ] && bulk_cell ptth "$CLIENT_PTTH_PORT" ;;
-            mux) [ "$have_tunnel" = 1 ] && bulk_cell mux "$CLIENT_MUX_PORT" ;;
-            rathole) bulk_cell rathole "$RATHOLE_IPERF_PORT" ;;
-        esac
+        gbps=() cpus=() retr=()
+        for (( round = 1; round <= REPEAT; round++ )); do
+            [ -n "${R_GBPS[$target/$round]+x}" ] || continue
+            gbps+=("${R_GBPS[$target/$round]}") retr+=("${R_RETR[$target/$round]}")
+            [ "${R_BCPU[$target/$round]}" != - ] && cpus+=("${R_BCPU[$target/$round]}")
+        done
+        (( ${#gbps[@]} > 0 )) || continue
+        BULK_GBPS[$target]=$(printf '%s\n' "${gbps[@]}" | median | awk '{ printf "%.2f", $1 }')
+        BULK_SPREAD[$target]=$(printf '%s\n' "${gbps[@]}" | spread)
+        BULK_RETR[$target]=$(IFS=/; echo "${retr[*]}")
+        if (( ${#cpus[@]} > 0 )); then
+            BULK_CPU[$target]=$(printf '%s\n' "${cpus[@]}" | median | awk '{ printf "%.2f", $1 }')
+        else
+            BULK_CPU[$target]=-
+        fi
     done
 fi
 
@@ -484,7 +633,7 @@ if [ "$LATENCY" = 1 ]; then
         sleep "$SETTLE"
         alive_or_die
         log "open loop through $target: $RATE req/s for ${RATE_SECONDS}s over $RATE_CONNECTIONS connections"
-        LAT[$target]=$(timeout -k 5 $(( RATE_SECONDS + 60 )) "$OPENLOOP" "$hostport" "$path" \
+        LAT[$target]=$("${ON_LOAD[@]}" timeout -k 5 $(( RATE_SECONDS + 60 )) "$OPENLOOP" "$hostport" "$path" \
             "$RATE" "$RATE_SECONDS" "$RATE_CONNECTIONS" 2>&1 | tail -n 1)
     done
 fi
@@ -506,21 +655,30 @@ if want_leg rathole; then
     echo "rathole: ${rathole_version:-?}, transport tcp (defaults), URL $RATHOLE_URL"
 fi
 echo "limmat tokio worker threads: ${WORKER_THREADS:-one per core}."
+if [ "$PIN" = 1 ]; then
+    echo "pinned: load and origin (wrk, iperf3, openloop, nginx) on CPUs $LOAD_CPUS, proxies on CPUs $PROXY_CPUS (taskset)."
+else
+    echo "not pinned: every process may run on any of the $(nproc) cores."
+fi
+echo "$REPEAT rounds, cells interleaved; medians, spread = (max - min) / 2 of req/s over the median;" \
+    "requests, non-2xx and errors summed over the rounds."
+echo "CPU ms/1k = utime + stime of the proxies (limmat: relay + that tunnel; rathole: server + client)" \
+    "per 1,000 requests; 'CPU vs rathole' = that / rathole's in the same mode (lower is cheaper)."
 echo "RUST_LOG=warn for limmat and rathole. 'vs rathole' = req/s / rathole req/s in the same mode."
 echo "errors = wrk socket errors connect/read/write/timeout; non-2xx counts non-2xx/3xx responses."
 echo
-fmt='%-8s %-11s %10s %10s %9s %9s %10s %8s %-14s\n'
+fmt='%-8s %-11s %10s %7s %10s %9s %9s %10s %8s %-14s %9s %9s\n'
 # shellcheck disable=SC2059
-printf "$fmt" target mode req/s "vs rathole" "p50 ms" "p99 ms" requests non-2xx errors
+printf "$fmt" target mode req/s spread "vs rathole" "p50 ms" "p99 ms" requests non-2xx errors "CPU ms/1k" "CPU vs rh"
 # shellcheck disable=SC2059
-printf "$fmt" -------- ----------- ---------- ---------- --------- --------- ---------- -------- --------------
+printf "$fmt" -------- ----------- ---------- ------- ---------- --------- --------- ---------- -------- -------------- --------- ---------
 for target in direct ptth mux rathole; do
     want_leg "$target" || continue
     for mode in "${MODES[@]}"; do
         key=$target/$mode
         if [ -z "${RPS[$key]+x}" ]; then
             # shellcheck disable=SC2059
-            printf "$fmt" "$target" "$(mode_label "$mode")" skipped - - - - - "(no limmat tunnel)"
+            printf "$fmt" "$target" "$(mode_label "$mode")" skipped - - - - - - "(no limmat tunnel)" - -
             continue
         fi
         ratio=-
@@ -528,24 +686,34 @@ for target in direct ptth mux rathole; do
             ratio=$(awk -v a="${RPS[$key]}" -v b="${RPS[rathole/$mode]}" \
                 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }')
         fi
+        cpu_ratio=-
+        if [ -n "${CPUK[rathole/$mode]+x}" ]; then
+            cpu_ratio=$(awk -v a="${CPUK[$key]}" -v b="${CPUK[rathole/$mode]}" \
+                'BEGIN { if (a != "-" && b != "-" && b > 0) printf "%.2fx", a / b; else print "-" }')
+        fi
         # shellcheck disable=SC2059
         printf "$fmt" "$target" "$(mode_label "$mode")" \
-            "$(awk -v r="${RPS[$key]}" 'BEGIN { printf "%.0f", r }')" "$ratio" \
-            "${P50[$key]}" "${P99[$key]}" "${REQS[$key]}" "${NON2XX[$key]}" "${ERRS[$key]}"
+            "$(awk -v r="${RPS[$key]}" 'BEGIN { printf "%.0f", r }')" "${SPREAD[$key]}" "$ratio" \
+            "${P50[$key]}" "${P99[$key]}" "${REQS[$key]}" "${NON2XX[$key]}" "${ERRS[$key]}" \
+            "${CPUK[$key]}" "$cpu_ratio"
     done
 done
 
 if [ "$BULK" = 1 ]; then
     echo
     echo "TCP bulk, iperf3 -t $BULK_SECONDS, one stream client -> server (limmat: iperf3 -> tunnel client -> relay -> tunnel proxy -> iperf3)"
-    bfmt='%-8s %10s %10s %12s\n'
+    echo "(medians of $REPEAT rounds; CPU s/GiB = utime + stime of the proxies per GiB received: limmat relay + tunnel proxy + tunnel client, rathole server + client)"
+    bfmt='%-8s %10s %7s %10s %12s %10s %10s\n'
     # shellcheck disable=SC2059
-    printf "$bfmt" target Gbit/s "vs rathole" retransmits
+    printf "$bfmt" target Gbit/s spread "vs rathole" retransmits "CPU s/GiB" "CPU vs rh"
     for target in direct ptth mux rathole; do
         [ -n "${BULK_GBPS[$target]+x}" ] || continue
         ratio=$(awk -v a="${BULK_GBPS[$target]}" -v b="${BULK_GBPS[rathole]:-0}" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }')
+        cpu_ratio=$(awk -v a="${BULK_CPU[$target]}" -v b="${BULK_CPU[rathole]:--}" \
+            'BEGIN { if (a != "-" && b != "-" && b > 0) printf "%.2fx", a / b; else print "-" }')
         # shellcheck disable=SC2059
-        printf "$bfmt" "$target" "${BULK_GBPS[$target]}" "$ratio" "${BULK_RETR[$target]}"
+        printf "$bfmt" "$target" "${BULK_GBPS[$target]}" "${BULK_SPREAD[$target]}" "$ratio" \
+            "${BULK_RETR[$target]}" "${BULK_CPU[$target]}" "$cpu_ratio"
     done
 fi
 
