@@ -77,6 +77,13 @@ pub struct TunnelArgs {
     /// Mux connections kept open to the relay (server, proxy; with mux or auto).
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = at_least_one)]
     mux_connections: usize,
+    /// limmat-mux/1: PING the relay after this long without receiving anything, so that a dead
+    /// path (a blackhole, a NAT that forgot the flow) is found; below 60 s keeps NATs open.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = crate::units::duration)]
+    mux_ping_interval: std::time::Duration,
+    /// limmat-mux/1: a relay whose PING ACK takes longer is dead; the agent reconnects.
+    #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = crate::units::duration)]
+    mux_ping_timeout: std::time::Duration,
 }
 
 /// The values of `--relay-security`.
@@ -250,6 +257,8 @@ fn agent(args: TunnelArgs) -> anyhow::Result<Agent> {
     config.max_sockets = args.max_sockets;
     config.transport = args.transport;
     config.mux_connections = args.mux_connections;
+    config.mux_ping_interval = args.mux_ping_interval;
+    config.mux_ping_timeout = args.mux_ping_timeout;
     let agent = Agent::new(config).context("cannot start the tunnel")?;
     if args.local.tls {
         // Load the roots now, not at the first client.
