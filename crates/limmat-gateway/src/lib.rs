@@ -47,7 +47,6 @@ macro_rules! internal {
 // undocumented public fields and variants (wire and record types) and allow it until they are
 // documented.
 pub mod address;
-#[allow(missing_docs)]
 pub mod backend;
 #[allow(missing_docs)]
 pub mod beacon;
