@@ -48,7 +48,6 @@ macro_rules! internal {
 // documented.
 pub mod address;
 pub mod backend;
-#[allow(missing_docs)]
 pub mod beacon;
 #[allow(missing_docs)]
 pub mod config;
