@@ -53,7 +53,6 @@ pub mod beacon;
 pub mod config;
 pub mod hex;
 pub mod metrics;
-#[allow(missing_docs)]
 pub mod presence;
 pub mod server;
 pub mod uuid;
