@@ -64,7 +64,7 @@ pub struct ApiSection {
     pub token: Option<String>,
     /// Base for absolute links instead of `http://` + `Host` + prefix (§1.2).
     pub public_base_url: Option<String>,
-    /// CORS origins [O]; none by default.
+    /// CORS origins \[O\]; none by default.
     pub cors_origins: Vec<String>,
     /// `[api.limits]`: timeouts and the connection cap of every listener.
     pub limits: crate::listener::Limits,

@@ -42,8 +42,8 @@ impl ScanMode {
     }
 }
 
-/// What a backend can do beyond the [R] operations (§6.1); served in `GET /` and used to
-/// answer `501` for [O] features it lacks.
+/// What a backend can do beyond the \[R\] operations (§6.1); served in `GET /` and used to
+/// answer `501` for \[O\] features it lacks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Capabilities {
@@ -72,7 +72,7 @@ pub struct Info {
     pub name: String,
     /// Whether the adapter is powered on; a backend that is off answers `503` (§2.8).
     pub powered: bool,
-    /// The [O] operations this backend supports.
+    /// The \[O\] operations this backend supports.
     pub capabilities: Capabilities,
 }
 
@@ -328,12 +328,12 @@ pub trait Backend: Send + Sync + 'static {
         kind: NotifyKind,
     ) -> Result<BoxStream<'static, Notification>, BleError>;
 
-    /// Pairing [O].
+    /// Pairing \[O\].
     async fn pair(&self, _address: Address) -> Result<(), BleError> {
         Err(BleError::Unsupported("pairing"))
     }
 
-    /// Bond removal [O].
+    /// Bond removal \[O\].
     async fn unpair(&self, _address: Address) -> Result<(), BleError> {
         Err(BleError::Unsupported("pairing"))
     }
