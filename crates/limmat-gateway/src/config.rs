@@ -17,13 +17,21 @@ use std::time::Duration;
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GatewayConfig {
+    /// `[gateway]`: the name and the state directory.
     pub gateway: GatewaySection,
+    /// `[api]`: the local listener, its token and limits.
     pub api: ApiSection,
+    /// `[relay]`: serving through a Limmat relay (§1.2).
     pub relay: RelaySection,
+    /// `[backend]`: which backend, on which adapter (§6).
     pub backend: BackendSection,
+    /// `[presence]`: the presence timers (§3.3).
     pub presence: PresenceSection,
+    /// `[beacons]`: the event log (§5.3).
     pub beacons: BeaconsSection,
+    /// `[webhooks]`: delivery, retries, limits, SSRF and proxy (§5).
     pub webhooks: WebhooksSection,
+    /// `[sim]`: the simulated world (§6.2).
     pub sim: SimConfig,
 }
 
@@ -56,7 +64,7 @@ pub struct ApiSection {
     pub token: Option<String>,
     /// Base for absolute links instead of `http://` + `Host` + prefix (§1.2).
     pub public_base_url: Option<String>,
-    /// CORS origins [O]; none by default.
+    /// CORS origins \[O\]; none by default.
     pub cors_origins: Vec<String>,
     /// `[api.limits]`: timeouts and the connection cap of every listener.
     pub limits: crate::listener::Limits,
@@ -68,7 +76,11 @@ pub struct ApiSection {
 pub struct RelaySection {
     /// `HOST:PORT` of the relay; `None` serves locally only.
     pub address: Option<String>,
+    /// The gateway's domain on the relay (`--domain`): its path prefix `/<domain>/` and
+    /// subdomain; case-insensitive, and not one of [`RESERVED_SEGMENTS`].
     pub domain: Option<String>,
+    /// The device key presented to the relay (`--secret-key`); also the default
+    /// `webhooks.proxy_key`.
     pub secret_key: Option<String>,
     /// Waiting connections kept open (default 4).
     pub pool: usize,
@@ -111,8 +123,10 @@ impl Default for BackendSection {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendKind {
+    /// `sim`: the deterministic simulator (§6.2), the default.
     #[default]
     Sim,
+    /// `bluez`: BlueZ through `bluer` (§6.3; cargo feature `bluez`).
     Bluez,
 }
 
@@ -120,14 +134,16 @@ pub enum BackendKind {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PresenceSection {
+    /// An absent beacon enters only when heard at this RSSI or stronger, −127 to 20 dBm;
+    /// unset (the default), at any RSSI.
     pub enter_rssi: Option<i16>,
-    /// A present beacon's `updated` events come at most this often.
+    /// A present beacon's `updated` events come at most this often (default 10 s).
     #[serde(with = "duration")]
     pub update_interval: Duration,
-    /// A beacon unheard this long has left.
+    /// A beacon unheard this long has left (default 30 s).
     #[serde(with = "duration")]
     pub leave_after: Duration,
-    /// Telemetry events of a beacon come at most this often.
+    /// Telemetry events of an address come at most this often (default 60 s).
     #[serde(with = "duration")]
     pub telemetry_interval: Duration,
 }
@@ -147,7 +163,7 @@ impl Default for PresenceSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BeaconsSection {
-    /// The event log keeps entries at least this long, for SSE resumption.
+    /// The event log keeps entries at least this long, for SSE resumption (default 600 s).
     #[serde(with = "duration")]
     pub log_retention: Duration,
 }
@@ -164,31 +180,38 @@ impl Default for BeaconsSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WebhooksSection {
-    /// The first retry's nominal delay.
+    /// The first retry's nominal delay (default 5 s, §5.5).
     #[serde(with = "duration")]
     pub retry_base: Duration,
+    /// Each further consecutive failure multiplies the delay by this, ≥ 1 (default 4).
     pub retry_factor: f64,
-    /// The longest nominal delay between retries.
+    /// The longest nominal delay between retries (default 8 h).
     #[serde(with = "duration")]
     pub retry_max_delay: Duration,
+    /// A message's attempts before it becomes a dead letter, ≥ 1 (default 16, §5.5).
     pub max_attempts: u32,
-    /// A message older than this is a dead letter.
+    /// A message older than this is a dead letter (default 72 h).
     #[serde(with = "duration")]
     pub max_age: Duration,
-    /// A subscription with messages and no success for this long is disabled.
+    /// A subscription with messages and no success for this long is disabled (default 5 days).
     #[serde(with = "duration")]
     pub disable_after: Duration,
+    /// Requests in flight across all subscriptions, ≥ 1 (default 16, §5.6).
     pub max_in_flight: usize,
+    /// Above this many queued events a subscription's queue coalesces `beacon.updated`
+    /// (default 1000, §5.6).
     pub coalesce_threshold: usize,
+    /// A queue's most events; beyond, the oldest become dead letters, ≥ 1 (default 100 000).
     pub max_backlog: usize,
-    /// DNS, TCP and TLS of one attempt.
+    /// DNS, TCP and TLS of one attempt (default 10 s, 1–60 s, §5.7).
     #[serde(with = "duration")]
     pub connect_timeout: Duration,
-    /// One attempt's request and response.
+    /// One attempt's request up to the response head (default 15 s, 1–60 s).
     #[serde(with = "duration")]
     pub timeout: Duration,
     /// Extra PEM roots for HTTPS receivers.
     pub ca_file: Option<PathBuf>,
+    /// The most subscriptions; one more gets `409` (default 64, 1–10000, §5.7).
     pub max_subscriptions: usize,
     /// CIDRs exempt from the SSRF deny list (§5.8).
     pub allow_networks: Vec<String>,
@@ -196,8 +219,11 @@ pub struct WebhooksSection {
     pub proxy: Option<String>,
     /// The proxy's bearer key; defaults to the relay secret key.
     pub proxy_key: Option<String>,
+    /// Dead letters older than this are purged (default 7 days, §3.8).
     #[serde(with = "duration")]
     pub dead_letter_retention: Duration,
+    /// The most dead letters per subscription; beyond, the oldest are purged, ≥ 1 (default
+    /// 10000).
     pub dead_letter_max: usize,
 }
 
@@ -230,8 +256,11 @@ impl Default for WebhooksSection {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{key} = {value}: {expected}")]
 pub struct ConfigError {
+    /// The key as the file writes it: `webhooks.timeout`, `sim.beacon[2].minor`.
     pub key: String,
+    /// The value given, as the file would write it.
     pub value: String,
+    /// What the key accepts, in words: `1 to 60 seconds`.
     pub expected: String,
 }
 

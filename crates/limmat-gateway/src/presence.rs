@@ -20,7 +20,7 @@ use crate::beacon::{Beacon, Frame, Telemetry};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-/// The `[presence]` settings.
+/// The `[presence]` settings (§3.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Config {
     /// `enter_rssi`: the weakest RSSI at which an absent beacon enters; `None` for any.
@@ -47,10 +47,13 @@ impl Default for Config {
 /// Where and when a frame was heard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Sighting {
+    /// The address the frame came from (§3.2: not part of a beacon's identity).
     pub address: Address,
+    /// Public or random.
     pub address_type: AddressType,
     /// dBm, if the backend reported it.
     pub rssi: Option<i16>,
+    /// When it was received, on the monotonic clock that drives the timers of §3.3.
     pub at: Instant,
 }
 
@@ -60,11 +63,15 @@ pub struct Sighting {
 pub struct Present {
     /// The latest decoded values (non-identity fields such as TX power may change).
     pub beacon: Beacon,
+    /// `address`: where it was last heard from.
     pub address: Address,
+    /// `addressType` of that address.
     pub address_type: AddressType,
     /// The latest RSSI.
     pub rssi: Option<i16>,
+    /// `firstSeen`: the sighting that made it enter.
     pub first_seen: Instant,
+    /// `lastSeen`: the latest sighting; the leave timer runs from here (§3.3).
     pub last_seen: Instant,
     /// Sightings since it entered, that one included.
     pub sightings: u64,
@@ -75,7 +82,9 @@ pub struct Present {
 pub struct RssiWindow {
     /// Sightings in the window, with or without an RSSI.
     pub sightings: u64,
+    /// `rssiMin`: the weakest RSSI in the window, dBm; `None` if none was reported.
     pub rssi_min: Option<i16>,
+    /// `rssiMax`: the strongest RSSI in the window, dBm; `None` if none was reported.
     pub rssi_max: Option<i16>,
     /// The mean of the RSSIs reported in the window.
     pub rssi_mean: Option<f64>,
@@ -85,26 +94,41 @@ pub struct RssiWindow {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// `beacon.entered`, at the sighting that caused it.
-    Entered { key: String, beacon: Present },
+    Entered {
+        /// The beacon's identity key (§3.2).
+        key: String,
+        /// The beacon as it entered: one sighting, `first_seen == last_seen`.
+        beacon: Present,
+    },
     /// `beacon.updated`, at the sighting that caused it.
     Updated {
+        /// The beacon's identity key (§3.2).
         key: String,
+        /// The beacon with this sighting counted.
         beacon: Present,
+        /// `rssiMin`, `rssiMax`, `rssiMean` and `sightings` since the previous event.
         window: RssiWindow,
     },
     /// `beacon.left` with `reason: "timeout"`, at `at`: when the leave timer ran out
     /// (`last_seen + leave_after`). `duration` is `last_seen − first_seen` (`durationS`).
     Left {
+        /// The beacon's identity key (§3.2).
         key: String,
+        /// The beacon's last known values.
         beacon: Present,
+        /// When the leave timer ran out: the event's `timestamp`.
         at: Instant,
+        /// `durationS`: how long it was present.
         duration: Duration,
     },
     /// `beacon.telemetry`, at the TLM sighting. `keys` are the beacons present at its address,
     /// sorted; possibly none.
     Telemetry {
+        /// The TLM frame's sighting: `address`, `addressType`, `rssi` and the time.
         sighting: Sighting,
+        /// The keys of the beacons present at that address, sorted (§3.4 `keys`).
         keys: Vec<String>,
+        /// The decoded TLM (§3.4 `telemetry`).
         telemetry: Telemetry,
     },
 }
@@ -191,6 +215,8 @@ pub struct Presence {
 }
 
 impl Presence {
+    /// An empty table with these settings; the pipeline refills it from the store at start
+    /// (§3.3).
     pub fn new(config: Config) -> Presence {
         Presence {
             config,
@@ -200,6 +226,7 @@ impl Presence {
         }
     }
 
+    /// The settings it was made with.
     pub fn config(&self) -> &Config {
         &self.config
     }

@@ -1,7 +1,8 @@
 //! The running gateway: the composition of its parts (`gateway-api.md` §1.2). One backend, one
-//! scan fanned out ([`crate::ble`]), the durable beacon pipeline ([`crate::pipeline`]) and the
-//! webhook scheduler ([`crate::webhook::scheduler`]), composed here ([`start_beacons`]), and one router served twice at the same time: on the local listener
-//! and on every connection the relay hands the agent, with no extra local hop. `/metrics` is
+//! scan fanned out (the crate's `ble` module), the durable beacon pipeline (`pipeline`) and the
+//! webhook scheduler (`webhook::scheduler`), composed here ([`start_beacons`]), and one router
+//! served twice at the same time: on the local listener and on every connection the relay
+//! hands the agent, with no extra local hop. `/metrics` is
 //! added on the local listener only, so the relay never exposes it.
 //!
 //! Shutdown: the token ends every event stream and stops the listener (in-flight requests
@@ -145,7 +146,7 @@ impl Gateway {
 
 /// The Beacon API's engine, composed: the pipeline over `reports` and the webhook scheduler
 /// over `transport`, woken by the pipeline and the API. Both stop when `shutdown` is
-/// cancelled; [`Beacons::stopped`] waits for both.
+/// cancelled; `Beacons::stopped` waits for both.
 pub fn start_beacons<S>(
     config: &GatewayConfig,
     store: Store,

@@ -25,11 +25,15 @@ pub type Handle = u16;
 /// Scan modes (§2.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ScanMode {
+    /// The scanner sends scan requests, so scan responses (names, more AD) arrive too
+    /// (`active=1`, the default).
     Active,
+    /// The scanner only listens (`passive=1`); not every backend can (`passiveScan`).
     Passive,
 }
 
 impl ScanMode {
+    /// The word of `scan.mode` (§2.7): `active` or `passive`.
     pub fn as_str(self) -> &'static str {
         match self {
             ScanMode::Active => "active",
@@ -38,16 +42,22 @@ impl ScanMode {
     }
 }
 
-/// What a backend can do beyond the [R] operations (§6.1); served in `GET /` and used to
-/// answer `501` for [O] features it lacks.
+/// What a backend can do beyond the \[R\] operations (§6.1); served in `GET /` and used to
+/// answer `501` for \[O\] features it lacks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Capabilities {
+    /// `passiveScan`: `GET /gap/nodes?passive=1` scans passively (§2.2); without it, actively.
     pub passive_scan: bool,
+    /// `connParams`: connection interval and latency can be set (§2.2).
     pub conn_params: bool,
+    /// `pairing`: `pair` and `unpair` work (§2.2 `/management/nodes`).
     pub pairing: bool,
+    /// `readByUuid`: read the first characteristic with a UUID in a handle range (§2.3).
     pub read_by_uuid: bool,
+    /// `readMultiple`: read several handles in one request (§2.3).
     pub read_multiple: bool,
+    /// `reliableWrite`: queued, verified writes (`reliable=1`, §2.3).
     pub reliable_write: bool,
 }
 
@@ -56,10 +66,13 @@ pub struct Capabilities {
 pub struct Info {
     /// `sim` or `bluez`.
     pub backend: &'static str,
+    /// The adapter's own device address.
     pub address: Address,
     /// The adapter's name (`hci0`, …).
     pub name: String,
+    /// Whether the adapter is powered on; a backend that is off answers `503` (§2.8).
     pub powered: bool,
+    /// The \[O\] operations this backend supports.
     pub capabilities: Capabilities,
 }
 
@@ -67,21 +80,27 @@ pub struct Info {
 /// on BlueZ, per property change that counts as a sighting).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Report {
+    /// The advertiser's device address (`bdaddr`).
     pub address: Address,
+    /// Public or random (`bdaddrType`).
     pub address_type: AddressType,
-    /// dBm.
+    /// Received signal strength in dBm, if the backend reports it.
     pub rssi: Option<i16>,
     /// dBm, as advertised (AD type 0x0A).
     pub tx_power: Option<i8>,
+    /// The local name (AD type 0x09, or the shortened 0x08), if advertised.
     pub name: Option<String>,
     /// AD type 0x01.
     pub flags: Option<u8>,
+    /// The advertised service UUIDs (AD types 0x02–0x07), widened to 128 bits.
     pub service_uuids: Vec<Uuid>,
     /// Company id → payload, the company id stripped.
     pub manufacturer_data: BTreeMap<u16, Vec<u8>>,
+    /// Service UUID (widened to 128 bits) → payload, the UUID stripped (§4.1).
     pub service_data: BTreeMap<Uuid, Vec<u8>>,
     /// The raw AD bytes, when the backend has them (the simulator does, BlueZ does not).
     pub raw: Option<Vec<u8>>,
+    /// Whether the PDU was connectable, if the backend knows.
     pub connectable: Option<bool>,
     /// Wall-clock receive time, for `lastSeen` and event timestamps.
     pub received: SystemTime,
@@ -97,13 +116,16 @@ pub struct NodeState {
     pub report: Option<Report>,
     /// The name from advertising data or the backend's cache.
     pub name: Option<String>,
+    /// Whether a link to the device is up.
     pub connected: bool,
 }
 
 /// `connection_events`: a link came up or went down.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectionEvent {
+    /// The device whose link changed.
     pub address: Address,
+    /// `true` when the link came up, `false` when it went down.
     pub connected: bool,
     /// Why, in a few words (`requested`, `link-loss`, `timeout`, …).
     pub reason: String,
@@ -112,20 +134,31 @@ pub struct ConnectionEvent {
 /// A GATT service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Service {
+    /// The service's handle (§2.1).
     pub handle: Handle,
+    /// The service's UUID.
     pub uuid: Uuid,
+    /// A primary service (`true`) or an included, secondary one.
     pub primary: bool,
 }
 
 /// GATT characteristic property bits (§2.7).
 pub mod props {
+    /// The value may be broadcast in advertisements.
     pub const BROADCAST: u8 = 0x01;
+    /// The value may be read.
     pub const READ: u8 = 0x02;
+    /// The value may be written with a write command, unacknowledged (`noresponse=1`).
     pub const WRITE_WITHOUT_RESPONSE: u8 = 0x04;
+    /// The value may be written with a write request, acknowledged.
     pub const WRITE: u8 = 0x08;
+    /// The value may be notified.
     pub const NOTIFY: u8 = 0x10;
+    /// The value may be indicated (notified and confirmed).
     pub const INDICATE: u8 = 0x20;
+    /// The value may be written with an authenticated signed write.
     pub const SIGNED_WRITE: u8 = 0x40;
+    /// The characteristic has an Extended Properties descriptor.
     pub const EXTENDED: u8 = 0x80;
 
     /// The names of the bits, in bit order, as `flags` shows them.
@@ -144,7 +177,9 @@ pub mod props {
 /// A GATT characteristic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Characteristic {
+    /// The characteristic's handle (§2.1).
     pub handle: Handle,
+    /// The characteristic's UUID.
     pub uuid: Uuid,
     /// The handle of the service it belongs to.
     pub service: Handle,
@@ -155,7 +190,9 @@ pub struct Characteristic {
 /// A GATT descriptor.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Descriptor {
+    /// The descriptor's handle (§2.1).
     pub handle: Handle,
+    /// The descriptor's UUID (`2902` for the CCCD).
     pub uuid: Uuid,
     /// The handle of the characteristic it belongs to.
     pub characteristic: Handle,
@@ -175,11 +212,14 @@ pub enum WriteMode {
 /// Notification or indication (§2.6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum NotifyKind {
+    /// Unacknowledged notifications (`notify=1`, property 0x10).
     Notify,
+    /// Indications, confirmed by the client (`indicate=1`, property 0x20).
     Indicate,
 }
 
 impl NotifyKind {
+    /// The word of the query parameter and of `notifying` (§2.7): `notify` or `indicate`.
     pub fn as_str(self) -> &'static str {
         match self {
             NotifyKind::Notify => "notify",
@@ -191,7 +231,9 @@ impl NotifyKind {
 /// One notified or indicated value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Notification {
+    /// The characteristic's value as notified.
     pub value: Vec<u8>,
+    /// Wall-clock receive time, the `timestamp` of the stream event (§2.6).
     pub received: SystemTime,
 }
 
@@ -286,12 +328,12 @@ pub trait Backend: Send + Sync + 'static {
         kind: NotifyKind,
     ) -> Result<BoxStream<'static, Notification>, BleError>;
 
-    /// Pairing [O].
+    /// Pairing \[O\].
     async fn pair(&self, _address: Address) -> Result<(), BleError> {
         Err(BleError::Unsupported("pairing"))
     }
 
-    /// Bond removal [O].
+    /// Bond removal \[O\].
     async fn unpair(&self, _address: Address) -> Result<(), BleError> {
         Err(BleError::Unsupported("pairing"))
     }

@@ -27,7 +27,9 @@ pub const BEACON_FLAGS: u8 = 0x06;
 /// One AD structure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AdStructure<'a> {
+    /// The AD type (`ADType`), such as [`FLAGS`] or [`MANUFACTURER_DATA`].
     pub ad_type: u8,
+    /// The data after the type byte (`ADValue`): `length − 1` bytes.
     pub data: &'a [u8],
 }
 

@@ -26,7 +26,9 @@ const NO_TEMPERATURE: i16 = i16::MIN;
 pub struct EddystoneUid {
     /// dBm at 0 m.
     pub tx_power: i8,
+    /// The 10-byte namespace, opaque (by convention a hashed domain or an elided UUID).
     pub namespace: [u8; 10],
+    /// The 6-byte instance within the namespace.
     pub instance: [u8; 6],
 }
 
@@ -51,7 +53,9 @@ pub struct EddystoneEid {
 /// Eddystone-TLM, plain or encrypted. Serialises as the `telemetry` member of §3.4.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Telemetry {
+    /// Version 0: battery, temperature and counters in the clear.
     Plain(PlainTlm),
+    /// Version 1: the ETLM block, passed on opaque.
     Encrypted(EncryptedTlm),
 }
 
@@ -71,8 +75,11 @@ pub struct PlainTlm {
 /// Encrypted TLM (version 1), opaque.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct EncryptedTlm {
+    /// The 12 encrypted bytes of the plain TLM's fields (`etlm`).
     pub etlm: [u8; 12],
+    /// The 2-byte salt of the encryption (`salt`).
     pub salt: [u8; 2],
+    /// The 2-byte message integrity check (`mic`).
     pub mic: [u8; 2],
 }
 

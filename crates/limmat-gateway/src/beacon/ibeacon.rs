@@ -16,7 +16,9 @@ const LEN: usize = 23;
 pub struct IBeacon {
     /// The proximity UUID.
     pub uuid: Uuid,
+    /// The major number, 0–65535 (big-endian on air).
     pub major: u16,
+    /// The minor number, 0–65535 (big-endian on air).
     pub minor: u16,
     /// The measured power: dBm at 1 m.
     pub tx_power: i8,

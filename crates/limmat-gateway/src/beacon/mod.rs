@@ -44,16 +44,22 @@ pub enum Source {
 /// [`Malformed`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 pub enum Format {
+    /// `ibeacon`: Apple iBeacon (§4.2).
     #[serde(rename = "ibeacon")]
     IBeacon,
+    /// `altbeacon`: AltBeacon v1.0 (§4.3).
     #[serde(rename = "altbeacon")]
     AltBeacon,
+    /// `eddystone-uid`: Eddystone-UID (§4.4).
     #[serde(rename = "eddystone-uid")]
     EddystoneUid,
+    /// `eddystone-url`: Eddystone-URL (§4.4).
     #[serde(rename = "eddystone-url")]
     EddystoneUrl,
+    /// `eddystone-tlm`: Eddystone telemetry (§4.4), no identity of its own.
     #[serde(rename = "eddystone-tlm")]
     EddystoneTlm,
+    /// `eddystone-eid`: Eddystone-EID (§4.4).
     #[serde(rename = "eddystone-eid")]
     EddystoneEid,
 }
@@ -97,7 +103,9 @@ impl fmt::Display for Format {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("malformed {format}: {reason}")]
 pub struct Malformed {
+    /// The format whose discriminator the pair matched (the metric's `format` label).
     pub format: Format,
+    /// The rule it broke.
     pub reason: Reason,
 }
 
@@ -107,7 +115,9 @@ pub enum Reason {
     /// The payload length is not one the format allows.
     #[error("{actual} bytes, expected {expected}")]
     Length {
+        /// The payload's length in bytes.
         actual: usize,
+        /// The lengths the format allows, in words (`"23"`, `"18 or 20"`, `"3 to 20"`).
         expected: &'static str,
     },
     /// An Eddystone-URL scheme prefix other than `00`–`03`.
@@ -115,7 +125,12 @@ pub enum Reason {
     UrlScheme(u8),
     /// A reserved Eddystone-URL byte (`0E`–`20`, `7F`–`FF`) at this offset of the encoded URL.
     #[error("reserved URL byte {byte:#04x} at offset {offset}")]
-    UrlReserved { byte: u8, offset: usize },
+    UrlReserved {
+        /// The reserved byte.
+        byte: u8,
+        /// Its offset in the encoded URL (after the scheme prefix), from 0.
+        offset: usize,
+    },
     /// An Eddystone-TLM version other than 0 (plain) or 1 (encrypted).
     #[error("TLM version {0}")]
     TlmVersion(u8),
@@ -124,15 +139,21 @@ pub enum Reason {
 /// A decoded frame: a beacon with an identity, or telemetry without one.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Frame {
+    /// A beacon, tracked by its key (§3.2, §3.3).
     Beacon(Beacon),
+    /// Eddystone-TLM, attached to the address it came from (§3.4 `beacon.telemetry`).
     Telemetry(Telemetry),
 }
 
 /// What a pair is (§4.1).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decoded {
+    /// A frame of one of the formats of §4.2–§4.4.
     Frame(Frame),
+    /// The pair matches no format's discriminator: not an error, and not counted.
     NotABeacon,
+    /// The pair matches a discriminator but breaks that format's rules: counted in a metric,
+    /// and no beacon.
     Malformed(Malformed),
 }
 
@@ -182,14 +203,20 @@ pub fn decode_service_data(uuid: &Uuid, payload: &[u8]) -> Decoded {
 /// A beacon with an identity (§3.2), as broadcast.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Beacon {
+    /// Apple iBeacon (§4.2).
     IBeacon(IBeacon),
+    /// AltBeacon (§4.3).
     AltBeacon(AltBeacon),
+    /// Eddystone-UID (§4.4).
     EddystoneUid(EddystoneUid),
+    /// Eddystone-URL (§4.4).
     EddystoneUrl(EddystoneUrl),
+    /// Eddystone-EID (§4.4).
     EddystoneEid(EddystoneEid),
 }
 
 impl Beacon {
+    /// The beacon's format: the `format` member and the first part of its key (§3.2).
     pub fn format(&self) -> Format {
         match self {
             Beacon::IBeacon(_) => Format::IBeacon,

@@ -6,14 +6,17 @@ use crate::backend::props;
 use crate::uuid::Uuid;
 use bluer::gatt::CharacteristicFlags;
 
+/// bluer's address as the gateway's (both most significant byte first).
 pub fn address(a: bluer::Address) -> Address {
     Address(a.0)
 }
 
+/// The gateway's address as bluer's.
 pub fn bluer_address(a: Address) -> bluer::Address {
     bluer::Address(a.0)
 }
 
+/// bluer's UUID as the gateway's 128-bit one.
 pub fn uuid(u: bluer::Uuid) -> Uuid {
     Uuid(*u.as_bytes())
 }

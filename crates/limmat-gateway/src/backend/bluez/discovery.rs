@@ -102,6 +102,7 @@ async fn run(
     }
 }
 
+/// Locks the node table; a poisoned lock is taken over (the table holds only reports).
 pub fn lock(nodes: &Nodes) -> std::sync::MutexGuard<'_, HashMap<Address, Report>> {
     nodes.lock().unwrap_or_else(PoisonError::into_inner)
 }

@@ -15,8 +15,11 @@ use bluer::{ErrorKind, InternalErrorKind};
 /// What the failed call was doing: a connection attempt fails differently from an ATT request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
+    /// A connection attempt: a failure or a lost link is a `Timeout` (→ 504, §2.5).
     Connect,
+    /// A GATT read, write or subscription on a link: a lost link is `LinkLost` (→ 504).
     Attribute,
+    /// Anything else (discovery, disconnection): an unexplained failure is `Unavailable`.
     Other,
 }
 

@@ -25,8 +25,11 @@ const HIDDEN: [Uuid; 2] = [Uuid::from_u16(0x1800), Uuid::from_u16(0x1801)];
 
 /// A node's attribute table, read once per connection.
 pub struct Table {
+    /// The services, GAP `0x1800` and GATT `0x1801` left out (§6.3).
     pub services: Vec<Service>,
+    /// The characteristics of those services.
     pub characteristics: Vec<Characteristic>,
+    /// The descriptors of those characteristics.
     pub descriptors: Vec<Descriptor>,
     remote_characteristics: HashMap<Handle, (remote::Characteristic, CharacteristicFlags)>,
     remote_descriptors: HashMap<Handle, remote::Descriptor>,

@@ -60,6 +60,7 @@ impl Drop for Links {
 }
 
 impl Links {
+    /// No links yet, on `adapter`.
     pub fn new(adapter: Adapter) -> Arc<Links> {
         Arc::new(Links {
             adapter,

@@ -75,35 +75,47 @@ pub struct BeaconConfig {
     pub address: Option<Address>,
     /// Advertising interval, 20 to 10240 ms.
     pub interval_ms: u64,
-    /// The TX power in the frame (1 m for iBeacon and AltBeacon, 0 m for Eddystone).
+    /// The TX power in the frame, dBm (1 m for iBeacon and AltBeacon, 0 m for Eddystone);
+    /// defaults to the vector's (−59 for iBeacon, −65 for AltBeacon, −18 for Eddystone).
     pub tx_power: Option<i8>,
+    /// `rssi = {start, min, max, step}`: the received signal's random walk (§6.2).
     pub rssi: RssiConfig,
     /// Presence cycle: `present_s` on air, then `absent_s` silent, starting present. Without
     /// `absent_s` (or with 0) the beacon is always present.
     pub present_s: Option<f64>,
+    /// Seconds silent in each presence cycle, after `present_s` on air; needs `present_s`.
     pub absent_s: Option<f64>,
     /// Clones with consecutive minors (iBeacon), id3 (AltBeacon), instances (UID), EIDs, or
     /// URLs with the clone index appended, and consecutive addresses.
     pub count: u32,
-    /// iBeacon: proximity UUID, major, minor.
+    /// iBeacon: the proximity UUID (§4.2); default V1's `4c696d6d-…-303031`.
     pub uuid: Option<Uuid>,
+    /// iBeacon: major, 0–65535 (default 1).
     pub major: Option<u16>,
+    /// iBeacon: minor, 0–65535 (default 7).
     pub minor: Option<u16>,
-    /// AltBeacon: company id, and the beacon id either whole (20 bytes hex) or as id1–id3.
+    /// AltBeacon: the company id of the manufacturer data (§4.3; default `0x0118`, 280).
     pub company_id: Option<u16>,
+    /// AltBeacon: the whole beacon id, 20 bytes hex; or give it as `id1`–`id3`, not both.
     pub beacon_id: Option<String>,
+    /// AltBeacon: the beacon id's first 16 bytes, as a UUID (default V4's).
     pub id1: Option<Uuid>,
+    /// AltBeacon: the beacon id's bytes 16–17, a u16 (default 42).
     pub id2: Option<u16>,
+    /// AltBeacon: the beacon id's last two bytes, a u16 (default 3).
     pub id3: Option<u16>,
+    /// AltBeacon: the byte reserved for the manufacturer (default `0x5a`, 90).
     pub mfg_reserved: Option<u8>,
-    /// Eddystone-UID: namespace (10 bytes hex), instance (6 bytes hex), and a TLM frame in
-    /// place of every `tlm_every`-th frame (default 5, 0 for none).
+    /// Eddystone-UID: the namespace, 10 bytes hex (§4.4; default V6's).
     pub namespace: Option<String>,
+    /// Eddystone-UID: the instance, 6 bytes hex (default `000000000001`).
     pub instance: Option<String>,
+    /// Eddystone-UID: a TLM frame in place of every `tlm_every`-th frame (default 5, 0 for
+    /// none).
     pub tlm_every: Option<u32>,
-    /// Eddystone-URL.
+    /// Eddystone-URL: the URL, as it expands (§4.4; default `https://www.example.com/`).
     pub url: Option<String>,
-    /// Eddystone-EID (8 bytes hex).
+    /// Eddystone-EID: the ephemeral id, 8 bytes hex (default V17's `0a1b2c3d4e5f6071`).
     pub eid: Option<String>,
 }
 
@@ -141,6 +153,8 @@ impl Default for BeaconConfig {
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PeripheralConfig {
+    /// The device's address (required): a default peripheral's to change it, or a new random
+    /// static one.
     #[serde(deserialize_with = "address")]
     pub address: Option<Address>,
     /// The advertised name (at most 20 bytes); new peripherals default to "Limmat HRM".
@@ -153,6 +167,8 @@ pub struct PeripheralConfig {
     pub drop_link_after_s: Option<f64>,
     /// Advertising interval, 20 to 10240 ms (default 1000).
     pub interval_ms: Option<u64>,
+    /// `rssi = {start, min, max, step}`; unset, the default device's walk, or for a new
+    /// device [`RssiConfig::default`].
     pub rssi: Option<RssiConfig>,
 }
 
@@ -161,9 +177,13 @@ pub struct PeripheralConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RssiConfig {
+    /// The first report's RSSI, dBm, within `[min, max]` (default −65).
     pub start: i16,
+    /// The lowest RSSI, dBm, −127 to 20 (default −95).
     pub min: i16,
+    /// The highest RSSI, dBm, −127 to 20 (default −40).
     pub max: i16,
+    /// The largest step between two reports, 0 to 127 dB (default 3).
     pub step: i16,
 }
 
