@@ -40,6 +40,7 @@ mod conn;
 mod context;
 mod device;
 pub mod egress;
+mod fd_reserve;
 mod head;
 mod legs;
 pub mod limits;

@@ -9,6 +9,7 @@ use crate::auth::{AuthMode, Authenticator, KeyError, ModeError, resolve_mode};
 use crate::config::{ConfigError, RelayConfig};
 use crate::context::{ProxyState, RelayContext};
 use crate::egress::Policy;
+use crate::fd_reserve::{self, FdReserve};
 use crate::legs::Conn;
 use crate::limits::Limits;
 use crate::registry::Registry;
@@ -133,6 +134,9 @@ impl Relay {
                 None
             }
         };
+        if let Some(files) = fd_reserve::raise_file_limit() {
+            tracing::info!(files, "open file limit");
+        }
         let limits = Limits::new(config.limits.clone());
         let conn_slots = (config.max_connections > 0)
             .then(|| Arc::new(tokio::sync::Semaphore::new(config.max_connections)));
@@ -284,6 +288,7 @@ fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
 }
 
 async fn accept_loop(ctx: Arc<RelayContext>, listener: TcpListener, tls: bool) {
+    let reserve = FdReserve::new();
     loop {
         // At the node's limit, stop accepting: the kernel's backlog holds new connections
         // until some close, instead of the relay falling over (4.3). The permit is taken
@@ -301,15 +306,26 @@ async fn accept_loop(ctx: Arc<RelayContext>, listener: TcpListener, tls: bool) {
         };
         match accepted {
             Ok((stream, peer)) => {
+                reserve.accepted();
                 socket::configure(&stream);
                 metrics::accepted(tls);
                 let mut conn = Conn::new(&ctx.stats, Tcp(stream), peer);
                 conn.open.slot = slot;
                 ctx.tasks.spawn(conn::handle(ctx.clone(), conn, tls));
             }
+            Err(e) if FdReserve::is_exhaustion(&e) => {
+                // Out of descriptors: reset the waiting connection rather than leave its
+                // client hanging in the backlog.
+                if !reserve.shed(&listener, tls).await {
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_millis(10)) => {}
+                        () = ctx.shutdown.cancelled() => return,
+                    }
+                }
+            }
             Err(e) => {
-                // Out of file descriptors or memory: back off instead of spinning, and let
-                // the kernel's backlog hold new connections meanwhile.
+                // Out of memory or similar: back off instead of spinning, and let the kernel's
+                // backlog hold new connections meanwhile.
                 tracing::warn!(error = %e, "accept failed");
                 tokio::select! {
                     () = tokio::time::sleep(Duration::from_millis(50)) => {}

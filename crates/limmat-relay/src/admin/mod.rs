@@ -9,6 +9,8 @@
 //! Domains that use the forward proxy carry a `proxy` object (connections, active, denied,
 //! errors, bytes) in `/api/domains[/{domain}]`, and are listed even without a device online.
 
+mod listener;
+
 use crate::context::RelayContext;
 use crate::metrics;
 use crate::proxy_stats::ProxySnapshot;
@@ -43,12 +45,7 @@ pub(crate) async fn serve(ctx: Arc<RelayContext>, listener: TcpListener, stop: C
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "admin listening");
     }
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await;
-    if let Err(e) = served {
-        tracing::warn!(error = %e, "admin listener failed");
-    }
+    listener::serve(listener, app, stop).await;
 }
 
 async fn require_token(

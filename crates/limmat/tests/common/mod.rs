@@ -20,8 +20,23 @@ pub struct Limmat {
 
 impl Limmat {
     pub fn spawn(args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_limmat"))
-            .args(args)
+        Self::spawn_command(Command::new(env!("CARGO_BIN_EXE_limmat")).args(args))
+    }
+
+    /// `limmat ARGS` with at most `files` open files (soft and hard limit, through
+    /// util-linux's `prlimit`).
+    pub fn spawn_with_file_limit(files: u64, args: &[&str]) -> Self {
+        Self::spawn_command(
+            Command::new("prlimit")
+                .arg(format!("--nofile={files}:{files}"))
+                .arg("--")
+                .arg(env!("CARGO_BIN_EXE_limmat"))
+                .args(args),
+        )
+    }
+
+    fn spawn_command(command: &mut Command) -> Self {
+        let mut child = command
             .env("RUST_LOG", "debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
