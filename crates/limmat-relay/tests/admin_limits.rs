@@ -1,7 +1,7 @@
 //! The admin listener under slow and flooding clients (hardening issue, item 3): half a head
-//! is closed after the head timeout, a flood past its own small cap is answered `503` at once
-//! (so it never holds more descriptors than the cap), and the public listener serves clients
-//! all the while.
+//! is closed after the head timeout; past its own small cap a new connection closes the oldest
+//! one, so a flood never holds more descriptors than the cap and a probe is still served; and
+//! the public listener serves clients all the while.
 
 mod common;
 
@@ -59,26 +59,32 @@ async fn half_a_head_is_closed_after_the_head_timeout() {
 }
 
 #[tokio::test]
-async fn a_flood_past_the_cap_gets_503_and_the_public_listener_keeps_serving() {
+async fn past_the_cap_the_oldest_connections_give_way_to_probes() {
     let relay = relay_with_admin().await;
-    // Fill the cap with idle connections (each accepted and waiting for its head).
-    let mut held = Vec::new();
-    for _ in 0..ADMIN_CAP {
-        held.push(TcpStream::connect(relay.admin.unwrap()).await.unwrap());
+    // A flood of idle connections, three times the cap.
+    let mut flood = Vec::new();
+    for _ in 0..3 * ADMIN_CAP {
+        flood.push(TcpStream::connect(relay.admin.unwrap()).await.unwrap());
     }
-    // Past the cap: a complete 503 at once, then the close.
-    let mut busy = Vec::new();
-    for _ in 0..50 {
-        let mut s = TcpStream::connect(relay.admin.unwrap()).await.unwrap();
-        let (got, after) = until_closed(&mut s).await;
-        busy.push((String::from_utf8_lossy(&got).into_owned(), after));
+    // A probe in the middle of it is served, well before any head timeout.
+    let start = Instant::now();
+    let answer = healthz(&relay).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    assert!(start.elapsed() < HEAD_TIMEOUT, "{:?}", start.elapsed());
+    // The oldest of the flood were closed to make room: at most the cap stay open.
+    let mut closed = 0;
+    for s in &mut flood {
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_millis(20), s.read(&mut byte)).await;
+        if matches!(read, Ok(Ok(0)) | Ok(Err(_))) {
+            closed += 1;
+        }
     }
-    for (text, after) in &busy {
-        assert!(text.starts_with("HTTP/1.1 503 "), "{text:?}");
-        assert!(text.contains("Retry-After: 1\r\n"), "{text:?}");
-        assert!(text.ends_with("admin listener busy\r\n"), "{text:?}");
-        assert!(*after < HEAD_TIMEOUT, "{after:?}");
-    }
+    assert!(
+        closed >= 2 * ADMIN_CAP,
+        "{closed} of {} closed",
+        flood.len()
+    );
     // The public listener is untouched: a client of an offline domain gets its 504 at once.
     let mut client = TcpStream::connect(relay.addr).await.unwrap();
     client
@@ -87,15 +93,4 @@ async fn a_flood_past_the_cap_gets_503_and_the_public_listener_keeps_serving() {
         .unwrap();
     let (got, _) = until_closed(&mut client).await;
     assert!(got.starts_with(b"HTTP/1.1 504"), "{got:?}");
-    // When the held connections go, the probes answer again.
-    drop(held);
-    let start = Instant::now();
-    loop {
-        let answer = healthz(&relay).await;
-        if answer.starts_with("HTTP/1.1 200") {
-            break;
-        }
-        assert!(start.elapsed() < PATIENCE, "{answer:?}");
-        tokio::task::yield_now().await;
-    }
 }

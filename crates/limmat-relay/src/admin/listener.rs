@@ -3,19 +3,20 @@
 //! `axum::serve` has no timeouts and no cap, so a few thousand idle connections to `/healthz`
 //! could hold the process's file descriptors and make the public listeners fail their accepts.
 //! Here every connection is served by hyper's HTTP/1.1 server with a head timeout (which also
-//! ends a keep-alive connection that sends no next request), under a small cap of its own:
-//! past [`MAX_CONNECTIONS`] a new connection is answered `503` with `Retry-After` and closed at
-//! once, so the admin listener never holds more than the cap plus one descriptor.
+//! ends a keep-alive connection that sends no next request), under a small cap of its own,
+//! [`MAX_CONNECTIONS`]: a new connection past the cap closes the *oldest* one (after its
+//! request in flight, if any). Probes, scrapes and the dashboard make short connections, so the
+//! oldest is the one a slow or idle client holds: the flood is what gives way, the probe is
+//! served, and the listener never holds more than the cap plus one descriptor.
 
 use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -25,19 +26,18 @@ pub(crate) const MAX_CONNECTIONS: usize = 32;
 pub(crate) const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 /// A connection's whole life; the dashboard and scrapers reconnect.
 const MAX_LIFETIME: Duration = Duration::from_secs(60);
-/// How long open connections get to finish after `stop`.
+/// How long open connections get to finish after `stop` or eviction.
 const STOP_GRACE: Duration = Duration::from_secs(1);
 
-/// The answer past the cap: complete, so that a prober sees why.
-const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n\
-Content-Type: text/plain\r\nContent-Length: 21\r\nConnection: close\r\n\r\nadmin listener busy\r\n";
+/// The open connections, oldest first: an id and the token that closes it.
+type Open = Arc<Mutex<VecDeque<(u64, CancellationToken)>>>;
 
 /// Serves `app` on `listener` until `stop` is cancelled.
 pub(crate) async fn serve(listener: TcpListener, app: Router, stop: CancellationToken) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let open: Open = Arc::default();
     let tasks = TaskTracker::new();
     let mut at_cap = false;
-    loop {
+    for id in 0u64.. {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = stop.cancelled() => break,
@@ -52,35 +52,39 @@ pub(crate) async fn serve(listener: TcpListener, app: Router, stop: Cancellation
                 }
             }
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            if !std::mem::replace(&mut at_cap, true) {
-                tracing::warn!(%peer, cap = MAX_CONNECTIONS, "admin listener at its connection cap: answering 503");
-            }
-            tasks.spawn(busy(stream));
-            continue;
+        let close = stop.child_token();
+        let evicted = {
+            let mut open = open.lock().unwrap_or_else(PoisonError::into_inner);
+            let evicted = (open.len() >= MAX_CONNECTIONS)
+                .then(|| open.pop_front())
+                .flatten();
+            open.push_back((id, close.clone()));
+            evicted
         };
-        at_cap = false;
+        match evicted {
+            Some((_, oldest)) => {
+                oldest.cancel();
+                if !std::mem::replace(&mut at_cap, true) {
+                    tracing::warn!(%peer, cap = MAX_CONNECTIONS, "admin listener at its connection cap: closing the oldest connections");
+                }
+            }
+            None => at_cap = false,
+        }
         let app = app.clone();
-        let stop = stop.clone();
+        let open = open.clone();
         tasks.spawn(async move {
-            connection(stream, app, stop).await;
-            drop(slot);
+            connection(stream, app, close).await;
+            open.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .retain(|(other, _)| *other != id);
         });
     }
     tasks.close();
     let _ = tokio::time::timeout(STOP_GRACE, tasks.wait()).await;
 }
 
-/// `503` and close; bounded in time like everything else here.
-async fn busy(mut stream: TcpStream) {
-    let _ = tokio::time::timeout(HEAD_TIMEOUT, async {
-        let _ = stream.write_all(BUSY).await;
-        let _ = stream.shutdown().await;
-    })
-    .await;
-}
-
-async fn connection(stream: TcpStream, app: Router, stop: CancellationToken) {
+/// Serves one connection until it ends, its life is over, or `close` (stop or eviction).
+async fn connection(stream: TcpStream, app: Router, close: CancellationToken) {
     let _ = stream.set_nodelay(true);
     let service = TowerToHyperService::new(app);
     let conn = http1::Builder::new()
@@ -90,7 +94,7 @@ async fn connection(stream: TcpStream, app: Router, stop: CancellationToken) {
     let mut conn = std::pin::pin!(conn);
     tokio::select! {
         _ = conn.as_mut() => return,
-        () = stop.cancelled() => {}
+        () = close.cancelled() => {}
         () = tokio::time::sleep(MAX_LIFETIME) => {}
     }
     // Finish the request in flight, then close.
