@@ -117,6 +117,9 @@ pub struct RelayConfig {
     pub mux_ping_timeout: Duration,
     /// Move the bytes of plain TCP pairs with `splice(2)` (Linux only; elsewhere ignored).
     pub splice: bool,
+    /// One info line per client request (target `limmat::access`); off, the same facts are
+    /// logged at debug.
+    pub access_log: bool,
 }
 
 impl Default for RelayConfig {
@@ -150,6 +153,7 @@ impl Default for RelayConfig {
             mux_ping_interval: limmat_mux::settings::PING_INTERVAL,
             mux_ping_timeout: limmat_mux::settings::PING_TIMEOUT,
             splice: true,
+            access_log: true,
         }
     }
 }

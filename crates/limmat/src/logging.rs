@@ -4,7 +4,7 @@
 //! stderr is a terminal. `--log-format json` writes one JSON object per line for log
 //! collectors: `timestamp`, `level`, `target`, the event's `message` and its fields at the top
 //! level (so the relay's access-log line reads
-//! `{"message":"pipe closed","domain":"…","up":123,"duration_ms":4,…}`), and the enclosing
+//! `{"message":"request","method":"GET","domain":"…","status":200,"up":123,…}`), and the enclosing
 //! spans, if any, under `span` and `spans`. Numbers stay numbers; values logged with `%` or
 //! `?` are strings.
 //!

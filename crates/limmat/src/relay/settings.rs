@@ -71,6 +71,10 @@ settings::settings! {
         /// Where `GET /` is redirected (307); without it, 504.
         #[arg(value_name = "URI")]
         root_uri: String = one(text) => |c, v| c.root_uri = Some(v);
+        /// One line per client request at info (method, domain, the device's status, bytes,
+        /// duration; target limmat::access); `=false` logs them at debug. [default: true]
+        #[arg(value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+        access_log: bool = one(boolean) => |c, v| c.access_log = v;
         /// How long open pipes may finish after SIGTERM or SIGINT. [default: 30s]
         #[arg(value_name = "DURATION")]
         drain_timeout: Duration = one(units::duration) => |c, v| c.drain_timeout = v;
