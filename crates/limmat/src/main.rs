@@ -53,7 +53,13 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init(cli.log_format);
+    // The demo prints its own instructions and the verified webhooks on stdout; its log shows
+    // only what needs attention unless asked (`-v`, or RUST_LOG).
+    let default_filter = match &cli.command {
+        Command::Demo(args) if !args.verbose => demo::QUIET_LOG,
+        _ => "info",
+    };
+    logging::init(cli.log_format, default_filter);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -83,7 +89,10 @@ fn main() -> ExitCode {
     }
 }
 
-/// SIGINT or SIGTERM starts a graceful stop.
+/// The exit status after a second SIGINT or SIGTERM: 128 + SIGINT, as shells report it.
+const EXIT_INTERRUPTED: i32 = 130;
+
+/// SIGINT or SIGTERM starts a graceful stop; a second one during the drain exits at once.
 async fn stop_on_signal(shutdown: CancellationToken) {
     #[cfg(unix)]
     {
@@ -93,18 +102,37 @@ async fn stop_on_signal(shutdown: CancellationToken) {
             Err(e) => {
                 tracing::warn!(error = %e, "cannot watch SIGTERM");
                 let _ = tokio::signal::ctrl_c().await;
-                return shutdown.cancel();
+                shutdown.cancel();
+                let _ = tokio::signal::ctrl_c().await;
+                return exit_now();
             }
         };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
         }
+        tracing::info!("stop requested (again to stop at once)");
+        shutdown.cancel();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        exit_now();
     }
     #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
-    tracing::info!("stop requested");
-    shutdown.cancel();
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("stop requested (again to stop at once)");
+        shutdown.cancel();
+        let _ = tokio::signal::ctrl_c().await;
+        exit_now();
+    }
+}
+
+/// Leaves without waiting for open connections: what a second signal asks for.
+fn exit_now() {
+    tracing::warn!("second stop request: exiting without waiting for open connections");
+    std::process::exit(EXIT_INTERRUPTED);
 }
 
 /// Writes a final error to stderr; if stderr is gone there is nobody to tell, and `eprintln!`
