@@ -162,6 +162,37 @@ fn the_demo_works_as_printed() {
         "{event}"
     );
     assert_eq!(event["gateway"], "limmat-demo");
+    // Links in a webhook point through the relay (issue 12 item 7).
+    let href = event["data"]["beacon"]["self"]["href"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        href.starts_with(&format!("{through_relay}beacon/beacons/")),
+        "{event}"
+    );
+    // And in the event stream, they follow the listener it is read on, as /beacon/beacons.
+    for base in [&through_relay, &local] {
+        let events = Sse::open(&format!("{base}beacon/events"));
+        let event = std::iter::from_fn(|| events.next(PATIENCE))
+            .find(|e| e.event.as_deref().is_some_and(|t| t.starts_with("beacon.")))
+            .expect("a beacon event");
+        let event = json(&event.data);
+        let href = event["data"]["beacon"]["self"]["href"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            href.starts_with(&format!("{base}beacon/beacons/")),
+            "{base}: {event}"
+        );
+        let beacons = get_json(&format!("{base}beacon/beacons"));
+        let listed = beacons["beacons"][0]["self"]["href"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            listed.starts_with(&format!("{base}beacon/beacons/")),
+            "{beacons}"
+        );
+    }
 
     // A subscription whose receiver refuses connections: each failed delivery is logged with
     // its reason (issue 12).
