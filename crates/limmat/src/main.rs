@@ -15,7 +15,7 @@ mod settings;
 mod tunnel;
 mod units;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 
@@ -32,6 +32,7 @@ struct Cli {
     #[arg(
         long,
         global = true,
+        help_heading = "Logging",
         value_name = "FORMAT",
         env = "LIMMAT_LOG_FORMAT",
         default_value = "text"
@@ -52,7 +53,12 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let command = Cli::command().mut_subcommand("relay", relay::with_env_in_help);
+    let known_env = known_env(&command);
+    let cli = match Cli::from_arg_matches(&command.get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     // The demo prints its own instructions and the verified webhooks on stdout; its log shows
     // only what needs attention unless asked (`-v`, or RUST_LOG).
     let default_filter = match &cli.command {
@@ -60,6 +66,14 @@ fn main() -> ExitCode {
         _ => "info",
     };
     logging::init(cli.log_format, default_filter);
+    for (name, near) in settings::unknown_env(&known_env) {
+        match near {
+            Some(near) => tracing::warn!(
+                "{name} is not a Limmat variable and is ignored (did you mean {near}?)"
+            ),
+            None => tracing::warn!("{name} is not a Limmat variable and is ignored"),
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -87,6 +101,23 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Every `LIMMAT_…` variable some command reads: those clap reads for its flags, the relay's
+/// settings, and the device key.
+fn known_env(command: &clap::Command) -> Vec<String> {
+    fn walk(command: &clap::Command, out: &mut Vec<String>) {
+        let names = command.get_arguments().filter_map(|a| a.get_env());
+        out.extend(names.filter_map(|n| n.to_str()).map(str::to_owned));
+        for sub in command.get_subcommands() {
+            walk(sub, out);
+        }
+    }
+    // `limmat tunnel` reads LIMMAT_SECRET_KEY itself; the gateway's flag names it for clap.
+    let mut known: Vec<String> = relay::env_names().collect();
+    known.push("LIMMAT_SECRET_KEY".to_owned());
+    walk(command, &mut known);
+    known
 }
 
 /// The exit status after a second SIGINT or SIGTERM: 128 + SIGINT, as shells report it.
