@@ -5,14 +5,22 @@
 //! - `limmat gateway`: the BLE gateway, served locally and through a relay.
 //! - `limmat demo`: a relay, a simulated gateway and a webhook receiver in one process.
 
+#[cfg(feature = "gateway")]
 mod demo;
+#[cfg(feature = "gateway")]
 mod gateway;
+#[cfg(feature = "relay")]
 mod key;
 mod logging;
+#[cfg(feature = "relay")]
 mod metrics;
+#[cfg(feature = "relay")]
 mod relay;
+// An agent-only build reads no settings table; it keeps the check of misspelt variables.
+#[cfg_attr(not(feature = "relay"), allow(unused))]
 mod settings;
 mod tunnel;
+#[cfg(feature = "relay")]
 mod units;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -43,17 +51,22 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a relay: devices connect out to it, web clients reach them through it.
+    #[cfg(feature = "relay")]
     Relay(Box<relay::RelayArgs>),
     /// Run the device side (server, proxy) or its client counterpart, as YalerTunnel does.
     Tunnel(tunnel::TunnelArgs),
     /// Run the BLE gateway: GAP/GATT REST, Beacon API and webhooks, locally and through a relay.
+    #[cfg(feature = "gateway")]
     Gateway(Box<gateway::GatewayArgs>),
     /// Try everything in one process: relay, simulated gateway and webhook receiver.
+    #[cfg(feature = "gateway")]
     Demo(demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
-    let command = Cli::command().mut_subcommand("relay", relay::with_env_in_help);
+    let command = Cli::command();
+    #[cfg(feature = "relay")]
+    let command = command.mut_subcommand("relay", relay::with_env_in_help);
     let known_env = known_env(&command);
     let cli = match Cli::from_arg_matches(&command.get_matches()) {
         Ok(cli) => cli,
@@ -62,6 +75,7 @@ fn main() -> ExitCode {
     // The demo prints its own instructions and the verified webhooks on stdout; its log shows
     // only what needs attention unless asked (`-v`, or RUST_LOG).
     let default_filter = match &cli.command {
+        #[cfg(feature = "gateway")]
         Command::Demo(args) if !args.verbose => demo::QUIET_LOG,
         _ => "info",
     };
@@ -88,9 +102,12 @@ fn main() -> ExitCode {
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));
         match cli.command {
+            #[cfg(feature = "relay")]
             Command::Relay(args) => relay::run(*args, shutdown).await,
             Command::Tunnel(args) => tunnel::run(args, shutdown).await,
+            #[cfg(feature = "gateway")]
             Command::Gateway(args) => gateway::run(*args, shutdown).await,
+            #[cfg(feature = "gateway")]
             Command::Demo(args) => demo::run(args, shutdown).await,
         }
     });
@@ -114,8 +131,9 @@ fn known_env(command: &clap::Command) -> Vec<String> {
         }
     }
     // `limmat tunnel` reads LIMMAT_SECRET_KEY itself; the gateway's flag names it for clap.
-    let mut known: Vec<String> = relay::env_names().collect();
-    known.push("LIMMAT_SECRET_KEY".to_owned());
+    let mut known = vec!["LIMMAT_SECRET_KEY".to_owned()];
+    #[cfg(feature = "relay")]
+    known.extend(relay::env_names());
     walk(command, &mut known);
     known
 }
