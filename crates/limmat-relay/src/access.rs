@@ -33,7 +33,8 @@ pub(crate) struct Line<'a> {
     /// Device to client.
     pub(crate) down: u64,
     pub(crate) duration: Duration,
-    /// How it ended: `closed`, `error`, `idle`, `stopped` or `no device`.
+    /// How it ended: `closed`, `error`, `idle`, `stopped`, `no device` (the relay's `504`) or
+    /// `answered` (its `307`).
     pub(crate) end: &'static str,
 }
 
@@ -67,20 +68,38 @@ pub(crate) fn log(enabled: bool, line: &Line<'_>) {
     }
 }
 
-/// The line of a client the relay answered with `504` itself.
+/// The line of a routed client the relay answered with `504` itself: no device came.
 pub(crate) fn refused(ctx: &RelayContext, client: &ClientLeg) {
     let arrived = client.deadline.checked_sub(ctx.config.client_wait);
+    let waited = arrived.map_or(Duration::ZERO, |t| t.elapsed());
+    let (method, domain) = (client.method(), &*client.domain);
+    answered(ctx, (method, domain, client.conn.peer), 504, waited);
+}
+
+/// The line of a client the relay answered itself, with `status`, after `duration`: a `504`,
+/// or the `307` of `GET /` to `root_uri`. `request` is the method, domain and client address.
+pub(crate) fn answered(
+    ctx: &RelayContext,
+    request: (Option<&'static str>, &str, SocketAddr),
+    status: u16,
+    duration: Duration,
+) {
+    let (method, domain, client) = request;
     let line = Line {
-        method: client.method(),
-        domain: &client.domain,
-        client: client.conn.peer,
+        method,
+        domain,
+        client,
         device: None,
         leg: "",
-        status: Some(504),
+        status: Some(status),
         up: 0,
         down: 0,
-        duration: arrived.map_or(Duration::ZERO, |t| t.elapsed()),
-        end: "no device",
+        duration,
+        end: if status == 504 {
+            "no device"
+        } else {
+            "answered"
+        },
     };
     log(ctx.config.access_log, &line);
 }

@@ -73,13 +73,17 @@ const METHODS: [&str; 9] = [
     "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "CONNECT", "TRACE",
 ];
 
+/// The method a request head starts with, if it is one of [`METHODS`].
+pub(crate) fn method_of(head: &[u8]) -> Option<&'static str> {
+    let method = head.split(|&b| b == b' ').next()?;
+    METHODS.into_iter().find(|m| m.as_bytes() == method)
+}
+
 impl ClientLeg {
     /// The method of the client's request, for the access log: `None` for raw TLS, for an
     /// unusual method, or once the head has gone to a device.
     pub(crate) fn method(&self) -> Option<&'static str> {
-        let head = self.buf.get(..self.head_len)?;
-        let method = head.split(|&b| b == b' ').next()?;
-        METHODS.into_iter().find(|m| m.as_bytes() == method)
+        method_of(self.buf.get(..self.head_len)?)
     }
 
     /// The `504` for this client when no device came: an HTML page for a browser (its

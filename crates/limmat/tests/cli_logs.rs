@@ -98,6 +98,14 @@ fn access_log_is_one_json_object_per_request_with_typed_fields() {
     assert_eq!(line["status"].as_u64(), Some(504), "{line}");
     assert_eq!(line["end"], "no device", "{line}");
     assert!(line.get("device").is_none(), "{line}");
+
+    // No domain at all: the relay's 504 is logged as well.
+    let mut client = TcpStream::connect(addr).unwrap();
+    client.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    let line = wait_for_json(&mut relay, "request");
+    assert_eq!(line["method"], "GET", "{line}");
+    assert_eq!(line["domain"], "", "{line}");
+    assert_eq!(line["status"].as_u64(), Some(504), "{line}");
 }
 
 #[test]
