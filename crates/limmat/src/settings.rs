@@ -113,7 +113,7 @@ pub fn socket_addr(s: &str) -> Result<std::net::SocketAddr, String> {
     resolved
         .iter()
         .find(|a| a.is_ipv4())
-        .or(resolved.first())
+        .or_else(|| resolved.first())
         .copied()
         .ok_or_else(|| format!("{s:?}: the name resolves to no address"))
 }
