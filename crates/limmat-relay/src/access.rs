@@ -53,6 +53,7 @@ pub(crate) fn log(enabled: bool, line: &Line<'_>) {
         end,
     } = *line;
     let device = device.map(tracing::field::display);
+    let leg = Some(leg).filter(|leg| !leg.is_empty());
     let duration_ms = duration.as_millis() as u64;
     if enabled {
         tracing::info!(
