@@ -53,7 +53,7 @@ use tower_http::timeout::TimeoutBody;
 
 /// File descriptors kept back from the automatic connection cap, for the state database,
 /// webhook deliveries and relay connections.
-const FD_RESERVE: u64 = 256;
+const FD_RESERVE: nix::sys::resource::rlim_t = 256;
 
 /// `[api.limits]`: what a client may take of the gateway's listeners.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -130,8 +130,8 @@ impl Limits {
 }
 
 /// Raise the soft limit on open files to the hard one (as the Go runtime and most servers do)
-/// and return the limit now in force.
-fn raise_file_limit() -> u64 {
+/// and return the limit now in force (`rlim_t`: 32 bits on armv7, 64 on aarch64 and x86-64).
+fn raise_file_limit() -> nix::sys::resource::rlim_t {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     match getrlimit(Resource::RLIMIT_NOFILE) {
         Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {

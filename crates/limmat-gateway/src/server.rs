@@ -90,11 +90,7 @@ impl Gateway {
         let store = open_store(&config)?;
         let transport = webhook_transport(&config)?;
         let ble = Ble::start(backend, shutdown.clone()).await;
-        let links_base = config
-            .api
-            .public_base_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{local_addr}"));
+        let links_base = links_base(&config, local_addr);
         let beacons = start_beacons(
             &config,
             store,
@@ -232,6 +228,24 @@ fn api_router(
         public_base_url: config.api.public_base_url.clone(),
     };
     api::router(settings, parts)
+}
+
+/// The base of `self` links inside events and webhook bodies, which no request's `Host`
+/// decides: `api.public_base_url`; else, with a relay, the gateway's path-form URL on it
+/// (`http://relay.example.com/gw-zurich-01`, as `/beacon/beacons` read through the relay
+/// shows it); else the local listener. An event stream rewrites it to the base of the
+/// listener it is read on (`api::beacon::stream`).
+fn links_base(config: &GatewayConfig, local_addr: SocketAddr) -> String {
+    if let Some(url) = &config.api.public_base_url {
+        return url.clone();
+    }
+    match (&config.relay.address, &config.relay.domain) {
+        (Some(relay), Some(domain)) => {
+            let host = relay.strip_suffix(":80").unwrap_or(relay);
+            format!("http://{host}/{domain}")
+        }
+        _ => format!("http://{local_addr}"),
+    }
 }
 
 /// Ends every Server-Sent Events response (scan, connection, notification and beacon

@@ -26,11 +26,11 @@ impl Listen {
     }
 }
 
-impl FromStr for Listen {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (tls, addr) = match s.split_once(':') {
+impl Listen {
+    /// Splits a listener's optional scheme (`tls:`, `ssl:`, `tcp:`) from its address:
+    /// whether it is TLS, and the address text.
+    pub fn split_scheme(s: &str) -> (bool, &str) {
+        match s.split_once(':') {
             Some((scheme, rest))
                 if scheme.eq_ignore_ascii_case("tls") || scheme.eq_ignore_ascii_case("ssl") =>
             {
@@ -38,7 +38,15 @@ impl FromStr for Listen {
             }
             Some((scheme, rest)) if scheme.eq_ignore_ascii_case("tcp") => (false, rest),
             _ => (false, s),
-        };
+        }
+    }
+}
+
+impl FromStr for Listen {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (tls, addr) = Listen::split_scheme(s);
         let addr = addr.parse().map_err(|_| {
             format!("{s:?} is not a listener such as 127.0.0.1:8080 or tls:0.0.0.0:443")
         })?;
@@ -117,6 +125,9 @@ pub struct RelayConfig {
     pub mux_ping_timeout: Duration,
     /// Move the bytes of plain TCP pairs with `splice(2)` (Linux only; elsewhere ignored).
     pub splice: bool,
+    /// One info line per client request (target `limmat::access`); off, the same facts are
+    /// logged at debug.
+    pub access_log: bool,
 }
 
 impl Default for RelayConfig {
@@ -150,6 +161,7 @@ impl Default for RelayConfig {
             mux_ping_interval: limmat_mux::settings::PING_INTERVAL,
             mux_ping_timeout: limmat_mux::settings::PING_TIMEOUT,
             splice: true,
+            access_log: true,
         }
     }
 }

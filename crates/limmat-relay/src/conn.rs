@@ -9,7 +9,7 @@
 use crate::context::RelayContext;
 use crate::device::{self, Next, Waiting};
 use crate::head::read_head;
-use crate::legs::{ClientKind, ClientLeg, Conn, DeviceClass};
+use crate::legs::{ClientKind, ClientLeg, Conn, DeviceClass, method_of};
 use crate::linger::{respond_and_close, respond_and_close_briefly};
 use crate::metrics;
 use crate::pairing;
@@ -176,11 +176,15 @@ async fn route_client(
         // An SNI label outside the domain set: 504, inside TLS (2.5.4, 2.6.6).
         _ if kind == ClientKind::Sni => (String::new(), Route::Sni),
         ClientRoute::Empty if ctx.config.root_uri.is_some() => {
+            let request = (method_of(&buf[..head_len.min(buf.len())]), "", conn.peer);
+            crate::access::answered(ctx, request, 307, std::time::Duration::ZERO);
             let uri = ctx.config.root_uri.as_deref().unwrap_or_default();
             respond_and_close(conn.stream, &response::redirect(uri.as_bytes())).await;
             return Next::Done;
         }
         ClientRoute::Empty | ClientRoute::Unregistrable => {
+            let request = (method_of(&buf[..head_len.min(buf.len())]), "", conn.peer);
+            crate::access::answered(ctx, request, 504, std::time::Duration::ZERO);
             respond_and_close(conn.stream, response::GATEWAY_TIMEOUT).await;
             return Next::Done;
         }

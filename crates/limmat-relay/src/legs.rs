@@ -12,6 +12,8 @@ use crate::stream::{Leg, Prefixed, Stream, Tcp, Tls};
 use bytes::Bytes;
 use h2::client::SendRequest;
 use limmat_wire::mux::Route;
+use limmat_wire::request::accepts_html;
+use limmat_wire::response;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -66,7 +68,36 @@ pub(crate) struct ClientLeg {
     pub(crate) deadline: Instant,
 }
 
+/// The request methods the access log names; anything else is logged without one.
+const METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "CONNECT", "TRACE",
+];
+
+/// The method a request head starts with, if it is one of [`METHODS`].
+pub(crate) fn method_of(head: &[u8]) -> Option<&'static str> {
+    let method = head.split(|&b| b == b' ').next()?;
+    METHODS.into_iter().find(|m| m.as_bytes() == method)
+}
+
 impl ClientLeg {
+    /// The method of the client's request, for the access log: `None` for raw TLS, for an
+    /// unusual method, or once the head has gone to a device.
+    pub(crate) fn method(&self) -> Option<&'static str> {
+        method_of(self.buf.get(..self.head_len)?)
+    }
+
+    /// The `504` for this client when no device came: an HTML page for a browser (its
+    /// `Accept` names `text/html`), the exact 17 bytes for everyone else (2.5.6, issue 12).
+    /// An SNI-routed client's head is still encrypted, so it always gets the exact bytes.
+    pub(crate) fn refusal(&self) -> std::borrow::Cow<'static, [u8]> {
+        let head = self.buf.get(..self.head_len).unwrap_or_default();
+        if self.kind != ClientKind::Sni && accepts_html(head) {
+            std::borrow::Cow::Owned(response::offline_page(&self.domain))
+        } else {
+            std::borrow::Cow::Borrowed(response::GATEWAY_TIMEOUT)
+        }
+    }
+
     /// The SNI the client reached the relay with: from its ClientHello when SNI-routed, from
     /// the terminated TLS session otherwise.
     pub(crate) fn sni(&self) -> Option<&str> {

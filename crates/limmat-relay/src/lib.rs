@@ -11,7 +11,7 @@
 //! - `device`: admission (4.4), waiting and renewal; `pairing`: the rendezvous of a client
 //!   and a device, re-dispatch and requeue; `mux`: limmat-mux/1 connections and streams;
 //!   `proxy`: the forward proxy (6).
-//! - `pipe`: the forwarding loop; `context`: what every task reads; `registry`: the
+//! - `pipe`: the forwarding loop; `access`: its access log; `context`: what every task reads; `registry`: the
 //!   per-domain FIFOs and their drop guards; `legs`: the connections handed between tasks.
 //! - `stream`: a leg, plain or TLS; `head`: bounded head reads; `linger`: lingering close;
 //!   `metrics`, [`stats`], `snapshot`, `proxy_stats`: what operators and tests read.
@@ -24,6 +24,7 @@
 // No unsafe code; only the kernel-facing splice module may ever opt in, with a reason.
 #![deny(unsafe_code)]
 
+mod access;
 mod admin;
 pub mod auth;
 // Not yet wired into the rendezvous (issue 14); its items get their docs when it is.

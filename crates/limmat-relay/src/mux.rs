@@ -188,6 +188,7 @@ pub(crate) async fn open(
         return Some(client);
     };
     drop(send);
+    let method = client.method();
     // Early data: the bytes buffered so far, kept for a re-dispatch (5.3).
     let early = Bytes::from(std::mem::take(&mut client.buf));
     if !early.is_empty() {
@@ -213,6 +214,7 @@ pub(crate) async fn open(
         }
     };
     let device = DeviceEnd {
+        method,
         io: H2Stream::new(body, recv),
         peer: mux.peer(),
         leg: listener.as_str(),

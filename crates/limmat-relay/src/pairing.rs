@@ -242,9 +242,11 @@ async fn pair(ctx: &RelayContext, mut client: ClientLeg, device: DeviceLeg) -> P
     match written {
         Ok(Ok(())) => {
             metrics::response(response::UPGRADE_PTTH);
+            let method = client.method();
             let sent = std::mem::take(&mut client.buf).len();
             let Conn { stream, peer, .. } = device.conn;
             let end = DeviceEnd {
+                method,
                 io: stream,
                 peer,
                 leg: client.kind.label(),
@@ -278,9 +280,10 @@ fn requeue(ctx: &RelayContext, leg: DeviceLeg, domain: &str) -> Option<Requeued>
 }
 
 /// No device for this client: `504` and a lingering close (2.5.6), inside TLS for an
-/// SNI-routed client (2.6.6).
+/// SNI-routed client (2.6.6); a browser's `504` carries a page (issue 12).
 pub(crate) async fn refuse(ctx: &RelayContext, client: ClientLeg) {
-    tracing::info!(domain = %client.domain, peer = %client.conn.peer, "no device: 504");
+    crate::access::refused(ctx, &client);
+    let answer = client.refusal();
     let client = if client.kind == ClientKind::Sni {
         match terminate(ctx, client).await {
             Some(client) => client,
@@ -289,7 +292,7 @@ pub(crate) async fn refuse(ctx: &RelayContext, client: ClientLeg) {
     } else {
         client
     };
-    respond_and_close(client.conn.stream, response::GATEWAY_TIMEOUT).await;
+    respond_and_close(client.conn.stream, &answer).await;
 }
 
 #[cfg(test)]

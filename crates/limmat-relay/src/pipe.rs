@@ -4,8 +4,10 @@
 //! on any error, or after `idle_timeout` without a byte.
 //!
 //! The only per-read work is adding the byte count to a counter, which both feeds the idle
-//! check and the access log; nothing is done per byte.
+//! check and the access log; nothing is done per byte. The device's first read is also looked
+//! at for a status line, which the access log shows (see `access`).
 
+use crate::access;
 use crate::context::RelayContext;
 use crate::legs::ClientLeg;
 use crate::metrics;
@@ -14,7 +16,7 @@ use crate::stats::Kind as Gauge;
 use crate::stream::{Stream, Tcp};
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -53,6 +55,8 @@ pub(crate) struct Outcome {
     pub(crate) up: u64,
     /// Device to client.
     pub(crate) down: u64,
+    /// The status line of the device's first answer, if it had one.
+    pub(crate) status: Option<u16>,
 }
 
 /// Copy buffer per direction of a PTTH pipe (tokio's default).
@@ -79,8 +83,10 @@ impl DeviceLegIo for Stream {
 impl DeviceLegIo for limmat_mux::H2Stream {}
 
 /// Where a paired client's bytes go: the device leg, its address, the leg kind as the access
-/// log names it, how many client bytes already went with the pairing, and the copy buffer.
+/// log names it, how many client bytes already went with the pairing, and the copy buffer;
+/// and the client's method, read from its head before the head went to the device.
 pub(crate) struct DeviceEnd<D> {
+    pub(crate) method: Option<&'static str>,
     pub(crate) io: D,
     pub(crate) peer: SocketAddr,
     pub(crate) leg: &'static str,
@@ -103,7 +109,7 @@ pub(crate) async fn run_paired<D: DeviceLegIo>(
     let _pipe = ctx.stats.hold(Gauge::Pipe);
     let started = Instant::now();
     let (client_peer, device_peer, leg) = (client.conn.peer, device.peer, device.leg);
-    tracing::info!(domain = %client.domain, client = %client_peer, device = %device_peer, leg, "paired");
+    tracing::debug!(domain = %client.domain, client = %client_peer, device = %device_peer, leg, "paired");
     let info = PipeInfo {
         client: client_peer,
         device: device_peer,
@@ -128,17 +134,19 @@ pub(crate) async fn run_paired<D: DeviceLegIo>(
     drop(listed);
     let end = outcome.end.label();
     metrics::pipe_ended(end, outcome.up, outcome.down, started.elapsed());
-    tracing::info!(
-        domain = %client.domain,
-        client = %client_peer,
-        device = %device_peer,
+    let line = access::Line {
+        method: device.method,
+        domain: &client.domain,
+        client: client_peer,
+        device: Some(device_peer),
         leg,
-        up = outcome.up,
-        down = outcome.down,
-        duration_ms = started.elapsed().as_millis() as u64,
-        end = ?outcome.end,
-        "pipe closed"
-    );
+        status: outcome.status,
+        up: outcome.up,
+        down: outcome.down,
+        duration: arrived.map_or_else(|| started.elapsed(), |t| t.elapsed()),
+        end,
+    };
+    access::log(ctx.config.access_log, &line);
 }
 
 /// Forwards between any two legs (a mux stream is one), with `buffer` bytes per direction.
@@ -158,10 +166,12 @@ where
     let mut client = Counted {
         inner: &mut client,
         read: up,
+        status: None,
     };
     let mut device = Counted {
         inner: &mut device,
         read: down,
+        status: Some(&counters.status),
     };
     let copy = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut device, buffer, buffer);
     supervise(copy, idle_timeout, counters, stops).await
@@ -177,7 +187,7 @@ pub(crate) async fn run_spliced(
     counters: &PipeCounters,
     stops: [&CancellationToken; 2],
 ) -> Outcome {
-    let copy = crate::splice::both_ways(&client, &device, &counters.up, &counters.down);
+    let copy = crate::splice::both_ways(&client, &device, counters);
     supervise(copy, idle_timeout, counters, stops).await
 }
 
@@ -229,13 +239,16 @@ async fn supervise<T>(
         end,
         up: up.load(Ordering::Relaxed),
         down: down.load(Ordering::Relaxed),
+        status: access::status(&counters.status),
     }
 }
 
-/// A leg that counts the bytes read from it.
+/// A leg that counts the bytes read from it, and (the device's) records the status line its
+/// first read starts with.
 struct Counted<'a, S> {
     inner: &'a mut S,
     read: &'a AtomicU64,
+    status: Option<&'a AtomicU16>,
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Counted<'_, S> {
@@ -248,6 +261,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for Counted<'_, S> {
         let poll = Pin::new(&mut *self.inner).poll_read(cx, buf);
         let n = buf.filled().len() - before;
         if n > 0 {
+            if let Some(status) = self.status.take() {
+                access::record_status(&buf.filled()[before..], status);
+            }
             self.read.fetch_add(n as u64, Ordering::Relaxed);
         }
         poll

@@ -11,6 +11,8 @@ use std::time::SystemTime;
 pub(crate) struct PipeCounters {
     pub(crate) up: AtomicU64,
     pub(crate) down: AtomicU64,
+    /// The status of the device's first answer, 0 until seen (for the access log).
+    pub(crate) status: std::sync::atomic::AtomicU16,
 }
 
 /// A pipe as the admin API shows it.

@@ -9,35 +9,51 @@
 //! counters are updated after every `splice` that reads, so the idle timeout and the access
 //! log see the same numbers.
 
+use crate::snapshot::PipeCounters;
 use nix::fcntl::{OFlag, SpliceFFlags, splice};
 use nix::unistd::pipe2;
 use std::io;
 use std::net::Shutdown;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 /// The most one `splice` asks for: the default pipe capacity.
 const CHUNK: usize = 64 << 10;
 
-/// Moves bytes both ways between `a` and `b` until both directions have ended; `a_read` and
-/// `b_read` count the bytes read from each.
+/// Moves bytes both ways between `a` (the client) and `b` (the device) until both directions
+/// have ended; `counters` count the bytes read from each (`up` from `a`, `down` from `b`) and
+/// take the status line that `b`'s first bytes start with, peeked before they are moved.
 pub(crate) async fn both_ways(
     a: &TcpStream,
     b: &TcpStream,
-    a_read: &AtomicU64,
-    b_read: &AtomicU64,
+    counters: &PipeCounters,
 ) -> io::Result<()> {
-    tokio::try_join!(one_way(a, b, a_read), one_way(b, a, b_read))?;
+    tokio::try_join!(
+        one_way(a, b, &counters.up, None),
+        one_way(b, a, &counters.down, Some(&counters.status))
+    )?;
     Ok(())
 }
 
-/// One direction: `from` → pipe → `to`, then a half-close of `to` at EOF.
-async fn one_way(from: &TcpStream, to: &TcpStream, read: &AtomicU64) -> io::Result<()> {
+/// One direction: `from` → pipe → `to`, then a half-close of `to` at EOF. With `status`, the
+/// first bytes are peeked for a status line first (this direction is the only reader of `from`,
+/// so what is peeked is what is moved next).
+async fn one_way(
+    from: &TcpStream,
+    to: &TcpStream,
+    read: &AtomicU64,
+    status: Option<&AtomicU16>,
+) -> io::Result<()> {
     let (pipe_out, pipe_in): (OwnedFd, OwnedFd) =
         pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC).map_err(io::Error::from)?;
     let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
+    if let Some(status) = status {
+        let mut first = [0; 12];
+        let n = from.peek(&mut first).await?;
+        crate::access::record_status(&first[..n], status);
+    }
     loop {
         // The pipe is empty here, so EAGAIN can only mean that the socket has nothing.
         let n = from
@@ -83,9 +99,9 @@ mod tests {
         // client ⇄ [a  relay  b] ⇄ device
         let (mut client, a) = pair().await;
         let (b, mut device) = pair().await;
-        let (up, down) = (AtomicU64::new(0), AtomicU64::new(0));
+        let counters = PipeCounters::default();
         let relay = async {
-            both_ways(&a, &b, &up, &down).await.unwrap();
+            both_ways(&a, &b, &counters).await.unwrap();
         };
         let ends = async {
             let big: Vec<u8> = (0..3_000_000u32).map(|i| i as u8).collect();
@@ -109,20 +125,20 @@ mod tests {
             assert_eq!(back, b"done");
         };
         tokio::join!(relay, ends);
-        assert_eq!(up.load(Ordering::Relaxed), 3_000_000);
-        assert_eq!(down.load(Ordering::Relaxed), 4);
+        assert_eq!(counters.up.load(Ordering::Relaxed), 3_000_000);
+        assert_eq!(counters.down.load(Ordering::Relaxed), 4);
     }
 
     #[tokio::test]
     async fn a_reset_ends_both_directions() {
         let (client, a) = pair().await;
         let (b, _device) = pair().await;
-        let (up, down) = (AtomicU64::new(0), AtomicU64::new(0));
+        let counters = PipeCounters::default();
         socket2::SockRef::from(&client)
             .set_linger(Some(std::time::Duration::ZERO))
             .unwrap();
         drop(client);
-        let r = both_ways(&a, &b, &up, &down).await;
+        let r = both_ways(&a, &b, &counters).await;
         assert!(r.is_err(), "{r:?}");
     }
 }

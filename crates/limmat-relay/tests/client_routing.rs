@@ -249,3 +249,34 @@ async fn shutdown_answers_waiting_clients_and_closes_waiting_devices() {
     stopped.await.unwrap();
     assert_eq!(*handle.stats().open_connections().borrow(), 0);
 }
+
+/// Issue 12: a browser asking for an offline domain gets a `504` with a short HTML page;
+/// a script (no `text/html` in `Accept`), a root request and a device keep the exact bytes.
+#[tokio::test]
+async fn browsers_get_an_offline_page_others_the_exact_504() {
+    let relay = start(|c| c.client_wait = Duration::ZERO).await;
+    let browser = b"GET /my-device/ HTTP/1.1\r\nHost: relay\r\n\
+        Accept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8\r\n\r\n";
+    let mut client = relay.send(browser).await;
+    let got = String::from_utf8(read_to_end(&mut client).await).unwrap();
+    let (head, body) = got.split_once("\r\n\r\n").expect("a head and a body");
+    assert!(head.starts_with("HTTP/1.1 504 \r\n"), "{head}");
+    assert!(head.contains("\r\nContent-Type: text/html"), "{head}");
+    assert!(head.contains("\r\nConnection: close"), "{head}");
+    assert!(
+        head.contains(&format!("\r\nContent-Length: {}", body.len())),
+        "{head}"
+    );
+    assert!(body.contains("my-device is offline"), "{body}");
+
+    for script in [
+        &b"GET /my-device/ HTTP/1.1\r\nAccept: */*\r\n\r\n"[..],
+        b"GET /my-device/ HTTP/1.1\r\n\r\n",
+        // No domain: the exact answer even for a browser.
+        b"GET / HTTP/1.1\r\nAccept: text/html\r\n\r\n",
+    ] {
+        let mut client = relay.send(script).await;
+        expect_response_then_close(&mut client, GATEWAY_TIMEOUT).await;
+    }
+    relay.stop().await;
+}

@@ -427,3 +427,26 @@ async fn silent_and_garbage_tls_connections_are_closed() {
     relay.open_connections(0).await;
     relay.stop().await;
 }
+
+/// Issue 12: a browser on a TLS listener, routed by path after the relay terminated its TLS,
+/// gets the offline page inside TLS; an SNI-routed browser, whose head the relay never read,
+/// keeps the exact 504 of 2.6.6.
+#[tokio::test]
+async fn a_terminated_browser_gets_the_offline_page_an_sni_routed_one_the_exact_504() {
+    let cert = relay_pem();
+    let relay = tls_relay(&cert, |c| c.client_wait = Duration::ZERO).await;
+    let trusting = connector(&[&cert.der], &[]);
+    let browser = b"GET /dom/ HTTP/1.1\r\nAccept: text/html,*/*;q=0.8\r\n\r\n";
+    let mut client = tls_connect(relay.addrs[1], HOST, &trusting).await.unwrap();
+    client.write_all(browser).await.unwrap();
+    let page = String::from_utf8(read_to_end_tls(&mut client).await).unwrap();
+    assert!(page.starts_with("HTTP/1.1 504 \r\n"), "{page}");
+    assert!(page.contains("\r\nContent-Type: text/html"), "{page}");
+    assert!(page.contains("dom is offline"), "{page}");
+    let mut client = tls_connect(relay.addrs[1], DEVICE_HOST, &trusting)
+        .await
+        .unwrap();
+    client.write_all(browser).await.unwrap();
+    assert_eq!(read_to_end_tls(&mut client).await, GATEWAY_TIMEOUT);
+    relay.stop().await;
+}

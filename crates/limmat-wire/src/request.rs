@@ -266,6 +266,21 @@ pub(crate) fn split_target(target: &[u8]) -> (Option<&[u8]>, &[u8]) {
     }
 }
 
+/// Whether a request head's `Accept` fields name `text/html`: a browser, which is shown a page
+/// rather than a bare status when its device is offline. Any `Accept` line counts, in any case;
+/// `*/*` alone does not (scripts send it).
+pub fn accepts_html(head: &[u8]) -> bool {
+    head.split(|&b| b == b'\n').skip(1).any(|line| {
+        let Some(colon) = memchr::memchr(b':', line) else {
+            return false;
+        };
+        line[..colon].eq_ignore_ascii_case(b"accept")
+            && line[colon + 1..]
+                .windows(9)
+                .any(|w| w.eq_ignore_ascii_case(b"text/html"))
+    })
+}
+
 /// H6: the domain key of a path.
 pub fn domain_of_path(path: &[u8]) -> String {
     match path.split_first() {
@@ -501,6 +516,19 @@ mod tests {
         let h = parse(b"POST /dom HTTP/1.1\nUpgrade: PTTH/1.0\n\n");
         assert_eq!(h.kind(), Kind::Device(Protocol::Ptth));
         assert_eq!(h.domain, "dom");
+    }
+
+    #[test]
+    fn browsers_accept_html() {
+        let firefox = b"GET /d HTTP/1.1\r\nHost: r\r\nAccept: text/html,application/xhtml+xml,*/*;q=0.8\r\n\r\n";
+        assert!(accepts_html(firefox));
+        assert!(accepts_html(b"GET /d HTTP/1.1\nACCEPT:TEXT/HTML\n\n"));
+        assert!(!accepts_html(b"GET /d HTTP/1.1\r\nAccept: */*\r\n\r\n"));
+        assert!(!accepts_html(
+            b"GET /d HTTP/1.1\r\nX-Accept: text/html\r\n\r\n"
+        ));
+        // The request line is not a field.
+        assert!(!accepts_html(b"GET /accept:text/html HTTP/1.1\r\n\r\n"));
     }
 
     mod prop {

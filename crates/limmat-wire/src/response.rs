@@ -19,6 +19,41 @@ pub const GATEWAY_TIMEOUT: &[u8] = b"HTTP/1.1 504 \r\n\r\n";
 /// An authority-form `CONNECT` while the forward proxy is off (D7).
 pub const NOT_IMPLEMENTED: &[u8] = b"HTTP/1.1 501 \r\n\r\n";
 
+/// The `504` a browser gets for an offline or unknown domain (issue 12): the same status line
+/// as [`GATEWAY_TIMEOUT`], then a short HTML page that says the device is offline, with
+/// `Content-Type`, `Content-Length`, `Cache-Control: no-store` (the device may be back in a
+/// moment) and `Connection: close`. Only clients whose `Accept` names `text/html` get it (see
+/// [`crate::request::accepts_html`]); every other client and every device keeps the exact
+/// 17 bytes.
+pub fn offline_page(domain: &str) -> Vec<u8> {
+    // Domains are made of `a-z0-9-._` (2.1.4), but the page escapes them anyway.
+    let mut name = String::with_capacity(domain.len());
+    for c in domain.chars() {
+        match c {
+            '&' => name.push_str("&amp;"),
+            '<' => name.push_str("&lt;"),
+            '>' => name.push_str("&gt;"),
+            '"' => name.push_str("&quot;"),
+            c => name.push(c),
+        }
+    }
+    let body = format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <title>{name} is offline</title></head>\n<body><h1>{name} is offline</h1>\n\
+         <p>No device is connected to this relay for <code>{name}</code> right now. \
+         If the device is starting or reconnecting, reload this page in a few seconds.</p>\n\
+         <p>504 Gateway Timeout, answered by the Limmat relay.</p></body></html>\n"
+    );
+    let mut out = format!(
+        "HTTP/1.1 504 \r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\n\
+         Cache-Control: no-store\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(body.as_bytes());
+    out
+}
+
 /// The largest `Retry-After` the relay sends (4.3).
 pub const MAX_RETRY_AFTER: u32 = 3600;
 
@@ -70,6 +105,19 @@ mod tests {
             assert!(r[9..12].iter().all(u8::is_ascii_digit));
             assert_eq!(r[12], b' ');
         }
+    }
+
+    #[test]
+    fn offline_page_is_a_complete_html_504() {
+        let page = offline_page("my-device");
+        assert!(page.starts_with(b"HTTP/1.1 504 \r\n"));
+        let text = String::from_utf8(page).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains("\r\nContent-Type: text/html; charset=utf-8"));
+        assert!(head.contains("\r\nConnection: close"));
+        assert!(head.contains(&format!("\r\nContent-Length: {}", body.len())));
+        assert!(body.contains("my-device is offline"));
+        assert!(offline_page("<a>").windows(3).all(|w| w != b"<a>"));
     }
 
     #[test]

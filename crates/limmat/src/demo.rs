@@ -21,6 +21,13 @@ use tokio_util::sync::CancellationToken;
 /// The domain the demo gateway registers.
 const DOMAIN: &str = "gw-demo";
 
+/// The demo's log filter without `-v`: warnings and errors only, except the gateway's warning
+/// that its API has no token, which the demo means (its curl commands use none).
+pub const QUIET_LOG: &str = "warn,limmat_gateway::server=error";
+
+/// The simulated world's speed-ups that the gateway accepts (`sim.time_scale`).
+const TIME_SCALES: std::ops::RangeInclusive<f64> = 0.001..=1e6;
+
 #[derive(Args, Debug)]
 pub struct DemoArgs {
     /// The relay's listener.
@@ -35,9 +42,25 @@ pub struct DemoArgs {
     /// The webhook receiver's listener.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8900")]
     receiver_listen: SocketAddr,
-    /// Run the simulated world this many times faster than real time.
-    #[arg(long, value_name = "X", default_value_t = 1.0)]
+    /// Run the simulated world this many times faster than real time (0.001 to 1000000).
+    #[arg(long, value_name = "X", default_value_t = 1.0, value_parser = time_scale)]
     time_scale: f64,
+    /// Log every event at info (the relay's access log, the gateway's and agent's lines), not
+    /// only warnings. RUST_LOG, when set, chooses instead.
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+/// A `--time-scale`, checked before anything listens.
+fn time_scale(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if TIME_SCALES.contains(&x) => Ok(x),
+        _ => Err(format!(
+            "{s:?} is not a speed-up from {} to {} (1 is real time)",
+            TIME_SCALES.start(),
+            TIME_SCALES.end()
+        )),
+    }
 }
 
 pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -99,9 +122,11 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
         instructions(&base, gateway.local_addr(), admin_addr, &hook, &secret)
     ))?;
 
+    // The gateway stops first, while its relay is still there: stopping the relay first would
+    // make the gateway's agent see its connections cut and warn about it.
     shutdown.cancelled().await;
-    relay_handle.shutdown();
     gateway.wait().await;
+    relay_handle.shutdown();
     let _ = relay_task.await;
     drop(receiver);
     Ok(())
@@ -119,6 +144,7 @@ fn instructions(
         .unwrap_or_else(|| "(no admin listener)".into());
     format!(
         r#"Limmat demo is running. Press Ctrl-C to stop.
+(Only warnings are logged; `limmat demo -v` logs every request and event.)
 
   gateway through the relay   {base}/
   gateway, local listener     http://{local}/

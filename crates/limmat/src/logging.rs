@@ -4,11 +4,12 @@
 //! stderr is a terminal. `--log-format json` writes one JSON object per line for log
 //! collectors: `timestamp`, `level`, `target`, the event's `message` and its fields at the top
 //! level (so the relay's access-log line reads
-//! `{"message":"pipe closed","domain":"…","up":123,"duration_ms":4,…}`), and the enclosing
+//! `{"message":"request","method":"GET","domain":"…","status":200,"up":123,…}`), and the enclosing
 //! spans, if any, under `span` and `spans`. Numbers stay numbers; values logged with `%` or
 //! `?` are strings.
 //!
-//! Which events are written is chosen by `RUST_LOG` (default `info`) in either format.
+//! Which events are written is chosen by `RUST_LOG` in either format; without it, by the
+//! command's default (`info`; `limmat demo` shows only warnings unless given `-v`).
 
 use clap::ValueEnum;
 use std::io::IsTerminal;
@@ -24,9 +25,11 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber writing to stderr in `format`.
-pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+/// Installs the global subscriber writing to stderr in `format`, with `RUST_LOG`'s filter or
+/// else `default_filter`.
+pub fn init(format: LogFormat, default_filter: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     // A log line that cannot be written (stderr closed, a full disk) is dropped. The fallback
     // of reporting it with `eprintln!` would panic whichever task logged, and a relay must keep
     // serving and stop on SIGTERM even when its log reader went away.

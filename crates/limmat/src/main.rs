@@ -5,17 +5,25 @@
 //! - `limmat gateway`: the BLE gateway, served locally and through a relay.
 //! - `limmat demo`: a relay, a simulated gateway and a webhook receiver in one process.
 
+#[cfg(feature = "gateway")]
 mod demo;
+#[cfg(feature = "gateway")]
 mod gateway;
+#[cfg(feature = "relay")]
 mod key;
 mod logging;
+#[cfg(feature = "relay")]
 mod metrics;
+#[cfg(feature = "relay")]
 mod relay;
+// An agent-only build reads no settings table; it keeps the check of misspelt variables.
+#[cfg_attr(not(feature = "relay"), allow(unused))]
 mod settings;
 mod tunnel;
+#[cfg(feature = "relay")]
 mod units;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 
@@ -32,6 +40,7 @@ struct Cli {
     #[arg(
         long,
         global = true,
+        help_heading = "Logging",
         value_name = "FORMAT",
         env = "LIMMAT_LOG_FORMAT",
         default_value = "text"
@@ -42,18 +51,43 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a relay: devices connect out to it, web clients reach them through it.
+    #[cfg(feature = "relay")]
     Relay(Box<relay::RelayArgs>),
     /// Run the device side (server, proxy) or its client counterpart, as YalerTunnel does.
     Tunnel(tunnel::TunnelArgs),
     /// Run the BLE gateway: GAP/GATT REST, Beacon API and webhooks, locally and through a relay.
+    #[cfg(feature = "gateway")]
     Gateway(Box<gateway::GatewayArgs>),
     /// Try everything in one process: relay, simulated gateway and webhook receiver.
+    #[cfg(feature = "gateway")]
     Demo(demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    logging::init(cli.log_format);
+    let command = Cli::command();
+    #[cfg(feature = "relay")]
+    let command = command.mut_subcommand("relay", relay::with_env_in_help);
+    let known_env = known_env(&command);
+    let cli = match Cli::from_arg_matches(&command.get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    // The demo prints its own instructions and the verified webhooks on stdout; its log shows
+    // only what needs attention unless asked (`-v`, or RUST_LOG).
+    let default_filter = match &cli.command {
+        #[cfg(feature = "gateway")]
+        Command::Demo(args) if !args.verbose => demo::QUIET_LOG,
+        _ => "info",
+    };
+    logging::init(cli.log_format, default_filter);
+    for (name, near) in settings::unknown_env(&known_env) {
+        match near {
+            Some(near) => tracing::warn!(
+                "{name} is not a Limmat variable and is ignored (did you mean {near}?)"
+            ),
+            None => tracing::warn!("{name} is not a Limmat variable and is ignored"),
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -68,9 +102,12 @@ fn main() -> ExitCode {
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));
         match cli.command {
+            #[cfg(feature = "relay")]
             Command::Relay(args) => relay::run(*args, shutdown).await,
             Command::Tunnel(args) => tunnel::run(args, shutdown).await,
+            #[cfg(feature = "gateway")]
             Command::Gateway(args) => gateway::run(*args, shutdown).await,
+            #[cfg(feature = "gateway")]
             Command::Demo(args) => demo::run(args, shutdown).await,
         }
     });
@@ -83,7 +120,28 @@ fn main() -> ExitCode {
     }
 }
 
-/// SIGINT or SIGTERM starts a graceful stop.
+/// Every `LIMMAT_…` variable some command reads: those clap reads for its flags, the relay's
+/// settings, and the device key.
+fn known_env(command: &clap::Command) -> Vec<String> {
+    fn walk(command: &clap::Command, out: &mut Vec<String>) {
+        let names = command.get_arguments().filter_map(|a| a.get_env());
+        out.extend(names.filter_map(|n| n.to_str()).map(str::to_owned));
+        for sub in command.get_subcommands() {
+            walk(sub, out);
+        }
+    }
+    // `limmat tunnel` reads LIMMAT_SECRET_KEY itself; the gateway's flag names it for clap.
+    let mut known = vec!["LIMMAT_SECRET_KEY".to_owned()];
+    #[cfg(feature = "relay")]
+    known.extend(relay::env_names());
+    walk(command, &mut known);
+    known
+}
+
+/// The exit status after a second SIGINT or SIGTERM: 128 + SIGINT, as shells report it.
+const EXIT_INTERRUPTED: i32 = 130;
+
+/// SIGINT or SIGTERM starts a graceful stop; a second one during the drain exits at once.
 async fn stop_on_signal(shutdown: CancellationToken) {
     #[cfg(unix)]
     {
@@ -93,18 +151,37 @@ async fn stop_on_signal(shutdown: CancellationToken) {
             Err(e) => {
                 tracing::warn!(error = %e, "cannot watch SIGTERM");
                 let _ = tokio::signal::ctrl_c().await;
-                return shutdown.cancel();
+                shutdown.cancel();
+                let _ = tokio::signal::ctrl_c().await;
+                return exit_now();
             }
         };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
         }
+        tracing::info!("stop requested (again to stop at once)");
+        shutdown.cancel();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        exit_now();
     }
     #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
-    tracing::info!("stop requested");
-    shutdown.cancel();
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("stop requested (again to stop at once)");
+        shutdown.cancel();
+        let _ = tokio::signal::ctrl_c().await;
+        exit_now();
+    }
+}
+
+/// Leaves without waiting for open connections: what a second signal asks for.
+fn exit_now() {
+    tracing::warn!("second stop request: exiting without waiting for open connections");
+    std::process::exit(EXIT_INTERRUPTED);
 }
 
 /// Writes a final error to stderr; if stderr is gone there is nobody to tell, and `eprintln!`

@@ -95,10 +95,42 @@ pub fn from_str<T: FromStr<Err: std::fmt::Display>>(s: &str) -> Result<T, String
     s.parse().map_err(|e: T::Err| e.to_string())
 }
 
-/// An address such as `127.0.0.1:9090`.
+/// An address such as `127.0.0.1:9090`, or a name and a port such as `localhost:9090`,
+/// resolved once, here: its first IPv4 address, else its first address.
 pub fn socket_addr(s: &str) -> Result<std::net::SocketAddr, String> {
-    s.parse()
-        .map_err(|_| format!("{s:?} is not an address such as 127.0.0.1:9090"))
+    use std::net::ToSocketAddrs;
+    if let Ok(addr) = s.parse() {
+        return Ok(addr);
+    }
+    let expected = || format!("{s:?} is not an address such as 127.0.0.1:9090 or localhost:9090");
+    if !s.contains(':') {
+        return Err(expected());
+    }
+    let resolved: Vec<_> = s
+        .to_socket_addrs()
+        .map_err(|e| format!("{}: {e}", expected()))?
+        .collect();
+    resolved
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| resolved.first())
+        .copied()
+        .ok_or_else(|| format!("{s:?}: the name resolves to no address"))
+}
+
+/// The `LIMMAT_…` variables of the environment that nothing reads, each with the known
+/// variable it is closest to: a misspelt `LIMMAT_HOLDTIME` would otherwise be ignored
+/// without a word.
+pub fn unknown_env(known: &[String]) -> Vec<(String, Option<String>)> {
+    let known_refs: Vec<&str> = known.iter().map(String::as_str).collect();
+    std::env::vars_os()
+        .filter_map(|(name, _)| name.into_string().ok())
+        .filter(|name| name.starts_with(ENV_PREFIX) && !known.contains(name))
+        .map(|name| {
+            let near = suggest(&name, known_refs.iter()).map(str::to_owned);
+            (name, near)
+        })
+        .collect()
 }
 
 /// Any text.
@@ -265,7 +297,7 @@ pub fn set_entry<L: Layer>(layer: &mut L, entry: &Entry, also: &[&str]) -> Resul
 }
 
 /// The known key closest to an unknown one: the flag spelling, or one or two typos away.
-fn suggest<'a>(unknown: &str, names: impl Iterator<Item = &'a &'a str>) -> Option<&'a str> {
+pub fn suggest<'a>(unknown: &str, names: impl Iterator<Item = &'a &'a str>) -> Option<&'a str> {
     let unknown = unknown.trim_start_matches("--").replace('-', "_");
     names
         .map(|n| (distance(&unknown, n), *n))

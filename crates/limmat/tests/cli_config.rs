@@ -266,3 +266,67 @@ fn an_empty_list_variable_is_refused() {
     assert!(!ok);
     assert!(stderr.contains("LIMMAT_HOSTNAME"), "{stderr}");
 }
+
+/// Issue 12: `relay --help` groups the flags under topic headings, and every setting names
+/// its variable.
+#[test]
+fn relay_help_is_grouped_and_names_every_variable() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_limmat"))
+        .args(["relay", "--help"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for heading in [
+        "Listeners:",
+        "TLS:",
+        "Limits and timeouts:",
+        "Device keys:",
+        "Admin:",
+        "Logging:",
+        "Forward proxy:",
+    ] {
+        assert!(help.lines().any(|l| l == heading), "no {heading}\n{help}");
+    }
+    let lines: Vec<&str> = help.lines().collect();
+    for (i, line) in lines.iter().enumerate() {
+        let Some(flag) = line.trim().strip_prefix("--") else {
+            continue;
+        };
+        let name = flag.split(['[', ' ', '=']).next().unwrap_or_default();
+        if ["config", "check-config", "help", "log-format"].contains(&name) {
+            continue;
+        }
+        let env = format!("[env: LIMMAT_{}]", name.to_uppercase().replace('-', "_"));
+        assert!(
+            lines[i + 1].contains(&env),
+            "--{name} lacks {env}:\n{}",
+            lines[i + 1]
+        );
+    }
+}
+
+/// Issue 12: a misspelt `LIMMAT_…` variable is reported with the one meant, and a listener
+/// may be given by name.
+#[test]
+fn misspelt_variables_are_reported_and_names_resolve() {
+    let (ok, stdout, stderr) = run_env(
+        &["relay", "--listen", "localhost:0", "--check-config"],
+        &[("LIMMAT_HOLDTIME", "10s"), ("LIMMAT_HOLD_TIME", "")],
+    );
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("configuration OK"), "{stdout}");
+    assert!(
+        stderr.contains("LIMMAT_HOLDTIME is not a Limmat variable")
+            && stderr.contains("did you mean LIMMAT_HOLD_TIME?"),
+        "{stderr}"
+    );
+    let mut relay = Limmat::spawn(&["relay", "--listen", "localhost:0", "--admin", "localhost:0"]);
+    let addr = relay.listening_addr();
+    assert_eq!(addr.ip(), std::net::Ipv4Addr::LOCALHOST, "{addr}");
+    let admin = relay.wait_for("admin listening");
+    assert!(admin.contains("127.0.0.1:"), "{admin}");
+    let (ok, _, stderr) = run_env(&["relay", "--listen", "no-such-host.invalid:80"], &[]);
+    assert!(!ok);
+    assert!(stderr.contains("no-such-host.invalid:80"), "{stderr}");
+}

@@ -1,5 +1,6 @@
 //! `--log-format`: JSON logs are one object per line with typed fields, the flag is global, and
-//! a bad value is refused with an error naming it.
+//! a bad value is refused with an error naming it. The relay's access log: one line per client
+//! request, off with `--access-log=false`.
 
 mod common;
 
@@ -32,44 +33,93 @@ fn listening(relay: &mut Limmat) -> SocketAddr {
         .expect("an address")
 }
 
-#[test]
-fn pipe_closed_is_one_json_object_with_typed_fields() {
-    let mut relay = Limmat::spawn(&["relay", "--log-format", "json", "--listen", "127.0.0.1:0"]);
+/// A relay logging JSON, with one more flag, and its address.
+fn json_relay(flag: &str) -> (Limmat, SocketAddr) {
+    let args = ["relay", "--log-format=json", "--listen=127.0.0.1:0", flag];
+    let mut relay = Limmat::spawn(&args);
     let addr = listening(&mut relay);
+    (relay, addr)
+}
 
+/// A device waits for `dom`, a client asks `GET /dom/x`, the device answers `200` and both
+/// close; returns the bytes of the request and of the answer.
+fn one_request(relay: &mut Limmat, addr: SocketAddr) -> (usize, usize) {
     let mut device = TcpStream::connect(addr).unwrap();
     device
         .write_all(b"POST /dom HTTP/1.1\r\nUpgrade: PTTH/1.0\r\n\r\n")
         .unwrap();
-    wait_for_json(&mut relay, "device connected");
+    wait_for_json(relay, "device connected");
     let mut client = TcpStream::connect(addr).unwrap();
-    let request = b"GET /dom HTTP/1.1\r\n\r\n";
+    let request = b"GET /dom/x HTTP/1.1\r\n\r\n";
     client.write_all(request).unwrap();
     let mut got = vec![0; 57 + request.len()];
     device.read_exact(&mut got).unwrap();
     assert!(got.starts_with(b"HTTP/1.1 101 "), "{got:?}");
     assert!(got.ends_with(request), "{got:?}");
+    let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    device.write_all(answer).unwrap();
+    let mut back = vec![0; answer.len()];
+    client.read_exact(&mut back).unwrap();
     device.shutdown(Shutdown::Both).unwrap();
     client.shutdown(Shutdown::Both).unwrap();
-    drop((device, client));
+    (request.len(), answer.len())
+}
 
-    let closed = wait_for_json(&mut relay, "pipe closed");
-    assert_eq!(closed["level"], "INFO", "{closed}");
-    assert_eq!(closed["domain"], "dom", "{closed}");
+/// Issue 12: one access-log line per client request, numbers as numbers, the device's status
+/// when the relay can see it; a client the relay answers itself gets one too.
+#[test]
+fn access_log_is_one_json_object_per_request_with_typed_fields() {
+    let (mut relay, addr) = json_relay("--client-wait=0s");
+    let (up, down) = one_request(&mut relay, addr);
+
+    let line = wait_for_json(&mut relay, "request");
+    assert_eq!(line["level"], "INFO", "{line}");
+    assert_eq!(line["target"], "limmat::access", "{line}");
+    assert_eq!(line["method"], "GET", "{line}");
+    assert_eq!(line["domain"], "dom", "{line}");
+    assert_eq!(line["status"].as_u64(), Some(200), "{line}");
     for peer in ["client", "device"] {
-        let peer: SocketAddr = closed[peer].as_str().expect(peer).parse().expect(peer);
-        assert!(peer.ip().is_loopback(), "{closed}");
+        let peer: SocketAddr = line[peer].as_str().expect(peer).parse().expect(peer);
+        assert!(peer.ip().is_loopback(), "{line}");
     }
-    assert_eq!(closed["leg"], "plain", "{closed}");
-    assert_eq!(
-        closed["up"].as_u64(),
-        Some(request.len() as u64),
-        "{closed}"
+    assert_eq!(line["leg"], "plain", "{line}");
+    assert_eq!(line["up"].as_u64(), Some(up as u64), "{line}");
+    assert_eq!(line["down"].as_u64(), Some(down as u64), "{line}");
+    assert!(line["duration_ms"].is_u64(), "{line}");
+    assert_eq!(line["end"], "closed", "{line}");
+    assert!(line["timestamp"].is_string(), "{line}");
+
+    // No device: the relay's own 504.
+    let mut client = TcpStream::connect(addr).unwrap();
+    client.write_all(b"HEAD /gone HTTP/1.1\r\n\r\n").unwrap();
+    let line = wait_for_json(&mut relay, "request");
+    assert_eq!(line["method"], "HEAD", "{line}");
+    assert_eq!(line["domain"], "gone", "{line}");
+    assert_eq!(line["status"].as_u64(), Some(504), "{line}");
+    assert_eq!(line["end"], "no device", "{line}");
+    assert!(line.get("device").is_none(), "{line}");
+
+    // No domain at all: the relay's 504 is logged as well.
+    let mut client = TcpStream::connect(addr).unwrap();
+    client.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    let line = wait_for_json(&mut relay, "request");
+    assert_eq!(line["method"], "GET", "{line}");
+    assert_eq!(line["domain"], "", "{line}");
+    assert_eq!(line["status"].as_u64(), Some(504), "{line}");
+}
+
+#[test]
+fn access_log_can_be_turned_off() {
+    let (mut relay, addr) = json_relay("--access-log=false");
+    one_request(&mut relay, addr);
+    // The same facts at debug (the tests run with RUST_LOG=debug), and no access line.
+    let line = wait_for_json(&mut relay, "pipe closed");
+    assert_eq!(line["level"], "DEBUG", "{line}");
+    assert!(
+        relay.log.iter().all(|l| !l.contains("limmat::access")),
+        "{:?}",
+        relay.log
     );
-    assert_eq!(closed["down"].as_u64(), Some(0), "{closed}");
-    assert!(closed["duration_ms"].is_u64(), "{closed}");
-    assert!(closed["end"].is_string(), "{closed}");
-    assert!(closed["timestamp"].is_string(), "{closed}");
 }
 
 /// The first stderr line of `limmat args` run with `LIMMAT_LOG_FORMAT=env` (or without it).

@@ -64,6 +64,37 @@ fn serves_and_stops_gracefully_on_sigterm() {
     let (status, log) = relay.wait_exit();
     assert!(status.success(), "{log}");
     assert!(log.contains("stopped"), "{log}");
+    // A clean stop warns about nothing.
+    assert!(!log.contains(" WARN "), "{log}");
+}
+
+/// Issue 12: a second SIGINT during the drain exits at once (status 130), without waiting for
+/// the open pipe or the 30 s drain timeout.
+#[test]
+fn a_second_ctrl_c_during_the_drain_exits_at_once() {
+    let mut relay = Limmat::spawn(&["relay", "--listen", "127.0.0.1:0"]);
+    let addr = relay.listening_addr();
+    let mut device = TcpStream::connect(addr).unwrap();
+    device
+        .write_all(b"POST /dom HTTP/1.1\r\nUpgrade: PTTH/1.0\r\n\r\n")
+        .unwrap();
+    relay.wait_for("device connected");
+    let mut client = TcpStream::connect(addr).unwrap();
+    client.write_all(b"GET /dom HTTP/1.1\r\n\r\n").unwrap();
+    let mut upgrade = [0; 57];
+    device.read_exact(&mut upgrade).unwrap();
+    relay.signal("INT");
+    relay.wait_for("draining open=");
+    let second = std::time::Instant::now();
+    relay.signal("INT");
+    let (status, log) = relay.wait_exit();
+    assert_eq!(status.code(), Some(130), "{log}");
+    assert!(
+        second.elapsed() < std::time::Duration::from_secs(5),
+        "{log}"
+    );
+    assert!(log.contains("second stop request"), "{log}");
+    drop((device, client));
 }
 
 #[test]

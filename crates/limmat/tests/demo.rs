@@ -162,6 +162,50 @@ fn the_demo_works_as_printed() {
         "{event}"
     );
     assert_eq!(event["gateway"], "limmat-demo");
+    // Links in a webhook point through the relay (issue 12 item 7).
+    let href = event["data"]["beacon"]["self"]["href"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        href.starts_with(&format!("{through_relay}beacon/beacons/")),
+        "{event}"
+    );
+    // And in the event stream, they follow the listener it is read on, as /beacon/beacons.
+    for base in [&through_relay, &local] {
+        let events = Sse::open(&format!("{base}beacon/events"));
+        let event = std::iter::from_fn(|| events.next(PATIENCE))
+            .find(|e| e.event.as_deref().is_some_and(|t| t.starts_with("beacon.")))
+            .expect("a beacon event");
+        let event = json(&event.data);
+        let href = event["data"]["beacon"]["self"]["href"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            href.starts_with(&format!("{base}beacon/beacons/")),
+            "{base}: {event}"
+        );
+        let beacons = get_json(&format!("{base}beacon/beacons"));
+        let listed = beacons["beacons"][0]["self"]["href"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            listed.starts_with(&format!("{base}beacon/beacons/")),
+            "{beacons}"
+        );
+    }
+
+    // A subscription whose receiver refuses connections: each failed delivery is logged with
+    // its reason (issue 12).
+    let hook = url_of("webhook receiver");
+    let refused = command.replace(&hook, "http://127.0.0.1:1/refused");
+    assert_ne!(&refused, command);
+    let (code, out) = sh(&refused, "");
+    assert_eq!(code, Some(0), "{out}");
+    let failed = demo.wait_for("webhook delivery failed");
+    assert!(
+        failed.contains("127.0.0.1:1/refused") && failed.contains("kind=\"connect\""),
+        "{failed}"
+    );
 
     // Ctrl-C: a clean stop, exit 0, and the state directory is gone, even with streams open
     // through the relay and on the local listener.
@@ -179,6 +223,13 @@ fn the_demo_works_as_printed() {
     let stopping = std::time::Instant::now();
     let (code, log) = demo.wait_exit();
     assert_eq!(code, Some(0), "{log}");
+    // A clean stop warns about nothing.
+    let warnings: Vec<&str> = log
+        .lines()
+        .skip_while(|l| !l.contains("stop requested"))
+        .filter(|l| l.contains(" WARN "))
+        .collect();
+    assert!(warnings.is_empty(), "{warnings:#?}");
     assert!(
         stopping.elapsed() < std::time::Duration::from_secs(15),
         "the demo took {:?} to stop",
@@ -196,4 +247,70 @@ fn the_demo_works_as_printed() {
         })
         .collect();
     assert!(left.is_empty(), "the demo left {left:?}");
+}
+
+/// Issue 12: without `-v` (and without RUST_LOG) the demo writes nothing on stderr, through a
+/// request and a stop, so its instructions stay readable; a bad `--time-scale` is refused
+/// before anything listens.
+#[test]
+fn the_demo_is_quiet_by_default() {
+    use std::io::{BufRead, BufReader, Read};
+    let tmp = TempDir::new("demo-quiet");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_limmat"))
+        .args([
+            "demo",
+            "--relay-listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--gateway-listen",
+            "127.0.0.1:0",
+            "--receiver-listen",
+            "127.0.0.1:0",
+        ])
+        .env_remove("RUST_LOG")
+        .env("TMPDIR", tmp.str())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("limmat starts");
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut base = None;
+    let mut line = String::new();
+    while stdout.read_line(&mut line).unwrap() > 0 {
+        if let Some(url) = line.trim().strip_prefix("gateway through the relay") {
+            base = Some(url.trim().to_owned());
+        }
+        if line.contains("/beacon/subscriptions'") {
+            break;
+        }
+        line.clear();
+    }
+    let base = base.expect("the relay URL is printed");
+    let (status, _) = http("GET", &format!("{base}beacon/beacons"), None, &[]);
+    assert_eq!(status, 200);
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "{stderr}");
+    assert_eq!(stderr, "", "the demo logged without -v");
+
+    for bad in ["0", "-1", "fast", "NaN"] {
+        let (ok, stderr) = crate::common::run(&["demo", &format!("--time-scale={bad}")]);
+        assert!(!ok);
+        assert!(stderr.contains("--time-scale"), "{bad}: {stderr}");
+        assert!(!stderr.contains("cannot start"), "{bad}: {stderr}");
+    }
 }

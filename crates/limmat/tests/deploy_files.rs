@@ -1,6 +1,7 @@
-//! The files in `deploy/` stay in step with the binary: the systemd unit keeps its hardening,
-//! and every flag that the unit, the Kubernetes manifest and the Dockerfile pass to
-//! `limmat relay` is one that `limmat relay --help` lists, so renaming a flag breaks this test.
+//! The files in `deploy/` stay in step with the binary: the systemd units keep their hardening,
+//! and every flag that the units, the Kubernetes manifest and the Dockerfile pass to
+//! `limmat relay`, `tunnel` or `gateway` is one that its `--help` lists, so renaming a flag
+//! breaks this test.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -23,14 +24,21 @@ fn flags_in(text: &str) -> BTreeSet<String> {
 
 /// The flags `limmat relay --help` lists.
 fn relay_flags() -> BTreeSet<String> {
+    let flags = command_flags("relay");
+    assert!(flags.contains("--listen"), "{flags:?}");
+    flags
+}
+
+/// The flags `limmat COMMAND --help` lists.
+fn command_flags(command: &str) -> BTreeSet<String> {
     let out = Command::new(env!("CARGO_BIN_EXE_limmat"))
-        .args(["relay", "--help"])
+        .args([command, "--help"])
         .output()
         .expect("limmat runs");
     assert!(out.status.success());
     let help = String::from_utf8(out.stdout).unwrap();
     let flags = flags_in(&help.replace(['<', '['], " "));
-    assert!(flags.contains("--listen"), "{help}");
+    assert!(flags.contains("--help"), "{help}");
     flags
 }
 
@@ -56,28 +64,67 @@ fn exec_start(unit: &str) -> String {
     command
 }
 
+/// What every unit has: a sandbox, and a graceful stop by SIGTERM.
+const HARDENING: [&str; 13] = [
+    "DynamicUser=yes",
+    "NoNewPrivileges=yes",
+    "ProtectSystem=strict",
+    "ProtectHome=yes",
+    "PrivateTmp=yes",
+    "PrivateDevices=yes",
+    "ProtectKernelTunables=yes",
+    "ProtectKernelModules=yes",
+    "ProtectControlGroups=yes",
+    "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX\n",
+    "SystemCallFilter=@system-service",
+    "MemoryDenyWriteExecute=yes",
+    "KillSignal=SIGTERM",
+];
+
+/// Issue 12: the device units, `limmat-tunnel@.service` and `limmat-gateway.service`, are
+/// sandboxed without any capability and pass only flags their command has.
+#[test]
+fn device_units_are_hardened_and_their_flags_exist() {
+    for (file, command, needs) in [
+        (
+            "systemd/limmat-tunnel@.service",
+            "tunnel",
+            "EnvironmentFile=/etc/limmat/tunnel-%i.env",
+        ),
+        (
+            "systemd/limmat-gateway.service",
+            "gateway",
+            "StateDirectory=limmat-gateway",
+        ),
+    ] {
+        let unit = deploy_file(file);
+        for setting in HARDENING
+            .iter()
+            .chain([&needs, &"CapabilityBoundingSet=\n"])
+        {
+            assert!(unit.contains(setting), "{file} lacks {setting:?}");
+        }
+        let line = exec_start(&unit);
+        assert!(line.contains(&format!("limmat {command} ")), "{line}");
+        let used = flags_in(&line);
+        let known = command_flags(command);
+        let unknown: Vec<_> = used.difference(&known).collect();
+        assert!(unknown.is_empty(), "{file} uses unknown flags {unknown:?}");
+    }
+}
+
 #[test]
 fn systemd_unit_is_hardened_and_its_flags_exist() {
     let unit = deploy_file("systemd/limmat-relay.service");
+    for setting in HARDENING {
+        assert!(unit.contains(setting), "the unit lacks {setting:?}");
+    }
     for setting in [
-        "DynamicUser=yes",
-        "NoNewPrivileges=yes",
         "AmbientCapabilities=CAP_NET_BIND_SERVICE\n",
         "CapabilityBoundingSet=CAP_NET_BIND_SERVICE\n",
-        "ProtectSystem=strict",
-        "ProtectHome=yes",
-        "PrivateTmp=yes",
-        "PrivateDevices=yes",
-        "ProtectKernelTunables=yes",
-        "ProtectKernelModules=yes",
-        "ProtectControlGroups=yes",
-        "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX\n",
-        "SystemCallFilter=@system-service",
         "LockPersonality=yes",
-        "MemoryDenyWriteExecute=yes",
         "RestrictNamespaces=yes",
         "LimitNOFILE=1048576",
-        "KillSignal=SIGTERM",
         "ExecReload=/bin/kill -HUP $MAINPID",
         "LoadCredential=",
     ] {
@@ -120,4 +167,26 @@ fn kubernetes_and_docker_flags_exist() {
         .expect("a CMD line");
     assert!(cmd.contains("\"relay\""), "{cmd}");
     assert_known("Dockerfile", &flags_in(cmd));
+}
+
+/// Issue 12: what ships is stripped: the release profile strips symbols and debug info, and the
+/// Dockerfile copies the release build.
+#[test]
+fn the_release_build_is_stripped_and_the_image_ships_it() {
+    let manifest =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.toml"))
+            .unwrap();
+    let release = manifest
+        .split("[profile.release]")
+        .nth(1)
+        .and_then(|rest| rest.split("\n[").next())
+        .expect("a [profile.release] table");
+    assert!(release.contains("strip = \"symbols\""), "{release}");
+    assert!(release.contains("debug = false"), "{release}");
+    let dockerfile = deploy_file("docker/Dockerfile");
+    assert!(dockerfile.contains("cargo build --release"), "{dockerfile}");
+    assert!(
+        dockerfile.contains("cp target/release/limmat /limmat"),
+        "{dockerfile}"
+    );
 }

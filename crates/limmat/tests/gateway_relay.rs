@@ -174,10 +174,12 @@ fn the_api_through_the_relay() {
             event.id.as_deref(),
             Some(json["sequence"].to_string().as_str())
         );
-        // Events are stored once with fixed bodies, so their links are built from
-        // api.public_base_url or the local listener, not from this request.
+        // Links follow the relay prefix, as those of /beacon/beacons do (issue 12 item 7).
         if let Some(href) = json["data"]["beacon"]["self"]["href"].as_str() {
-            assert!(href.starts_with("http://"), "{href}");
+            assert!(
+                href.starts_with(&format!("{base}/beacon/beacons/")),
+                "{href}"
+            );
         }
         seen += 1;
     }

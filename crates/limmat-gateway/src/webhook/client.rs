@@ -626,12 +626,29 @@ impl Transport for HttpTransport {
     async fn attempt(&self, message: Message<'_>) -> Outcome {
         match self.try_attempt(&message).await {
             Ok(outcome) => {
-                tracing::debug!(
-                    msg = message.msg_id,
-                    sub = message.subscription_id,
-                    ?outcome,
-                    "webhook attempt"
-                );
+                match outcome {
+                    Outcome::Delivered { .. } => tracing::debug!(
+                        msg = message.msg_id,
+                        sub = message.subscription_id,
+                        ?outcome,
+                        "webhook attempt"
+                    ),
+                    Outcome::Gone => tracing::warn!(
+                        msg = message.msg_id,
+                        sub = message.subscription_id,
+                        url = message.url,
+                        "webhook receiver answered 410 Gone: the subscription is disabled"
+                    ),
+                    Outcome::Failed { status, .. } => tracing::warn!(
+                        msg = message.msg_id,
+                        sub = message.subscription_id,
+                        url = message.url,
+                        kind = "status",
+                        status,
+                        "webhook delivery failed: the receiver answered {}",
+                        status.unwrap_or_default()
+                    ),
+                }
                 outcome
             }
             Err(fail) => {
@@ -640,12 +657,13 @@ impl Transport for HttpTransport {
                         "the forward proxy refused webhooks.proxy_key (407): check the key"
                     );
                 }
-                tracing::debug!(
+                tracing::warn!(
                     msg = message.msg_id,
                     sub = message.subscription_id,
+                    url = message.url,
                     kind = fail.kind.as_str(),
-                    why = %fail.why,
-                    "webhook attempt failed"
+                    "webhook delivery failed: {}",
+                    fail.why
                 );
                 Outcome::Failed {
                     kind: fail.kind,

@@ -34,6 +34,16 @@ pub struct RelayArgs {
 /// Names the configuration file when `--config` is not given.
 const CONFIG_ENV: &str = "LIMMAT_CONFIG";
 
+/// `limmat relay --help`: each setting's variable after its help line.
+pub fn with_env_in_help(command: clap::Command) -> clap::Command {
+    settings::with_env_in_help(command)
+}
+
+/// Every variable the relay reads, for the check of misspelt ones.
+pub fn env_names() -> impl Iterator<Item = String> {
+    settings::env_names().chain([CONFIG_ENV.to_owned()])
+}
+
 #[derive(Subcommand, Debug)]
 enum RelayCommand {
     /// Issue a device key: a derived one (--master-secret-file) or a new random one (--new).

@@ -23,133 +23,137 @@ settings::settings! {
     pub struct RelaySettings => RelayConfig {
         /// Address to listen on for devices and clients (repeatable); `tls:ADDR` for TLS.
         /// [default: 127.0.0.1:8080]
-        #[arg(value_name = "ADDR")]
-        listen: Vec<Listen> = many(from_str::<Listen>) => |c, v| c.listen = v;
+        #[arg(help_heading = "Listeners", value_name = "ADDR")]
+        listen: Vec<Listen> = many(listen) => |c, v| c.listen = v;
         /// PEM certificate chain for TLS listeners (repeatable, paired with --key in order;
         /// chosen by SNI, the first is the default). Reloaded when the file changes or on SIGHUP.
-        #[arg(value_name = "FILE")]
+        #[arg(help_heading = "TLS", value_name = "FILE")]
         cert: Vec<PathBuf> = many(path);
         /// PEM private key for the --cert at the same position.
-        #[arg(value_name = "FILE")]
+        #[arg(help_heading = "TLS", value_name = "FILE")]
         key: Vec<PathBuf> = many(path);
         /// The ClientHello and TLS handshake must be done within this. [default: 10s]
-        #[arg(value_name = "DURATION")]
+        #[arg(help_heading = "TLS", value_name = "DURATION")]
         tls_handshake_timeout: Duration = one(units::duration)
             => |c, v| c.tls_handshake_timeout = v;
         /// Public hostname of the relay (repeatable); turns on <domain>.<hostname> routing.
-        #[arg(value_name = "NAME")]
+        #[arg(help_heading = "Listeners", value_name = "NAME")]
         hostname: Vec<String> = many(text) => |c, v| c.hostnames = v;
         /// A waiting device gets 204 after this long (1s to 74s). [default: 30s]
-        #[arg(value_name = "DURATION")]
+        #[arg(help_heading = "Limits and timeouts", value_name = "DURATION")]
         hold_time: Duration = one(hold_time) => |c, v| c.hold_time = v;
         /// How long a client waits for a device before 504 (0 = answer at once). [default: 5s]
-        #[arg(value_name = "DURATION")]
+        #[arg(help_heading = "Limits and timeouts", value_name = "DURATION")]
         client_wait: Duration = one(units::duration) => |c, v| c.client_wait = v;
         /// Close a pipe after this long without a byte either way (0 = never). [default: 10m]
-        #[arg(value_name = "DURATION")]
+        #[arg(help_heading = "Limits and timeouts", value_name = "DURATION")]
         idle_timeout: Duration = one(units::duration) => |c, v| c.idle_timeout = v;
         /// Waiting connections allowed per domain (0 = no cap); more get 429. [default: 32]
-        #[arg(value_name = "N")]
+        #[arg(help_heading = "Limits and timeouts", value_name = "N")]
         max_per_domain: usize = one(count) => |c, v| c.max_per_domain = v;
         /// Retry-After of the 429 sent over max-per-domain. [default: 30s]
-        #[arg(value_name = "DURATION")]
+        #[arg(help_heading = "Limits and timeouts", value_name = "DURATION")]
         cap_retry_after: Duration = one(units::duration) => |c, v| c.cap_retry_after = v;
         /// Longest request head; longer heads are closed with no response. [default: 16KiB]
-        #[arg(value_name = "SIZE")]
+        #[arg(help_heading = "Limits and timeouts", value_name = "SIZE")]
         max_head: usize = one(units::size) => |c, v| c.max_head = v;
         /// A head must be complete this long after accept or a 204. [default: 10s]
-        #[arg(value_name = "DURATION")]
+        #[arg(help_heading = "Limits and timeouts", value_name = "DURATION")]
         head_timeout: Duration = one(units::duration) => |c, v| c.head_timeout = v;
         /// Clients allowed to wait per domain (0 = no limit); more get 504 at once.
         /// [default: 256]
-        #[arg(value_name = "N")]
+        #[arg(help_heading = "Limits and timeouts", value_name = "N")]
         max_waiting_clients: usize = one(count) => |c, v| c.max_waiting_clients = v;
         /// Answer a new connection's first handshake with 204, as Yaler v2.1 does (`=false`
         /// turns off what the file or LIMMAT_FIRST_POST_RENEW turned on). [default: false]
-        #[arg(value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+        #[arg(help_heading = "Listeners", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
         first_post_renew: bool = one(boolean) => |c, v| c.first_post_renew = v;
         /// Where `GET /` is redirected (307); without it, 504.
-        #[arg(value_name = "URI")]
+        #[arg(help_heading = "Listeners", value_name = "URI")]
         root_uri: String = one(text) => |c, v| c.root_uri = Some(v);
         /// How long open pipes may finish after SIGTERM or SIGINT. [default: 30s]
-        #[arg(value_name = "DURATION")]
+        #[arg(help_heading = "Limits and timeouts", value_name = "DURATION")]
         drain_timeout: Duration = one(units::duration) => |c, v| c.drain_timeout = v;
         /// limmat-mux/1: PING a mux device after this long without receiving anything.
         /// [default: 30s]
-        #[arg(value_name = "DURATION")]
+        #[arg(help_heading = "Limits and timeouts", value_name = "DURATION")]
         mux_ping_interval: Duration = one(units::duration) => |c, v| c.mux_ping_interval = v;
         /// limmat-mux/1: a mux device whose PING ACK takes longer is dead and dropped.
         /// [default: 20s]
-        #[arg(value_name = "DURATION")]
+        #[arg(help_heading = "Limits and timeouts", value_name = "DURATION")]
         mux_ping_timeout: Duration = one(units::duration) => |c, v| c.mux_ping_timeout = v;
         /// `keys`: every device needs a key (the default when a key source is given); `open`:
         /// any device may register any domain (allowed by default on loopback-only relays).
-        #[arg(value_name = "open|keys")]
+        #[arg(help_heading = "Device keys", value_name = "open|keys")]
         auth: AuthMode = one(from_str::<AuthMode>) => |c, v| c.auth = Some(v);
         /// TOML file of [[device_key]] entries (domain, sha256) and revoked_keys (repeatable).
-        #[arg(value_name = "FILE")]
+        #[arg(help_heading = "Device keys", value_name = "FILE")]
         keys_file: Vec<PathBuf> = many(path) => |c, v| c.keys.keys_files = v;
         /// Master secret for derived keys lmk1.… (repeatable, for rotation).
-        #[arg(value_name = "FILE")]
+        #[arg(help_heading = "Device keys", value_name = "FILE")]
         master_secret_file: Vec<PathBuf> = many(path) => |c, v| c.keys.master_secret_files = v;
         /// Open connections per client address (IPv6 per /64); 0 = no limit. [default: 1024]
-        #[arg(value_name = "N")]
+        #[arg(help_heading = "Limits and timeouts", value_name = "N")]
         max_conns_per_ip: usize = one(count) => |c, v| c.limits.max_conns_per_ip = v;
         /// New connections per address, as RATE/UNIT:BURST; 0 = no limit.
         /// [default: 500/s:1000]
-        #[arg(value_name = "RATE")]
+        #[arg(help_heading = "Limits and timeouts", value_name = "RATE")]
         conn_rate_per_ip: Rate = one(from_str::<Rate>) => |c, v| c.limits.conn_rate_per_ip = v;
         /// Failed device authentications per address before 429; 0 = no limit.
         /// [default: 10/min:20]
-        #[arg(value_name = "RATE")]
+        #[arg(help_heading = "Limits and timeouts", value_name = "RATE")]
         auth_failures_per_ip: Rate = one(from_str::<Rate>)
             => |c, v| c.limits.auth_failures_per_ip = v;
         /// Device handshakes per domain (each pairing returns one); 0 = no limit.
         /// [default: 10/s:64]
-        #[arg(value_name = "RATE")]
+        #[arg(help_heading = "Limits and timeouts", value_name = "RATE")]
         handshake_rate_per_domain: Rate = one(from_str::<Rate>)
             => |c, v| c.limits.handshake_rate_per_domain = v;
         /// Address ranges the per-address limits do not apply to (repeatable; `none` for no
         /// exemption at all). [default: 127.0.0.0/8, ::1/128]
-        #[arg(value_name = "CIDR")]
+        #[arg(help_heading = "Limits and timeouts", value_name = "CIDR")]
         limit_exempt: Vec<Option<Cidr>> = many(exempt)
             => |c, v| c.limits.limit_exempt = v.into_iter().flatten().collect();
         /// Open connections of the whole relay; at the limit it stops accepting; 0 = no limit.
         /// [default: 65536]
-        #[arg(value_name = "N")]
+        #[arg(help_heading = "Limits and timeouts", value_name = "N")]
         max_connections: usize = one(count) => |c, v| c.max_connections = v;
         /// Admin listener: /healthz, /readyz, /metrics, the JSON API and the dashboard.
         /// [default: none]
-        #[arg(value_name = "ADDR")]
+        #[arg(help_heading = "Admin", value_name = "ADDR")]
         admin: std::net::SocketAddr = one(socket_addr) => |c, v| c.admin = Some(v);
         /// File holding the admin bearer token; required when --admin is not loopback.
-        #[arg(value_name = "FILE")]
+        #[arg(help_heading = "Admin", value_name = "FILE")]
         admin_token_file: PathBuf = one(path) => |c, v| c.admin_token_file = Some(v);
+        /// One line per client request at info (method, domain, the device's status, bytes,
+        /// duration; target limmat::access); `=false` logs them at debug. [default: true]
+        #[arg(help_heading = "Logging", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+        access_log: bool = one(boolean) => |c, v| c.access_log = v;
         /// Let authenticated devices use the relay as an HTTP proxy (CONNECT host:port and
         /// http:// requests, spec section 6); needs device keys. [default: false]
-        #[arg(value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+        #[arg(help_heading = "Forward proxy", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
         forward_proxy: bool = one(boolean) => |c, v| c.forward_proxy = v;
         /// Forward proxy: let devices reach RULE, a CIDR or host pattern with optional :PORTS
         /// (127.0.0.1/32, 10.1.2.0/24:443, *.example.com:443,8883); repeatable. Checked before
         /// the built-in deny set of private, loopback, link-local and other non-public ranges.
-        #[arg(value_name = "RULE")]
+        #[arg(help_heading = "Forward proxy", value_name = "RULE")]
         egress_allow: Vec<EgressRule> = rules(allow_rule);
         /// Forward proxy: never let devices reach RULE (same syntax); repeatable. Deny rules are
         /// checked before allow rules.
-        #[arg(value_name = "RULE")]
+        #[arg(help_heading = "Forward proxy", value_name = "RULE")]
         egress_deny: Vec<EgressRule> = rules(deny_rule);
         /// Forward proxy: what applies to an address that no rule and no built-in range
         /// matches. [default: allow]
-        #[arg(value_name = "allow|deny")]
+        #[arg(help_heading = "Forward proxy", value_name = "allow|deny")]
         egress_default: Action = one(from_str::<Action>) => |c, v| c.egress.default = v;
         /// Forward proxy: resolving and connecting to a target must be done within this.
         /// [default: 10s]
-        #[arg(value_name = "DURATION")]
+        #[arg(help_heading = "Forward proxy", value_name = "DURATION")]
         proxy_connect_timeout: Duration = one(units::duration)
             => |c, v| c.proxy_connect_timeout = v;
         /// Forward proxy: concurrent tunnels and requests per device domain (0 = no limit);
         /// more get 429. [default: 64]
-        #[arg(value_name = "N")]
+        #[arg(help_heading = "Forward proxy", value_name = "N")]
         proxy_max_per_domain: usize = one(count) => |c, v| c.proxy_max_per_domain = v;
     }
 }
@@ -217,6 +221,36 @@ impl RelaySettings {
         config.keys.revoked_keys = file.revoked_keys;
         Ok(config)
     }
+}
+
+/// A listener: `[tls:]ADDR`, where ADDR may name a host (`localhost:8090`), resolved at start.
+pub fn listen(s: &str) -> Result<Listen, String> {
+    let (tls, addr) = Listen::split_scheme(s);
+    let addr = settings::socket_addr(addr)
+        .map_err(|e| format!("{e} (a listener is [tls:]ADDR, such as tls:0.0.0.0:443)"))?;
+    Ok(if tls {
+        Listen::tls(addr)
+    } else {
+        Listen::plain(addr)
+    })
+}
+
+/// Every setting's help line ends with its `LIMMAT_…` variable, as clap writes it for the
+/// settings it reads itself (the relay reads its variables in [`crate::settings::from_env`]).
+pub fn with_env_in_help(command: clap::Command) -> clap::Command {
+    command.mut_args(|arg| {
+        let id = arg.get_id().as_str().to_owned();
+        if !RelaySettings::NAMES.contains(&id.as_str()) {
+            return arg;
+        }
+        let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+        arg.help(format!("{help} [env: {}]", settings::env_name(&id)))
+    })
+}
+
+/// The variables a relay reads.
+pub fn env_names() -> impl Iterator<Item = String> {
+    RelaySettings::NAMES.iter().map(|n| settings::env_name(n))
 }
 
 /// A hold time, checked here too so that the file key or variable is named: devices read with

@@ -6,6 +6,7 @@
 //! disconnected (it can resume). A comment line every 15 s keeps NATs open.
 
 use super::params;
+use crate::api::Base;
 use crate::api::problem::Problem;
 use crate::events::{EventMeta, Filter, TYPES};
 use crate::pipeline::Beacons;
@@ -33,6 +34,7 @@ const REPLAY_CHUNK: usize = 512;
     responses((status = 200, description = "text/event-stream of events", content_type = "text/event-stream")))]
 pub async fn events(
     State(beacons): State<Beacons>,
+    base: Base,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<axum::response::Response, Problem> {
@@ -70,7 +72,8 @@ pub async fn events(
     // Subscribe before reading the log, so nothing falls between the replay and live events.
     let live = beacons.live();
     let (tx, rx) = mpsc::channel::<Event>(64);
-    tokio::spawn(forward(beacons, filter, resume, live, tx));
+    let rebase = Rebase::new(&beacons.settings().links_base, &base.0);
+    tokio::spawn(forward(beacons, filter, rebase, resume, live, tx));
     let stream = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx))
     });
@@ -83,11 +86,38 @@ pub async fn events(
         .into_response())
 }
 
-fn sse_event(sequence: u64, meta: &EventMeta, json: &str) -> Event {
+/// Moves an event's links from the base they were written with (events are written once, for
+/// every reader and webhook) to the base of this request, as `/beacon/beacons` gives it.
+struct Rebase {
+    /// `"href":"<written base>/`, and the same with this request's base.
+    from: String,
+    to: String,
+}
+
+impl Rebase {
+    fn new(written: &str, request: &str) -> Self {
+        let href = |base: &str| format!("\"href\":\"{}/", base.trim_end_matches('/'));
+        Rebase {
+            from: href(written),
+            to: href(request),
+        }
+    }
+
+    /// The event's JSON with its links under the request's base. Links are written by
+    /// serde_json, which escapes neither `/` nor `:`, so the prefix matches them exactly.
+    fn apply<'a>(&self, json: &'a str) -> std::borrow::Cow<'a, str> {
+        if self.from == self.to || self.to.len() <= "\"href\":\"/".len() {
+            return json.into();
+        }
+        json.replace(&self.from, &self.to).into()
+    }
+}
+
+fn sse_event(sequence: u64, meta: &EventMeta, json: &str, rebase: &Rebase) -> Event {
     Event::default()
         .id(sequence.to_string())
         .event(meta.type_)
-        .data(json)
+        .data(rebase.apply(json))
 }
 
 /// Feed one connection: the replay (or gap), then live events, until the client goes away,
@@ -95,6 +125,7 @@ fn sse_event(sequence: u64, meta: &EventMeta, json: &str) -> Event {
 async fn forward(
     beacons: Beacons,
     filter: Filter,
+    rebase: Rebase,
     resume: Option<u64>,
     mut live: broadcast::Receiver<std::sync::Arc<crate::pipeline::LiveEvent>>,
     tx: mpsc::Sender<Event>,
@@ -122,7 +153,8 @@ async fn forward(
                 let Some(meta) = EventMeta::of_json(&json) else {
                     continue;
                 };
-                if filter.matches(&meta) && !send(sse_event(sequence, &meta, &json)).await {
+                if filter.matches(&meta) && !send(sse_event(sequence, &meta, &json, &rebase)).await
+                {
                     return;
                 }
             }
@@ -143,7 +175,7 @@ async fn forward(
                 if event.sequence <= last || !filter.matches(&event.meta) {
                     continue;
                 }
-                if !send(sse_event(event.sequence, &event.meta, &event.json)).await {
+                if !send(sse_event(event.sequence, &event.meta, &event.json, &rebase)).await {
                     return;
                 }
             }

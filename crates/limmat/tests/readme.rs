@@ -1,0 +1,295 @@
+//! The README, followed as a user follows it: its sections in order, in one working directory,
+//! each section's commands run literally by `bash` (with `limmat` on the `PATH`, as the Quick
+//! start's `export PATH=…` line puts it), the processes it starts in the background left
+//! running for the next sections, as in a shell. Between a block that starts processes and the
+//! block that uses them, the test waits for their ports to accept, as a reader would.
+//!
+//! Not run here: the build line (this test runs on the binary the build made), the SSH lines
+//! (they need an SSH server), and the forward proxy's lines (they reach example.com, and CI has
+//! no Internet). The TLS section is tested by `e2e_tls`, the device-key lines also by
+//! `cli_key`, the demo's commands by `demo`.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const README: &str = include_str!("../../../README.md");
+
+/// The fenced `sh` blocks of the section whose heading is `title` (any level), up to the next
+/// heading of the same or a higher level. Headings inside fences (shell comments) do not count;
+/// fences indented in a list item do.
+fn blocks(title: &str) -> Vec<String> {
+    let mut level = None;
+    // An open fence: its indentation, whether it is `sh`, and its lines.
+    let mut fence: Option<(String, bool, Vec<String>)> = None;
+    let mut found = Vec::new();
+    for line in README.lines() {
+        let trimmed = line.trim_start();
+        if let Some((indent, sh, mut lines)) = fence.take() {
+            if trimmed.starts_with("```") {
+                if sh && level.is_some() {
+                    found.push(lines.join("\n"));
+                }
+            } else {
+                lines.push(
+                    line.strip_prefix(indent.as_str())
+                        .unwrap_or(line)
+                        .to_owned(),
+                );
+                fence = Some((indent, sh, lines));
+            }
+            continue;
+        }
+        if let Some(lang) = trimmed.strip_prefix("```") {
+            let indent = line[..line.len() - trimmed.len()].to_owned();
+            fence = Some((indent, lang == "sh", Vec::new()));
+            continue;
+        }
+        if line.starts_with('#') {
+            let depth = line.chars().take_while(|&c| c == '#').count();
+            let heading = line[depth..].trim();
+            match level {
+                Some(l) if depth <= l => break,
+                None if heading == title => level = Some(depth),
+                _ => {}
+            }
+        }
+    }
+    assert!(level.is_some(), "README has no section {title:?}");
+    found
+}
+
+/// A shell session in one directory: runs blocks with `limmat` on the `PATH` and stops every
+/// process they left running when dropped.
+struct Session {
+    dir: PathBuf,
+    path: String,
+    groups: Vec<u32>,
+}
+
+impl Session {
+    fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!("limmat-readme-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let bin = Path::new(env!("CARGO_BIN_EXE_limmat")).parent().unwrap();
+        let path = format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        Session {
+            dir,
+            path,
+            groups: Vec::new(),
+        }
+    }
+
+    fn command(&self, block: &str) -> Command {
+        use std::os::unix::process::CommandExt;
+        let mut command = Command::new("bash");
+        command
+            .args(["-euo", "pipefail", "-c", block])
+            .current_dir(&self.dir)
+            .env("PATH", &self.path)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            // Its own process group, so that what it leaves in the background can be stopped.
+            .process_group(0);
+        command
+    }
+
+    /// Runs a block that starts processes in the background; their output goes to a file.
+    fn start(&mut self, block: &str) {
+        let log = std::fs::File::create(self.dir.join(format!("block-{}.log", self.groups.len())))
+            .unwrap();
+        let mut child = self
+            .command(block)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("bash runs");
+        self.groups.push(child.id());
+        let status = child.wait().unwrap();
+        assert!(status.success(), "{block}\n{}", self.logs());
+    }
+
+    /// Runs a block to its end and returns its standard output.
+    fn run(&mut self, block: &str) -> String {
+        let child = self
+            .command(block)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("bash runs");
+        self.groups.push(child.id());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{block}\n{stderr}\n{}", self.logs());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// What the background processes wrote so far.
+    fn logs(&self) -> String {
+        (0..self.groups.len())
+            .filter_map(|i| std::fs::read_to_string(self.dir.join(format!("block-{i}.log"))).ok())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Waits until something accepts on each of `ports` of 127.0.0.1.
+    fn wait_ports(&self, ports: &[u16]) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for &port in ports {
+            while TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(
+                    Instant::now() < deadline,
+                    "nothing listens on {port}\n{}",
+                    self.logs()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        for group in &self.groups {
+            let _ = Command::new("kill")
+                .args(["-TERM", "--", &format!("-{group}")])
+                .stderr(Stdio::null())
+                .status();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn the_sections_work_in_order() {
+    let mut shell = Session::new();
+
+    // Quick start: a relay, a web server and a tunnel, then the two forms of the URL.
+    let quick = blocks("Quick start");
+    assert!(quick[0].contains("cargo build --release"), "{}", quick[0]);
+    assert!(quick[3].contains("ssh -p"), "{}", quick[3]);
+    shell.start(&quick[1]);
+    shell.wait_ports(&[8180, 8100]);
+    let got = shell.run(&quick[2]);
+    assert_eq!(got.matches("hello from the device").count(), 2, "{got}");
+
+    // Device keys: the relays of both kinds start with what the lines made.
+    let keys = blocks("Device keys");
+    shell.start(&keys[0]);
+    shell.wait_ports(&[8280, 8281]);
+
+    // The gateway, served locally and through the Quick start's relay.
+    let gateway = blocks("The BLE gateway");
+    shell.start(&gateway[0]);
+    shell.wait_ports(&[8300]);
+    let got = shell.run(&gateway[1]);
+    let lists: Vec<serde_json::Value> = serde_json::Deserializer::from_str(&got)
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|e| panic!("{e}: {got}"));
+    assert_eq!(lists.len(), 2, "{got}");
+    let local = lists[0]["self"]["href"].as_str().unwrap_or_default();
+    let relayed = lists[1]["self"]["href"].as_str().unwrap_or_default();
+    assert_eq!(local, "http://127.0.0.1:8300/beacon/beacons", "{got}");
+    assert_eq!(
+        relayed, "http://127.0.0.1:8180/gw-zurich-01/beacon/beacons",
+        "{got}"
+    );
+
+    // Operating a relay: the admin listener of a relay with the keys file made above.
+    let operating = blocks("Operating a relay");
+    shell.start(&operating[0]);
+    shell.wait_ports(&[9380]);
+    let got = shell.run(&operating[1]);
+    assert!(got.trim_start().starts_with('['), "{got}");
+    assert!(got.contains("limmat_waiting_devices 0"), "{got}");
+}
+
+/// `examples/gateway.toml` names every key of every section (commented where it has no
+/// default), `[sim]` and its `[[sim.beacon]]` and `[[sim.peripheral]]` tables included: each
+/// field of the configuration's section types appears as a key.
+#[test]
+fn the_gateway_example_lists_every_key() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let example = std::fs::read_to_string(root.join("examples/gateway.toml")).unwrap();
+    let mut keys = BTreeSet::new();
+    for line in example.lines() {
+        let line = line.trim_start_matches('#').trim();
+        if let Some(table) = line.strip_prefix('[') {
+            let table = table.trim_matches(|c| c == '[' || c == ']');
+            keys.extend(table.split('.').map(str::to_owned));
+        } else {
+            // `key = value`, and the keys of an inline table `{ a = 1, b = 2 }`.
+            for part in line.split(['{', ',']) {
+                if let Some((key, _)) = part.split_once('=') {
+                    keys.insert(key.trim().to_owned());
+                }
+            }
+        }
+    }
+    let sources = [
+        (
+            "crates/limmat-gateway/src/config.rs",
+            &[
+                "GatewayConfig",
+                "GatewaySection",
+                "ApiSection",
+                "RelaySection",
+                "BackendSection",
+                "PresenceSection",
+                "BeaconsSection",
+                "WebhooksSection",
+            ][..],
+        ),
+        ("crates/limmat-gateway/src/listener.rs", &["Limits"][..]),
+        (
+            "crates/limmat-gateway/src/backend/sim/config.rs",
+            &[
+                "SimConfig",
+                "BeaconConfig",
+                "PeripheralConfig",
+                "RssiConfig",
+            ][..],
+        ),
+    ];
+    let mut missing = Vec::new();
+    for (file, structs) in sources {
+        let source = std::fs::read_to_string(root.join(file)).unwrap();
+        for name in structs {
+            let start = source
+                .find(&format!("pub struct {name} {{"))
+                .unwrap_or_else(|| panic!("{file} has no struct {name}"));
+            let body = &source[start..];
+            let body = &body[..body.find("\n}").unwrap_or(body.len())];
+            let mut rename = None;
+            for line in body.lines().map(str::trim) {
+                if let Some(to) = line.strip_prefix("#[serde(rename = \"") {
+                    rename = to.split('"').next().map(str::to_owned);
+                }
+                let Some(field) = line.strip_prefix("pub ") else {
+                    continue;
+                };
+                let Some((field, _)) = field.split_once(':') else {
+                    continue;
+                };
+                let key = rename.take().unwrap_or_else(|| field.to_owned());
+                if !keys.contains(&key) {
+                    missing.push(format!("{name}.{key}"));
+                }
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "examples/gateway.toml lacks {missing:?}"
+    );
+}
