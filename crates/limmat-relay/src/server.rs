@@ -134,8 +134,13 @@ impl Relay {
                 None
             }
         };
-        if let Some(files) = fd_reserve::raise_file_limit() {
-            tracing::info!(files, "open file limit");
+        match fd_reserve::raise_file_limit() {
+            Some(files) if files < 4096 => tracing::warn!(
+                files,
+                "the open file limit is low: every client, device and pipe takes descriptors"
+            ),
+            Some(files) => tracing::debug!(files, "open file limit"),
+            None => {}
         }
         let limits = Limits::new(config.limits.clone());
         let conn_slots = (config.max_connections > 0)
