@@ -20,12 +20,17 @@ async fn admin_relay(token: Option<&str>) -> (TestRelay, SocketAddr) {
         std::fs::write(&path, format!("{t}\n")).unwrap();
         path
     });
+    let remove = token_file.clone();
     let relay = start(move |c| {
         c.admin = Some("127.0.0.1:0".parse().unwrap());
         c.admin_token_file = token_file;
         c.client_wait = Duration::ZERO;
     })
     .await;
+    // Read at start; nothing reads it again.
+    if let Some(path) = remove {
+        let _ = std::fs::remove_file(path);
+    }
     let admin = relay.admin.expect("admin listener");
     (relay, admin)
 }

@@ -10,11 +10,27 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+/// A configuration file unique to this test process, removed when the test is done with it.
+struct ConfigFile(PathBuf);
+
+impl std::ops::Deref for ConfigFile {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for ConfigFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// Writes a configuration file unique to this test process.
-fn config(name: &str, text: &str) -> PathBuf {
+fn config(name: &str, text: &str) -> ConfigFile {
     let path = std::env::temp_dir().join(format!("limmat-{name}-{}.toml", std::process::id()));
     std::fs::write(&path, text).unwrap();
-    path
+    ConfigFile(path)
 }
 
 /// Runs limmat with extra environment variables; returns (success, stdout, stderr).
@@ -324,7 +340,11 @@ fn misspelt_variables_are_reported_and_names_resolve() {
     let mut relay = Limmat::spawn(&["relay", "--listen", "localhost:0", "--admin", "localhost:0"]);
     let addr = relay.listening_addr();
     assert_eq!(addr.ip(), std::net::Ipv4Addr::LOCALHOST, "{addr}");
-    let admin = relay.wait_for("admin listening");
+    // The admin line may come before or after the public one (which `listening_addr` read).
+    let admin = match relay.log.iter().find(|l| l.contains("admin listening")) {
+        Some(line) => line.clone(),
+        None => relay.wait_for("admin listening"),
+    };
     assert!(admin.contains("127.0.0.1:"), "{admin}");
     let (ok, _, stderr) = run_env(&["relay", "--listen", "no-such-host.invalid:80"], &[]);
     assert!(!ok);
