@@ -62,13 +62,13 @@ pub(crate) fn copy_buffer(conn: &RelayedConn) -> usize {
     }
 }
 
-/// [`splice`] with `buffer` bytes per direction.
+/// [`splice`] with up to `buffer` bytes per direction (grown to only for bulk flows).
 pub(crate) async fn splice_with<A, B>(mut a: A, mut b: B, buffer: usize) -> io::Result<(u64, u64)>
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
-    tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, buffer, buffer).await
+    limmat_mux::copy_bidirectional(&mut a, &mut b, buffer).await
 }
 
 /// Copies both ways until both directions have ended (2.7: half-close is propagated).
@@ -77,7 +77,7 @@ where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
-    tokio::io::copy_bidirectional(&mut a, &mut b).await
+    limmat_mux::copy_bidirectional(&mut a, &mut b, 8 << 10).await
 }
 
 /// Serves HTTP on `conn` with a hyper service: HTTP/1.1 (with upgrades, so WebSockets work)

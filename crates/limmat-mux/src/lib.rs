@@ -6,6 +6,7 @@
 //!   stream goes through the same pipe and tunnel code as a PTTH connection (5.3, 5.4);
 //! - [`MuxIo`] and [`Signals`]: the connection's socket, watched for liveness (bytes read),
 //!   with the relay's drain GOAWAY inserted between frames and the device noticing it (5.7);
+//! - [`copy_bidirectional`]: the pipe of both ends, whose buffers grow only for bulk flows;
 //! - [`Driver`]: the one loop that drives a connection, client or server: PING when nothing
 //!   was received for an interval, dead after a timeout without the ACK (5.6), and receive
 //!   windows grown to the path's bandwidth-delay product (5.5).
@@ -16,12 +17,14 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod copy;
 mod driver;
 mod io;
 mod keepalive;
 pub mod settings;
 mod stream;
 
+pub use copy::copy_bidirectional;
 pub use driver::{Connection, Driven, Driver};
 pub use io::{MuxIo, Signals};
 pub use stream::H2Stream;

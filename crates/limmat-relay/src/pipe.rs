@@ -149,7 +149,8 @@ pub(crate) async fn run_paired<D: DeviceLegIo>(
     access::log(ctx.config.access_log, &line);
 }
 
-/// Forwards between any two legs (a mux stream is one), with `buffer` bytes per direction.
+/// Forwards between any two legs (a mux stream is one), with up to `buffer` bytes per
+/// direction (a buffer grows to it only for bulk flows).
 pub(crate) async fn run_with<C, D>(
     mut client: C,
     mut device: D,
@@ -173,7 +174,7 @@ where
         read: down,
         status: Some(&counters.status),
     };
-    let copy = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut device, buffer, buffer);
+    let copy = limmat_mux::copy_bidirectional(&mut client, &mut device, buffer);
     supervise(copy, idle_timeout, counters, stops).await
 }
 

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# bench/profile.sh — where a request's CPU goes in the relay and the tunnel (performance
+# issue, item 2): flame graphs of `limmat relay` and `limmat tunnel server` under wrk, one per
+# process and cell, as SVG under bench/profiles/, and the top functions of each as text.
+#
+# Cells: ptth and mux, each with `Connection: close` (every request a new TCP connection: the
+# cell that matters most to users) and keep-alive. For each, a fresh nginx origin, relay and
+# tunnel on 127.0.0.1, a warm-up, then `perf record -g` (frame pointers are not kept, so DWARF
+# unwinding, at PERF_FREQ Hz) on both processes for SECONDS while wrk runs.
+#
+# Run by hand (root or perf_event_paranoid <= 1), never in CI:
+#     bench/profile.sh                      # all four cells, 10 s each
+#     CELLS="ptth-close" SECONDS_EACH=20 bench/profile.sh
+# Needs perf (linux-perf), wrk, nginx and inferno (`cargo install inferno`; installed when
+# missing). LIMMAT [target/release/limmat] is the binary profiled: build it with symbols
+# (the release profile's line tables, or `--profile profiling` where the profile strips).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BENCH_DIR=$PWD/bench
+OUT=${OUT:-$BENCH_DIR/profiles}
+CELLS=${CELLS:-ptth-close mux-close ptth-keepalive mux-keepalive}
+SECONDS_EACH=${SECONDS_EACH:-10}
+PERF_FREQ=${PERF_FREQ:-499}
+CONNECTIONS=${CONNECTIONS:-50}
+LIMMAT=${LIMMAT:-target/release/limmat}
+export RUST_LOG=warn
+
+log() { printf '[profile] %s\n' "$*" >&2; }
+[ -x "$LIMMAT" ] || { log "$LIMMAT is missing: cargo build --release"; exit 1; }
+command -v perf >/dev/null || { log "perf is missing (apt-get install linux-perf)"; exit 1; }
+command -v inferno-flamegraph >/dev/null || cargo install inferno >&2
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+mkdir -p "$OUT"
+ulimit -n "$(ulimit -Hn)"
+
+TMPD=$(mktemp -d -t limmat-profile.XXXXXX)
+PIDS=()
+stop_all() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    PIDS=()
+}
+trap 'stop_all; rm -rf "$TMPD"' EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_200() {
+    for _ in $(seq 150); do
+        [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$1" || true)" = 200 ] && return 0
+        sleep 0.2
+    done
+    log "no 200 from $1"; exit 1
+}
+
+for cell in $CELLS; do
+    transport=${cell%-*} mode=${cell#*-}
+    origin=$(free_port) relay=$(free_port)
+    sed -e "s|@DIR@|$TMPD|g" -e "s|@PORT@|$origin|g" "$BENCH_DIR/nginx.conf.in" >"$TMPD/nginx.conf"
+    "$NGINX" -p "$TMPD" -c "$TMPD/nginx.conf" -e "$TMPD/nginx-error.log" & PIDS+=("$!")
+    "$LIMMAT" relay --listen "127.0.0.1:$relay" --max-per-domain 0 2>"$TMPD/relay.log" & PIDS+=("$!"); relay_pid=$!
+    sleep 0.5
+    args=(--transport "$transport" --max-sockets 200)
+    [ "$transport" = ptth ] && args+=(--min-listeners "$CONNECTIONS")
+    "$LIMMAT" tunnel server "127.0.0.1:$origin" "127.0.0.1:$relay" bench "${args[@]}" \
+        2>"$TMPD/tunnel.log" & PIDS+=("$!"); tunnel_pid=$!
+    url=http://127.0.0.1:$relay/bench/
+    wait_200 "$url"
+    wrk_args=(-t2 -c"$CONNECTIONS" --timeout 10s)
+    [ "$mode" = close ] && wrk_args+=(-H 'Connection: close')
+    wrk "${wrk_args[@]}" -d2s "$url" >/dev/null 2>&1 || true
+    log "$cell: perf on relay ($relay_pid) and tunnel ($tunnel_pid) for ${SECONDS_EACH}s"
+    perf record -F "$PERF_FREQ" --call-graph dwarf,16384 -p "$relay_pid" -o "$TMPD/relay.data" \
+        -- sleep "$SECONDS_EACH" >/dev/null 2>&1 &
+    p1=$!
+    perf record -F "$PERF_FREQ" --call-graph dwarf,16384 -p "$tunnel_pid" -o "$TMPD/tunnel.data" \
+        -- sleep "$SECONDS_EACH" >/dev/null 2>&1 &
+    p2=$!
+    wrk "${wrk_args[@]}" -d"$((SECONDS_EACH + 1))s" "$url" >"$TMPD/wrk.txt" 2>&1 || true
+    wait "$p1" "$p2" || true
+    rps=$(awk '/^Requests\/sec:/ {print $2}' "$TMPD/wrk.txt")
+    for proc in relay tunnel; do
+        perf script -i "$TMPD/$proc.data" 2>/dev/null | inferno-collapse-perf >"$TMPD/$proc.folded"
+        inferno-flamegraph --title "limmat $proc, $cell, $rps req/s" <"$TMPD/$proc.folded" \
+            >"$OUT/$cell-$proc.svg"
+        perf report -i "$TMPD/$proc.data" --no-children --sort symbol --stdio 2>/dev/null \
+            | grep -E '^ +[0-9]' | head -n 25 >"$OUT/$cell-$proc.top.txt" || true
+        log "$OUT/$cell-$proc.svg ($(wc -l <"$TMPD/$proc.folded") stacks)"
+    done
+    stop_all
+done
