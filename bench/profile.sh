@@ -12,21 +12,22 @@
 #     bench/profile.sh                      # all four cells, 10 s each
 #     CELLS="ptth-close" SECONDS_EACH=20 bench/profile.sh
 # Needs perf (linux-perf), wrk, nginx and inferno (`cargo install inferno`; installed when
-# missing). LIMMAT [target/release/limmat] is the binary profiled: build it with symbols
-# (the release profile's line tables, or `--profile profiling` where the profile strips).
+# missing). LIMMAT [target/profiling/limmat] is the binary profiled: `cargo build --profile
+# profiling` is the release build with the symbols and line tables that the release profile
+# strips.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BENCH_DIR=$PWD/bench
-OUT=${OUT:-$BENCH_DIR/profiles}
+OUT=${OUT:-$BENCH_DIR/profiles/latest}
 CELLS=${CELLS:-ptth-close mux-close ptth-keepalive mux-keepalive}
 SECONDS_EACH=${SECONDS_EACH:-10}
 PERF_FREQ=${PERF_FREQ:-499}
 CONNECTIONS=${CONNECTIONS:-50}
-LIMMAT=${LIMMAT:-target/release/limmat}
+LIMMAT=${LIMMAT:-target/profiling/limmat}
 export RUST_LOG=warn
 
 log() { printf '[profile] %s\n' "$*" >&2; }
-[ -x "$LIMMAT" ] || { log "$LIMMAT is missing: cargo build --release"; exit 1; }
+[ -x "$LIMMAT" ] || { log "$LIMMAT is missing: cargo build --profile profiling"; exit 1; }
 command -v perf >/dev/null || { log "perf is missing (apt-get install linux-perf)"; exit 1; }
 command -v inferno-flamegraph >/dev/null || cargo install inferno >&2
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)

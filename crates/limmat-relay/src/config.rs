@@ -12,15 +12,19 @@ use std::time::Duration;
 /// A listener: `ADDR` (plain) or `tls:ADDR` (`ssl:` is an alias), spec 2.1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Listen {
+    /// The address to bind.
     pub addr: SocketAddr,
+    /// Whether the listener terminates TLS.
     pub tls: bool,
 }
 
 impl Listen {
+    /// A plain listener on `addr`.
     pub fn plain(addr: SocketAddr) -> Self {
         Self { addr, tls: false }
     }
 
+    /// A TLS listener on `addr`.
     pub fn tls(addr: SocketAddr) -> Self {
         Self { addr, tls: true }
     }
@@ -169,33 +173,45 @@ impl Default for RelayConfig {
 /// A setting that the relay refuses to start with, naming the setting and what it expects.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
+    /// No `listen` address.
     #[error("no listener: give at least one --listen ADDR")]
     NoListener,
+    /// `hold_time` outside 1–74 s (D2).
     #[error("hold_time is {0:?}; it must be from 1s to 74s, below the devices' 75 s read timeout")]
     HoldTime(Duration),
+    /// `max_head` below 256 bytes.
     #[error("max_head is {0} bytes; it must be at least 256")]
     MaxHead(usize),
+    /// `head_timeout` of zero.
     #[error("head_timeout must be greater than zero")]
     HeadTimeout,
+    /// An admin listener off loopback without a token file.
     #[error(
         "the admin listener {0} is not on a loopback address: give --admin-token-file so that only operators can use it"
     )]
     AdminToken(SocketAddr),
+    /// `tls_handshake_timeout` of zero.
     #[error("tls_handshake_timeout must be greater than zero")]
     TlsHandshakeTimeout,
+    /// A TLS listener without a certificate.
     #[error("the TLS listener {0} needs a certificate: give --cert FILE --key FILE")]
     NoCertificate(Listen),
+    /// A duration setting (named) longer than a year.
     #[error("{0} is {1:?}; it must be at most 365 days")]
     TooLong(&'static str, Duration),
+    /// A `hostname` that is not a DNS name.
     #[error("hostname {0:?} is not a DNS name")]
     Hostname(String),
+    /// A `root_uri` that is not an absolute http(s) URI.
     #[error("root_uri {0:?} must be an absolute http:// or https:// URI without CR or LF")]
     RootUri(String),
+    /// The forward proxy on a relay without device authentication (6.2).
     #[error(
         "forward_proxy needs device authentication, but auth is open: give --keys-file or \
          --master-secret-file (the proxy must never be open)"
     )]
     ProxyInOpenMode,
+    /// `proxy_connect_timeout` of zero.
     #[error("proxy_connect_timeout must be greater than zero")]
     ProxyConnectTimeout,
 }

@@ -30,9 +30,6 @@ pub mod auth;
 // Not yet wired into the rendezvous (issue 14); its items get their docs when it is.
 #[allow(missing_docs)]
 pub mod cluster;
-// Its settings are documented in examples/relay.toml and the README; each field gets its own
-// doc comment when the settings are defined once (issue 11, part 4).
-#[allow(missing_docs)]
 pub mod config;
 pub mod server;
 pub mod stats;
