@@ -13,23 +13,21 @@
 
 use std::fs::File;
 use std::io;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::net::TcpListener;
 
-/// The spare descriptor and whether the relay is shedding now.
+/// One accept loop's spare descriptor, and whether that loop is shedding now.
 pub(crate) struct FdReserve {
-    spare: Mutex<Option<File>>,
-    shedding: AtomicBool,
+    spare: Option<File>,
+    shedding: bool,
 }
 
 impl FdReserve {
     /// Opens the spare (`/dev/null`).
     pub(crate) fn new() -> FdReserve {
         FdReserve {
-            spare: Mutex::new(File::open("/dev/null").ok()),
-            shedding: AtomicBool::new(false),
+            spare: File::open("/dev/null").ok(),
+            shedding: false,
         }
     }
 
@@ -40,15 +38,14 @@ impl FdReserve {
 
     /// After an accept failed with `EMFILE`/`ENFILE`: frees the spare, accepts the waiting
     /// connection and resets it, and takes the spare back. Returns whether one was shed.
-    pub(crate) async fn shed(&self, listener: &TcpListener, tls: bool) -> bool {
-        if !self.shedding.swap(true, Ordering::Relaxed) {
+    pub(crate) async fn shed(&mut self, listener: &TcpListener, tls: bool) -> bool {
+        if !std::mem::replace(&mut self.shedding, true) {
             tracing::warn!(
                 tls,
                 "out of file descriptors: new connections are reset until some close"
             );
         }
-        let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner()).take();
-        drop(spare.take());
+        drop(self.spare.take());
         // The waiting connection is ready now; don't wait for another.
         let shed = match tokio::time::timeout(Duration::from_millis(1), listener.accept()).await {
             Ok(Ok((stream, _))) => {
@@ -57,13 +54,13 @@ impl FdReserve {
             }
             _ => false,
         };
-        *self.spare.lock().unwrap_or_else(|e| e.into_inner()) = File::open("/dev/null").ok();
+        self.spare = File::open("/dev/null").ok();
         shed
     }
 
     /// A normal accept: ends a shedding streak.
-    pub(crate) fn accepted(&self) {
-        if self.shedding.swap(false, Ordering::Relaxed) {
+    pub(crate) fn accepted(&mut self) {
+        if std::mem::replace(&mut self.shedding, false) {
             tracing::info!("file descriptors available again: accepting normally");
         }
     }

@@ -293,7 +293,7 @@ fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
 }
 
 async fn accept_loop(ctx: Arc<RelayContext>, listener: TcpListener, tls: bool) {
-    let reserve = FdReserve::new();
+    let mut reserve = FdReserve::new();
     loop {
         // At the node's limit, stop accepting: the kernel's backlog holds new connections
         // until some close, instead of the relay falling over (4.3). The permit is taken
