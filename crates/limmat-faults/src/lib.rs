@@ -460,9 +460,11 @@ async fn write_side(
     let delivered = async {
         while let Some((due, item)) = rx.recv().await {
             tokio::time::sleep_until(due).await;
-            // A blackhole holds everything until it lifts.
-            let mut held = flow.shared.switches.subscribe();
-            let _ = held.wait_for(|s| !s.blackhole).await;
+            // A blackhole holds everything until it lifts (a watch only while one is on).
+            if flow.shared.switches.borrow().blackhole {
+                let mut held = flow.shared.switches.subscribe();
+                let _ = held.wait_for(|s| !s.blackhole).await;
+            }
             if flow.expired.load(Ordering::Relaxed) {
                 // Forgotten by the NAT: bytes and FIN vanish.
                 continue;
