@@ -20,6 +20,7 @@ mod relay;
 #[cfg_attr(not(feature = "relay"), allow(unused))]
 mod settings;
 mod tunnel;
+mod tunnel_services;
 #[cfg(feature = "relay")]
 mod units;
 
@@ -104,7 +105,10 @@ fn main() -> ExitCode {
         match cli.command {
             #[cfg(feature = "relay")]
             Command::Relay(args) => relay::run(*args, shutdown).await,
-            Command::Tunnel(args) => tunnel::run(args, shutdown).await,
+            Command::Tunnel(args) => match args.config.clone() {
+                Some(file) => tunnel_services::run(file, shutdown).await,
+                None => tunnel::run(args, shutdown).await,
+            },
             #[cfg(feature = "gateway")]
             Command::Gateway(args) => gateway::run(*args, shutdown).await,
             #[cfg(feature = "gateway")]

@@ -27,44 +27,44 @@ pub struct TunnelArgs {
     /// server: relay clients to <LOCAL>; proxy: the same after a `CONNECT /<domain>` from a
     /// tunnel client; client: accept on <LOCAL> and tunnel to <DOMAIN>'s proxy; egress: a
     /// local HTTP proxy port on <LOCAL> whose requests go through --egress-proxy with the key.
-    #[arg(value_enum)]
-    mode: Mode,
+    #[arg(value_enum, required_unless_present = "config")]
+    pub(crate) mode: Option<Mode>,
     /// host:port of the local service (server, proxy) or to listen on (client). `tls:` connects
     /// to the local service over TLS (server, proxy).
-    #[arg(value_name = "LOCAL")]
-    local: LocalAddr,
+    #[arg(value_name = "LOCAL", required_unless_present = "config")]
+    pub(crate) local: Option<LocalAddr>,
     /// The relay, [tls:|tcp:]host[:port]. `tls:` selects TLS, and so does port 443 without a
     /// prefix; `tcp:` forces plain TCP. The port defaults to 80, or 443 with `tls:`.
-    #[arg(value_name = "RELAY", required_unless_present = "egress_proxy")]
-    relay: Option<RelayAddr>,
+    #[arg(value_name = "RELAY", required_unless_present_any = ["egress_proxy", "config"])]
+    pub(crate) relay: Option<RelayAddr>,
     /// The relay domain to register (server, proxy) or to reach (client).
-    #[arg(value_name = "DOMAIN", value_parser = parse_domain, required_unless_present = "egress_proxy")]
-    domain: Option<String>,
+    #[arg(value_name = "DOMAIN", value_parser = parse_domain, required_unless_present_any = ["egress_proxy", "config"])]
+    pub(crate) domain: Option<String>,
     /// egress: the relay's forward proxy, http://host[:port] (port 80 by default).
     #[arg(long, value_name = "URL", value_parser = parse_proxy_url)]
-    egress_proxy: Option<String>,
+    pub(crate) egress_proxy: Option<String>,
     /// egress: the device's domain; the key is then sent as Basic <domain>:<key> instead of
     /// Bearer <key> (a key names its domain either way).
     #[arg(long = "domain", id = "egress_domain", value_name = "D", value_parser = parse_domain)]
-    egress_domain: Option<String>,
+    pub(crate) egress_domain: Option<String>,
     /// Device key, sent as `Authorization: Bearer` (server, proxy). Defaults to the
     /// LIMMAT_SECRET_KEY environment variable.
     #[arg(long, value_name = "K")]
-    secret_key: Option<String>,
+    pub(crate) secret_key: Option<String>,
     /// Connections kept waiting at the relay (server, proxy).
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = at_least_one)]
-    min_listeners: usize,
+    pub(crate) min_listeners: usize,
     /// Cap on waiting plus relayed connections (server, proxy), or on open tunnels (client).
     #[arg(long, value_name = "M", default_value_t = 128, value_parser = at_least_one)]
-    max_sockets: usize,
+    pub(crate) max_sockets: usize,
     /// PEM file of CA certificates trusted, besides the system roots, for TLS to the relay (and
     /// to a `tls:` local service).
     #[arg(long, value_name = "F")]
-    ca_file: Option<PathBuf>,
+    pub(crate) ca_file: Option<PathBuf>,
     /// Do not verify TLS certificates. The connection is encrypted but anyone on the path can
     /// impersonate the relay; for tests only.
     #[arg(long, conflicts_with = "ca_file")]
-    no_certificate_verification: bool,
+    pub(crate) no_certificate_verification: bool,
     /// `transport/pass-through` (or `pass-through`): ask the relay to hand this device the
     /// raw TLS of SNI-routed clients, so that the device terminates their TLS (server, proxy).
     #[arg(long, value_name = "S", value_parser = parse_relay_security)]
@@ -73,17 +73,21 @@ pub struct TunnelArgs {
     /// carries every client) and uses PTTH/1.0 for an hour with a relay that does not speak it;
     /// `mux` never falls back; `ptth` is one waiting connection per client, as with Yaler.
     #[arg(long, value_name = "ptth|mux|auto", default_value = "auto")]
-    transport: Transport,
+    pub(crate) transport: Transport,
     /// Mux connections kept open to the relay (server, proxy; with mux or auto).
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = at_least_one)]
-    mux_connections: usize,
+    pub(crate) mux_connections: usize,
     /// limmat-mux/1: PING the relay after this long without receiving anything, so that a dead
     /// path (a blackhole, a NAT that forgot the flow) is found; below 60 s keeps NATs open.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = crate::units::duration)]
-    mux_ping_interval: std::time::Duration,
+    pub(crate) mux_ping_interval: std::time::Duration,
     /// limmat-mux/1: a relay whose PING ACK takes longer is dead; the agent reconnects.
     #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = crate::units::duration)]
-    mux_ping_timeout: std::time::Duration,
+    pub(crate) mux_ping_timeout: std::time::Duration,
+    /// Run every `[[service]]` of this TOML file in one process (keys: the flags above in
+    /// snake_case, plus `mode`, `local`, `relay`, `domain`); SIGHUP reloads it.
+    #[arg(long, value_name = "FILE", conflicts_with = "mode")]
+    pub(crate) config: Option<PathBuf>,
 }
 
 /// The values of `--relay-security`.
@@ -104,8 +108,9 @@ fn parse_relay_security(value: &str) -> Result<RelaySecurity, String> {
     }
 }
 
+/// The four modes of `limmat tunnel`.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-enum Mode {
+pub(crate) enum Mode {
     Server,
     Proxy,
     Client,
@@ -147,16 +152,18 @@ fn at_least_one(value: &str) -> Result<usize, String> {
 }
 
 pub async fn run(args: TunnelArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
-    if args.mode != Mode::Egress && (args.egress_proxy.is_some() || args.egress_domain.is_some()) {
+    let (Some(mode), Some(local)) = (args.mode, args.local.clone()) else {
+        anyhow::bail!("give <MODE> and <LOCAL>, or --config FILE");
+    };
+    if mode != Mode::Egress && (args.egress_proxy.is_some() || args.egress_domain.is_some()) {
         anyhow::bail!("--egress-proxy and --domain are for egress mode");
     }
-    if matches!(args.mode, Mode::Server | Mode::Proxy) && args.local.port == 0 {
+    if matches!(mode, Mode::Server | Mode::Proxy) && local.port == 0 {
         anyhow::bail!(
-            "the local address {} has port 0: server and proxy modes connect to it, so it needs a real port",
-            args.local
+            "the local address {local} has port 0: server and proxy modes connect to it, so it needs a real port",
         );
     }
-    match args.mode {
+    match mode {
         Mode::Client => {
             if args.secret_key.is_some() {
                 tracing::warn!("--secret-key is for server and proxy modes; ignored");
@@ -167,26 +174,28 @@ pub async fn run(args: TunnelArgs, shutdown: CancellationToken) -> anyhow::Resul
             let mut config = ClientConfig::new(relay(&args)?, home_domain(&args)?);
             config.tls = tls_options(&args);
             config.max_sockets = args.max_sockets;
-            let client = TunnelClient::bind(&args.local, config)
+            let client = TunnelClient::bind(&local, config)
                 .await
                 .context("cannot start the tunnel")?;
             client.run(shutdown).await;
         }
         Mode::Server => {
-            let local = args.local.clone();
             modes::run_server(agent(args)?, local, shutdown).await;
         }
         Mode::Proxy => {
-            let local = args.local.clone();
             modes::run_proxy(agent(args)?, local, shutdown).await;
         }
-        Mode::Egress => run_egress(args, shutdown).await?,
+        Mode::Egress => run_egress(args, local, shutdown).await?,
     }
     Ok(())
 }
 
 /// Egress mode: the local proxy port, until `shutdown`.
-async fn run_egress(args: TunnelArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+async fn run_egress(
+    args: TunnelArgs,
+    local: LocalAddr,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let Some(proxy) = args.egress_proxy.clone() else {
         anyhow::bail!("egress mode needs --egress-proxy http://relay:port");
     };
@@ -195,7 +204,7 @@ async fn run_egress(args: TunnelArgs, shutdown: CancellationToken) -> anyhow::Re
             "egress mode takes only <LOCAL>: give the relay as --egress-proxy and the domain as --domain"
         );
     }
-    if args.local.tls {
+    if local.tls {
         anyhow::bail!(
             "egress mode listens for plain HTTP proxy requests: give <LOCAL> without tls:"
         );
@@ -207,10 +216,10 @@ async fn run_egress(args: TunnelArgs, shutdown: CancellationToken) -> anyhow::Re
         Some(domain) => ProxyAuth::Basic { domain, key },
         None => ProxyAuth::Bearer(key),
     };
-    let local = format!("{}:{}", args.local.host, args.local.port);
-    let egress = EgressProxy::bind(&local, proxy, auth, args.max_sockets)
+    let addr = format!("{}:{}", local.host, local.port);
+    let egress = EgressProxy::bind(&addr, proxy, auth, args.max_sockets)
         .await
-        .with_context(|| format!("cannot listen on {}", args.local))?;
+        .with_context(|| format!("cannot listen on {local}"))?;
     egress.run(shutdown).await;
     Ok(())
 }
@@ -260,13 +269,10 @@ fn agent(args: TunnelArgs) -> anyhow::Result<Agent> {
     config.mux_ping_interval = args.mux_ping_interval;
     config.mux_ping_timeout = args.mux_ping_timeout;
     let agent = Agent::new(config).context("cannot start the tunnel")?;
-    if args.local.tls {
+    if let Some(local) = args.local.as_ref().filter(|l| l.tls) {
         // Load the roots now, not at the first client.
         agent.connector().prepare().with_context(|| {
-            format!(
-                "cannot start the tunnel: TLS to the local service {}",
-                args.local
-            )
+            format!("cannot start the tunnel: TLS to the local service {local}")
         })?;
     }
     Ok(agent)
@@ -293,8 +299,8 @@ mod tests {
     fn yalertunnel_argument_shape() {
         let args =
             parse("proxy localhost:22 relay.example.com:80 GsIoT-1 --min-listeners 4").unwrap();
-        assert_eq!(args.mode, Mode::Proxy);
-        assert_eq!(args.local, LocalAddr::new("localhost", 22));
+        assert_eq!(args.mode, Some(Mode::Proxy));
+        assert_eq!(args.local, Some(LocalAddr::new("localhost", 22)));
         assert_eq!(args.relay, Some(RelayAddr::plain("relay.example.com", 80)));
         assert_eq!(args.domain.as_deref(), Some("gsiot-1"));
         assert_eq!((args.min_listeners, args.max_sockets), (4, 128));
@@ -312,7 +318,7 @@ mod tests {
              --relay-security transport/pass-through",
         )
         .unwrap();
-        assert!(args.local.tls);
+        assert!(args.local.unwrap().tls);
         let relay = args.relay.clone().unwrap();
         assert_eq!(relay, "relay:443".parse().unwrap());
         assert!(relay.tls);
@@ -361,7 +367,7 @@ mod tests {
     fn egress_mode_arguments() {
         let args =
             parse("egress 127.0.0.1:3128 --egress-proxy http://relay:8080 --domain Dev").unwrap();
-        assert_eq!(args.mode, Mode::Egress);
+        assert_eq!(args.mode, Some(Mode::Egress));
         assert_eq!(args.egress_proxy.as_deref(), Some("relay:8080"));
         assert_eq!(args.egress_domain.as_deref(), Some("dev"));
         assert!(args.relay.is_none() && args.domain.is_none());

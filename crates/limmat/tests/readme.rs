@@ -187,6 +187,13 @@ fn the_sections_work_in_order() {
     shell.start(&keys[0]);
     shell.wait_ports(&[8280, 8281]);
 
+    // Several services in one agent, on the Quick start's relay and web server (a client
+    // waits up to `--client-wait` for the device to register).
+    let services = blocks("Several services in one agent");
+    shell.start(&services[0]);
+    let got = shell.run(&services[1]);
+    assert_eq!(got.trim(), "hello from another site", "{got}");
+
     // The gateway, served locally and through the Quick start's relay.
     let gateway = blocks("The BLE gateway");
     shell.start(&gateway[0]);
