@@ -86,6 +86,14 @@ pub struct RelaySection {
     pub pool: usize,
     /// Relay connections in use at most (default 32).
     pub max_connections: usize,
+    /// The outbound proxy to the relay (`--relay-proxy`): `http://[user:password@]host:port`,
+    /// `https://…`, `socks5://…`, `socks5h://…`, or `none`; unset reads the proxy variables
+    /// as curl does.
+    pub relay_proxy: Option<String>,
+    /// Where `relay_proxy` was set, for the start-up log line; the file unless a flag or
+    /// variable overrode it.
+    #[serde(skip)]
+    pub relay_proxy_from: Option<&'static str>,
 }
 
 impl Default for RelaySection {
@@ -96,6 +104,8 @@ impl Default for RelaySection {
             secret_key: None,
             pool: 4,
             max_connections: 32,
+            relay_proxy: None,
+            relay_proxy_from: None,
         }
     }
 }

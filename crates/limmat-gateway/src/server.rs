@@ -23,7 +23,7 @@ use crate::webhook::Transport;
 use crate::webhook::client::HttpTransport;
 use crate::webhook::scheduler;
 use axum::Router;
-use limmat_agent::{Agent, AgentConfig, AgentStatus, RelayAddr};
+use limmat_agent::{Agent, AgentConfig, AgentStatus, RelayAddr, RelayProxy};
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -408,6 +408,17 @@ fn relay_agent(config: &GatewayConfig) -> Result<Option<Agent>, StartError> {
     agent.secret_key = relay.secret_key.clone();
     agent.min_listeners = relay.pool;
     agent.max_sockets = relay.max_connections;
+    agent.relay_proxy = match &relay.relay_proxy {
+        Some(url) => url
+            .parse::<RelayProxy>()
+            .map_err(|e| StartError::Relay(format!("relay.relay_proxy = {url}: {e}")))?
+            .set_at(
+                relay
+                    .relay_proxy_from
+                    .unwrap_or("gateway.toml relay.relay_proxy"),
+            ),
+        None => RelayProxy::Environment,
+    };
     Agent::new(agent)
         .map(Some)
         .map_err(|e| StartError::Relay(e.to_string()))

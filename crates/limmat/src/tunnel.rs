@@ -15,7 +15,8 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use limmat_agent::tunnel::{self as modes, ClientConfig, TunnelClient};
 use limmat_agent::{
-    Agent, AgentConfig, EgressProxy, LocalAddr, ProxyAuth, RelayAddr, TlsOptions, Transport,
+    Agent, AgentConfig, EgressProxy, LocalAddr, ProxyAuth, RelayAddr, RelayProxy, TlsOptions,
+    Transport,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -84,10 +85,26 @@ pub struct TunnelArgs {
     /// limmat-mux/1: a relay whose PING ACK takes longer is dead; the agent reconnects.
     #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = crate::units::duration)]
     pub(crate) mux_ping_timeout: std::time::Duration,
+    /// Reach the relay through this outbound proxy (every mode): http://[user:password@]host:port
+    /// (CONNECT), https://… (TLS to the proxy), socks5://… (the agent resolves the relay) or
+    /// socks5h://… (the proxy does). Without the flag the variables are read as curl reads
+    /// them: https_proxy/HTTPS_PROXY for a TLS relay, http_proxy for a plain one, then
+    /// all_proxy/ALL_PROXY, minus no_proxy/NO_PROXY. `none` ignores them.
+    #[arg(long, value_name = "URL|none", value_parser = parse_relay_proxy)]
+    pub(crate) relay_proxy: Option<RelayProxy>,
     /// Run every `[[service]]` of this TOML file in one process (keys: the flags above in
     /// snake_case, plus `mode`, `local`, `relay`, `domain`); SIGHUP reloads it.
     #[arg(long, value_name = "FILE", conflicts_with = "mode")]
     pub(crate) config: Option<PathBuf>,
+}
+
+fn parse_relay_proxy(value: &str) -> Result<RelayProxy, String> {
+    value.parse::<RelayProxy>().map_err(|e| e.to_string())
+}
+
+/// `--relay-proxy`, or the environment as curl reads it.
+fn relay_proxy(args: &TunnelArgs) -> RelayProxy {
+    args.relay_proxy.clone().unwrap_or(RelayProxy::Environment)
 }
 
 /// The values of `--relay-security`.
@@ -173,6 +190,7 @@ pub async fn run(args: TunnelArgs, shutdown: CancellationToken) -> anyhow::Resul
             }
             let mut config = ClientConfig::new(relay(&args)?, home_domain(&args)?);
             config.tls = tls_options(&args);
+            config.relay_proxy = relay_proxy(&args);
             config.max_sockets = args.max_sockets;
             let client = TunnelClient::bind(&local, config)
                 .await
@@ -219,7 +237,9 @@ async fn run_egress(
     let addr = format!("{}:{}", local.host, local.port);
     let egress = EgressProxy::bind(&addr, proxy, auth, args.max_sockets)
         .await
-        .with_context(|| format!("cannot listen on {local}"))?;
+        .with_context(|| format!("cannot listen on {local}"))?
+        .with_relay_proxy(&relay_proxy(&args))
+        .context("cannot start the egress proxy")?;
     egress.run(shutdown).await;
     Ok(())
 }
@@ -260,6 +280,7 @@ fn tls_options(args: &TunnelArgs) -> TlsOptions {
 fn agent(args: TunnelArgs) -> anyhow::Result<Agent> {
     let mut config = AgentConfig::new(relay(&args)?, home_domain(&args)?);
     config.tls = tls_options(&args);
+    config.relay_proxy = relay_proxy(&args);
     config.pass_through = args.relay_security == Some(RelaySecurity::PassThrough);
     config.secret_key = secret_key(args.secret_key);
     config.min_listeners = args.min_listeners;
