@@ -55,7 +55,7 @@ enum Command {
     #[cfg(feature = "relay")]
     Relay(Box<relay::RelayArgs>),
     /// Run the device side (server, proxy) or its client counterpart, as YalerTunnel does.
-    Tunnel(tunnel::TunnelArgs),
+    Tunnel(Box<tunnel::TunnelArgs>),
     /// Run the BLE gateway: GAP/GATT REST, Beacon API and webhooks, locally and through a relay.
     #[cfg(feature = "gateway")]
     Gateway(Box<gateway::GatewayArgs>),
@@ -107,7 +107,7 @@ fn main() -> ExitCode {
             Command::Relay(args) => relay::run(*args, shutdown).await,
             Command::Tunnel(args) => match args.config.clone() {
                 Some(file) => tunnel_services::run(file, shutdown).await,
-                None => tunnel::run(args, shutdown).await,
+                None => tunnel::run(*args, shutdown).await,
             },
             #[cfg(feature = "gateway")]
             Command::Gateway(args) => gateway::run(*args, shutdown).await,
