@@ -27,7 +27,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span};
 
 use crate::addr::RelayAddr;
 use crate::backoff::Backoff;
@@ -37,6 +37,8 @@ use crate::handshake::{
 };
 use crate::mux::{FALLBACK_FOR, StreamMeta, Transport};
 use crate::outbound::{ProxyPlan, ProxyScheme, ProxyUrlError, RelayProxy, upstream_error};
+use crate::report;
+pub use crate::status::{AgentState, AgentStatus};
 use crate::transport::{Connector, RelayStream, TlsError, TlsOptions};
 use bytes::Bytes;
 use limmat_mux::{Driven, Driver as MuxDriver, H2Stream, MuxIo, Signals, settings};
@@ -196,27 +198,6 @@ pub(crate) fn relay_connector(
         })?;
     }
     Ok(connector)
-}
-
-/// A snapshot of the pool, for monitoring and for tests to wait on events instead of sleeping.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AgentStatus {
-    /// Connections that sent a handshake and await the relay's answer (AWAIT).
-    pub waiting: usize,
-    /// Relayed connections handed to the handler and not dropped yet.
-    pub relayed: usize,
-    /// TCP connections opened to the relay, redirects included.
-    pub openings: u64,
-    /// Handshakes sent, including those sent again after a `204`.
-    pub handshakes: u64,
-    /// `101`s received.
-    pub upgrades: u64,
-    /// Attempts that ended in a failure (and so in the backoff).
-    pub failures: u64,
-    /// limmat-mux/1 connections serving streams.
-    pub mux: usize,
-    /// Mux handshakes the relay did not accept (each starts an hour of PTTH with `Auto`).
-    pub mux_refused: u64,
 }
 
 /// The device side of the relay protocol: keeps connections waiting at the relay and hands
@@ -438,7 +419,7 @@ where
                     hops = 0;
                     backoff.reset();
                     info!(relay = %target, "mux connection up");
-                    let end = self.run_mux(stream, leftover).await;
+                    let end = self.run_mux(stream, leftover, &target).await;
                     drop(permit);
                     match end {
                         // Reconnect at once, to the configured address (5.7).
@@ -463,6 +444,7 @@ where
                     hops = 0;
                     backoff.reset();
                     info!(relay = %target, early_bytes = leftover.len(), "client paired (101)");
+                    report::online(&self.status, &target, "ptth");
                     self.hand_over(RelayedConn::new(stream, leftover), permit);
                 }
                 Ok(Outcome::Redirect(to)) if target.tls && !to.tls => {
@@ -543,11 +525,12 @@ where
             .await
             .map_err(AttemptError::Connect)?;
         let mut waiting = None;
+        let sent = std::sync::atomic::AtomicBool::new(false);
         let fields = HandshakeFields {
             key: self.config.secret_key.as_deref(),
             pass_through: self.config.pass_through,
         };
-        let outcome = handshake::exchange(
+        let exchange = handshake::exchange(
             stream,
             target,
             protocol,
@@ -555,6 +538,7 @@ where
             self.config.response_timeout,
             |event| match event {
                 Event::Sent => {
+                    sent.store(true, std::sync::atomic::Ordering::Relaxed);
                     self.status.send_modify(|s| s.handshakes += 1);
                     if waiting.is_none() {
                         debug!(relay = %target, "waiting for a client");
@@ -567,19 +551,39 @@ where
                     *hops = 0;
                 }
             },
-        )
-        .await;
+        );
+        // A relay answers a mux handshake at once and refuses a PTTH one at once; past a
+        // moment of silence the PTTH device is registered, and the mux relay is stuck.
+        let (quiet, mux) = match protocol {
+            Protocol::Mux => (report::MUX_SILENT_AFTER, true),
+            _ => (report::PTTH_ONLINE_AFTER, false),
+        };
+        let outcome = {
+            let mut exchange = std::pin::pin!(exchange);
+            match tokio::time::timeout(quiet, exchange.as_mut()).await {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    if sent.load(std::sync::atomic::Ordering::Relaxed) {
+                        if mux {
+                            report::silent(&self.status, target, quiet);
+                        } else {
+                            report::online(&self.status, target, "ptth");
+                        }
+                    }
+                    exchange.await
+                }
+            }
+        };
         drop(waiting);
         outcome
     }
 
     /// Logs a failure and forgets a redirect target that failed.
     fn failed(&self, target: &Target, backoff: &Backoff, err: &AttemptError) {
-        self.status.send_modify(|s| s.failures += 1);
         let next_in = backoff.ready_at().map_or(Duration::ZERO, |at| {
             at.saturating_duration_since(Instant::now())
         });
-        warn!(relay = %target, next_in_ms = next_in.as_millis(), "attempt failed: {err}");
+        report::failed(&self.status, target, next_in, err);
         let mut redirect = lock(&self.redirect);
         if redirect.as_ref() == Some(target) {
             info!(relay = %self.home, "back to the configured relay");
@@ -590,7 +594,12 @@ where
     /// Serves a mux connection as the HTTP/2 server until it ends (5.1–5.7). On GOAWAY the
     /// rest of the connection's life moves to a task of its own, so that the slot opens the
     /// replacement at once while the existing streams finish.
-    async fn run_mux(self: &Arc<Self>, stream: RelayStream, leftover: Vec<u8>) -> MuxEnd {
+    async fn run_mux(
+        self: &Arc<Self>,
+        stream: RelayStream,
+        leftover: Vec<u8>,
+        target: &Target,
+    ) -> MuxEnd {
         let (relay, local, tls) = (
             stream.peer_addr().ok(),
             stream.local_addr().ok(),
@@ -609,6 +618,7 @@ where
             return MuxEnd::Closed;
         };
         let live = Counted::new(&self.status, |s| &mut s.mux);
+        report::online(&self.status, target, "mux");
         let addrs = (relay, local, tls);
         loop {
             tokio::select! {

@@ -47,12 +47,14 @@ mod handshake;
 mod head;
 pub mod mux;
 pub mod outbound;
+mod report;
 mod serve;
+pub mod status;
 mod transport;
 pub mod tunnel;
 
 pub use addr::{AddrError, LocalAddr, RelayAddr};
-pub use agent::{Agent, AgentConfig, AgentError, AgentStatus};
+pub use agent::{Agent, AgentConfig, AgentError};
 pub use conn::RelayedConn;
 pub use egress::{EgressProxy, ProxyAuth, ProxyError, connect_via_proxy};
 pub use handshake::{AttemptError, RedirectError};
@@ -61,6 +63,7 @@ pub use limmat_wire::mux::{Listener, Route};
 pub use mux::{StreamMeta, Transport};
 pub use outbound::{ProxyScheme, ProxyUrl, ProxyUrlError, RelayProxy, UpstreamProxyError};
 pub use serve::{BoxError, forward, forward_with, serve_http};
+pub use status::{AgentState, AgentStatus};
 /// Re-exported so that callers need no direct `tokio-util` dependency to stop an agent.
 pub use tokio_util::sync::CancellationToken;
 pub use transport::{Connector, RelayStream, TlsError, TlsOptions};

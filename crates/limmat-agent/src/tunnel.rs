@@ -38,6 +38,9 @@ use crate::transport::{self, Connector, RelayStream, TlsOptions};
 /// any socket idle for 75 s.
 pub const PROXY_HEAD_TIMEOUT: Duration = Duration::from_secs(75);
 
+/// How long the start-up check of the local service waits for it to accept.
+const LOCAL_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// After an error answer, how long and how much to read before closing, so that the peer's
 /// unread bytes do not make the kernel send a RST that destroys the answer (as the relay's
 /// lingering close, 2.3).
@@ -84,6 +87,36 @@ where
         }
     };
     agent.run(handler, shutdown).await;
+}
+
+/// Runs `mode` (server or proxy mode of `local`) and meanwhile warns if nothing accepts
+/// connections at `local`, the commonest mistake (a wrong port, a service not started yet).
+/// The tunnel runs anyway: the service may come up later. The probe is one TCP connection,
+/// opened and closed, so `limmat tunnel` does it and the library leaves it to its caller.
+pub async fn with_local_check(local: &LocalAddr, mode: impl Future<Output = ()>) {
+    let mut mode = std::pin::pin!(mode);
+    tokio::select! {
+        () = mode.as_mut() => return,
+        () = check_local(local) => {}
+    }
+    mode.await;
+}
+
+/// Warns when nothing accepts a TCP connection at `local` within [`LOCAL_CHECK_TIMEOUT`].
+async fn check_local(local: &LocalAddr) {
+    let connect = TcpStream::connect((local.host.as_str(), local.port));
+    match tokio::time::timeout(LOCAL_CHECK_TIMEOUT, connect).await {
+        Ok(Ok(_)) => debug!(%local, "the local service accepts connections"),
+        Ok(Err(e)) => warn!(
+            %local,
+            "nothing accepts connections at the local service {local} ({e}): clients will get an error until it does"
+        ),
+        Err(_) => warn!(
+            %local,
+            "the local service {local} did not accept a connection within {}s: clients will get an error until it does",
+            LOCAL_CHECK_TIMEOUT.as_secs()
+        ),
+    }
 }
 
 /// Why proxy mode did not splice a connection.

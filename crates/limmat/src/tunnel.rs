@@ -198,10 +198,12 @@ pub async fn run(args: TunnelArgs, shutdown: CancellationToken) -> anyhow::Resul
             client.run(shutdown).await;
         }
         Mode::Server => {
-            modes::run_server(agent(args)?, local, shutdown).await;
+            let run = modes::run_server(agent(args)?, local.clone(), shutdown);
+            modes::with_local_check(&local, run).await;
         }
         Mode::Proxy => {
-            modes::run_proxy(agent(args)?, local, shutdown).await;
+            let run = modes::run_proxy(agent(args)?, local.clone(), shutdown);
+            modes::with_local_check(&local, run).await;
         }
         Mode::Egress => run_egress(args, local, shutdown).await?,
     }

@@ -1,0 +1,97 @@
+//! What `limmat tunnel` tells its user, read from the real process's log: the online line with
+//! the public URL, one warning per failure streak (not one per slot per second), the recovery
+//! line, a relay that accepts and stays silent, and a local service that is not there.
+
+mod common;
+
+use common::*;
+use std::net::TcpListener;
+
+/// A port of 127.0.0.1 that nothing listens on (bound, then released).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn a_good_start_says_online_with_the_url() {
+    let origin = http_origin();
+    let mut relay = Limmat::spawn(&["relay", "--listen", "127.0.0.1:0"]);
+    let relay_addr = relay.listening_addr();
+    let mut tunnel = Limmat::spawn(&[
+        "tunnel",
+        "server",
+        &origin.to_string(),
+        &relay_addr.to_string(),
+        "Dev",
+    ]);
+    let line = tunnel.wait_for("online:");
+    let url = format!("http://{relay_addr}/dev/");
+    assert!(
+        line.contains(&format!("online: {url} (mux, 1 connection)")),
+        "{line}"
+    );
+    assert_eq!(curl(&[&format!("{url}x")]), "GET /dev/x HTTP/1.1");
+    assert!(
+        !tunnel.log.iter().any(|l| l.contains("WARN")),
+        "{}",
+        tunnel.log.join("\n")
+    );
+}
+
+#[test]
+fn a_relay_that_is_down_warns_once_then_recovery_is_said() {
+    let origin = http_origin();
+    let port = free_port();
+    let relay_addr = format!("127.0.0.1:{port}");
+    let mut tunnel = Limmat::spawn(&[
+        "tunnel",
+        "server",
+        &origin.to_string(),
+        &relay_addr,
+        "dev",
+        "--transport",
+        "ptth",
+        "--min-listeners",
+        "4",
+    ]);
+    // Four slots fail every second; wait for a few rounds of them.
+    for _ in 0..8 {
+        tunnel.wait_for("attempt failed");
+    }
+    let _relay = Limmat::spawn(&["relay", "--listen", &relay_addr]);
+    let recovered = tunnel.wait_for("recovered after");
+    tunnel.wait_for("online:");
+    let warnings = tunnel
+        .log
+        .iter()
+        .filter(|l| l.contains("WARN") && l.contains("attempt failed"))
+        .count();
+    assert_eq!(warnings, 1, "{}", tunnel.log.join("\n"));
+    assert!(recovered.contains("failures"), "{recovered}");
+}
+
+#[test]
+fn a_silent_relay_and_a_missing_local_service_are_reported() {
+    // Accepts and never answers.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let local = format!("127.0.0.1:{}", free_port());
+    let mut tunnel = Limmat::spawn(&[
+        "tunnel",
+        "server",
+        &local,
+        &silent_addr.to_string(),
+        "dev",
+        "--transport",
+        "mux",
+    ]);
+    let line = tunnel.wait_for("nothing accepts connections at the local service");
+    assert!(line.contains("WARN") && line.contains(&local), "{line}");
+    let line = tunnel.wait_for("waiting for the relay to answer");
+    assert!(line.contains("WARN"), "{line}");
+    drop(silent);
+}
