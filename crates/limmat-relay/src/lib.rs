@@ -57,6 +57,7 @@ mod splice;
 mod stream;
 pub mod tls;
 
+pub use admin::listener::serve as serve_admin;
 pub use config::{ConfigError, Listen, RelayConfig};
 pub use egress::{Action, EgressConfig, EgressRule};
 pub use limits::{Cidr, LimitConfig, Rate};

@@ -21,7 +21,9 @@ mod relay;
 mod settings;
 mod tunnel;
 mod tunnel_services;
-#[cfg(feature = "relay")]
+mod tunnel_status;
+// The tunnel's durations use it too, in an agent-only build.
+#[cfg_attr(not(feature = "relay"), allow(unused))]
 mod units;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -106,7 +108,7 @@ fn main() -> ExitCode {
             #[cfg(feature = "relay")]
             Command::Relay(args) => relay::run(*args, shutdown).await,
             Command::Tunnel(args) => match args.config.clone() {
-                Some(file) => tunnel_services::run(file, shutdown).await,
+                Some(file) => tunnel_services::run(file, args.status, shutdown).await,
                 None => tunnel::run(*args, shutdown).await,
             },
             #[cfg(feature = "gateway")]

@@ -10,6 +10,7 @@
 //! opened.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
@@ -19,6 +20,8 @@ use limmat_agent::{
     Transport,
 };
 use tokio_util::sync::CancellationToken;
+
+use crate::tunnel_status::{self, Board, ServiceInfo};
 
 /// Where the key is read from when `--secret-key` is not given, to keep it out of `ps`.
 const SECRET_KEY_ENV: &str = "LIMMAT_SECRET_KEY";
@@ -96,6 +99,10 @@ pub struct TunnelArgs {
     /// snake_case, plus `mode`, `local`, `relay`, `domain`); SIGHUP reloads it.
     #[arg(long, value_name = "FILE", conflicts_with = "mode")]
     pub(crate) config: Option<PathBuf>,
+    /// Serve the agent's state on ADDR: `GET /status` (JSON) and `GET /metrics` (Prometheus).
+    /// A bare port listens on 127.0.0.1.
+    #[arg(long, value_name = "ADDR", value_parser = tunnel_status::parse_status_addr)]
+    pub(crate) status: Option<std::net::SocketAddr>,
 }
 
 fn parse_relay_proxy(value: &str) -> Result<RelayProxy, String> {
@@ -168,7 +175,29 @@ fn at_least_one(value: &str) -> Result<usize, String> {
     }
 }
 
+/// One tunnel, and its `--status` port if asked for.
 pub async fn run(args: TunnelArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let board = Arc::new(Board::default());
+    let server = match args.status {
+        Some(addr) => {
+            Some(tunnel_status::serve(addr, board.clone(), shutdown.child_token()).await?)
+        }
+        None => None,
+    };
+    let result = run_listed(args, shutdown, board).await;
+    if let Some(server) = server {
+        server.abort();
+        let _ = server.await;
+    }
+    result
+}
+
+/// One tunnel, listed on `board` while it runs.
+pub(crate) async fn run_listed(
+    args: TunnelArgs,
+    shutdown: CancellationToken,
+    board: Arc<Board>,
+) -> anyhow::Result<()> {
     let (Some(mode), Some(local)) = (args.mode, args.local.clone()) else {
         anyhow::bail!("give <MODE> and <LOCAL>, or --config FILE");
     };
@@ -180,8 +209,21 @@ pub async fn run(args: TunnelArgs, shutdown: CancellationToken) -> anyhow::Resul
             "the local address {local} has port 0: server and proxy modes connect to it, so it needs a real port",
         );
     }
+    let info = ServiceInfo {
+        mode: match mode {
+            Mode::Server => "server",
+            Mode::Proxy => "proxy",
+            Mode::Client => "client",
+            Mode::Egress => "egress",
+        },
+        domain: args.domain.clone().or_else(|| args.egress_domain.clone()),
+        relay: (args.relay.as_ref().map(ToString::to_string)).or_else(|| args.egress_proxy.clone()),
+        local: local.to_string(),
+        transport: args.transport.to_string(),
+    };
     match mode {
         Mode::Client => {
+            let _listed = board.list(info, None);
             if args.secret_key.is_some() {
                 tracing::warn!("--secret-key is for server and proxy modes; ignored");
             }
@@ -198,14 +240,21 @@ pub async fn run(args: TunnelArgs, shutdown: CancellationToken) -> anyhow::Resul
             client.run(shutdown).await;
         }
         Mode::Server => {
-            let run = modes::run_server(agent(args)?, local.clone(), shutdown);
+            let agent = agent(args)?;
+            let _listed = board.list(info, Some(agent.status()));
+            let run = modes::run_server(agent, local.clone(), shutdown);
             modes::with_local_check(&local, run).await;
         }
         Mode::Proxy => {
-            let run = modes::run_proxy(agent(args)?, local.clone(), shutdown);
+            let agent = agent(args)?;
+            let _listed = board.list(info, Some(agent.status()));
+            let run = modes::run_proxy(agent, local.clone(), shutdown);
             modes::with_local_check(&local, run).await;
         }
-        Mode::Egress => run_egress(args, local, shutdown).await?,
+        Mode::Egress => {
+            let _listed = board.list(info, None);
+            run_egress(args, local, shutdown).await?;
+        }
     }
     Ok(())
 }

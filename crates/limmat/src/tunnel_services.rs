@@ -22,7 +22,9 @@
 //! connection(s) — `mux_connections` of them — to its relay.
 
 use std::collections::HashSet;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
@@ -33,13 +35,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::tunnel::{self, Mode, TunnelArgs};
+use crate::tunnel_status::{self, Board};
 
 /// Top-level keys: the services, and the defaults every service takes unless it sets its own.
 const TOP_KEYS: [&str; 3] = ["service", "relay", "secret_key"];
 /// The keys that are positional arguments on the command line, in their order.
 const POSITIONAL: [&str; 4] = ["mode", "local", "relay", "domain"];
 /// Flags that make no sense inside a service.
-const NOT_SERVICE_KEYS: [&str; 2] = ["config", "help"];
+const NOT_SERVICE_KEYS: [&str; 3] = ["config", "status", "help"];
 /// How long a stopped service gets to close its connections before it is dropped.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
@@ -248,8 +251,34 @@ struct Running {
 
 /// Runs every service of `file` until `shutdown`, reloading the file on SIGHUP. A service that
 /// cannot start at launch stops everything with its error; after a reload it is logged.
-pub(crate) async fn run(file: PathBuf, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub(crate) async fn run(
+    file: PathBuf,
+    status: Option<SocketAddr>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let services = load(&file)?;
+    let board = Arc::new(Board::default());
+    let server = match status {
+        Some(addr) => {
+            Some(tunnel_status::serve(addr, board.clone(), shutdown.child_token()).await?)
+        }
+        None => None,
+    };
+    let result = run_services(file, services, board, shutdown).await;
+    if let Some(server) = server {
+        server.abort();
+        let _ = server.await;
+    }
+    result
+}
+
+/// Runs `services`, then the reloads of `file`, each service listed on `board`.
+async fn run_services(
+    file: PathBuf,
+    services: Vec<Service>,
+    board: Arc<Board>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     #[cfg(unix)]
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("cannot watch SIGHUP")?;
@@ -261,7 +290,7 @@ pub(crate) async fn run(file: PathBuf, shutdown: CancellationToken) -> anyhow::R
         let (id, ended_tx) = (next_id, ended_tx.clone());
         let stop = shutdown.child_token();
         let span = info_span!("service", name = %service.label);
-        let work = tunnel::run(service.args, stop.clone());
+        let work = tunnel::run_listed(service.args, stop.clone(), board.clone());
         let task = tokio::spawn(
             async move {
                 let _ = ended_tx.send((id, work.await));

@@ -95,3 +95,56 @@ fn a_silent_relay_and_a_missing_local_service_are_reported() {
     assert!(line.contains("WARN"), "{line}");
     drop(silent);
 }
+
+/// The `status listening addr=…` address of a tunnel started with `--status 127.0.0.1:0`.
+fn status_addr(tunnel: &mut Limmat) -> String {
+    field(&tunnel.wait_for("status listening"), "addr").to_owned()
+}
+
+#[test]
+fn the_status_port_serves_json_and_metrics() {
+    let origin = http_origin();
+    let mut relay = Limmat::spawn(&["relay", "--listen", "127.0.0.1:0"]);
+    let relay_addr = relay.listening_addr();
+    let mut tunnel = Limmat::spawn(&[
+        "tunnel",
+        "server",
+        &origin.to_string(),
+        &relay_addr.to_string(),
+        "dev",
+        "--status",
+        "127.0.0.1:0",
+    ]);
+    let status = status_addr(&mut tunnel);
+    tunnel.wait_for("online:");
+    let page: serde_json::Value =
+        serde_json::from_str(&curl(&[&format!("http://{status}/status")])).unwrap();
+    assert_eq!(page["state"], "online", "{page}");
+    let service = &page["services"][0];
+    assert_eq!(service["mode"], "server", "{page}");
+    assert_eq!(service["domain"], "dev", "{page}");
+    assert_eq!(service["relay"], relay_addr.to_string(), "{page}");
+    assert_eq!(service["transport"], "auto", "{page}");
+    assert_eq!(service["state"], "online", "{page}");
+    assert_eq!(service["connections"], 1, "{page}");
+    assert_eq!(service["mux"], 1, "{page}");
+    assert_eq!(service["failures"], 0, "{page}");
+    assert!(service["last_error"].is_null(), "{page}");
+    let metrics = curl(&[&format!("http://{status}/metrics")]);
+    let labels = format!("{{mode=\"server\",domain=\"dev\",local=\"{origin}\"}}");
+    assert!(
+        metrics.contains(&format!("limmat_agent_online{labels} 1")),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("# TYPE limmat_agent_failures_total counter"),
+        "{metrics}"
+    );
+    // A relay that goes away: the page says failing, with the reason.
+    drop(relay);
+    tunnel.wait_for("attempt failed");
+    let page: serde_json::Value =
+        serde_json::from_str(&curl(&[&format!("http://{status}/status")])).unwrap();
+    assert_eq!(page["services"][0]["state"], "failing", "{page}");
+    assert!(page["services"][0]["last_error"].is_string(), "{page}");
+}

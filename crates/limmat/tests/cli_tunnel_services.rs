@@ -50,7 +50,8 @@ fn services_start_and_reload_without_touching_the_others() {
     let top = format!("relay = \"{relay_addr}\"\n");
     let first = service("server", &one.to_string(), "one") + "transport = \"mux\"\n";
     let file = TempFile::new("reload", &format!("{top}{first}"));
-    let mut tunnel = Limmat::spawn(&["tunnel", "--config", file.path()]);
+    let mut tunnel = Limmat::spawn(&["tunnel", "--config", file.path(), "--status", "127.0.0.1:0"]);
+    let status = field(&tunnel.wait_for("status listening"), "addr").to_owned();
     tunnel.wait_for("mux connection up");
     let base = format!("http://{relay_addr}");
     assert_eq!(curl(&[&format!("{base}/one/a")]), "GET /one/a HTTP/1.1");
@@ -67,6 +68,15 @@ fn services_start_and_reload_without_touching_the_others() {
     relay.wait_for("device connected");
     assert_eq!(curl(&[&format!("{base}/two/b")]), "GET /two/b HTTP/1.1");
     assert_eq!(curl(&[&format!("{base}/one/c")]), "GET /one/c HTTP/1.1");
+    let page: serde_json::Value =
+        serde_json::from_str(&curl(&[&format!("http://{status}/status")])).unwrap();
+    let domains: Vec<&str> = page["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["domain"].as_str())
+        .collect();
+    assert_eq!(domains, ["one", "two"], "{page}");
     assert!(
         !tunnel
             .log
@@ -101,6 +111,8 @@ fn services_start_and_reload_without_touching_the_others() {
         &format!("{base}/one/f"),
     ]);
     assert_eq!(status, "504");
+    let page = curl(&[&format!("http://{status}/status")]);
+    assert!(!page.contains("\"one\""), "{page}");
 }
 
 #[test]

@@ -32,8 +32,9 @@ const STOP_GRACE: Duration = Duration::from_secs(1);
 /// The open connections, oldest first: an id and the token that closes it.
 type Open = Arc<Mutex<VecDeque<(u64, CancellationToken)>>>;
 
-/// Serves `app` on `listener` until `stop` is cancelled.
-pub(crate) async fn serve(listener: TcpListener, app: Router, stop: CancellationToken) {
+/// Serves `app` on `listener` until `stop` is cancelled. `limmat tunnel --status` serves its
+/// page with it too (as `limmat_relay::serve_admin`), so both admin ports resist the same abuse.
+pub async fn serve(listener: TcpListener, app: Router, stop: CancellationToken) {
     let open: Open = Arc::default();
     let tasks = TaskTracker::new();
     let mut at_cap = false;

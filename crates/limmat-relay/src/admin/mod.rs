@@ -9,7 +9,7 @@
 //! Domains that use the forward proxy carry a `proxy` object (connections, active, denied,
 //! errors, bytes) in `/api/domains[/{domain}]`, and are listed even without a device online.
 
-mod listener;
+pub(crate) mod listener;
 
 use crate::context::RelayContext;
 use crate::metrics;
