@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 
 /// A port of 127.0.0.1 that nothing listens on (bound, then released).
 fn free_port() -> u16 {
@@ -16,18 +16,20 @@ fn free_port() -> u16 {
         .port()
 }
 
-#[test]
-fn a_good_start_says_online_with_the_url() {
+/// A relay, an origin, and `limmat tunnel server <origin> <relay> Dev EXTRA…`.
+fn relay_and_tunnel(extra: &[&str]) -> (Limmat, SocketAddr, Limmat, SocketAddr) {
     let origin = http_origin();
     let mut relay = Limmat::spawn(&["relay", "--listen", "127.0.0.1:0"]);
     let relay_addr = relay.listening_addr();
-    let mut tunnel = Limmat::spawn(&[
-        "tunnel",
-        "server",
-        &origin.to_string(),
-        &relay_addr.to_string(),
-        "Dev",
-    ]);
+    let (origin_arg, relay_arg) = (origin.to_string(), relay_addr.to_string());
+    let mut args = vec!["tunnel", "server", &origin_arg, &relay_arg, "Dev"];
+    args.extend(extra);
+    (relay, relay_addr, Limmat::spawn(&args), origin)
+}
+
+#[test]
+fn a_good_start_says_online_with_the_url() {
+    let (_relay, relay_addr, mut tunnel, _) = relay_and_tunnel(&[]);
     let line = tunnel.wait_for("online:");
     let url = format!("http://{relay_addr}/dev/");
     assert!(
@@ -103,18 +105,7 @@ fn status_addr(tunnel: &mut Limmat) -> String {
 
 #[test]
 fn the_status_port_serves_json_and_metrics() {
-    let origin = http_origin();
-    let mut relay = Limmat::spawn(&["relay", "--listen", "127.0.0.1:0"]);
-    let relay_addr = relay.listening_addr();
-    let mut tunnel = Limmat::spawn(&[
-        "tunnel",
-        "server",
-        &origin.to_string(),
-        &relay_addr.to_string(),
-        "dev",
-        "--status",
-        "127.0.0.1:0",
-    ]);
+    let (relay, relay_addr, mut tunnel, origin) = relay_and_tunnel(&["--status", "127.0.0.1:0"]);
     let status = status_addr(&mut tunnel);
     tunnel.wait_for("online:");
     let page: serde_json::Value =
