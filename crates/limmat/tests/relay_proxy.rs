@@ -645,3 +645,41 @@ fn an_inspecting_proxy_without_its_ca_is_named() {
     );
     agent.wait_for("TLS-inspecting proxy seems to answer");
 }
+
+/// `limmat gateway` with `relay.relay_proxy` in gateway.toml: the log line names the file's
+/// key, and the gateway's relay connections go only to the SOCKS proxy.
+#[test]
+fn the_gateway_reads_relay_proxy_from_its_file() {
+    let mut relay = relay("gateway");
+    let socks = Socks::start();
+    let dir = temp_dir("gateway");
+    let config = dir.0.join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[relay]\naddress = \"localhost:{}\"\ndomain = \"gw-proxied\"\n\
+             relay_proxy = \"socks5h://{USER}:{PASSWORD}@127.0.0.1:{}\"\n",
+            relay.plain.port(),
+            socks.port
+        ),
+    )
+    .unwrap();
+    let state = dir.0.join("state");
+    let mut gateway = Limmat::spawn_env(
+        &[],
+        &[
+            "gateway",
+            "--config",
+            config.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+    );
+    let line = gateway.wait_for("relay connections go through a proxy");
+    assert!(line.contains("gateway.toml relay.relay_proxy"), "{line}");
+    assert!(!line.contains(PASSWORD), "{line}");
+    device_connected(&mut relay.process, "gw-proxied");
+    assert_only_to(&gateway, socks.port, "gateway");
+}
