@@ -23,7 +23,7 @@ use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::RelayAddr;
+use crate::addr::RelayAddr;
 use crate::agent::{AgentError, DEFAULT_CONNECT_TIMEOUT, relay_connector};
 use crate::head::{MAX_HEAD, read_head};
 use crate::outbound::RelayProxy;
