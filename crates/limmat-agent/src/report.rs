@@ -5,8 +5,8 @@
 //!
 //! The pool's slots fail and succeed independently, so the streak lives in the shared
 //! [`AgentStatus`]: the first failure after being online (or at start) is a warning, the
-//! following ones debug lines until some slot is online again. A changed reason (connection
-//! refused, then `401`) is warned again: it is news.
+//! following ones debug lines until some slot is online again. A new reason in the streak
+//! (connection refused, then `401`) is warned too, once: it is news.
 
 use std::fmt::Display;
 use std::time::Duration;
@@ -22,6 +22,10 @@ use crate::status::{AgentState, AgentStatus};
 pub(crate) const PTTH_ONLINE_AFTER: Duration = Duration::from_secs(1);
 /// The mux `101` comes at once (5.1): silence this long means something holds the connection.
 pub(crate) const MUX_SILENT_AFTER: Duration = Duration::from_secs(3);
+
+/// Distinct failure reasons warned about per streak; slots that alternate between two reasons
+/// (refused, then reset) warn twice, not every time.
+const WARNED_REASONS: usize = 4;
 
 /// The public URL of `target` in path form: `http://relay:port/<domain>/`, without the port
 /// when it is the scheme's default.
@@ -49,6 +53,7 @@ pub(crate) fn online(status: &watch::Sender<AgentStatus>, target: &Target, trans
         s.state = AgentState::Online;
         s.failures_in_streak = 0;
         s.silent_warned = false;
+        s.warned.clear();
     });
     if was == AgentState::Online {
         return;
@@ -64,7 +69,7 @@ pub(crate) fn online(status: &watch::Sender<AgentStatus>, target: &Target, trans
     info!(relay = %target, "online: {} ({connections})", public_url(target));
 }
 
-/// An attempt failed: a warning for the first failure of a streak or a new reason, else a
+/// An attempt failed: a warning for a reason not yet warned about in this streak, else a
 /// debug line.
 pub(crate) fn failed(
     status: &watch::Sender<AgentStatus>,
@@ -78,7 +83,10 @@ pub(crate) fn failed(
         s.failures += 1;
         s.failures_in_streak += 1;
         s.state = AgentState::Failing;
-        news = s.failures_in_streak == 1 || s.last_error.as_deref() != Some(reason.as_str());
+        news = s.warned.len() < WARNED_REASONS && !s.warned.contains(&reason);
+        if news {
+            s.warned.push(reason.clone());
+        }
         s.last_error = Some(reason.clone());
     });
     let next_in_ms = next_in.as_millis();
@@ -149,11 +157,15 @@ mod tests {
             (AgentState::Failing, 3, 3)
         );
         assert_eq!(s.last_error.as_deref(), Some("refused"));
+        failed(&status, &t, Duration::ZERO, &"reset");
+        failed(&status, &t, Duration::ZERO, &"refused");
+        assert_eq!(status.borrow().warned, ["refused", "reset"]);
         online(&status, &t, "mux");
         let s = status.borrow().clone();
         assert_eq!(
             (s.state, s.failures_in_streak, s.failures),
-            (AgentState::Online, 0, 3)
+            (AgentState::Online, 0, 5)
         );
+        assert!(s.warned.is_empty());
     }
 }

@@ -44,4 +44,7 @@ pub struct AgentStatus {
     /// Whether the "waiting for the relay to answer" warning was given in this streak.
     #[serde(skip)]
     pub silent_warned: bool,
+    /// The failure reasons already warned about in this streak (a few at most).
+    #[serde(skip)]
+    pub warned: Vec<String>,
 }
