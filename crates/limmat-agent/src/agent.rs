@@ -514,6 +514,7 @@ where
     ) -> Result<Outcome, AttemptError> {
         debug!(relay = %target, "connecting");
         self.status.send_modify(|s| s.openings += 1);
+        let started = Instant::now();
         let stream = self
             .connector
             .connect_relay(
@@ -554,9 +555,11 @@ where
         );
         // A relay answers a mux handshake at once and refuses a PTTH one at once; past a
         // moment of silence the PTTH device is registered, and the mux relay is stuck.
+        // Three connection round trips at least, for slow (3G, satellite) paths.
+        let round_trips = started.elapsed() * 3;
         let (quiet, mux) = match protocol {
-            Protocol::Mux => (report::MUX_SILENT_AFTER, true),
-            _ => (report::PTTH_ONLINE_AFTER, false),
+            Protocol::Mux => (report::MUX_SILENT_AFTER.max(round_trips), true),
+            _ => (report::PTTH_ONLINE_AFTER.max(round_trips), false),
         };
         let outcome = {
             let mut exchange = std::pin::pin!(exchange);
