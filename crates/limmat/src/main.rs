@@ -108,7 +108,7 @@ fn main() -> ExitCode {
             #[cfg(feature = "relay")]
             Command::Relay(args) => relay::run(*args, shutdown).await,
             Command::Tunnel(args) => match args.config.clone() {
-                Some(file) => tunnel_services::run(file, args.status, shutdown).await,
+                Some(_) => tunnel_services::run(*args, shutdown).await,
                 None => tunnel::run(*args, shutdown).await,
             },
             #[cfg(feature = "gateway")]

@@ -22,7 +22,6 @@
 //! connection(s) — `mux_connections` of them — to its relay.
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -239,6 +238,26 @@ fn clap_problem(e: &clap::Error) -> String {
     line.strip_prefix("error: ").unwrap_or(line).to_owned()
 }
 
+/// With `--config` the tunnel's settings are the file's: a flag given beside it would be
+/// ignored without a word, so it is refused.
+fn only_config(args: &TunnelArgs) -> anyhow::Result<()> {
+    let command = TunnelArgs::augment_args(clap::Command::new("tunnel").no_binary_name(true));
+    let bare = command
+        .try_get_matches_from(["--config", "-"])
+        .and_then(|m| TunnelArgs::from_arg_matches(&m));
+    let Ok(mut bare) = bare else {
+        return Ok(()); // Cannot happen: the defaults parse.
+    };
+    bare.config = None;
+    if format!("{bare:?}") != format!("{args:?}") {
+        anyhow::bail!(
+            "with --config, give the tunnel's arguments and flags in the file (each [[service]], \
+             or the top-level relay and secret_key); only --status goes beside it"
+        );
+    }
+    Ok(())
+}
+
 /// A service that runs.
 struct Running {
     id: u64,
@@ -251,11 +270,11 @@ struct Running {
 
 /// Runs every service of `file` until `shutdown`, reloading the file on SIGHUP. A service that
 /// cannot start at launch stops everything with its error; after a reload it is logged.
-pub(crate) async fn run(
-    file: PathBuf,
-    status: Option<SocketAddr>,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+pub(crate) async fn run(mut args: TunnelArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let (Some(file), status) = (args.config.take(), args.status.take()) else {
+        anyhow::bail!("--config FILE is missing");
+    };
+    only_config(&args)?;
     let services = load(&file)?;
     let board = Arc::new(Board::default());
     let server = match status {

@@ -143,3 +143,13 @@ fn bad_files_name_the_file_the_service_and_the_key() {
         );
     }
 }
+
+#[test]
+fn flags_beside_the_file_are_refused() {
+    let file = TempFile::new("flags", "relay = \"127.0.0.1:1\"\n[[service]]\n");
+    let (ok, stderr) = run(&["tunnel", "--config", file.path(), "--transport", "mux"]);
+    assert!(
+        !ok && stderr.contains("only --status goes beside it"),
+        "{stderr}"
+    );
+}
