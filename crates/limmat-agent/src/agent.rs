@@ -438,7 +438,14 @@ where
                     backoff.reset();
                     self.status.send_modify(|s| s.mux_refused += 1);
                     *lock(&self.ptth_until) = Some(Instant::now() + FALLBACK_FOR);
-                    info!(relay = %target, status, "the relay does not speak limmat-mux/1: PTTH/1.0 for an hour");
+                    match status {
+                        0 => {
+                            info!(relay = %target, "the relay (or a proxy on the way) ended the limmat-mux/1 handshake without an answer: PTTH/1.0 for an hour")
+                        }
+                        _ => {
+                            info!(relay = %target, status, "the relay (or a proxy on the way) does not speak limmat-mux/1: PTTH/1.0 for an hour")
+                        }
+                    }
                 }
                 Ok(Outcome::Upgraded { stream, leftover }) => {
                     hops = 0;

@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
@@ -31,6 +32,7 @@ use tokio_rustls::client::TlsStream;
 use tracing::{debug, warn};
 
 use crate::outbound::{self, ProxyPlan, ProxyScheme};
+use crate::verify::{self, PinningVerifier};
 
 /// How long the kernel waits before probing an idle connection, and then between probes. A
 /// waiting device connection is silent for up to 75 s, so dead NAT state is found within
@@ -142,7 +144,11 @@ impl Connector {
             if !tls {
                 return Ok(RelayStream::Plain(tcp));
             }
-            Ok(RelayStream::Tls(Box::new(self.tls_over(host, tcp).await?)))
+            let tls = self
+                .tls_over(host, tcp)
+                .await
+                .map_err(|e| verify::explain(e, host))?;
+            Ok(RelayStream::Tls(Box::new(tls)))
         };
         within(timeout, attempt, None).await
     }
@@ -207,7 +213,7 @@ impl Connector {
             Ok(stream)
         }
         .await
-        .map_err(|e| inspected(e, host));
+        .map_err(|e| verify::explain(inspected(e, host), host));
         within(timeout, async { attempt }, Some(&at)).await
     }
 }
@@ -268,14 +274,23 @@ fn client_config(options: &TlsOptions) -> Result<rustls::ClientConfig, TlsError>
             .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
             .with_no_client_auth());
     }
+    let (roots, pinned) = root_store(options.ca_file.as_ref())?;
+    let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+        .build()
+        .map_err(|e| TlsError::Config(rustls::Error::General(e.to_string())))?;
     Ok(builder
-        .with_root_certificates(root_store(options.ca_file.as_ref())?)
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PinningVerifier::new(webpki, pinned)))
         .with_no_client_auth())
 }
 
-/// The system roots plus the certificates of `ca_file`.
-fn root_store(ca_file: Option<&PathBuf>) -> Result<RootCertStore, TlsError> {
+/// The system roots plus the certificates of `ca_file`, and those certificates themselves (a
+/// server certificate byte-identical to one of them is accepted as itself).
+type Roots = (RootCertStore, Vec<CertificateDer<'static>>);
+
+fn root_store(ca_file: Option<&PathBuf>) -> Result<Roots, TlsError> {
     let mut roots = RootCertStore::empty();
+    let mut pinned = Vec::new();
     let native = rustls_native_certs::load_native_certs();
     // One unreadable file or odd certificate in the system store must not stop the agent.
     for e in &native.errors {
@@ -295,7 +310,8 @@ fn root_store(ca_file: Option<&PathBuf>) -> Result<RootCertStore, TlsError> {
                 reason,
             };
             let cert = cert.map_err(|e| bad(e.to_string()))?;
-            roots.add(cert).map_err(|e| bad(e.to_string()))?;
+            roots.add(cert.clone()).map_err(|e| bad(e.to_string()))?;
+            pinned.push(cert);
             found += 1;
         }
         if found == 0 {
@@ -309,7 +325,7 @@ fn root_store(ca_file: Option<&PathBuf>) -> Result<RootCertStore, TlsError> {
         };
         return Err(TlsError::NoSystemRoots(why));
     }
-    Ok(roots)
+    Ok((roots, pinned))
 }
 
 /// The verifier of `--no-certificate-verification`: accepts every certificate for every name.

@@ -486,6 +486,48 @@ async fn auto_falls_back_to_ptth() {
     agent.stop().await;
 }
 
+/// Issue 12 item 4: a Yaler relay takes the mux probe for a client and pairs it with the
+/// device waiting there, which closes: the probe ends without a status line. 5.8: EOF is an
+/// answer other than the mux `101` too, so the agent uses PTTH instead of probing forever.
+#[tokio::test]
+async fn a_yaler_relay_that_pairs_the_probe_means_ptth() {
+    let relay = FakeRelay::bind().await;
+    let mut config = relay.config("dom");
+    config.transport = Transport::Auto;
+    let (mut agent, _conns) = Running::collecting(config);
+    let (first, head) = relay.accept_head().await;
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.contains("Upgrade: limmat-mux/1\r\n"), "{head}");
+    // Paired with a waiting device that closes: the probe sees the end of the stream.
+    drop(first);
+    let (_second, head) = relay.accept_head().await;
+    assert_eq!(head, relay.handshake("dom", None));
+    let status = agent.until(|s| s.mux_refused == 1).await;
+    assert_eq!(status.mux, 0);
+    agent.stop().await;
+}
+
+/// Issue 12 item 3: a `401` to the mux probe is about the key, not the protocol: no hour of
+/// PTTH, the next attempt probes mux again.
+#[tokio::test]
+async fn a_401_to_the_mux_probe_keeps_probing_mux() {
+    let relay = FakeRelay::bind().await;
+    let mut config = relay.config("dom");
+    config.transport = Transport::Auto;
+    config.secret_key = Some("wrong-key".into());
+    let (mut agent, _conns) = Running::collecting(config);
+    let (mut first, head) = relay.accept_head().await;
+    assert!(String::from_utf8_lossy(&head).contains("Upgrade: limmat-mux/1\r\n"));
+    first.send(b"HTTP/1.1 401 \r\n\r\n").await;
+    drop(first);
+    let (_second, head) = relay.accept_head().await;
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.contains("Upgrade: limmat-mux/1\r\n"), "{head}");
+    let status = agent.until(|s| s.failures >= 1).await;
+    assert_eq!(status.mux_refused, 0);
+    agent.stop().await;
+}
+
 /// Against the real relay, `auto` gets mux.
 #[tokio::test]
 async fn auto_uses_mux_with_a_limmat_relay() {

@@ -604,7 +604,7 @@ fn an_inspecting_proxy_falls_back_to_ptth() {
             ca.to_str().unwrap(),
         ],
     );
-    let line = agent.wait_for("does not speak limmat-mux/1");
+    let line = agent.wait_for("PTTH/1.0 for an hour");
     eprintln!("fallback: {line}");
     let connected = device_connected(&mut relay.process, "bumped");
     assert!(!connected.contains("mux device"), "{connected}");
