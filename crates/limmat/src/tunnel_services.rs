@@ -471,6 +471,39 @@ domain = "web"
         assert!(egress.relay.is_none() && egress.domain.is_none());
     }
 
+    /// The example loads, and every key it shows (commented or not) is a key of a service.
+    #[test]
+    fn the_example_loads_and_names_real_keys() {
+        let example = include_str!("../../../examples/tunnel.toml");
+        let services = parse(example).unwrap();
+        assert_eq!(services.len(), 2);
+        let uncommented: String = example
+            .lines()
+            .map(|l| l.strip_prefix("# ").unwrap_or(l))
+            .filter(|l| !l.contains('…') && !l.starts_with("mode = \"egress"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        // Each commented key, set on the first service, must parse (values as shown).
+        for line in uncommented.lines().filter(|l| l.contains(" = ")) {
+            let Some((key, _)) = line.split_once(" = ") else {
+                continue;
+            };
+            let key = key.trim();
+            if TOP_KEYS.contains(&key) || key.contains(' ') || key.contains('#') {
+                continue;
+            }
+            let text = format!(
+                "relay = \"r\"\n[[service]]\nmode = \"server\"\nlocal = \"127.0.0.1:1\"\ndomain = \"d\"\n{}\n",
+                line.split('#').next().unwrap_or(line).trim()
+            );
+            let Err(e) = parse(&text) else { continue };
+            assert!(
+                !e.contains("unknown key"),
+                "examples/tunnel.toml shows {key}: {e}"
+            );
+        }
+    }
+
     #[test]
     fn errors_name_the_service_and_the_key() {
         let base = "relay = \"r\"\n[[service]]\nmode = \"server\"\nlocal = \"127.0.0.1:1\"\ndomain = \"a\"\n[[service]]\n";
