@@ -56,6 +56,7 @@ pub const MAX_POOL: usize = 65_535;
 
 /// What an [`Agent`] connects to and how.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct AgentConfig {
     pub relay: RelayAddr,
     /// The relay domain to register; validated and case-folded by [`Agent::new`].
@@ -139,6 +140,7 @@ impl AgentConfig {
 
 /// A configuration the agent cannot run with.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum AgentError {
     // The causes are in the messages, not chained as `source()`, so that `{:#}` does not
     // print them twice.

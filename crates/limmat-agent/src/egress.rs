@@ -68,6 +68,7 @@ impl std::fmt::Debug for ProxyAuth {
 
 /// Why [`connect_via_proxy`] has no tunnel; the relay's refusals by their status (6.3).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ProxyError {
     #[error("the target {0:?} is not a host and port")]
     Target(String),

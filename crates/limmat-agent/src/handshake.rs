@@ -40,6 +40,7 @@ impl std::fmt::Display for Target {
 
 /// Why a `307`/`308` cannot be followed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RedirectError {
     #[error("a redirect without a usable Location")]
     BadLocation,
@@ -92,6 +93,7 @@ pub enum Event {
 
 /// Why an attempt failed; every one of these leads to the backoff.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum AttemptError {
     #[error("cannot connect to the relay: {0}")]
     Connect(std::io::Error),

@@ -42,6 +42,7 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
 
 /// How TLS servers (the relay, or a `tls:` local service) are authenticated.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TlsOptions {
     /// PEM certificates trusted in addition to the system roots (`--ca-file`).
     pub ca_file: Option<PathBuf>,
@@ -50,8 +51,23 @@ pub struct TlsOptions {
     pub no_certificate_verification: bool,
 }
 
+impl TlsOptions {
+    /// Trusts the PEM certificates of `path` as well (`--ca-file`).
+    pub fn with_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_file = Some(path.into());
+        self
+    }
+
+    /// Accepts any certificate (`--no-certificate-verification`; for tests only).
+    pub fn without_certificate_verification(mut self) -> Self {
+        self.no_certificate_verification = true;
+        self
+    }
+}
+
 /// Why no TLS client configuration could be built.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TlsError {
     #[error("cannot read the CA file {}: {error}", path.display())]
     CaFileRead { path: PathBuf, error: io::Error },

@@ -49,6 +49,10 @@ const LINGER_BYTES: u64 = 64 * 1024;
 
 /// Server mode: runs `agent` and splices every relayed connection to `local`, over TLS for a
 /// `tls:` address (verified with the agent's [`TlsOptions`]).
+///
+/// `limmat tunnel`'s own mode, not a stable API of the library (hidden from its docs; the
+/// library's way is [`Agent::run`] with a handler such as [`crate::forward`]).
+#[doc(hidden)]
 pub async fn run_server(agent: Agent, local: LocalAddr, shutdown: CancellationToken) {
     let connector = agent.connector().clone();
     let serve = move |conn, local: LocalAddr| {
@@ -90,6 +94,10 @@ async fn server_connection(
 
 /// Proxy mode: runs `agent` and answers the `CONNECT` head of every relayed connection with
 /// [`proxy`].
+///
+/// `limmat tunnel`'s own mode, not a stable API of the library (hidden from its docs; the
+/// library's way is [`Agent::run`] with a handler such as [`crate::forward`]).
+#[doc(hidden)]
 pub async fn run_proxy(agent: Agent, local: LocalAddr, shutdown: CancellationToken) {
     let connector = agent.connector().clone();
     let serve = move |conn, local: LocalAddr| {
@@ -151,6 +159,7 @@ async fn check_local(local: &LocalAddr) {
 
 /// Why proxy mode did not splice a connection.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ProxyError {
     #[error("no request head: {0}")]
     Head(#[from] HeadError),
@@ -169,6 +178,10 @@ pub enum ProxyError {
 /// that followed the head first. Otherwise answers `405`, or `502` when `local` refuses, and
 /// closes. `local` is opened with `connector` (TLS for a `tls:` address). Returns the bytes
 /// spliced (relay → local, local → relay).
+///
+/// `limmat tunnel`'s own mode, not a stable API of the library (hidden from its docs; the
+/// library's way is [`Agent::run`] with a handler such as [`crate::forward`]).
+#[doc(hidden)]
 pub async fn proxy(
     mut conn: RelayedConn,
     local: &LocalAddr,
@@ -214,6 +227,7 @@ where
 
 /// Client mode: where the relay is and which device to reach.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ClientConfig {
     pub relay: RelayAddr,
     /// Validated and case-folded by [`TunnelClient::bind`].
@@ -247,6 +261,7 @@ impl ClientConfig {
 
 /// Why client mode cannot start.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ClientError {
     #[error(transparent)]
     Config(#[from] AgentError),
@@ -402,6 +417,7 @@ async fn client_connection(
 
 /// Why client mode could not open a tunnel.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TunnelError {
     #[error("cannot connect to the relay {0}: {1}")]
     Connect(String, io::Error),

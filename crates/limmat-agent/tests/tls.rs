@@ -418,10 +418,7 @@ async fn bad_ca_files_are_refused_at_start() {
         let message = err.to_string();
         assert!(message.contains(&path.display().to_string()), "{message}");
         let mut client = ClientConfig::new(relay, "dom");
-        client.tls = TlsOptions {
-            ca_file: Some(path.to_owned()),
-            no_certificate_verification: false,
-        };
+        client.tls = TlsOptions::default().with_ca_file(path);
         let err = TunnelClient::bind(&LocalAddr::new("127.0.0.1", 0), client)
             .await
             .unwrap_err();
@@ -483,10 +480,7 @@ async fn self_signed_server(params: rcgen::CertificateParams) -> (String, u16) {
 /// Connects to `host:port` over TLS trusting `ca_pem`; the error's text on failure.
 async fn connect_with(ca_pem: &str, host: &str, port: u16) -> Result<(), String> {
     let ca = TempFile::with(ca_pem.as_bytes());
-    let options = TlsOptions {
-        ca_file: Some(ca.path().to_owned()),
-        no_certificate_verification: false,
-    };
+    let options = TlsOptions::default().with_ca_file(ca.path());
     let connector = limmat_agent::Connector::new(options);
     match connector
         .connect(host, port, true, std::time::Duration::from_secs(10))

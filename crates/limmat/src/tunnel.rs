@@ -321,10 +321,10 @@ fn secret_key(flag: Option<String>) -> Option<String> {
 }
 
 fn tls_options(args: &TunnelArgs) -> TlsOptions {
-    TlsOptions {
-        ca_file: args.ca_file.clone(),
-        no_certificate_verification: args.no_certificate_verification,
-    }
+    let mut options = TlsOptions::default();
+    options.ca_file = args.ca_file.clone();
+    options.no_certificate_verification = args.no_certificate_verification;
+    options
 }
 
 /// The device side of server and proxy modes.
