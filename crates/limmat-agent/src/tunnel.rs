@@ -131,6 +131,7 @@ where
 /// connections at `local`, the commonest mistake (a wrong port, a service not started yet).
 /// The tunnel runs anyway: the service may come up later. The probe is one TCP connection,
 /// opened and closed, so `limmat tunnel` does it and the library leaves it to its caller.
+#[doc(hidden)]
 pub async fn with_local_check(local: &LocalAddr, mode: impl Future<Output = ()>) {
     let mut mode = std::pin::pin!(mode);
     tokio::select! {
