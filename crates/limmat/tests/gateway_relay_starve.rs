@@ -2,7 +2,7 @@
 //! the relay over limmat-mux/1 (`relay.transport = auto`), so clients served at once are not
 //! capped by `relay.max_connections` (32); slow-body clients, ten times that many, hold
 //! streams only until `api.limits` cuts them, and meanwhile real requests through the relay
-//! keep succeeding. `bench/slowhttptest_relay.sh` is the same with 2,000 slowhttptest clients.
+//! keep succeeding. `bench/slowbody_relay.sh` is the same with 2,000 slowhttptest clients.
 
 mod common;
 mod gateway_common;
