@@ -18,9 +18,10 @@ use std::process::Command;
 const TOKEN: &str = "openapi-test-token";
 
 /// Operations whose parameters exclude or require each other (`active` and `passive`,
-/// `connect` or `enable`, `notify` or `indicate`, `noresponse` or `long`), or whose body a schema cannot judge (a
-/// webhook URL must pass the SSRF check): schema-valid requests may rightly get `400`, so
-/// schemathesis's `positive_data_acceptance` does not apply to them. Every other check does.
+/// `connect` or `enable`, `notify` or `indicate`, `noresponse` or `long`), or whose body a
+/// schema cannot judge (a webhook URL must pass the SSRF check): schema-valid requests may
+/// rightly get `400`, so schemathesis's `positive_data_acceptance` does not apply to them.
+/// Every other check does.
 const COMBINED: &[&str] = &[
     "GET /gap/nodes",
     "PUT /gap/nodes/{node}",
@@ -128,11 +129,10 @@ fn the_openapi_document_is_valid_and_true() {
             &format!("{base}/openapi.json"),
         ])
         // Bounded for CI (about 20 s on two busy cores): the coverage phase's boundary and
-        // near-boundary values of every parameter and body, and random examples per
-        // operation (2). A request still unanswered after 3 s is an open SSE stream or a scan of
-        // its `duration`, which schemathesis counts as a pass without a body to check (streams get
-        // 0.5 s, set above); the
-        // default 2 s scans and every non-stream answer are checked.
+        // near-boundary values of every parameter and body, and 2 random examples per
+        // operation. A request still unanswered after 3 s (0.5 s for event streams, set
+        // above) is an open SSE stream or a long scan, which schemathesis counts as a pass
+        // without a body to check; the default 2 s scans and every other answer are checked.
         .args(["--max-examples", "2", "--workers", "2"])
         .args(["--phases", "coverage,fuzzing", "--request-timeout", "3"])
         .args(["--max-failures", "20", "--header", &auth])
