@@ -16,22 +16,11 @@ use std::time::{Duration, Instant};
 const USER: &str = "alice";
 const PASSWORD: &str = "s3cret";
 
-/// A temporary directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
+/// A temporary directory that squid, started as root and running as `nobody`, can write to.
 fn temp_dir(tag: &str) -> TempDir {
-    let dir = std::env::temp_dir().join(format!("limmat-proxy-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    // squid started as root runs as `nobody`, which must write its logs here.
-    set_mode(&dir, 0o777);
-    TempDir(dir)
+    let dir = common::temp_dir(&format!("proxy-{tag}"));
+    set_mode(&dir.0, 0o777);
+    dir
 }
 
 fn set_mode(path: &Path, mode: u32) {
