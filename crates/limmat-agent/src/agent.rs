@@ -58,6 +58,7 @@ pub const MAX_POOL: usize = 65_535;
 
 /// What an [`Agent`] connects to and how.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct AgentConfig {
     pub relay: RelayAddr,
     /// The relay domain to register; validated and case-folded by [`Agent::new`].
@@ -141,6 +142,7 @@ impl AgentConfig {
 
 /// A configuration the agent cannot run with.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum AgentError {
     // The causes are in the messages, not chained as `source()`, so that `{:#}` does not
     // print them twice.
@@ -465,7 +467,14 @@ where
                     backoff.reset();
                     self.status.send_modify(|s| s.mux_refused += 1);
                     *lock(&self.ptth_until) = Some(Instant::now() + FALLBACK_FOR);
-                    info!(relay = %target, status, "the relay does not speak limmat-mux/1: PTTH/1.0 for an hour");
+                    match status {
+                        0 => {
+                            info!(relay = %target, "the relay (or a proxy on the way) ended the limmat-mux/1 handshake without an answer: PTTH/1.0 for an hour")
+                        }
+                        _ => {
+                            info!(relay = %target, status, "the relay (or a proxy on the way) does not speak limmat-mux/1: PTTH/1.0 for an hour")
+                        }
+                    }
                 }
                 Ok(Outcome::Upgraded { stream, leftover }) => {
                     hops = 0;

@@ -23,9 +23,12 @@ use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use crate::addr::RelayAddr;
+use crate::agent::{AgentError, DEFAULT_CONNECT_TIMEOUT, relay_connector};
 use crate::head::{MAX_HEAD, read_head};
+use crate::outbound::RelayProxy;
 use crate::serve::splice;
-use crate::transport;
+use crate::transport::{self, Connector, RelayStream, TlsOptions};
 use crate::tunnel::accept_local;
 
 /// How long to wait for the relay's answer to a `CONNECT`: it answers within its own
@@ -65,6 +68,7 @@ impl std::fmt::Debug for ProxyAuth {
 
 /// Why [`connect_via_proxy`] has no tunnel; the relay's refusals by their status (6.3).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ProxyError {
     #[error("the target {0:?} is not a host and port")]
     Target(String),
@@ -157,6 +161,8 @@ pub struct EgressProxy {
     relay: String,
     auth: ProxyAuth,
     max_sockets: usize,
+    /// Opens the connections to the relay's proxy, through an outbound proxy if one is set.
+    connector: Connector,
 }
 
 impl EgressProxy {
@@ -180,7 +186,17 @@ impl EgressProxy {
             relay,
             auth,
             max_sockets: max_sockets.max(1),
+            connector: Connector::new(TlsOptions::default()),
         })
+    }
+
+    /// Sends the connections to the relay's proxy through the outbound proxy `proxy`
+    /// (`--relay-proxy`, or the environment as curl reads it); logs which one is used.
+    pub fn with_relay_proxy(mut self, proxy: &RelayProxy) -> Result<Self, AgentError> {
+        let (host, port) = split_authority(&self.relay);
+        let relay = RelayAddr::plain(host, port);
+        self.connector = relay_connector(&relay, &TlsOptions::default(), proxy)?;
+        Ok(self)
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -198,7 +214,8 @@ impl EgressProxy {
         }
         let serve = |local, peer: SocketAddr| {
             let (value, relay) = (value.clone(), relay.clone());
-            async move { egress_connection(local, &relay, &value).await }
+            let connector = self.connector.clone();
+            async move { egress_connection(local, &connector, &relay, &value).await }
                 .instrument(info_span!("egress", %peer))
         };
         accept_local(&self.listener, self.max_sockets, &shutdown, serve).await;
@@ -206,8 +223,19 @@ impl EgressProxy {
     }
 }
 
+/// `host:port` (the host bracketed when IPv6) as host and port; port 80 when none is given.
+fn split_authority(authority: &str) -> (&str, u16) {
+    match authority.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && !port.contains(']') => (
+            host.trim_start_matches('[').trim_end_matches(']'),
+            port.parse().unwrap_or(80),
+        ),
+        _ => (authority, 80),
+    }
+}
+
 /// One local connection: its request head with our `Proxy-Authorization`, then a splice.
-async fn egress_connection(mut local: TcpStream, relay: &str, value: &str) {
+async fn egress_connection(mut local: TcpStream, connector: &Connector, relay: &str, value: &str) {
     let _ = transport::tune(&local);
     let mut buf = Vec::new();
     let head_len = match read_head(&mut local, &mut buf).await {
@@ -216,7 +244,11 @@ async fn egress_connection(mut local: TcpStream, relay: &str, value: &str) {
     };
     let mut request = with_proxy_authorization(&buf[..head_len], value);
     request.extend_from_slice(&buf[head_len..]);
-    let mut upstream = match TcpStream::connect(relay).await {
+    let (host, port) = split_authority(relay);
+    let connected = connector
+        .connect_relay(host, port, false, DEFAULT_CONNECT_TIMEOUT)
+        .await;
+    let mut upstream = match connected {
         Ok(s) => s,
         Err(e) => {
             warn!(%relay, "cannot connect to the relay's proxy: {e}");
@@ -226,7 +258,9 @@ async fn egress_connection(mut local: TcpStream, relay: &str, value: &str) {
             return;
         }
     };
-    let _ = transport::tune(&upstream);
+    if let RelayStream::Plain(tcp) = &upstream {
+        let _ = transport::tune(tcp);
+    }
     if let Err(e) = upstream.write_all(&request).await {
         return debug!("relay closed early: {e}");
     }

@@ -40,6 +40,7 @@ impl std::fmt::Display for Target {
 
 /// Why a `307`/`308` cannot be followed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RedirectError {
     #[error("a redirect without a usable Location")]
     BadLocation,
@@ -92,6 +93,7 @@ pub enum Event {
 
 /// Why an attempt failed; every one of these leads to the backoff.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum AttemptError {
     #[error("cannot connect to the relay: {0}")]
     Connect(std::io::Error),
@@ -115,6 +117,9 @@ pub enum AttemptError {
     InsecureRedirect(String),
     #[error("the relay does not speak limmat-mux/1 (it answered {0})")]
     NoMux(u16),
+    /// `401`: about the key, not the protocol; a mux probe is not given up for it (issue 12).
+    #[error("the relay refused the device key (401): check --secret-key / LIMMAT_SECRET_KEY")]
+    KeyRefused,
     #[error("the mux connection is dead (no PING ACK in time)")]
     MuxDead,
 }
@@ -139,7 +144,9 @@ pub struct HandshakeFields<'a> {
 /// `response_timeout` bounds the wait for each response head (75 s, checklist 48).
 ///
 /// With `Protocol::Mux`, only the exact 61-byte mux `101` is success, `307`/`308` and `429`
-/// are followed as for PTTH, and any other answer is [`AttemptError::NoMux`] (5.8).
+/// are followed as for PTTH, `401` is [`AttemptError::KeyRefused`] as for PTTH (the key, not
+/// the protocol), and any other answer, an end of stream or an unreadable head included, is
+/// [`AttemptError::NoMux`] (5.8; status 0 when there was none).
 pub async fn exchange(
     mut stream: RelayStream,
     target: &Target,
@@ -166,7 +173,17 @@ pub async fn exchange(
         on_event(Event::Sent);
         let reply = tokio::time::timeout(response_timeout, read_final_reply(&mut stream, &mut buf))
             .await
-            .map_err(|_| AttemptError::Timeout(response_timeout))??;
+            .map_err(|_| AttemptError::Timeout(response_timeout))?;
+        let reply = match reply {
+            Ok(reply) => reply,
+            // 5.8: any answer but the mux `101`, EOF included, means PTTH. A Yaler relay pairs
+            // the probe with a waiting device as if it were a client, and that device closes.
+            Err(_) if mux => return Err(AttemptError::NoMux(0)),
+            Err(e) => return Err(e.into()),
+        };
+        if reply.status == 401 {
+            return Err(AttemptError::KeyRefused);
+        }
         match reply.status {
             101 if mux && reply.exact_mux_upgrade => {
                 return Ok(Outcome::Mux {

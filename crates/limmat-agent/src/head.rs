@@ -18,6 +18,7 @@ const READ_CHUNK: usize = 4 * 1024;
 
 /// Why no usable head was read.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum HeadError {
     #[error("the connection closed before a complete head ({0} bytes read)")]
     Eof(usize),

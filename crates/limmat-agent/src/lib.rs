@@ -36,7 +36,8 @@
 //! (the limmat-mux/1 transport choice and stream metadata), [`agent`] (the pool), `serve`
 //! (splicing and HTTP), [`tunnel`] (the `limmat tunnel` modes) and [`egress`] (using a
 //! relay's forward proxy: [`connect_via_proxy`], `limmat tunnel egress`) and [`outbound`] (an
-//! HTTP or SOCKS5 proxy between the agent and the relay).
+//! HTTP or SOCKS5 proxy between the agent and the relay); `verify` checks the relay's
+//! certificate as `curl --cacert` does and words its errors.
 
 pub mod addr;
 pub mod agent;
@@ -50,6 +51,7 @@ pub mod outbound;
 mod serve;
 mod transport;
 pub mod tunnel;
+mod verify;
 
 pub use addr::{AddrError, LocalAddr, RelayAddr};
 pub use agent::{Agent, AgentConfig, AgentError, AgentStatus};

@@ -39,6 +39,19 @@ pub enum RelayProxy {
     Environment,
     /// This proxy (`--relay-proxy URL`); `no_proxy` still applies.
     Url(ProxyUrl),
+    /// This proxy, set at the named place (e.g. `gateway.toml relay.relay_proxy`), which the
+    /// start-up log line names; `no_proxy` still applies.
+    Named(ProxyUrl, &'static str),
+}
+
+impl RelayProxy {
+    /// The same setting, its start-up log line naming `from` as where a proxy URL was set.
+    pub fn set_at(self, from: &'static str) -> Self {
+        match self {
+            Self::Url(url) | Self::Named(url, _) => Self::Named(url, from),
+            other => other,
+        }
+    }
 }
 
 impl FromStr for RelayProxy {
@@ -207,6 +220,11 @@ impl ProxyPlan {
             RelayProxy::Url(url) => Self {
                 tls: Some((url.clone(), "--relay-proxy")),
                 plain: Some((url.clone(), "--relay-proxy")),
+                no_proxy: no_proxy(),
+            },
+            RelayProxy::Named(url, from) => Self {
+                tls: Some((url.clone(), from)),
+                plain: Some((url.clone(), from)),
                 no_proxy: no_proxy(),
             },
             RelayProxy::Environment => {

@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
@@ -31,6 +32,7 @@ use tokio_rustls::client::TlsStream;
 use tracing::{debug, warn};
 
 use crate::outbound::{self, ProxyPlan, ProxyScheme};
+use crate::verify::{self, PinningVerifier};
 
 /// How long the kernel waits before probing an idle connection, and then between probes. A
 /// waiting device connection is silent for up to 75 s, so dead NAT state is found within
@@ -40,6 +42,7 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
 
 /// How TLS servers (the relay, or a `tls:` local service) are authenticated.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TlsOptions {
     /// PEM certificates trusted in addition to the system roots (`--ca-file`).
     pub ca_file: Option<PathBuf>,
@@ -48,8 +51,23 @@ pub struct TlsOptions {
     pub no_certificate_verification: bool,
 }
 
+impl TlsOptions {
+    /// Trusts the PEM certificates of `path` as well (`--ca-file`).
+    pub fn with_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_file = Some(path.into());
+        self
+    }
+
+    /// Accepts any certificate (`--no-certificate-verification`; for tests only).
+    pub fn without_certificate_verification(mut self) -> Self {
+        self.no_certificate_verification = true;
+        self
+    }
+}
+
 /// Why no TLS client configuration could be built.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TlsError {
     #[error("cannot read the CA file {}: {error}", path.display())]
     CaFileRead { path: PathBuf, error: io::Error },
@@ -142,7 +160,11 @@ impl Connector {
             if !tls {
                 return Ok(RelayStream::Plain(tcp));
             }
-            Ok(RelayStream::Tls(Box::new(self.tls_over(host, tcp).await?)))
+            let tls = self
+                .tls_over(host, tcp)
+                .await
+                .map_err(|e| verify::explain(e, host))?;
+            Ok(RelayStream::Tls(Box::new(tls)))
         };
         within(timeout, attempt, None).await
     }
@@ -207,7 +229,7 @@ impl Connector {
             Ok(stream)
         }
         .await
-        .map_err(|e| inspected(e, host));
+        .map_err(|e| verify::explain(inspected(e, host), host));
         within(timeout, async { attempt }, Some(&at)).await
     }
 }
@@ -268,14 +290,23 @@ fn client_config(options: &TlsOptions) -> Result<rustls::ClientConfig, TlsError>
             .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
             .with_no_client_auth());
     }
+    let (roots, pinned) = root_store(options.ca_file.as_ref())?;
+    let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+        .build()
+        .map_err(|e| TlsError::Config(rustls::Error::General(e.to_string())))?;
     Ok(builder
-        .with_root_certificates(root_store(options.ca_file.as_ref())?)
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PinningVerifier::new(webpki, pinned)))
         .with_no_client_auth())
 }
 
-/// The system roots plus the certificates of `ca_file`.
-fn root_store(ca_file: Option<&PathBuf>) -> Result<RootCertStore, TlsError> {
+/// The system roots plus the certificates of `ca_file`, and those certificates themselves (a
+/// server certificate byte-identical to one of them is accepted as itself).
+type Roots = (RootCertStore, Vec<CertificateDer<'static>>);
+
+fn root_store(ca_file: Option<&PathBuf>) -> Result<Roots, TlsError> {
     let mut roots = RootCertStore::empty();
+    let mut pinned = Vec::new();
     let native = rustls_native_certs::load_native_certs();
     // One unreadable file or odd certificate in the system store must not stop the agent.
     for e in &native.errors {
@@ -295,7 +326,8 @@ fn root_store(ca_file: Option<&PathBuf>) -> Result<RootCertStore, TlsError> {
                 reason,
             };
             let cert = cert.map_err(|e| bad(e.to_string()))?;
-            roots.add(cert).map_err(|e| bad(e.to_string()))?;
+            roots.add(cert.clone()).map_err(|e| bad(e.to_string()))?;
+            pinned.push(cert);
             found += 1;
         }
         if found == 0 {
@@ -309,7 +341,7 @@ fn root_store(ca_file: Option<&PathBuf>) -> Result<RootCertStore, TlsError> {
         };
         return Err(TlsError::NoSystemRoots(why));
     }
-    Ok(roots)
+    Ok((roots, pinned))
 }
 
 /// The verifier of `--no-certificate-verification`: accepts every certificate for every name.
@@ -556,4 +588,42 @@ pub fn tune(stream: &TcpStream) -> io::Result<()> {
         .with_time(KEEPALIVE_IDLE)
         .with_interval(KEEPALIVE_INTERVAL);
     socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::{TcpListener, TcpSocket};
+
+    /// A loopback listener that never answers: its accept queue is full and never drained,
+    /// so the kernel drops further SYNs and a connect hangs (as with a black-holed route).
+    async fn black_hole() -> (TcpListener, SocketAddr, Vec<TcpStream>) {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = socket.listen(1).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut queued = Vec::new();
+        for _ in 0..16 {
+            match tokio::time::timeout(Duration::from_millis(300), TcpStream::connect(addr)).await {
+                Ok(Ok(stream)) => queued.push(stream),
+                _ => return (listener, addr, queued),
+            }
+        }
+        panic!("the accept queue never filled");
+    }
+
+    /// RFC 8305: the first address never answers, the second does: connected in under 1 s,
+    /// to the second.
+    #[tokio::test]
+    async fn happy_eyeballs_skips_a_black_holed_first_address() {
+        let (_hole, dead, _queued) = black_hole().await;
+        let live = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let live_addr = live.local_addr().unwrap();
+        let start = std::time::Instant::now();
+        let stream = race(&[dead, live_addr], ATTEMPT_DELAY).await.unwrap();
+        let took = start.elapsed();
+        eprintln!("connected past a black-holed first address in {took:?}");
+        assert_eq!(stream.peer_addr().unwrap(), live_addr);
+        assert!(took < Duration::from_secs(1), "{took:?}");
+    }
 }

@@ -31,7 +31,7 @@ use crate::agent::{
 use crate::conn::RelayedConn;
 use crate::handshake::{MAX_REDIRECTS, RedirectError, Target};
 use crate::head::{HeadError, read_final_reply, read_head};
-use crate::serve::{LOCAL_CONNECT_TIMEOUT, forward_with, splice};
+use crate::serve::{LOCAL_CONNECT_TIMEOUT, splice};
 use crate::transport::{self, Connector, RelayStream, TlsOptions};
 
 /// How long a proxy-mode device waits for the client's `CONNECT` head. YalerTunnel2 closes
@@ -46,17 +46,55 @@ const LINGER_BYTES: u64 = 64 * 1024;
 
 /// Server mode: runs `agent` and splices every relayed connection to `local`, over TLS for a
 /// `tls:` address (verified with the agent's [`TlsOptions`]).
+///
+/// `limmat tunnel`'s own mode, not a stable API of the library (hidden from its docs; the
+/// library's way is [`Agent::run`] with a handler such as [`crate::forward`]).
+#[doc(hidden)]
 pub async fn run_server(agent: Agent, local: LocalAddr, shutdown: CancellationToken) {
     let connector = agent.connector().clone();
     let serve = move |conn, local: LocalAddr| {
         let connector = connector.clone();
-        async move { forward_with(conn, &local, &connector).await }
+        async move { server_connection(conn, &local, &connector).await }
     };
     run_mode(agent, local, shutdown, serve).await;
 }
 
+/// Server mode's answer when the local service cannot be reached (issue 12, spec 2.8's
+/// conventions): a `502` with a short body, instead of a connection closed without a word.
+pub const SERVER_BAD_GATEWAY: &[u8] = b"HTTP/1.1 502 Bad Gateway\r\n\
+Content-Type: text/plain; charset=utf-8\r\nContent-Length: 45\r\nConnection: close\r\n\r\n\
+the device's local service is not reachable.\n";
+
+/// Server mode for one relayed connection: [`forward_with`](crate::forward_with), or [`SERVER_BAD_GATEWAY`] when the
+/// local service refuses or does not answer.
+async fn server_connection(
+    conn: RelayedConn,
+    local: &LocalAddr,
+    connector: &Connector,
+) -> io::Result<(u64, u64)> {
+    let stream = match connector
+        .connect(&local.host, local.port, local.tls, LOCAL_CONNECT_TIMEOUT)
+        .await
+    {
+        Ok(stream) => stream,
+        Err(e) => {
+            answer_and_close(conn, SERVER_BAD_GATEWAY).await;
+            return Err(io::Error::new(
+                e.kind(),
+                format!("cannot connect to the local service (answered 502): {e}"),
+            ));
+        }
+    };
+    let buffer = crate::serve::copy_buffer(&conn);
+    crate::serve::splice_with(conn, stream, buffer).await
+}
+
 /// Proxy mode: runs `agent` and answers the `CONNECT` head of every relayed connection with
 /// [`proxy`].
+///
+/// `limmat tunnel`'s own mode, not a stable API of the library (hidden from its docs; the
+/// library's way is [`Agent::run`] with a handler such as [`crate::forward`]).
+#[doc(hidden)]
 pub async fn run_proxy(agent: Agent, local: LocalAddr, shutdown: CancellationToken) {
     let connector = agent.connector().clone();
     let serve = move |conn, local: LocalAddr| {
@@ -88,6 +126,7 @@ where
 
 /// Why proxy mode did not splice a connection.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ProxyError {
     #[error("no request head: {0}")]
     Head(#[from] HeadError),
@@ -106,6 +145,10 @@ pub enum ProxyError {
 /// that followed the head first. Otherwise answers `405`, or `502` when `local` refuses, and
 /// closes. `local` is opened with `connector` (TLS for a `tls:` address). Returns the bytes
 /// spliced (relay → local, local → relay).
+///
+/// `limmat tunnel`'s own mode, not a stable API of the library (hidden from its docs; the
+/// library's way is [`Agent::run`] with a handler such as [`crate::forward`]).
+#[doc(hidden)]
 pub async fn proxy(
     mut conn: RelayedConn,
     local: &LocalAddr,
@@ -151,6 +194,7 @@ where
 
 /// Client mode: where the relay is and which device to reach.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ClientConfig {
     pub relay: RelayAddr,
     /// Validated and case-folded by [`TunnelClient::bind`].
@@ -184,6 +228,7 @@ impl ClientConfig {
 
 /// Why client mode cannot start.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ClientError {
     #[error(transparent)]
     Config(#[from] AgentError),
@@ -339,6 +384,7 @@ async fn client_connection(
 
 /// Why client mode could not open a tunnel.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TunnelError {
     #[error("cannot connect to the relay {0}: {1}")]
     Connect(String, io::Error),

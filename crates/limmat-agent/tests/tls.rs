@@ -39,18 +39,10 @@ impl Pki {
             .unwrap()
             .signed_by(&key, &ca, &ca_key)
             .unwrap();
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-        let server = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![cert.der().clone(), ca.der().clone()], key)
-        .unwrap();
+        let server = server_config(vec![cert.der().clone(), ca.der().clone()], &key);
         Self {
             ca_pem: ca.pem(),
-            server: Arc::new(server),
+            server,
         }
     }
 
@@ -58,6 +50,23 @@ impl Pki {
     fn ca_file(&self) -> TempFile {
         TempFile::with(self.ca_pem.as_bytes())
     }
+}
+
+/// A TLS server configuration presenting `chain` with `key`.
+fn server_config(
+    chain: Vec<rustls_pki_types::CertificateDer<'static>>,
+    key: &rcgen::KeyPair,
+) -> Arc<rustls::ServerConfig> {
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    Arc::new(config)
 }
 
 /// A file in the temporary directory, removed when dropped.
@@ -418,10 +427,7 @@ async fn bad_ca_files_are_refused_at_start() {
         let message = err.to_string();
         assert!(message.contains(&path.display().to_string()), "{message}");
         let mut client = ClientConfig::new(relay, "dom");
-        client.tls = TlsOptions {
-            ca_file: Some(path.to_owned()),
-            no_certificate_verification: false,
-        };
+        client.tls = TlsOptions::default().with_ca_file(path);
         let err = TunnelClient::bind(&LocalAddr::new("127.0.0.1", 0), client)
             .await
             .unwrap_err();
@@ -447,4 +453,91 @@ async fn bad_ca_files_are_refused_at_start() {
     .await
     .unwrap_err();
     assert!(matches!(err, ClientError::TlsListener(_)), "{err}");
+}
+
+/// A self-signed server certificate made by `params` (for `localhost`), its PEM and a TLS
+/// server that presents it on 127.0.0.1, answering each connection's handshake.
+async fn self_signed_server(params: rcgen::CertificateParams) -> (String, u16) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let acceptor = TlsAcceptor::from(server_config(vec![cert.der().clone()], &key));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                if let Ok(mut tls) = acceptor.accept(tcp).await {
+                    let _ = tls.write_all(b"hi").await;
+                    let _ = tls.shutdown().await;
+                }
+            });
+        }
+    });
+    (cert.pem(), port)
+}
+
+/// Connects to `host:port` over TLS trusting `ca_pem`; the error's text on failure.
+async fn connect_with(ca_pem: &str, host: &str, port: u16) -> Result<(), String> {
+    let ca = TempFile::with(ca_pem.as_bytes());
+    let options = TlsOptions::default().with_ca_file(ca.path());
+    let connector = limmat_agent::Connector::new(options);
+    match connector
+        .connect(host, port, true, std::time::Duration::from_secs(10))
+        .await
+    {
+        Ok(mut stream) => {
+            let mut hi = [0; 2];
+            stream
+                .read_exact(&mut hi)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(())
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn localhost_params() -> rcgen::CertificateParams {
+    rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap()
+}
+
+/// Issue 12 item 2: `openssl req -x509` makes a `CA:TRUE` certificate; given with --ca-file it
+/// works as with `curl --cacert` (the very certificate is trusted), its name still checked.
+#[tokio::test]
+async fn a_self_signed_ca_certificate_given_with_ca_file_is_trusted_as_itself() {
+    let mut params = localhost_params();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let (pem, port) = self_signed_server(params).await;
+    connect_with(&pem, "localhost", port).await.unwrap();
+    let wrong = connect_with(&pem, "127.0.0.1", port).await.unwrap_err();
+    assert!(wrong.contains("does not name 127.0.0.1"), "{wrong}");
+}
+
+/// Every certificate error is a sentence that says what to do.
+#[tokio::test]
+async fn certificate_errors_say_what_to_do() {
+    let (pem, port) = self_signed_server(localhost_params()).await;
+    let mut stranger = localhost_params();
+    stranger
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "someone else");
+    let (other, _) = self_signed_server(stranger).await;
+    let (same_subject, _) = self_signed_server(localhost_params()).await;
+    let unknown = connect_with(&other, "localhost", port).await.unwrap_err();
+    assert!(unknown.contains("give its CA certificate"), "{unknown}");
+    assert!(unknown.contains("--ca-file"), "{unknown}");
+    let same_name = connect_with(&same_subject, "localhost", port)
+        .await
+        .unwrap_err();
+    assert!(same_name.contains("--ca-file"), "{same_name}");
+    let name = connect_with(&pem, "127.0.0.1", port).await.unwrap_err();
+    assert!(name.contains("does not name 127.0.0.1"), "{name}");
+
+    let mut old = localhost_params();
+    old.not_before = rcgen::date_time_ymd(2019, 1, 1);
+    old.not_after = rcgen::date_time_ymd(2020, 1, 1);
+    let (pem, port) = self_signed_server(old).await;
+    let expired = connect_with(&pem, "localhost", port).await.unwrap_err();
+    assert!(expired.contains("has expired"), "{expired}");
 }

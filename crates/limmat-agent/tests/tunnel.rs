@@ -136,6 +136,32 @@ async fn server_mode_forwards_to_the_local_service() {
     mode.stop().await;
 }
 
+/// Issue 12 item 10: a local service that refuses the connection gets the client a `502`
+/// with a body (Content-Type, Content-Length, Connection: close), not an empty reply.
+#[tokio::test]
+async fn server_mode_answers_502_when_the_local_service_refuses() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let local = LocalAddr::from(closed.local_addr().unwrap());
+    drop(closed);
+    let relay = FakeRelay::bind().await;
+    let agent = Agent::new(relay.config("dom")).unwrap();
+    let mode = Task::spawn(|shutdown| tunnel::run_server(agent, local, shutdown));
+    let (mut peer, _) = relay.accept_head().await;
+    peer.send(&[UPGRADE, b"GET / HTTP/1.1\r\n\r\n"].concat())
+        .await;
+    let answer = String::from_utf8(peer.read_to_end().await).unwrap();
+    assert_eq!(answer.as_bytes(), tunnel::SERVER_BAD_GATEWAY);
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 502 "), "{head}");
+    assert!(head.contains("Content-Type: text/plain"), "{head}");
+    assert!(head.contains("Connection: close"), "{head}");
+    assert!(
+        head.contains(&format!("Content-Length: {}", body.len())),
+        "{head}"
+    );
+    mode.stop().await;
+}
+
 fn client_mode(client: TunnelClient) -> Task {
     Task::spawn(|shutdown| client.run(shutdown))
 }

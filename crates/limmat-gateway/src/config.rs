@@ -93,6 +93,14 @@ pub struct RelaySection {
     /// the relay at the same time, not capped by `max_connections`, so slow clients held up
     /// to `api.limits` cannot take every way in.
     pub mux_streams: u32,
+    /// The outbound proxy to the relay (`--relay-proxy`): `http://[user:password@]host:port`,
+    /// `https://…`, `socks5://…`, `socks5h://…`, or `none`; unset reads the proxy variables
+    /// as curl does.
+    pub relay_proxy: Option<String>,
+    /// Where `relay_proxy` was set, for the start-up log line; the file unless a flag or
+    /// variable overrode it.
+    #[serde(skip)]
+    pub relay_proxy_from: Option<&'static str>,
 }
 
 impl Default for RelaySection {
@@ -105,6 +113,8 @@ impl Default for RelaySection {
             max_connections: 32,
             transport: "auto".into(),
             mux_streams: 4096,
+            relay_proxy: None,
+            relay_proxy_from: None,
         }
     }
 }

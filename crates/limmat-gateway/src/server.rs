@@ -23,7 +23,7 @@ use crate::webhook::Transport;
 use crate::webhook::client::HttpTransport;
 use crate::webhook::scheduler;
 use axum::Router;
-use limmat_agent::{Agent, AgentConfig, AgentStatus, RelayAddr};
+use limmat_agent::{Agent, AgentConfig, AgentStatus, RelayAddr, RelayProxy};
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -414,6 +414,17 @@ fn relay_agent(config: &GatewayConfig) -> Result<Option<Agent>, StartError> {
         .parse()
         .map_err(|e| StartError::Relay(format!("relay.transport: {e}")))?;
     agent.mux_max_streams = relay.mux_streams;
+    agent.relay_proxy = match &relay.relay_proxy {
+        Some(url) => url
+            .parse::<RelayProxy>()
+            .map_err(|e| StartError::Relay(format!("relay.relay_proxy = {url}: {e}")))?
+            .set_at(
+                relay
+                    .relay_proxy_from
+                    .unwrap_or("gateway.toml relay.relay_proxy"),
+            ),
+        None => RelayProxy::Environment,
+    };
     Agent::new(agent)
         .map(Some)
         .map_err(|e| StartError::Relay(e.to_string()))

@@ -57,6 +57,14 @@ settings::settings! {
                 c.relay.secret_key = Some(key.to_owned());
             }
         };
+        /// Reach the relay through this outbound proxy: http://[user:password@]host:port,
+        /// https://…, socks5://…, socks5h://… or `none`; unset reads https_proxy, http_proxy,
+        /// all_proxy and no_proxy as curl does [file: relay.relay_proxy].
+        #[arg(value_name = "URL|none", env = "LIMMAT_GATEWAY_RELAY_PROXY")]
+        relay_proxy: String = one(text) => |c, v| {
+            c.relay.relay_proxy = Some(v);
+            c.relay.relay_proxy_from = Some("--relay-proxy or LIMMAT_GATEWAY_RELAY_PROXY");
+        };
         /// Deliver webhooks through this HTTP forward proxy, normally the relay
         /// (http://relay:port) [file: webhooks.proxy].
         #[arg(value_name = "URL", env = "LIMMAT_GATEWAY_EGRESS_PROXY")]
@@ -121,6 +129,11 @@ fn check(config: &GatewayConfig) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("relay.address = {address}: {e}"))?;
             limmat_wire::route::parse_domain(domain)
                 .map_err(|e| anyhow::anyhow!("relay.domain = {domain}: {e}"))?;
+            if let Some(proxy) = &relay.relay_proxy {
+                proxy
+                    .parse::<limmat_agent::RelayProxy>()
+                    .map_err(|e| anyhow::anyhow!("relay.relay_proxy = {proxy}: {e}"))?;
+            }
         }
         (Some(_), None) => {
             anyhow::bail!("relay.address is set but relay.domain is not: --relay needs --domain")
@@ -198,6 +211,10 @@ mod tests {
             ("--relay relay:80 --domain a/b", "relay.domain"),
             ("--backend ble", "unknown backend `ble`"),
             ("--listen nowhere", "nowhere"),
+            (
+                "--relay relay:80 --domain gw --relay-proxy ftp://proxy:21",
+                "relay.relay_proxy = ftp://proxy:21: proxy scheme `ftp` is not supported",
+            ),
         ] {
             let err = format!("{:#}", config(line).unwrap_err());
             assert!(err.contains(expected), "{line}: {err}");

@@ -15,7 +15,8 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use limmat_agent::tunnel::{self as modes, ClientConfig, TunnelClient};
 use limmat_agent::{
-    Agent, AgentConfig, EgressProxy, LocalAddr, ProxyAuth, RelayAddr, TlsOptions, Transport,
+    Agent, AgentConfig, EgressProxy, LocalAddr, ProxyAuth, RelayAddr, RelayProxy, TlsOptions,
+    Transport,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -84,6 +85,22 @@ pub struct TunnelArgs {
     /// limmat-mux/1: a relay whose PING ACK takes longer is dead; the agent reconnects.
     #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = crate::units::duration)]
     mux_ping_timeout: std::time::Duration,
+    /// Reach the relay through this outbound proxy (every mode): http://[user:password@]host:port
+    /// (CONNECT), https://… (TLS to the proxy), socks5://… (the agent resolves the relay) or
+    /// socks5h://… (the proxy does). Without the flag the variables are read as curl reads
+    /// them: https_proxy/HTTPS_PROXY for a TLS relay, http_proxy for a plain one, then
+    /// all_proxy/ALL_PROXY, minus no_proxy/NO_PROXY. `none` ignores them.
+    #[arg(long, value_name = "URL|none", value_parser = parse_relay_proxy)]
+    relay_proxy: Option<RelayProxy>,
+}
+
+fn parse_relay_proxy(value: &str) -> Result<RelayProxy, String> {
+    value.parse::<RelayProxy>().map_err(|e| e.to_string())
+}
+
+/// `--relay-proxy`, or the environment as curl reads it.
+fn relay_proxy(args: &TunnelArgs) -> RelayProxy {
+    args.relay_proxy.clone().unwrap_or(RelayProxy::Environment)
 }
 
 /// The values of `--relay-security`.
@@ -166,6 +183,7 @@ pub async fn run(args: TunnelArgs, shutdown: CancellationToken) -> anyhow::Resul
             }
             let mut config = ClientConfig::new(relay(&args)?, home_domain(&args)?);
             config.tls = tls_options(&args);
+            config.relay_proxy = relay_proxy(&args);
             config.max_sockets = args.max_sockets;
             let client = TunnelClient::bind(&args.local, config)
                 .await
@@ -210,7 +228,9 @@ async fn run_egress(args: TunnelArgs, shutdown: CancellationToken) -> anyhow::Re
     let local = format!("{}:{}", args.local.host, args.local.port);
     let egress = EgressProxy::bind(&local, proxy, auth, args.max_sockets)
         .await
-        .with_context(|| format!("cannot listen on {}", args.local))?;
+        .with_context(|| format!("cannot listen on {}", args.local))?
+        .with_relay_proxy(&relay_proxy(&args))
+        .context("cannot start the egress proxy")?;
     egress.run(shutdown).await;
     Ok(())
 }
@@ -241,16 +261,17 @@ fn secret_key(flag: Option<String>) -> Option<String> {
 }
 
 fn tls_options(args: &TunnelArgs) -> TlsOptions {
-    TlsOptions {
-        ca_file: args.ca_file.clone(),
-        no_certificate_verification: args.no_certificate_verification,
-    }
+    let mut options = TlsOptions::default();
+    options.ca_file = args.ca_file.clone();
+    options.no_certificate_verification = args.no_certificate_verification;
+    options
 }
 
 /// The device side of server and proxy modes.
 fn agent(args: TunnelArgs) -> anyhow::Result<Agent> {
     let mut config = AgentConfig::new(relay(&args)?, home_domain(&args)?);
     config.tls = tls_options(&args);
+    config.relay_proxy = relay_proxy(&args);
     config.pass_through = args.relay_security == Some(RelaySecurity::PassThrough);
     config.secret_key = secret_key(args.secret_key);
     config.min_listeners = args.min_listeners;
@@ -287,6 +308,23 @@ mod tests {
         Cli::try_parse_from(std::iter::once("tunnel").chain(line.split_whitespace()))
             .map(|cli| cli.args)
             .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn relay_proxy_flag() {
+        let args = parse("server localhost:22 relay dom").unwrap();
+        assert_eq!(relay_proxy(&args), RelayProxy::Environment);
+        let args = parse("client localhost:22 relay dom --relay-proxy none").unwrap();
+        assert_eq!(relay_proxy(&args), RelayProxy::Direct);
+        let args =
+            parse("egress localhost:3128 --egress-proxy http://r --relay-proxy socks5h://u:p@h")
+                .unwrap();
+        let RelayProxy::Url(url) = relay_proxy(&args) else {
+            panic!("{:?}", args.relay_proxy);
+        };
+        assert_eq!(url.to_string(), "socks5h://u:***@h:1080");
+        let err = parse("proxy localhost:22 relay dom --relay-proxy ftp://h").unwrap_err();
+        assert!(err.contains("use http, https, socks5 or socks5h"), "{err}");
     }
 
     #[test]

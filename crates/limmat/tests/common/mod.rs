@@ -23,6 +23,29 @@ impl Limmat {
         Self::spawn_command(Command::new(env!("CARGO_BIN_EXE_limmat")).args(args))
     }
 
+    /// `limmat ARGS` with the environment variables `env` set and every proxy variable
+    /// (`http_proxy`, `no_proxy`, …) of the test's own environment removed.
+    pub fn spawn_env(env: &[(&str, &str)], args: &[&str]) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_limmat"));
+        for name in [
+            "http_proxy",
+            "https_proxy",
+            "HTTPS_PROXY",
+            "all_proxy",
+            "ALL_PROXY",
+            "no_proxy",
+            "NO_PROXY",
+        ] {
+            command.env_remove(name);
+        }
+        Self::spawn_command(command.envs(env.iter().copied()).args(args))
+    }
+
+    /// The process id, to look at the process's sockets.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `limmat ARGS` with at most `files` open files (soft and hard limit, through
     /// util-linux's `prlimit`).
     pub fn spawn_with_file_limit(files: u64, args: &[&str]) -> Self {
@@ -192,4 +215,22 @@ pub fn curl(args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A directory under the temporary directory, named after `tag` and the test process,
+/// removed on drop.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A fresh [`TempDir`] for `tag`.
+pub fn temp_dir(tag: &str) -> TempDir {
+    let dir = std::env::temp_dir().join(format!("limmat-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    TempDir(dir)
 }
