@@ -16,7 +16,11 @@
 //!
 //! **Sockets.** A semaphore with `max_sockets` permits bounds waiting connections plus relayed
 //! connections: a slot takes a permit before it opens a connection, and on a `101` the permit
-//! travels inside the [`RelayedConn`] and is released when the handler drops it.
+//! travels inside the [`RelayedConn`] and is released when the handler drops it. The streams
+//! of a mux connection are no sockets: they are bounded by `mux_max_streams` per connection
+//! (the device's `SETTINGS_MAX_CONCURRENT_STREAMS`, 5.2) and their own semaphore of
+//! `mux_connections × mux_max_streams` permits, so a busy mux device is not capped at
+//! `max_sockets` streams (a gateway's 32) while its PTTH connections are.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -281,8 +285,10 @@ impl Agent {
             tls: self.config.relay.tls,
             domain: self.config.domain.clone(),
         };
+        let streams = self.config.mux_connections.max(1) * self.config.mux_max_streams as usize;
         let shared = Arc::new(Shared {
             sockets: Arc::new(Semaphore::new(self.config.max_sockets)),
+            streams: Arc::new(Semaphore::new(streams.min(Semaphore::MAX_PERMITS))),
             config: self.config,
             connector: self.connector,
             home,
@@ -329,6 +335,8 @@ struct Shared<H> {
     home: Target,
     status: watch::Sender<AgentStatus>,
     sockets: Arc<Semaphore>,
+    /// Mux streams being served, across all mux connections.
+    streams: Arc<Semaphore>,
     /// The last redirect target, used until an attempt to it fails (2.9).
     redirect: Mutex<Option<Target>>,
     /// No slot opens a connection before this time (a `429 Retry-After`).
@@ -662,7 +670,7 @@ where
     }
 
     /// Accepts one CONNECT stream (5.3) and hands it to the handler, or refuses it: `405`
-    /// for another method, `503` when `max_sockets` is reached.
+    /// for another method, `503` when every stream permit is taken.
     fn mux_stream(
         self: &Arc<Self>,
         request: http::Request<h2::RecvStream>,
@@ -681,7 +689,7 @@ where
         if request.method() != http::Method::CONNECT {
             return refuse(&mut respond, 405);
         }
-        let Ok(permit) = Arc::clone(&self.sockets).try_acquire_owned() else {
+        let Ok(permit) = Arc::clone(&self.streams).try_acquire_owned() else {
             return refuse(&mut respond, 503);
         };
         let meta = StreamMeta::from_headers(request.headers());

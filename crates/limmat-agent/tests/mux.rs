@@ -466,10 +466,9 @@ async fn a_thousand_concurrent_streams_on_one_connection() {
     relay.stop().await;
 }
 
-/// 5.8: `auto` sends the mux handshake; anything but the mux `101` (here a `501`, as an
-/// older Limmat relay answers) makes it use PTTH/1.0.
-#[tokio::test]
-async fn auto_falls_back_to_ptth() {
+/// `auto` against a relay that answers the mux probe with `answer` (nothing: it closes):
+/// the next connection carries the PTTH handshake and the hour of PTTH is counted.
+async fn falls_back_to_ptth_after(answer: Option<&[u8]>) {
     let relay = FakeRelay::bind().await;
     let mut config = relay.config("dom");
     config.transport = Transport::Auto;
@@ -477,7 +476,9 @@ async fn auto_falls_back_to_ptth() {
     let (mut first, head) = relay.accept_head().await;
     let head = String::from_utf8(head).unwrap();
     assert!(head.contains("Upgrade: limmat-mux/1\r\n"), "{head}");
-    first.send(b"HTTP/1.1 501 \r\n\r\n").await;
+    if let Some(answer) = answer {
+        first.send(answer).await;
+    }
     drop(first);
     let (_second, head) = relay.accept_head().await;
     assert_eq!(head, relay.handshake("dom", None));
@@ -486,25 +487,19 @@ async fn auto_falls_back_to_ptth() {
     agent.stop().await;
 }
 
+/// 5.8: `auto` sends the mux handshake; anything but the mux `101` (here a `501`, as an
+/// older Limmat relay answers) makes it use PTTH/1.0.
+#[tokio::test]
+async fn auto_falls_back_to_ptth() {
+    falls_back_to_ptth_after(Some(b"HTTP/1.1 501 \r\n\r\n")).await;
+}
+
 /// Issue 12 item 4: a Yaler relay takes the mux probe for a client and pairs it with the
 /// device waiting there, which closes: the probe ends without a status line. 5.8: EOF is an
 /// answer other than the mux `101` too, so the agent uses PTTH instead of probing forever.
 #[tokio::test]
 async fn a_yaler_relay_that_pairs_the_probe_means_ptth() {
-    let relay = FakeRelay::bind().await;
-    let mut config = relay.config("dom");
-    config.transport = Transport::Auto;
-    let (mut agent, _conns) = Running::collecting(config);
-    let (first, head) = relay.accept_head().await;
-    let head = String::from_utf8(head).unwrap();
-    assert!(head.contains("Upgrade: limmat-mux/1\r\n"), "{head}");
-    // Paired with a waiting device that closes: the probe sees the end of the stream.
-    drop(first);
-    let (_second, head) = relay.accept_head().await;
-    assert_eq!(head, relay.handshake("dom", None));
-    let status = agent.until(|s| s.mux_refused == 1).await;
-    assert_eq!(status.mux, 0);
-    agent.stop().await;
+    falls_back_to_ptth_after(None).await;
 }
 
 /// Issue 12 item 3: a `401` to the mux probe is about the key, not the protocol: no hour of

@@ -39,18 +39,10 @@ impl Pki {
             .unwrap()
             .signed_by(&key, &ca, &ca_key)
             .unwrap();
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-        let server = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![cert.der().clone(), ca.der().clone()], key)
-        .unwrap();
+        let server = server_config(vec![cert.der().clone(), ca.der().clone()], &key);
         Self {
             ca_pem: ca.pem(),
-            server: Arc::new(server),
+            server,
         }
     }
 
@@ -58,6 +50,23 @@ impl Pki {
     fn ca_file(&self) -> TempFile {
         TempFile::with(self.ca_pem.as_bytes())
     }
+}
+
+/// A TLS server configuration presenting `chain` with `key`.
+fn server_config(
+    chain: Vec<rustls_pki_types::CertificateDer<'static>>,
+    key: &rcgen::KeyPair,
+) -> Arc<rustls::ServerConfig> {
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    Arc::new(config)
 }
 
 /// A file in the temporary directory, removed when dropped.
@@ -451,16 +460,7 @@ async fn bad_ca_files_are_refused_at_start() {
 async fn self_signed_server(params: rcgen::CertificateParams) -> (String, u16) {
     let key = rcgen::KeyPair::generate().unwrap();
     let cert = params.self_signed(&key).unwrap();
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-    let server = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(vec![cert.der().clone()], key)
-    .unwrap();
-    let acceptor = TlsAcceptor::from(Arc::new(server));
+    let acceptor = TlsAcceptor::from(server_config(vec![cert.der().clone()], &key));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move {

@@ -84,8 +84,15 @@ pub struct RelaySection {
     pub secret_key: Option<String>,
     /// Waiting connections kept open (default 4).
     pub pool: usize,
-    /// Relay connections in use at most (default 32).
+    /// PTTH relay connections in use at most (default 32).
     pub max_connections: usize,
+    /// `auto` (default: limmat-mux/1 when the relay offers it, else PTTH for an hour), `mux`
+    /// or `ptth` (relay-protocol.md 5.8).
+    pub transport: String,
+    /// Streams served at once on the mux connection (default 4096): clients served through
+    /// the relay at the same time, not capped by `max_connections`, so slow clients held up
+    /// to `api.limits` cannot take every way in.
+    pub mux_streams: u32,
     /// The outbound proxy to the relay (`--relay-proxy`): `http://[user:password@]host:port`,
     /// `https://…`, `socks5://…`, `socks5h://…`, or `none`; unset reads the proxy variables
     /// as curl does.
@@ -104,6 +111,8 @@ impl Default for RelaySection {
             secret_key: None,
             pool: 4,
             max_connections: 32,
+            transport: "auto".into(),
+            mux_streams: 4096,
             relay_proxy: None,
             relay_proxy_from: None,
         }
@@ -490,6 +499,18 @@ impl GatewayConfig {
             "relay.max_connections",
             r.max_connections,
             "at least relay.pool",
+        )?;
+        check(
+            ["auto", "mux", "ptth"].contains(&r.transport.as_str()),
+            "relay.transport",
+            &r.transport,
+            "auto, mux or ptth",
+        )?;
+        check(
+            (1..=65_535).contains(&r.mux_streams),
+            "relay.mux_streams",
+            r.mux_streams,
+            "1 to 65535",
         )?;
         if let Some(domain) = &r.domain {
             check(

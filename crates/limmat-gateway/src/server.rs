@@ -408,6 +408,12 @@ fn relay_agent(config: &GatewayConfig) -> Result<Option<Agent>, StartError> {
     agent.secret_key = relay.secret_key.clone();
     agent.min_listeners = relay.pool;
     agent.max_sockets = relay.max_connections;
+    // `auto` uses mux where the relay offers it.
+    agent.transport = relay
+        .transport
+        .parse()
+        .map_err(|e| StartError::Relay(format!("relay.transport: {e}")))?;
+    agent.mux_max_streams = relay.mux_streams;
     agent.relay_proxy = match &relay.relay_proxy {
         Some(url) => url
             .parse::<RelayProxy>()

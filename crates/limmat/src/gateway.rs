@@ -211,6 +211,10 @@ mod tests {
             ("--relay relay:80 --domain a/b", "relay.domain"),
             ("--backend ble", "unknown backend `ble`"),
             ("--listen nowhere", "nowhere"),
+            (
+                "--relay relay:80 --domain gw --relay-proxy ftp://proxy:21",
+                "relay.relay_proxy = ftp://proxy:21: proxy scheme `ftp` is not supported",
+            ),
         ] {
             let err = format!("{:#}", config(line).unwrap_err());
             assert!(err.contains(expected), "{line}: {err}");

@@ -368,6 +368,23 @@ mod tests {
     }
 
     #[test]
+    fn relay_proxy_flag() {
+        let args = parse("server localhost:22 relay dom").unwrap();
+        assert_eq!(relay_proxy(&args), RelayProxy::Environment);
+        let args = parse("client localhost:22 relay dom --relay-proxy none").unwrap();
+        assert_eq!(relay_proxy(&args), RelayProxy::Direct);
+        let args =
+            parse("egress localhost:3128 --egress-proxy http://r --relay-proxy socks5h://u:p@h")
+                .unwrap();
+        let RelayProxy::Url(url) = relay_proxy(&args) else {
+            panic!("{:?}", args.relay_proxy);
+        };
+        assert_eq!(url.to_string(), "socks5h://u:***@h:1080");
+        let err = parse("proxy localhost:22 relay dom --relay-proxy ftp://h").unwrap_err();
+        assert!(err.contains("use http, https, socks5 or socks5h"), "{err}");
+    }
+
+    #[test]
     fn yalertunnel_argument_shape() {
         let args =
             parse("proxy localhost:22 relay.example.com:80 GsIoT-1 --min-listeners 4").unwrap();

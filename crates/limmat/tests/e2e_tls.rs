@@ -10,20 +10,6 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn temp_dir(tag: &str) -> TempDir {
-    let dir = std::env::temp_dir().join(format!("limmat-e2e-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    TempDir(dir)
-}
-
 /// A self-signed certificate for `names`: (cert.pem, key.pem) in `dir`.
 fn certificate(dir: &Path, name: &str, names: &[&str]) -> (PathBuf, PathBuf, rcgen::CertifiedKey) {
     let cert =
@@ -71,7 +57,7 @@ fn tls_relay(cert: &Path, key: &Path) -> (Limmat, SocketAddr, SocketAddr) {
 
 #[test]
 fn https_client_reaches_a_tls_device_by_sni() {
-    let dir = temp_dir("sni");
+    let dir = temp_dir("e2e-sni");
     let (cert, key, _) = certificate(
         &dir.0,
         "relay",
@@ -144,7 +130,7 @@ fn device_tls_server(cert: &rcgen::CertifiedKey) -> SocketAddr {
 
 #[test]
 fn pass_through_device_terminates_tls_itself() {
-    let dir = temp_dir("pt");
+    let dir = temp_dir("e2e-pt");
     let (cert, key, _) = certificate(
         &dir.0,
         "relay",

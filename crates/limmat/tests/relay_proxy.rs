@@ -16,22 +16,11 @@ use std::time::{Duration, Instant};
 const USER: &str = "alice";
 const PASSWORD: &str = "s3cret";
 
-/// A temporary directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
+/// A temporary directory that squid, started as root and running as `nobody`, can write to.
 fn temp_dir(tag: &str) -> TempDir {
-    let dir = std::env::temp_dir().join(format!("limmat-proxy-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    // squid started as root runs as `nobody`, which must write its logs here.
-    set_mode(&dir, 0o777);
-    TempDir(dir)
+    let dir = common::temp_dir(&format!("proxy-{tag}"));
+    set_mode(&dir.0, 0o777);
+    dir
 }
 
 fn set_mode(path: &Path, mode: u32) {
@@ -682,4 +671,103 @@ fn the_gateway_reads_relay_proxy_from_its_file() {
     assert!(!line.contains(PASSWORD), "{line}");
     device_connected(&mut relay.process, "gw-proxied");
     assert_only_to(&gateway, socks.port, "gateway");
+}
+
+/// Client mode and egress mode go through the proxy too: a tunnel client reaches a device and
+/// an egress port reaches the relay's forward proxy, both only through squid.
+#[test]
+fn client_and_egress_modes_go_through_the_proxy() {
+    const KEY: &str = "relay-proxy-egress-test-key";
+    let dir = temp_dir("egress");
+    let keys = dir.0.join("keys.toml");
+    std::fs::write(
+        &keys,
+        format!(
+            "[[device_key]]\ndomain = \"egress-dev\"\nsha256 = \"{}\"\n",
+            limmat_relay::auth::sha256_hex(KEY)
+        ),
+    )
+    .unwrap();
+    let mut relay = Limmat::spawn(&[
+        "relay",
+        "--listen",
+        "127.0.0.1:0",
+        "--keys-file",
+        keys.to_str().unwrap(),
+        "--forward-proxy",
+        "--egress-allow",
+        "127.0.0.1/32",
+        "--client-wait",
+        "5s",
+    ]);
+    let relay_addr = relay.listening_addr();
+    let squid = Squid::start(
+        "egress",
+        SquidKind::Basic {
+            ports: vec![relay_addr.port()],
+        },
+    );
+    let url = squid.url(Some((USER, PASSWORD)));
+    let relay_arg = format!("localhost:{}", relay_addr.port());
+
+    // A device in proxy mode (direct), reached by a tunnel client through squid.
+    let origin = http_origin();
+    let _device = Limmat::spawn_env(
+        &[("LIMMAT_SECRET_KEY", KEY)],
+        &[
+            "tunnel",
+            "proxy",
+            &origin.to_string(),
+            &relay_arg,
+            "egress-dev",
+            "--relay-proxy",
+            "none",
+        ],
+    );
+    device_connected(&mut relay, "egress-dev");
+    let mut client = Limmat::spawn_env(
+        &[("http_proxy", &url)],
+        &["tunnel", "client", "127.0.0.1:0", &relay_arg, "egress-dev"],
+    );
+    client.wait_for("relay connections go through a proxy");
+    let client_addr = client.listening_addr();
+    let body = curl(&[&format!("http://{client_addr}/via-client")]);
+    assert!(body.contains("/via-client"), "{body}");
+
+    // Egress mode: the relay's forward proxy, through squid.
+    let egress_proxy = format!("http://{relay_arg}");
+    let mut egress = Limmat::spawn_env(
+        &[],
+        &[
+            "tunnel",
+            "egress",
+            "127.0.0.1:0",
+            "--egress-proxy",
+            &egress_proxy,
+            "--secret-key",
+            KEY,
+            "--relay-proxy",
+            &url,
+        ],
+    );
+    egress.wait_for("relay connections go through a proxy");
+    let line = egress.wait_for("egress proxy listening");
+    let egress_addr = field(&line, "addr").to_owned();
+    let body = curl(&[
+        "-x",
+        &format!("http://{egress_addr}"),
+        &format!("http://{origin}/via-egress"),
+    ]);
+    assert!(body.contains("/via-egress"), "{body}");
+    // squid logs a tunnel when it closes: wait for both lines.
+    let connect = format!("CONNECT localhost:{}", relay_addr.port());
+    let deadline = Instant::now() + PATIENCE;
+    while squid.access_log().matches(&connect).count() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "one tunnel for the client, one for the egress request:\n{}",
+            squid.access_log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -322,7 +322,8 @@ async fn disconnect(ble: &Ble, base: &Base, address: Address) -> Result<Response
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct ConnectBody {
-    timeout_ms: Option<u64>,
+    /// A JSON number: `15000.0` is the integer 15000, as JSON Schema's `integer` says.
+    timeout_ms: Option<serde_json::Number>,
     enable: Option<bool>,
 }
 
@@ -347,13 +348,21 @@ async fn connect_node(
     let body: ConnectBody = json_body::optional(&headers, body, &["timeoutMs", "enable"])
         .await?
         .unwrap_or_default();
-    let timeout = body.timeout_ms.unwrap_or(TIMEOUT.0);
-    if !(TIMEOUT.1..=TIMEOUT.2).contains(&timeout) {
+    let timeout = match &body.timeout_ms {
+        None => Some(TIMEOUT.0),
+        Some(n) => n.as_u64().or_else(|| {
+            // An integral float within the range converts exactly.
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && (0.0..=u32::MAX as f64).contains(f))
+                .map(|f| f as u64)
+        }),
+    };
+    let Some(timeout) = timeout.filter(|t| (TIMEOUT.1..=TIMEOUT.2).contains(t)) else {
         return Err(Problem::bad_request(
             "timeoutMs",
             format!("`timeoutMs` must be within {}–{}", TIMEOUT.1, TIMEOUT.2),
         ));
-    }
+    };
     connect(&ble, &base, address, timeout, body.enable == Some(true)).await
 }
 

@@ -70,53 +70,63 @@ fn object<'a>(value: &'a mut Value, key: &str) -> &'a mut Map<String, Value> {
     }
 }
 
-/// What the extractors of `target.rs` and the handlers accept, as JSON Schema: `(in, name,
-/// constraints)`.
-const CONSTRAINTS: &[(&str, &str, &str)] = &[
-    (
-        "path",
-        "node",
-        r#"{"pattern": "^(?:[0-9A-Fa-f]{12}|[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){5})$"}"#,
-    ),
-    ("path", "service", r#"{"pattern": "^[0-9A-Fa-f]{4}$"}"#),
-    (
-        "path",
-        "characteristic",
-        r#"{"pattern": "^[0-9A-Fa-f]{4}$"}"#,
-    ),
-    ("path", "descriptor", r#"{"pattern": "^[0-9A-Fa-f]{4}$"}"#),
-    (
-        "path",
-        "value",
-        r#"{"pattern": "^(?:[0-9A-Fa-f]{2}){1,512}$"}"#,
-    ),
-    ("query", "duration", r#"{"minimum": 100, "maximum": 30000}"#),
-    ("query", "timeout", r#"{"minimum": 100, "maximum": 30000}"#),
-    ("query", "limit", r#"{"minimum": 1, "maximum": 500}"#),
-    ("query", "minRssi", r#"{"minimum": -127, "maximum": 20}"#),
-    (
-        "query",
-        "filter_rssi",
-        r#"{"minimum": -127, "maximum": 20}"#,
-    ),
-    (
-        "query",
-        "uuid",
-        r#"{"pattern": "^(?:[0-9A-Fa-f]{4}|[0-9A-Fa-f]{8}|[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12})$"}"#,
-    ),
-];
+/// 12 hex digits or the colon form of a Bluetooth address (`address.rs`).
+const ADDRESS: &str = r"[0-9A-Fa-f]{12}|[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){5}";
+/// A 16- or 32-bit UUID (optionally `0x`) or the 128-bit form (`uuid.rs`).
+const UUID: &str = r"(?:0[xX])?(?:[0-9A-Fa-f]{4}|[0-9A-Fa-f]{8})|[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}";
+/// The event types of `/beacon/events` (`events::TYPES`).
+const TYPE: &str = r"beacon\.(?:entered|updated|left|telemetry)";
+/// The beacon format names (`beacon::Format::as_str`).
+const FORMAT: &str = r"ibeacon|altbeacon|eddystone-(?:uid|url|tlm|eid)";
+
+/// A value that is one `item`.
+fn one(item: &str) -> Value {
+    json!({"pattern": format!("^(?:{item})$")})
+}
+
+/// What `query::Params::list` accepts when each item must be an `item`: comma-separated items,
+/// empty ones skipped (`a,,b`, a trailing comma, nothing at all).
+pub fn list_pattern(item: &str) -> String {
+    format!("^,*(?:(?:{item})(?:,+(?:{item}))*)?,*$")
+}
+
+fn list(item: &str) -> Value {
+    json!({"pattern": list_pattern(item)})
+}
+
+/// What the extractors of `target.rs`, `query.rs` and the handlers accept, as JSON Schema, for
+/// a parameter `name` in `place`.
+fn constraints(place: &str, name: &str) -> Option<Value> {
+    let value = match (place, name) {
+        ("path", "node") => one(ADDRESS),
+        ("path", "service" | "characteristic" | "descriptor") => one("[0-9A-Fa-f]{4}"),
+        ("path", "value") => one("(?:[0-9A-Fa-f]{2}){1,512}"),
+        ("query", "duration" | "timeout") => json!({"minimum": 100, "maximum": 30000}),
+        ("query", "limit") => json!({"minimum": 1, "maximum": 500}),
+        ("query", "minRssi" | "filter_rssi") => json!({"minimum": -127, "maximum": 20}),
+        // Sequence numbers are `int64` on the wire; the handler refuses larger ones.
+        ("query", "lastEventId") => json!({"minimum": 0, "maximum": i64::MAX}),
+        ("query", "uuid") => one(UUID),
+        ("query", "type") => list(TYPE),
+        ("query", "format") => list(FORMAT),
+        ("query", "filter_mac") => list(ADDRESS),
+        ("query", "filter_uuid") => list(UUID),
+        ("query", "filter_company") => list("[0-9A-Fa-f]{4}"),
+        _ => return None,
+    };
+    Some(value)
+}
 
 fn operation(path: &str, op: &mut Value, token: bool) {
     if let Some(params) = op.get_mut("parameters").and_then(Value::as_array_mut) {
         for param in params {
-            for (place, name, constraints) in CONSTRAINTS {
-                if param["in"] == *place && param["name"] == *name {
-                    let extra: Map<String, Value> =
-                        serde_json::from_str(constraints).unwrap_or_default();
-                    if let Some(schema) = param["schema"].as_object_mut() {
-                        schema.extend(extra);
-                    }
-                }
+            let (Some(place), Some(name)) = (param["in"].as_str(), param["name"].as_str()) else {
+                continue;
+            };
+            if let (Some(Value::Object(extra)), Some(schema)) =
+                (constraints(place, name), param["schema"].as_object_mut())
+            {
+                schema.extend(extra);
             }
         }
     }

@@ -180,6 +180,7 @@ pub struct ConnectBody {
 #[serde(deny_unknown_fields)]
 pub struct ValueBody {
     /// Hex, 0–512 bytes.
+    #[schema(pattern = "^(?:[0-9A-Fa-f]{2}){0,512}$")]
     pub value: String,
 }
 

@@ -58,11 +58,12 @@ impl Params {
     }
 
     /// Take a list parameter: repeated and comma-separated values, flattened, empties dropped.
+    /// Items are taken as they are, spaces included, so that `/openapi.json` can state what
+    /// a list accepts as a pattern (`openapi::list_pattern`).
     pub fn list(&mut self, name: &str) -> Vec<String> {
         self.take(name)
             .iter()
             .flat_map(|v| v.split(','))
-            .map(str::trim)
             .filter(|v| !v.is_empty())
             .map(str::to_string)
             .collect()

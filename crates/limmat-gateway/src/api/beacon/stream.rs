@@ -24,6 +24,9 @@ const SLOW_CLIENT: Duration = Duration::from_secs(30);
 /// Events replayed from the log per read.
 const REPLAY_CHUNK: usize = 512;
 
+/// The largest sequence number: they are `int64` in `/openapi.json`, as in most clients.
+const SEQUENCE_MAX: u64 = i64::MAX as u64;
+
 /// The live stream of accepted events.
 #[utoipa::path(get, path = "/beacon/events", tag = "beacon",
     params(("type" = Option<String>, Query, description = "Event types, repeated or comma-separated"),
@@ -62,10 +65,16 @@ pub async fn events(
         ));
     }
     let mut resume: Option<u64> = p.parsed("lastEventId", "a sequence number")?;
+    if resume.is_some_and(|n| n > SEQUENCE_MAX) {
+        return Err(Problem::bad_request(
+            "lastEventId",
+            "`lastEventId` is not a sequence number (at most 2^63 - 1)",
+        ));
+    }
     p.finish()?;
     if let Some(h) = headers.get("last-event-id") {
         let parsed = h.to_str().ok().and_then(|v| v.trim().parse().ok());
-        resume = Some(parsed.ok_or_else(|| {
+        resume = Some(parsed.filter(|n| *n <= SEQUENCE_MAX).ok_or_else(|| {
             Problem::bad_request("Last-Event-ID", "`Last-Event-ID` is not a sequence number")
         })?);
     }
