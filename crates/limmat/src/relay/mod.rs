@@ -8,6 +8,7 @@ mod settings;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use limmat_relay::auth::{AuthMode, Authenticator, resolve_mode};
+use limmat_relay::cluster::ClusterConfig;
 use limmat_relay::{Relay, RelayConfig};
 use settings::{FileOnly, RelaySettings};
 use std::path::PathBuf;
@@ -53,7 +54,7 @@ enum RelayCommand {
 impl RelayArgs {
     /// Flags over `LIMMAT_…` variables over the file over the defaults. Every source is read
     /// and checked, even where a higher one overrides it, so a typo never lies in wait.
-    fn into_config(self) -> anyhow::Result<RelayConfig> {
+    fn into_config(self) -> anyhow::Result<(RelayConfig, ClusterConfig)> {
         let env = crate::settings::from_env::<RelaySettings>()?;
         let path = match self.config {
             Some(path) => Some(path),
@@ -91,7 +92,8 @@ pub async fn run(mut args: RelayArgs, shutdown: CancellationToken) -> anyhow::Re
         return crate::key::run(key);
     }
     let check_only = args.check_config;
-    let config = args.into_config()?;
+    let (config, cluster) = args.into_config()?;
+    let config = with_cluster(config, cluster)?;
     if check_only {
         check(&config).context("the configuration is not valid")?;
         crate::key::print_out(format_args!("configuration OK"))?;
@@ -111,6 +113,14 @@ pub async fn run(mut args: RelayArgs, shutdown: CancellationToken) -> anyhow::Re
     });
     relay.run().await;
     Ok(())
+}
+
+/// The relay's configuration with its cluster part.
+fn with_cluster(config: RelayConfig, cluster: ClusterConfig) -> anyhow::Result<RelayConfig> {
+    if cluster.is_clustered() {
+        anyhow::bail!("cluster: this build cannot join a cluster yet");
+    }
+    Ok(config)
 }
 
 /// SIGHUP reads the certificates and device keys again; whatever does not load keeps the old
