@@ -17,6 +17,7 @@
 //! client is sent inside TLS (2.6.6).
 
 use crate::context::RelayContext;
+use crate::hop::{self, Hop};
 use crate::legs::{ClientKind, ClientLeg, Conn, DeviceLeg};
 use crate::linger::respond_and_close;
 use crate::metrics;
@@ -47,7 +48,21 @@ pub(crate) struct Requeued {
 /// Serves a client routed to its domain, to the end of its pipe or its `504`. Every routed
 /// client, by path, Host or SNI, passes through here. Returns a device to wait again, if one
 /// was handed over as the client left.
+///
+/// In a cluster, a client whose domain another node owns is forwarded there (7.5) or, with
+/// `client_redirect`, redirected; a forward that fails within 2 s is answered `504` here.
 pub(crate) async fn route(ctx: &RelayContext, client: ClientLeg) -> Option<Requeued> {
+    let client = match ctx.cluster.elsewhere(&client.domain) {
+        None => client,
+        Some(owner) => match Box::pin(hop::onward(ctx, client, owner)).await {
+            Hop::Done => return None,
+            Hop::Local(client) => client,
+            Hop::Failed(client) => {
+                refuse(ctx, client).await;
+                return None;
+            }
+        },
+    };
     dispatch(ctx, client, None).await
 }
 
@@ -352,6 +367,8 @@ mod tests {
             route: limmat_wire::mux::Route::Path,
             hello_sni: None,
             deadline: Instant::now() + Duration::from_secs(10),
+            hops: 0,
+            public_port: addr.port(),
         };
         let dead = DeviceLeg {
             conn: Conn::new(&ctx.stats, Tcp(dead), addr),
