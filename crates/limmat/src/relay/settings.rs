@@ -379,18 +379,25 @@ impl ClusterSettings {
             }
         }
         if c.is_clustered() {
-            check_cluster(&c)?;
+            check_cluster(&c, relay)?;
         }
         Ok(c)
     }
 }
 
 /// The checks of a clustered node, with the flags named as an operator types them.
-fn check_cluster(c: &ClusterConfig) -> anyhow::Result<()> {
+fn check_cluster(c: &ClusterConfig, relay: &RelayConfig) -> anyhow::Result<()> {
     use limmat_relay::cluster::ClusterConfigError as E;
-    if c.public_host.is_none() {
+    if c.public_host.is_none()
+        && relay
+            .listen
+            .first()
+            .is_some_and(|l| l.addr.ip().is_unspecified())
+    {
         anyhow::bail!(
-            "cluster: give --public-host (or a --hostname): devices are redirected to it"
+            "cluster: give --public-host (or a --hostname): devices are redirected to it, and the \
+             first listener's address {} is not one they can reach",
+            relay.listen[0].addr
         );
     }
     c.check().map(drop).map_err(|e| match e {
