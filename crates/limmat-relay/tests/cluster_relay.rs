@@ -25,6 +25,7 @@ struct Node {
     addr: SocketAddr,
     internal: SocketAddr,
     gossip: SocketAddr,
+    admin: Option<SocketAddr>,
     handle: RelayHandle,
     task: JoinHandle<()>,
 }
@@ -78,6 +79,7 @@ async fn node(
     let addr = relay.local_addrs()[0];
     let internal = relay.internal_addr().expect("clustered");
     let gossip = relay.gossip_addr().expect("clustered");
+    let admin = relay.admin_addr();
     let handle = relay.handle();
     let task = tokio::spawn(relay.run());
     Node {
@@ -85,6 +87,7 @@ async fn node(
         addr,
         internal,
         gossip,
+        admin,
         handle,
         task,
     }
@@ -444,4 +447,66 @@ async fn a_restarted_node_starts_empty_and_writes_nothing() {
         before,
         "nothing written to the working directory"
     );
+}
+
+/// A plain GET on the admin listener: the status line and the body.
+async fn admin_get(node: &Node, path: &str) -> (String, String) {
+    let mut s = TcpStream::connect(node.admin.expect("admin listener"))
+        .await
+        .unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&read_to_end(&mut s).await).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (
+        head.lines().next().unwrap_or_default().to_owned(),
+        body.to_owned(),
+    )
+}
+
+/// The admin API shows the members and their states (`/api/cluster`), each domain's owner,
+/// and the cluster's metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_shows_members_and_owners() {
+    let (a, b) = two_nodes(|c| c.admin = Some("127.0.0.1:0".parse().unwrap())).await;
+    let (status, body) = admin_get(&a, "/api/cluster").await;
+    assert!(status.contains(" 200 "), "{status}");
+    let view: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(view["node_id"], "node-a");
+    assert_eq!(view["live"], serde_json::json!(["node-a", "node-b"]));
+    let states: Vec<_> = view["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["node_id"].as_str().unwrap().to_owned(),
+                m["state"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        states.contains(&("node-b".into(), "live".into())),
+        "{states:?}"
+    );
+    let d = domain_of(&a, "node-b", "adm");
+    let (status, body) = admin_get(&a, &format!("/api/domains/{d}")).await;
+    assert!(status.contains(" 404 "), "{status}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["owner"], "node-b");
+    let mine = domain_of(&a, "node-a", "adm");
+    let _device = a.send(&handshake(&mine)).await;
+    a.waiting_devices(1).await;
+    let (_, body) = admin_get(&a, &format!("/api/domains/{mine}")).await;
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["owner"], "node-a");
+    assert_eq!(answer["waiting"], 1);
+    let (_, metrics) = admin_get(&a, "/metrics").await;
+    assert!(metrics.contains("limmat_cluster_members 2"), "{metrics}");
+    assert!(metrics.contains("limmat_cluster_gossip_rejected_total"));
+    a.stop().await;
+    b.stop().await;
 }
