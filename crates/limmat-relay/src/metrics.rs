@@ -101,6 +101,13 @@ pub(crate) fn cluster_rebalanced(devices: u64) {
     metrics::counter!("limmat_cluster_rebalanced_devices_total").increment(devices);
 }
 
+/// The cluster's gauges, set before a render: live members and gossip datagrams dropped for
+/// a bad tag (7.2).
+pub(crate) fn cluster_state(members: usize, gossip_rejected: u64) {
+    gauge!("limmat_cluster_members").set(members as f64);
+    counter!("limmat_cluster_gossip_rejected_total").absolute(gossip_rejected);
+}
+
 pub(crate) fn tls_handshake(ok: bool) {
     let result = if ok { "ok" } else { "failed" };
     counter!("limmat_tls_handshakes_total", "result" => result).increment(1);
