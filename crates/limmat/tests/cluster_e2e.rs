@@ -559,7 +559,7 @@ fn rolling_restart_loses_no_request() {
     let shared = cluster.client_balancer.addr;
     let load = Load::start(domains.iter().map(|d| (shared, d.clone())).collect());
     let start = Instant::now();
-    for i in 0..3 {
+    for (i, at) in all.iter().enumerate() {
         eprintln!("{:?}: SIGTERM node {i}", start.elapsed());
         let process = cluster.nodes[i].process.take().unwrap();
         process.signal("TERM");
@@ -572,7 +572,7 @@ fn rolling_restart_loses_no_request() {
         cluster.wait_live(&["node-2", "node-3", "node-4"]);
         eprintln!("{:?}: live", start.elapsed());
         // Every domain is back through the restarted node before the next one goes.
-        cluster.wait_reachable(&domains, all[i]);
+        cluster.wait_reachable(&domains, *at);
     }
     let (done, failures) = load.finish();
     eprintln!(
