@@ -88,6 +88,7 @@ pub(crate) async fn dispatch(
                     continue;
                 }
                 Found::Done(requeued) => return requeued,
+                Found::Moved(client) => return Box::pin(route(ctx, client)).await,
             },
         };
         client = match next {
@@ -127,6 +128,8 @@ enum Found {
     Again(ClientLeg),
     /// The client went to a waiting device's task, was refused, or left.
     Done(Option<Requeued>),
+    /// The domain moved to another cluster node while the client waited: route it again.
+    Moved(ClientLeg),
 }
 
 /// Takes the oldest eligible device (2.4.6), or queues the client and waits for one.
@@ -159,6 +162,8 @@ enum Waited {
     Device(Option<Offer>),
     /// `client_wait` is over, or the relay is stopping: `504`.
     Refuse,
+    /// The domain moved to another cluster node (7.6).
+    Moved,
     /// The client closed or failed, possibly just as a device was handed over.
     Left(io::Error, Option<Offer>),
 }
@@ -171,6 +176,7 @@ async fn wait(
     mut rx: oneshot::Receiver<Offer>,
     place: (ClientWait, GaugeGuard),
 ) -> Found {
+    let moved = place.0.moved().clone();
     let outcome = loop {
         let room = (client.head_len + WAIT_BUFFER).saturating_sub(client.buf.len());
         tokio::select! {
@@ -200,6 +206,13 @@ async fn wait(
                 rx.close();
                 break Waited::Refuse;
             }
+            () = moved.cancelled() => {
+                rx.close();
+                break match rx.try_recv() {
+                    Ok(leg) => Waited::Device(Some(leg)),
+                    Err(_) => Waited::Moved,
+                };
+            }
         }
     };
     // No longer waiting, whatever comes next: free the place before acting.
@@ -210,6 +223,10 @@ async fn wait(
         Waited::Refuse => {
             refuse(ctx, client).await;
             Found::Done(None)
+        }
+        Waited::Moved => {
+            tracing::info!(domain = %client.domain, peer = %client.conn.peer, "client rerouted: its domain moved to another node");
+            Found::Moved(client)
         }
         Waited::Left(reason, handed) => {
             tracing::info!(domain = %client.domain, peer = %client.conn.peer, %reason, "client left while waiting");

@@ -284,8 +284,8 @@ impl Registry {
         true
     }
 
-    /// Tells the device connections of `domain` that it moved to another node (7.6); returns
-    /// how many there were. Pipes go on.
+    /// Tells the device connections and waiting clients of `domain` that it moved to another
+    /// node (7.6); returns how many device connections there were. Pipes go on.
     pub(crate) fn move_away(&self, domain: &str) -> usize {
         let mut shard = self.shard(domain);
         let Some(d) = shard.get_mut(domain) else {
@@ -296,7 +296,7 @@ impl Registry {
         d.counted
     }
 
-    /// The domains with device connections, for rebalancing (7.6).
+    /// The domains with device connections or waiting clients, for rebalancing (7.6).
     pub(crate) fn with_devices(&self) -> Vec<Arc<str>> {
         let mut all = Vec::new();
         for shard in self.shards.iter() {
@@ -304,7 +304,7 @@ impl Registry {
             all.extend(
                 shard
                     .iter()
-                    .filter(|(_, d)| d.counted > 0)
+                    .filter(|(_, d)| d.counted > 0 || d.waiting_clients > 0)
                     .map(|(name, _)| name.clone()),
             );
         }
@@ -404,6 +404,7 @@ impl Registry {
         ClientReady::Queued(ClientWait {
             registry: self.clone(),
             domain: domain.clone(),
+            moved: d.moved.clone(),
         })
     }
 
@@ -608,6 +609,14 @@ impl DomainSnapshot {
 pub(crate) struct ClientWait {
     registry: Arc<Registry>,
     domain: Arc<str>,
+    moved: CancellationToken,
+}
+
+impl ClientWait {
+    /// Cancelled when the domain moved to another cluster node (7.6): the client is forwarded.
+    pub(crate) fn moved(&self) -> &CancellationToken {
+        &self.moved
+    }
 }
 
 impl Drop for ClientWait {

@@ -320,7 +320,8 @@ async fn a_client_gets_504_when_the_owner_cannot_be_reached() {
 /// and their re-POST a `307` to the new owner; an open pipe of a moved domain is untouched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_join_moves_waiting_devices_and_leaves_pipes_alone() {
-    let a = node("127.0.0.4", "node-a", &[], |_| {}).await;
+    let patient = |c: &mut RelayConfig| c.client_wait = Duration::from_secs(10);
+    let a = node("127.0.0.4", "node-a", &[], patient).await;
     until_live(&[&a], &["node-a"]).await;
     // Domains that node-b will win once it joins, computed from the rendezvous hash alone.
     let wins_b = |d: &str| limmat_relay::cluster::owner::owner(["node-a", "node-b"], d) == Some(1);
@@ -339,14 +340,29 @@ async fn a_join_moves_waiting_devices_and_leaves_pipes_alone() {
     }
     let mut stay = a.send(&handshake(&staying)).await;
     a.waiting_devices(moving.len() + 1).await;
+    // A client waiting at node-a for a moving domain whose device is not connected yet.
+    let waiter_domain = (0..200)
+        .map(|i| format!("wc{i}"))
+        .find(|d| wins_b(d))
+        .unwrap();
+    let waiter_request = format!("GET /{waiter_domain}/w HTTP/1.1\r\n\r\n");
+    let mut waiter = a.send(waiter_request.as_bytes()).await;
+    common::until(a.handle.stats().waiting_clients(), 1, "waiting clients").await;
     // A pipe of a moving domain, open across the join.
     let mut piped = devices.pop().unwrap();
     let request = format!("GET /{}/stream HTTP/1.1\r\n\r\n", moving[moving.len() - 1]);
     let mut client = a.send(request.as_bytes()).await;
     paired(&mut piped, request.as_bytes()).await;
 
-    let b = node("127.0.0.5", "node-b", &[a.gossip], |_| {}).await;
+    let b = node("127.0.0.5", "node-b", &[a.gossip], patient).await;
     until_live(&[&a, &b], &["node-a", "node-b"]).await;
+    // The waiting client is forwarded to node-b and served by the device that arrives there.
+    common::until(a.handle.stats().waiting_clients(), 0, "waiting clients").await;
+    let mut late_device = b.send(&handshake(&waiter_domain)).await;
+    paired(&mut late_device, waiter_request.as_bytes()).await;
+    late_device.write_all(b"moved").await.unwrap();
+    assert_eq!(read_n(&mut waiter, 5).await, b"moved");
+    drop((late_device, waiter));
     for (device, d) in devices.iter_mut().zip(&moving) {
         let got = read_n(device, RENEW.len()).await;
         assert_eq!(got, RENEW, "{d} renewed");
