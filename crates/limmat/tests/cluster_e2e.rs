@@ -537,16 +537,7 @@ fn every_domain_through_every_node_and_a_killed_node() {
 
 /// SIGTERM rolling restart of all three nodes under a steady request loop through the shared
 /// name: no request fails (7.6), and each restarted node starts empty and rejoins (92).
-///
-/// Ignored until the relay core covers two windows it fails today (2 to 4 of about 150
-/// requests get a `504` after `client_wait`): a client that reaches a node in the first
-/// moments after it starts, when its live set is itself alone and it owns every domain, waits
-/// there for a device that never comes instead of being forwarded once the node sees its
-/// peers; and, more rarely, a client that reaches a draining node waits until its exit.
-/// `cargo test -p limmat --test cluster_e2e -- --ignored --nocapture` shows the failures with
-/// their times next to the restarts.
 #[test]
-#[ignore = "the relay core serves clients as the only owner right after a start (see the doc)"]
 fn rolling_restart_loses_no_request() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut cluster = Cluster::start("rolling");
