@@ -630,3 +630,211 @@ fn a_joining_node_takes_only_the_domains_it_wins() {
         100.0 * moved.len() as f64 / DOMAINS as f64
     );
 }
+
+/// In-process devices: one `limmat_agent::Agent` per domain with the default settings (as
+/// `limmat tunnel server` runs it), forwarding to `origin`; the benchmarks' 300 or 10,000
+/// devices would be as many processes otherwise.
+struct Agents {
+    _runtime: tokio::runtime::Runtime,
+    stop: limmat_agent::CancellationToken,
+    status: Vec<tokio::sync::watch::Receiver<limmat_agent::AgentStatus>>,
+}
+
+impl Agents {
+    fn start(home: SocketAddr, domains: &[String], origin: SocketAddr) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let stop = limmat_agent::CancellationToken::new();
+        let local: limmat_agent::LocalAddr = origin.to_string().parse().unwrap();
+        let mut status = Vec::new();
+        for domain in domains {
+            let relay = limmat_agent::RelayAddr::plain(home.ip().to_string(), home.port());
+            let config = limmat_agent::AgentConfig::new(relay, domain.as_str());
+            let agent = limmat_agent::Agent::new(config).unwrap();
+            status.push(agent.status());
+            let local = local.clone();
+            let stop = stop.clone();
+            runtime.spawn(agent.run(
+                move |conn| {
+                    let local = local.clone();
+                    async move {
+                        let _ = limmat_agent::forward(conn, &local).await;
+                    }
+                },
+                stop,
+            ));
+        }
+        Self {
+            _runtime: runtime,
+            stop,
+            status,
+        }
+    }
+
+    /// Waits until every agent holds a live mux connection.
+    fn wait_connected(&self) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !self.status.iter().all(|s| s.borrow().mux == 1) {
+            assert!(Instant::now() < deadline, "not every agent connected");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Agents {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// A percentile of sorted durations, in ms.
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+fn bench_domains(default: usize) -> Vec<String> {
+    let n = std::env::var("DOMAINS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default);
+    (0..n).map(|i| format!("bench-{i:05}")).collect()
+}
+
+/// bench/cluster.sh: SIGKILL detection and the dead node's domains answering again (median,
+/// p99) over 300 domains of default agents behind the balancer, ROUNDS times; the domains
+/// moved by a join and by a death. Prints table rows.
+#[test]
+#[ignore = "benchmark: bench/cluster.sh"]
+fn bench_cluster_recovery() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let rounds: usize = std::env::var("ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let mut cluster = Cluster::start("bench");
+    let domains = bench_domains(300);
+    let agents = Agents::start(cluster.device_balancer.addr, &domains, cluster.origin);
+    agents.wait_connected();
+    let via: Vec<SocketAddr> = cluster.nodes[..3].iter().map(Node::plain_addr).collect();
+    cluster.wait_reachable(&domains, via[0]);
+    let three = ["node-2", "node-3", "node-4"];
+    let dead: Vec<String> = domains
+        .iter()
+        .filter(|d| Cluster::owner_among(&three, d) == "node-4")
+        .cloned()
+        .collect();
+    let (mut detections, mut recoveries) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let killed = Instant::now();
+        cluster.nodes[2].process.as_ref().unwrap().signal("KILL");
+        cluster.nodes[2].process = None;
+        // Detection: gone from both survivors' live sets.
+        let survivors: Vec<SocketAddr> =
+            cluster.nodes[..2].iter().map(Node::internal_addr).collect();
+        let mut gone = [None, None];
+        while gone.iter().any(Option::is_none) {
+            for (k, at) in survivors.iter().enumerate() {
+                if gone[k].is_none() && cluster.live(*at).is_some_and(|l| !l.contains("node-4")) {
+                    gone[k] = Some(killed.elapsed());
+                }
+            }
+            assert!(killed.elapsed() < PATIENCE, "node-4 never left");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        detections.push(gone.iter().flatten().max().copied().unwrap());
+        // Recovery: each dead-owned domain polled through a survivor until it answers.
+        let threads: Vec<_> = dead
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                let (d, at) = (d.clone(), via[i % 2]);
+                std::thread::spawn(move || {
+                    while path_request(at, &d).is_err() {
+                        assert!(killed.elapsed() < PATIENCE, "{d} never came back");
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    killed.elapsed()
+                })
+            })
+            .collect();
+        recoveries.extend(threads.into_iter().map(|t| t.join().unwrap()));
+        // Back to three for the next round.
+        cluster.start_node(2);
+        cluster.wait_live(&three);
+        cluster.wait_reachable(&dead, via[2]);
+    }
+    detections.sort();
+    recoveries.sort();
+    let four = ["node-2", "node-3", "node-4", "node-5"];
+    let moved_join = domains
+        .iter()
+        .filter(|d| Cluster::owner_among(&three, d) != Cluster::owner_among(&four, d))
+        .count();
+    let moved_death = domains
+        .iter()
+        .filter(|d| Cluster::owner_among(&three, d) != Cluster::owner_among(&three[..2], d))
+        .count();
+    let n = domains.len();
+    println!(
+        "| failure detection (SIGKILL → gone from both survivors' live sets), {rounds} rounds | median {:.0} ms, max {:.0} ms | ≤ 2 s |",
+        percentile(&detections, 0.5),
+        percentile(&detections, 1.0)
+    );
+    println!(
+        "| killed node's domains answering again ({} of {n} domains × {rounds} rounds, default agents) | median {:.0} ms, p99 {:.0} ms | ≤ 3 s median, ≤ 5 s p99 |",
+        dead.len(),
+        percentile(&recoveries, 0.5),
+        percentile(&recoveries, 0.99)
+    );
+    println!(
+        "| domains moved when a 4th node joins ({n} domains) | {moved_join} ({:.1} %) | ≤ 25 % + 2 % |",
+        100.0 * moved_join as f64 / n as f64
+    );
+    println!(
+        "| domains moved when a node dies ({n} domains) | {moved_death}, all the dead node's own ({}) | only its own |",
+        dead.len()
+    );
+    drop(agents);
+}
+
+/// bench/cluster.sh, run in a network namespace of its own (`unshare -n`): the bytes on the
+/// loopback interface over WINDOW seconds with DOMAINS idle devices connected, per node. Only
+/// gossip moves then: the devices connected within the last seconds, so no renewal or mux
+/// PING (30 s) falls into the window.
+#[test]
+#[ignore = "benchmark: bench/cluster.sh (needs its own network namespace)"]
+fn bench_gossip_bytes() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let window = Duration::from_secs(
+        std::env::var("WINDOW")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(10),
+    );
+    let lo_bytes = || -> u64 {
+        let dev = std::fs::read_to_string("/proc/net/dev").unwrap();
+        let line = dev
+            .lines()
+            .find(|l| l.trim_start().starts_with("lo:"))
+            .unwrap();
+        line.split_whitespace().nth(9).unwrap().parse().unwrap()
+    };
+    let cluster = Cluster::start("gossip");
+    let domains = bench_domains(10);
+    let agents = Agents::start(cluster.nodes[0].plain_addr(), &domains, cluster.origin);
+    agents.wait_connected();
+    std::thread::sleep(Duration::from_secs(2));
+    let before = lo_bytes();
+    std::thread::sleep(window);
+    let bytes = lo_bytes() - before;
+    println!(
+        "| gossip traffic per node, {} domains and devices | {:.0} B/s | constant in domains and devices |",
+        domains.len(),
+        bytes as f64 / window.as_secs_f64() / 3.0
+    );
+    drop(agents);
+}
