@@ -391,6 +391,7 @@ async fn the_admin_api_shows_members_and_owners() {
     let (_, metrics) = admin_get(&a, "/metrics").await;
     assert!(metrics.contains("limmat_cluster_members 2"), "{metrics}");
     assert!(metrics.contains("limmat_cluster_gossip_rejected_total"));
+    assert!(metrics.contains("limmat_cluster_gossip_bytes_total{direction=\"received\"}"));
     a.stop().await;
     b.stop().await;
 }

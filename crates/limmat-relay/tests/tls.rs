@@ -11,8 +11,8 @@ use limmat_relay::{Listen, RelayConfig};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
 
 const HOST: &str = "relay.example.com";
 const DEVICE_HOST: &str = "dom.relay.example.com";
