@@ -395,3 +395,63 @@ async fn the_admin_api_shows_members_and_owners() {
     a.stop().await;
     b.stop().await;
 }
+
+/// 7.6: when a node joins, a mux connection of a domain that moved gets GOAWAY at the same time
+/// as the domain's waiting PTTH devices get their `204`; its open stream is not interrupted,
+/// and the connection ends with its last stream. The re-POST gets the `307`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_sends_goaway_to_mux_connections_of_moved_domains() {
+    let a = node("127.0.0.6", "node-a", &[], |_| {}).await;
+    until_live(&[&a], &["node-a"]).await;
+    let d = (0..200)
+        .map(|i| format!("mux{i}"))
+        .find(|d| limmat_relay::cluster::owner::owner(["node-a", "node-b"], d) == Some(1))
+        .unwrap();
+    let mut mux = a
+        .send(format!("POST /{d} HTTP/1.1\r\nUpgrade: limmat-mux/1\r\n\r\n").as_bytes())
+        .await;
+    assert_eq!(
+        read_n(&mut mux, limmat_wire::response::UPGRADE_MUX.len()).await,
+        limmat_wire::response::UPGRADE_MUX
+    );
+    let mut conn = h2::server::handshake(mux).await.unwrap();
+    common::until(a.handle.stats().mux_connections(), 1, "mux connections").await;
+    let mut client = a
+        .send(format!("GET /{d}/s HTTP/1.1\r\n\r\n").as_bytes())
+        .await;
+    let (_request, mut respond) = conn.accept().await.unwrap().unwrap();
+    let driver = tokio::spawn(async move { while let Some(Ok(_)) = conn.accept().await {} });
+    let mut body = respond
+        .send_response(http::Response::new(()), false)
+        .unwrap();
+    body.send_data(bytes::Bytes::from_static(b"before"), false)
+        .unwrap();
+    assert_eq!(read_n(&mut client, 6).await, b"before");
+    // A PTTH device of the same domain shows when the domain moved.
+    let mut ptth = a.send(&handshake(&d)).await;
+    a.waiting_devices(1).await;
+
+    let b = node("127.0.0.5", "node-b", &[a.gossip], |_| {}).await;
+    until_live(&[&a, &b], &["node-a", "node-b"]).await;
+    assert_eq!(read_n(&mut ptth, RENEW.len()).await, RENEW);
+    // The open stream still carries bytes; when it ends, so does the connection.
+    body.send_data(bytes::Bytes::from_static(b"after"), true)
+        .unwrap();
+    assert_eq!(read_n(&mut client, 5).await, b"after");
+    drop(client);
+    timeout(PATIENCE, driver)
+        .await
+        .expect("the mux connection ends after its last stream")
+        .unwrap();
+    let mut again = a
+        .send(format!("POST /{d} HTTP/1.1\r\nUpgrade: limmat-mux/1\r\n\r\n").as_bytes())
+        .await;
+    let got = read_to_end(&mut again).await;
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        redirect_to(&b, &format!("/{d}"))
+    );
+    drop(ptth);
+    a.stop().await;
+    b.stop().await;
+}
