@@ -101,11 +101,12 @@ pub(crate) fn cluster_rebalanced(devices: u64) {
     metrics::counter!("limmat_cluster_rebalanced_devices_total").increment(devices);
 }
 
-/// The cluster's gauges, set before a render: live members and gossip datagrams dropped for
-/// a bad tag (7.2).
-pub(crate) fn cluster_state(members: usize, gossip_rejected: u64) {
+/// The cluster's gauge, set before a render: live members (7.2). The gossip counters
+/// (`limmat_cluster_gossip_rejected_total`, `limmat_cluster_gossip_bytes_total`) are counted
+/// by the transport; they are registered here so that they show at zero too.
+pub(crate) fn cluster_state(members: usize) {
     gauge!("limmat_cluster_members").set(members as f64);
-    counter!("limmat_cluster_gossip_rejected_total").absolute(gossip_rejected);
+    counter!("limmat_cluster_gossip_rejected_total").increment(0);
 }
 
 pub(crate) fn tls_handshake(ok: bool) {

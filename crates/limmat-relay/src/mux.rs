@@ -252,8 +252,9 @@ fn request(
     sni: Option<&str>,
 ) -> Option<Request<()>> {
     let local = client.conn.stream.local_addr().ok()?;
+    // The port the client used, also when a peer forwarded it here (7.5).
     let authority = match ctx.config.hostnames.first() {
-        Some(host) => format!("{host}:{}", local.port()),
+        Some(host) => format!("{host}:{}", client.public_port),
         None => local.to_string(),
     };
     let mut request = Request::builder()

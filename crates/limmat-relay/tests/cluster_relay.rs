@@ -4,147 +4,15 @@
 
 mod common;
 
+use common::cluster::{Node, SECRET, domain_of, node, two_nodes, until_live};
 use common::{GATEWAY_TIMEOUT, PATIENCE, RENEW, UPGRADE, handshake, read_n, read_to_end};
-use limmat_relay::cluster::ClusterConfig;
-use limmat_relay::{Listen, Relay, RelayConfig, RelayHandle};
+use limmat_relay::RelayConfig;
 use limmat_wire::cluster::{Forward, ForwardLeg};
 use limmat_wire::mux::Route;
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, UdpSocket};
-use tokio::task::JoinHandle;
+use tokio::net::TcpStream;
 use tokio::time::timeout;
-
-const SECRET: &str = "relay-cluster-test-secret-0123456789";
-
-/// One clustered relay node.
-struct Node {
-    id: String,
-    addr: SocketAddr,
-    internal: SocketAddr,
-    gossip: SocketAddr,
-    admin: Option<SocketAddr>,
-    handle: RelayHandle,
-    task: JoinHandle<()>,
-}
-
-fn secret_file() -> PathBuf {
-    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("limmat-cluster-relay-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("secret-{n}"));
-    std::fs::write(&path, format!("{SECRET}\n")).unwrap();
-    path
-}
-
-/// Starts a relay node on `ip` whose gossip seeds are `seeds` (itself when empty).
-async fn node(
-    ip: &str,
-    id: &str,
-    seeds: &[SocketAddr],
-    tweak: impl FnOnce(&mut RelayConfig),
-) -> Node {
-    let gossip = UdpSocket::bind(format!("{ip}:0"))
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let mut cluster = ClusterConfig::default();
-    cluster.node_id = Some(id.into());
-    cluster.public_host = Some(ip.into());
-    cluster.internal_listen = Some(format!("{ip}:0").parse().unwrap());
-    cluster.gossip_listen = Some(gossip);
-    cluster.seeds = if seeds.is_empty() {
-        vec![gossip.to_string()]
-    } else {
-        seeds.iter().map(ToString::to_string).collect()
-    };
-    cluster.cluster_secret_file = Some(secret_file());
-    cluster.gossip_interval = Duration::from_millis(100);
-    cluster.join_delay = Duration::from_millis(200);
-    cluster.rebalance_spread = Duration::from_millis(300);
-    cluster.drain_timeout = Duration::from_secs(5);
-    let mut config = RelayConfig {
-        listen: vec![Listen::plain(format!("{ip}:0").parse().unwrap())],
-        hostnames: vec!["relay.test".into()],
-        client_wait: Duration::from_secs(3),
-        cluster,
-        ..RelayConfig::default()
-    };
-    tweak(&mut config);
-    let relay = Relay::bind(config).await.expect("relay binds");
-    let addr = relay.local_addrs()[0];
-    let internal = relay.internal_addr().expect("clustered");
-    let gossip = relay.gossip_addr().expect("clustered");
-    let admin = relay.admin_addr();
-    let handle = relay.handle();
-    let task = tokio::spawn(relay.run());
-    Node {
-        id: id.into(),
-        addr,
-        internal,
-        gossip,
-        admin,
-        handle,
-        task,
-    }
-}
-
-impl Node {
-    async fn send(&self, bytes: &[u8]) -> TcpStream {
-        let mut s = TcpStream::connect(self.addr).await.unwrap();
-        s.write_all(bytes).await.unwrap();
-        s
-    }
-
-    async fn waiting_devices(&self, n: usize) {
-        common::until(self.handle.stats().waiting_devices(), n, "waiting devices").await;
-    }
-
-    async fn stop(self) {
-        self.handle.shutdown();
-        timeout(PATIENCE, self.task)
-            .await
-            .expect("relay stops in time")
-            .expect("relay task");
-    }
-}
-
-/// Waits until every node's live set is exactly `ids`.
-async fn until_live(nodes: &[&Node], ids: &[&str]) {
-    for n in nodes {
-        let mut rx = n.handle.live_members();
-        let ok = timeout(
-            PATIENCE,
-            rx.wait_for(|s| {
-                s.members()
-                    .iter()
-                    .map(|m| &*m.node_id)
-                    .eq(ids.iter().copied())
-            }),
-        )
-        .await;
-        assert!(ok.is_ok(), "{}: live set never became {ids:?}", n.id);
-    }
-}
-
-/// A domain that `owner` owns in `node`'s view.
-fn domain_of(node: &Node, owner: &str, prefix: &str) -> String {
-    (0..10_000)
-        .map(|i| format!("{prefix}{i}"))
-        .find(|d| node.handle.owner_of(d).as_deref() == Some(owner))
-        .expect("some domain is owned by every node")
-}
-
-async fn two_nodes(tweak: impl Fn(&mut RelayConfig) + Copy) -> (Node, Node) {
-    let a = node("127.0.0.2", "node-a", &[], tweak).await;
-    let b = node("127.0.0.3", "node-b", &[a.gossip], tweak).await;
-    until_live(&[&a, &b], &["node-a", "node-b"]).await;
-    (a, b)
-}
 
 /// Checklist 86: PTTH, DPTTH and mux handshakes at a non-owner get the Yaler-shaped 307 to
 /// the owner's public host and port, with the original path kept.
@@ -523,6 +391,67 @@ async fn the_admin_api_shows_members_and_owners() {
     let (_, metrics) = admin_get(&a, "/metrics").await;
     assert!(metrics.contains("limmat_cluster_members 2"), "{metrics}");
     assert!(metrics.contains("limmat_cluster_gossip_rejected_total"));
+    assert!(metrics.contains("limmat_cluster_gossip_bytes_total{direction=\"received\"}"));
+    a.stop().await;
+    b.stop().await;
+}
+
+/// 7.6: when a node joins, a mux connection of a domain that moved gets GOAWAY at the same time
+/// as the domain's waiting PTTH devices get their `204`; its open stream is not interrupted,
+/// and the connection ends with its last stream. The re-POST gets the `307`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_sends_goaway_to_mux_connections_of_moved_domains() {
+    let a = node("127.0.0.6", "node-a", &[], |_| {}).await;
+    until_live(&[&a], &["node-a"]).await;
+    let d = (0..200)
+        .map(|i| format!("mux{i}"))
+        .find(|d| limmat_relay::cluster::owner::owner(["node-a", "node-b"], d) == Some(1))
+        .unwrap();
+    let mut mux = a
+        .send(format!("POST /{d} HTTP/1.1\r\nUpgrade: limmat-mux/1\r\n\r\n").as_bytes())
+        .await;
+    assert_eq!(
+        read_n(&mut mux, limmat_wire::response::UPGRADE_MUX.len()).await,
+        limmat_wire::response::UPGRADE_MUX
+    );
+    let mut conn = h2::server::handshake(mux).await.unwrap();
+    common::until(a.handle.stats().mux_connections(), 1, "mux connections").await;
+    let mut client = a
+        .send(format!("GET /{d}/s HTTP/1.1\r\n\r\n").as_bytes())
+        .await;
+    let (_request, mut respond) = conn.accept().await.unwrap().unwrap();
+    let driver = tokio::spawn(async move { while let Some(Ok(_)) = conn.accept().await {} });
+    let mut body = respond
+        .send_response(http::Response::new(()), false)
+        .unwrap();
+    body.send_data(bytes::Bytes::from_static(b"before"), false)
+        .unwrap();
+    assert_eq!(read_n(&mut client, 6).await, b"before");
+    // A PTTH device of the same domain shows when the domain moved.
+    let mut ptth = a.send(&handshake(&d)).await;
+    a.waiting_devices(1).await;
+
+    let b = node("127.0.0.5", "node-b", &[a.gossip], |_| {}).await;
+    until_live(&[&a, &b], &["node-a", "node-b"]).await;
+    assert_eq!(read_n(&mut ptth, RENEW.len()).await, RENEW);
+    // The open stream still carries bytes; when it ends, so does the connection.
+    body.send_data(bytes::Bytes::from_static(b"after"), true)
+        .unwrap();
+    assert_eq!(read_n(&mut client, 5).await, b"after");
+    drop(client);
+    timeout(PATIENCE, driver)
+        .await
+        .expect("the mux connection ends after its last stream")
+        .unwrap();
+    let mut again = a
+        .send(format!("POST /{d} HTTP/1.1\r\nUpgrade: limmat-mux/1\r\n\r\n").as_bytes())
+        .await;
+    let got = read_to_end(&mut again).await;
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        redirect_to(&b, &format!("/{d}"))
+    );
+    drop(ptth);
     a.stop().await;
     b.stop().await;
 }

@@ -88,10 +88,7 @@ async fn readyz(State(ctx): State<Arc<RelayContext>>) -> Response {
 
 async fn metrics(State(ctx): State<Arc<RelayContext>>) -> Response {
     let domains = ctx.registry.snapshot();
-    metrics::cluster_state(
-        ctx.cluster.live().borrow().members().len(),
-        ctx.cluster.gossip_rejected(),
-    );
+    metrics::cluster_state(ctx.cluster.live().borrow().members().len());
     let body = metrics::render(&ctx.stats, &domains);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
