@@ -31,9 +31,9 @@ cargo build -q --release -p limmat
 BIN=$(test_bin)
 echo "| measurement | result | goal |"
 echo "|---|---|---|"
-DOMAINS=${DOMAINS:-300} ROUNDS=${ROUNDS:-3} "$BIN" --ignored --nocapture --test-threads 1 --exact bench_cluster_recovery 2>/dev/null | grep '^|' || true
+DOMAINS=${DOMAINS:-300} ROUNDS=${ROUNDS:-3} "$BIN" --ignored --nocapture --test-threads 1 --exact bench_cluster_recovery 2>/dev/null | grep -o '|.*|$' || true
 for n in 10 10000; do
     DOMAINS=$n "$BIN" --ignored --nocapture --test-threads 1 --exact bench_gossip_bytes 2>/dev/null \
-        | grep '^|' || echo "| gossip traffic per node, $n domains | failed | |"
+        | grep -o '|.*|$' || echo "| gossip traffic per node, $n domains | failed | |"
 done
 bench/cluster-hop.sh

@@ -691,7 +691,7 @@ impl Agents {
 
     /// Waits until every agent holds a live mux connection.
     fn wait_connected(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(60);
         while !self.status.iter().all(|s| s.borrow().mux == 1) {
             assert!(
                 Instant::now() < deadline,
@@ -740,7 +740,8 @@ fn bench_cluster_recovery() {
         .unwrap_or(3);
     let mut cluster = Cluster::start("bench");
     let domains = bench_domains(300);
-    let agents = Agents::start(cluster.device_balancer.addr, &domains, cluster.origin);
+    // Plain devices, through the balancer of the plain listeners.
+    let agents = Agents::start(cluster.client_balancer.addr, &domains, cluster.origin);
     agents.wait_connected();
     let via: Vec<SocketAddr> = cluster.nodes[..3].iter().map(Node::plain_addr).collect();
     cluster.wait_reachable(&domains, via[0]);
