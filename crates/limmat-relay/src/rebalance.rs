@@ -72,14 +72,18 @@ async fn pace(ctx: Arc<RelayContext>, domains: Vec<Arc<str>>) {
 }
 
 /// Publishes draining and waits until every device has been handed over, at most
-/// `drain_timeout`. Standalone: returns at once (the shutdown closes waiting devices).
+/// `cluster.drain_timeout`; the pipes left afterwards get what remains of it. Standalone:
+/// returns at once (the shutdown closes waiting devices).
 pub(crate) async fn drain(ctx: &RelayContext) {
     if !ctx.cluster.is_clustered() {
         return;
     }
+    // A second call waits with the first one's deadline.
+    let deadline = *ctx
+        .drain_deadline
+        .get_or_init(|| Instant::now() + ctx.config.cluster.drain_timeout);
     tracing::info!(timeout = ?ctx.config.cluster.drain_timeout, "cluster: draining, handing devices over");
     ctx.cluster.drain().await;
-    let deadline = Instant::now() + ctx.config.cluster.drain_timeout;
     // The registry has no watch of its own; a short poll of a cheap count is enough here.
     loop {
         let left = ctx.registry.with_devices().len();
