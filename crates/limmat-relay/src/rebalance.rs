@@ -89,7 +89,7 @@ pub(crate) async fn drain(ctx: &RelayContext) {
         let left = ctx.registry.with_devices().len();
         if left == 0 {
             tracing::info!("cluster: every device handed over");
-            return;
+            break;
         }
         if Instant::now() >= deadline {
             tracing::info!(domains = left, "cluster: drain timeout with devices left");
@@ -100,4 +100,17 @@ pub(crate) async fn drain(ctx: &RelayContext) {
             () = ctx.shutdown.cancelled() => return,
         }
     }
+    // Peers drop a draining node from their live sets within a gossip round or two; until
+    // then they may still forward clients here, which must find this node serving (it
+    // forwards them on) rather than its listeners closed.
+    let settle = (ctx.config.cluster.gossip_interval * PEER_ROUNDS)
+        .min(deadline.saturating_duration_since(Instant::now()));
+    tokio::select! {
+        () = tokio::time::sleep(settle) => {}
+        () = ctx.shutdown.cancelled() => {}
+    }
 }
+
+/// Gossip rounds a draining node keeps serving after its handover, so that every peer has
+/// seen `draining` before the node stops accepting.
+const PEER_ROUNDS: u32 = 4;
