@@ -72,20 +72,24 @@ async fn pace(ctx: Arc<RelayContext>, domains: Vec<Arc<str>>) {
 }
 
 /// Publishes draining and waits until every device has been handed over, at most
-/// `drain_timeout`. Standalone: returns at once (the shutdown closes waiting devices).
+/// `cluster.drain_timeout`; the pipes left afterwards get what remains of it. Standalone:
+/// returns at once (the shutdown closes waiting devices).
 pub(crate) async fn drain(ctx: &RelayContext) {
     if !ctx.cluster.is_clustered() {
         return;
     }
+    // A second call waits with the first one's deadline.
+    let deadline = *ctx
+        .drain_deadline
+        .get_or_init(|| Instant::now() + ctx.config.cluster.drain_timeout);
     tracing::info!(timeout = ?ctx.config.cluster.drain_timeout, "cluster: draining, handing devices over");
     ctx.cluster.drain().await;
-    let deadline = Instant::now() + ctx.config.cluster.drain_timeout;
     // The registry has no watch of its own; a short poll of a cheap count is enough here.
     loop {
         let left = ctx.registry.with_devices().len();
         if left == 0 {
             tracing::info!("cluster: every device handed over");
-            return;
+            break;
         }
         if Instant::now() >= deadline {
             tracing::info!(domains = left, "cluster: drain timeout with devices left");
@@ -96,4 +100,17 @@ pub(crate) async fn drain(ctx: &RelayContext) {
             () = ctx.shutdown.cancelled() => return,
         }
     }
+    // Peers drop a draining node from their live sets within a gossip round or two; until
+    // then they may still forward clients here, which must find this node serving (it
+    // forwards them on) rather than its listeners closed.
+    let settle = (ctx.config.cluster.gossip_interval * PEER_ROUNDS)
+        .min(deadline.saturating_duration_since(Instant::now()));
+    tokio::select! {
+        () = tokio::time::sleep(settle) => {}
+        () = ctx.shutdown.cancelled() => {}
+    }
 }
+
+/// Gossip rounds a draining node keeps serving after its handover, so that every peer has
+/// seen `draining` before the node stops accepting.
+const PEER_ROUNDS: u32 = 4;

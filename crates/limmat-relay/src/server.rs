@@ -114,8 +114,9 @@ impl RelayHandle {
     /// `draining` by gossip, so this node owns nothing from now on; its waiting PTTH devices
     /// get `204`s (their re-POST gets a `307` to the new owner) and its mux connections GOAWAY,
     /// new clients are forwarded; returns once no device is left here, or after
-    /// `drain_timeout`, having started the shutdown ([`Relay::run`] then gives the remaining
-    /// pipes `drain_timeout`). Standalone: the same as [`shutdown`](Self::shutdown).
+    /// `cluster.drain_timeout`, having started the shutdown ([`Relay::run`] then gives the remaining
+    /// pipes what is left of `cluster.drain_timeout`). Standalone: the same as
+    /// [`shutdown`](Self::shutdown).
     pub async fn drain(&self) {
         crate::rebalance::drain(&self.ctx).await;
         self.shutdown();
@@ -247,6 +248,7 @@ impl Relay {
             admin_token,
             proxy,
             cluster,
+            drain_deadline: std::sync::OnceLock::new(),
         });
         Ok(Self {
             ctx,
@@ -319,13 +321,21 @@ impl Relay {
         }
         self.ctx.shutdown.cancelled().await;
         tracker.close();
-        let drain = self.ctx.config.drain_timeout;
+        // A clustered node that drained has spent part of its drain_timeout handing over.
+        let deadline = match self.ctx.drain_deadline.get() {
+            Some(deadline) => *deadline,
+            None => tokio::time::Instant::now() + self.ctx.config.drain_timeout,
+        };
+        let drain = deadline.saturating_duration_since(tokio::time::Instant::now());
         tracing::info!(
             open = *self.ctx.stats.open_connections().borrow(),
             ?drain,
             "draining"
         );
-        if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
+        if tokio::time::timeout_at(deadline, tracker.wait())
+            .await
+            .is_err()
+        {
             tracing::info!("drain timeout: closing the remaining pipes");
             self.ctx.hard_stop.cancel();
             tracker.wait().await;

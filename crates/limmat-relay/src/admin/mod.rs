@@ -77,9 +77,10 @@ async fn require_token(
     }
 }
 
-/// Not ready while draining, so load balancers stop sending clients (7.6).
+/// Not ready while draining (a cluster node from the start of its handover), so load
+/// balancers stop sending clients (7.6).
 async fn readyz(State(ctx): State<Arc<RelayContext>>) -> Response {
-    if ctx.shutdown.is_cancelled() {
+    if ctx.shutdown.is_cancelled() || ctx.drain_deadline.get().is_some() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
     } else {
         (StatusCode::OK, "ready\n").into_response()
