@@ -437,7 +437,13 @@ where
                             info!(relay = %target, "mux connection draining (GOAWAY); reconnecting");
                             *lock(&self.redirect) = None;
                         }
-                        MuxEnd::Closed => info!(relay = %target, "mux connection closed"),
+                        // Closed without GOAWAY: the relay may have died (a cluster node
+                        // killed), so the next attempt goes to the configured address, which
+                        // redirects to the domain's current owner (issue 14 item 5).
+                        MuxEnd::Closed => {
+                            info!(relay = %target, "mux connection closed");
+                            self.back_home(&target);
+                        }
                         MuxEnd::Dead => {
                             self.failed(&target, &backoff, &AttemptError::MuxDead);
                         }
@@ -604,6 +610,12 @@ where
             at.saturating_duration_since(Instant::now())
         });
         report::failed(&self.status, target, next_in, err);
+        self.back_home(target);
+    }
+
+    /// Forgets the redirect target `target` if every slot still uses it: the next attempt of
+    /// every slot goes to the configured relay.
+    fn back_home(&self, target: &Target) {
         let mut redirect = lock(&self.redirect);
         if redirect.as_ref() == Some(target) {
             info!(relay = %self.home, "back to the configured relay");

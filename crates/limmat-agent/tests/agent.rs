@@ -490,3 +490,58 @@ async fn a_panicking_handler_does_not_end_the_slot() {
     assert!(served.recv().await.is_some());
     running.stop().await;
 }
+
+/// Issue 14 item 5: the owner a device was redirected to dies (a SIGKILLed cluster node). The
+/// agent goes back to the configured relay at once, not to the dead owner, and follows the
+/// new redirect; while the configured relay still points at the dead owner (failure detection
+/// takes up to 2 s), the attempts stay in the 1 s stage of the backoff.
+#[tokio::test(start_paused = true)]
+async fn a_dead_owner_sends_the_device_home_at_once() {
+    let home = FakeRelay::bind().await;
+    let owner = FakeRelay::bind().await;
+    let redirect = |to: &FakeRelay| {
+        format!(
+            "HTTP/1.1 307 \r\nLocation: http://127.0.0.1:{}/dom\r\n\r\n",
+            to.port
+        )
+    };
+    let (mut agent, _conns) = Running::collecting(home.config("dom"));
+    let (mut peer, _) = home.accept_head().await;
+    peer.send(redirect(&owner).as_bytes()).await;
+    let (mut there, _) = owner.accept_head().await;
+    // Waiting at the owner, renewed once: then the owner dies with the connection open.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    there.send(RENEW).await;
+    there.read_head().await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let died = Instant::now();
+    drop(there);
+    let dead_port = owner.port;
+    drop(owner);
+    // Back home at once, with no backoff step.
+    let (mut peer, head) = home.accept_head().await;
+    assert_eq!(Instant::now(), died);
+    assert_eq!(head, home.handshake("dom", None));
+    // Home has not noticed yet and redirects to the dead owner twice: each failure costs at
+    // most one jittered 1 s step before the next try at home.
+    let stale = format!("HTTP/1.1 307 \r\nLocation: http://127.0.0.1:{dead_port}/dom\r\n\r\n");
+    peer.send(stale.as_bytes()).await;
+    let mut last = Instant::now();
+    for _ in 0..2 {
+        let (mut peer, _) = home.accept_head().await;
+        assert!(Instant::now() - last <= Duration::from_millis(1_334));
+        last = Instant::now();
+        peer.send(stale.as_bytes()).await;
+    }
+    // Then home knows the new owner, and the device is there within a step.
+    let new_owner = FakeRelay::bind().await;
+    let (mut peer, _) = home.accept_head().await;
+    assert!(Instant::now() - last <= Duration::from_millis(1_334));
+    peer.send(redirect(&new_owner).as_bytes()).await;
+    let (mut there, head) = new_owner.accept_head().await;
+    assert_eq!(head, new_owner.handshake("dom", None));
+    assert!(Instant::now() - died <= Duration::from_secs(5));
+    there.send(UPGRADE).await;
+    agent.until(|s| s.upgrades == 1).await;
+    agent.stop().await;
+}

@@ -132,6 +132,9 @@ pub struct RelayConfig {
     /// One info line per client request (target `limmat::access`); off, the same facts are
     /// logged at debug.
     pub access_log: bool,
+    /// Clustering (section 7): standalone unless `cluster.seeds` are given; a standalone relay
+    /// opens no cluster socket and owns every domain.
+    pub cluster: crate::cluster::ClusterConfig,
 }
 
 impl Default for RelayConfig {
@@ -166,6 +169,7 @@ impl Default for RelayConfig {
             mux_ping_timeout: limmat_mux::settings::PING_TIMEOUT,
             splice: true,
             access_log: true,
+            cluster: crate::cluster::ClusterConfig::default(),
         }
     }
 }

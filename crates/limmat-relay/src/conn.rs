@@ -16,6 +16,7 @@ use crate::pairing;
 use crate::registry::Admission;
 use crate::stream::{Leg, Prefixed, Tcp, Tls};
 use crate::{mux, proxy};
+use limmat_wire::cluster::{Forward, ForwardLeg};
 use limmat_wire::mux::Route;
 use limmat_wire::request::Kind;
 use limmat_wire::tls::{Peek, peek_client_hello};
@@ -115,6 +116,12 @@ async fn read_and_classify(
                 tls: conn.stream.is_tls(),
                 pass_through: head.pass_through,
             };
+            // In a cluster, a device of a domain another node owns goes there (7.4).
+            if let Some(redirect) = device_redirect(ctx, &head, class.tls) {
+                drop(carried);
+                Box::pin(respond_and_close(conn.stream, &redirect)).await;
+                return Next::Done;
+            }
             // A re-POST after a 204 for the same domain is already counted (2.4.5).
             let renewal = carried.filter(|admission| **admission.domain() == *head.domain);
             let admitted = device::admit(ctx, conn.peer, &head.domain, head.authorization, renewal);
@@ -155,6 +162,76 @@ async fn read_and_classify(
     }
 }
 
+/// The Yaler-shaped `307` of 7.4 for a device handshake whose domain another node owns: to the
+/// owner's public host and port, `https` when the handshake came over TLS, with the original
+/// path. `None`: this node serves the domain (or the owner has no listener of that kind).
+fn device_redirect(ctx: &RelayContext, head: &RequestHead<'_>, tls: bool) -> Option<Vec<u8>> {
+    if !limmat_wire::route::is_registrable(&head.domain) {
+        return None;
+    }
+    let owner = ctx.cluster.elsewhere(&head.domain)?;
+    let location =
+        limmat_wire::cluster::location(&owner.public_host, owner.port(tls)?, tls, head.path);
+    tracing::info!(domain = %head.domain, owner = %owner.node_id, "device redirected to the owner");
+    metrics::cluster_redirect("device");
+    Some(response::redirect(&location))
+}
+
+/// A client a peer forwarded here (7.5): served exactly like a client of that kind on this
+/// node's own listener, from the bytes that came with the forward.
+pub(crate) async fn forwarded(
+    ctx: Arc<RelayContext>,
+    mut conn: Conn,
+    forward: Forward,
+    early: Vec<u8>,
+) {
+    let kind = match forward.leg {
+        ForwardLeg::Plain => ClientKind::Plain,
+        ForwardLeg::TlsTerminated => ClientKind::Terminated,
+        ForwardLeg::TlsSni => ClientKind::Sni,
+    };
+    let mut buf = early;
+    let head_len = if kind == ClientKind::Sni {
+        buf.len()
+    } else {
+        match limmat_wire::HeadScanner::new().scan(&buf) {
+            Some(len) => len,
+            None => {
+                let deadline = Instant::now() + ctx.config.head_timeout;
+                let read = read_head(
+                    &mut conn.stream,
+                    &mut buf,
+                    ctx.config.max_head,
+                    deadline,
+                    &ctx.shutdown,
+                );
+                match read.await {
+                    Ok(len) => len,
+                    Err(e) => {
+                        tracing::debug!(peer = %conn.peer, reason = %e, "forwarded client closed before a complete head");
+                        return;
+                    }
+                }
+            }
+        }
+    };
+    tracing::debug!(domain = %forward.domain, peer = %conn.peer, hops = forward.hops, leg = forward.leg.as_str(), "forwarded client");
+    let client = ClientLeg {
+        conn,
+        buf,
+        head_len,
+        kind,
+        domain: forward.domain.as_str().into(),
+        route: forward.route,
+        hello_sni: forward.sni,
+        deadline: Instant::now() + ctx.config.client_wait,
+        hops: forward.hops,
+        public_port: forward.public_port,
+    };
+    let next = pairing::route(&ctx, client).await.into();
+    serve(&ctx, next).await;
+}
+
 /// Every client, routed by its head or by the SNI of its ClientHello (`kind` says which),
 /// goes through here: the empty and unregistrable routes are answered (2.5.3, 2.5.4, inside
 /// TLS for SNI, 2.6.6); a domain goes to the pairing.
@@ -189,6 +266,7 @@ async fn route_client(
             return Next::Done;
         }
     };
+    let public_port = conn.stream.local_addr().map_or(0, |a| a.port());
     let client = ClientLeg {
         conn,
         buf,
@@ -198,6 +276,8 @@ async fn route_client(
         route,
         hello_sni,
         deadline: Instant::now() + ctx.config.client_wait,
+        hops: 0,
+        public_port,
     };
     if client.domain.is_empty() {
         pairing::refuse(ctx, client).await;

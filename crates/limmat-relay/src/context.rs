@@ -6,6 +6,7 @@
 //! about listeners or the accept loop.
 
 use crate::auth::Authenticator;
+use crate::cluster::Cluster;
 use crate::config::RelayConfig;
 use crate::egress::Policy;
 use crate::limits::Limits;
@@ -42,6 +43,11 @@ pub(crate) struct RelayContext {
     pub(crate) admin_token: Option<String>,
     /// The forward proxy (section 6), when `forward_proxy` is on.
     pub(crate) proxy: Option<ProxyState>,
+    /// This node's part in a cluster (section 7); a standalone one owns every domain.
+    pub(crate) cluster: Cluster,
+    /// Set when a clustered node starts draining (7.6): the handover and the pipes that remain
+    /// afterwards share one `drain_timeout` from then on.
+    pub(crate) drain_deadline: std::sync::OnceLock<tokio::time::Instant>,
 }
 
 /// The forward proxy's state on a relay that runs it.

@@ -150,6 +150,8 @@ enum Woke {
     Gone(std::io::Error),
     /// An operator disconnected the domain.
     Killed,
+    /// The domain moved to another cluster node: `204`, then a `307` to it (7.6).
+    Moved,
     /// The relay is stopping.
     Shutdown,
 }
@@ -200,6 +202,7 @@ pub(crate) async fn wait(ctx: &RelayContext, waiting: Waiting) -> Next {
             () = &mut hold => (Woke::Hold, None),
             reason = conn.stream.until_closed() => (Woke::Gone(reason), None),
             () = admission.killed().cancelled() => (Woke::Killed, None),
+            () = admission.moved().cancelled() => (Woke::Moved, None),
             () = ctx.shutdown.cancelled() => (Woke::Shutdown, None),
         };
         // Leave the FIFO (before a 204, so that no client is paired meanwhile, 2.4.6); a
@@ -229,11 +232,15 @@ async fn woken(
         }
         (Woke::Shutdown, None) => None,
         // This device serves the client: the pairing's task takes both legs.
-        (Woke::Paired | Woke::Hold, Some(client)) => {
+        (Woke::Paired | Woke::Hold | Woke::Moved, Some(client)) => {
             drop(admission);
             Box::pin(pairing::dispatch(ctx, client, Some(device))).await
         }
         (Woke::Hold, None) => return Next::Renew(device.conn, admission),
+        (Woke::Moved, None) => {
+            tracing::info!(domain = %admission.domain(), peer = %device.conn.peer, "device renewed: its domain moved to another node");
+            return Next::Renew(device.conn, admission);
+        }
         (woke, handed) => {
             let (domain, peer) = (admission.domain(), device.conn.peer);
             match woke {

@@ -66,6 +66,10 @@ pub(crate) struct ClientLeg {
     pub(crate) hello_sni: Option<String>,
     /// The end of its `client_wait`.
     pub(crate) deadline: Instant,
+    /// Cluster hops it has taken (`Limmat-Hops`, 7.5); 0 for a client of this node.
+    pub(crate) hops: u32,
+    /// The port of the listener it reached the cluster on (`Limmat-Public-Port`, 7.5).
+    pub(crate) public_port: u16,
 }
 
 /// The request methods the access log names; anything else is logged without one.
@@ -120,6 +124,8 @@ impl ClientLeg {
             route,
             hello_sni,
             deadline,
+            hops,
+            public_port,
             ..
         } = self;
         let (Some(acceptor), Tcp(tcp)) = (acceptor, conn.stream) else {
@@ -140,6 +146,8 @@ impl ClientLeg {
                 route,
                 hello_sni,
                 deadline,
+                hops,
+                public_port,
             }),
             Ok(Err(e)) => {
                 metrics::tls_handshake(false);

@@ -18,7 +18,8 @@
 //! - [`config`]: settings and their validation; [`tls`]: certificates, SNI selection and
 //!   reload; [`auth`]: device keys; [`limits`]: per-source and per-domain abuse limits;
 //!   [`egress`]: the forward proxy's egress policy; [`cluster`]: membership, ownership and
-//!   forwarding between nodes (section 7; not yet wired into the rendezvous).
+//!   forwarding between nodes (section 7); `hop`: a client at a non-owner (7.5), on the pipe's
+//!   floor; `rebalance`: moving devices when the live set changes, and draining (7.6).
 
 #![warn(missing_docs)]
 // No unsafe code; only the kernel-facing splice module may ever opt in, with a reason.
@@ -27,7 +28,7 @@
 mod access;
 mod admin;
 pub mod auth;
-// Not yet wired into the rendezvous (issue 14); its items get their docs when it is.
+// Its remaining undocumented items are internal plumbing made public for its own tests.
 #[allow(missing_docs)]
 pub mod cluster;
 pub mod config;
@@ -40,6 +41,7 @@ mod device;
 pub mod egress;
 mod fd_reserve;
 mod head;
+mod hop;
 mod legs;
 pub mod limits;
 mod linger;
@@ -49,6 +51,7 @@ mod pairing;
 mod pipe;
 mod proxy;
 mod proxy_stats;
+mod rebalance;
 mod registry;
 mod snapshot;
 mod socket;
@@ -58,10 +61,11 @@ mod stream;
 pub mod tls;
 
 pub use admin::listener::serve as serve_admin;
+pub use cluster::ClusterConfig;
 pub use config::{ConfigError, Listen, RelayConfig};
 pub use egress::{Action, EgressConfig, EgressRule};
 pub use limits::{Cidr, LimitConfig, Rate};
 pub use metrics::{HISTOGRAM_SECONDS, share_recorder};
-pub use server::{Relay, RelayHandle};
+pub use server::{Relay, RelayHandle, StartError};
 pub use stats::Stats;
 pub use tls::CertPaths;

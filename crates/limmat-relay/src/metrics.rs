@@ -86,6 +86,29 @@ pub(crate) fn pipe_ended(end: &'static str, up: u64, down: u64, duration: Durati
     histogram!("limmat_pipe_duration_seconds").record(duration.as_secs_f64());
 }
 
+/// A device (7.4) or a path-form client (`client_redirect`, 7.5) sent to its domain's owner.
+pub(crate) fn cluster_redirect(who: &'static str) {
+    metrics::counter!("limmat_cluster_redirects_total", "who" => who).increment(1);
+}
+
+/// A forwarded client forwarded once more, between inconsistent views (7.5).
+pub(crate) fn cluster_hop() {
+    metrics::counter!("limmat_cluster_hops_total").increment(1);
+}
+
+/// Waiting devices and mux connections of a domain that moved, told to go (7.6).
+pub(crate) fn cluster_rebalanced(devices: u64) {
+    metrics::counter!("limmat_cluster_rebalanced_devices_total").increment(devices);
+}
+
+/// The cluster's gauge, set before a render: live members (7.2). The gossip counters
+/// (`limmat_cluster_gossip_rejected_total`, `limmat_cluster_gossip_bytes_total`) are counted
+/// by the transport; they are registered here so that they show at zero too.
+pub(crate) fn cluster_state(members: usize) {
+    gauge!("limmat_cluster_members").set(members as f64);
+    counter!("limmat_cluster_gossip_rejected_total").increment(0);
+}
+
 pub(crate) fn tls_handshake(ok: bool) {
     let result = if ok { "ok" } else { "failed" };
     counter!("limmat_tls_handshakes_total", "result" => result).increment(1);

@@ -124,6 +124,14 @@ async fn run(
     let peer = mux.peer();
     // Dropped on drain, so that `h2` closes the connection once its last stream ends.
     let mut listed = Some(mux);
+    // Shutdown, or the domain moved to another cluster node (7.6): GOAWAY either way.
+    let going = async {
+        tokio::select! {
+            () = ctx.shutdown.cancelled() => "shutdown",
+            () = admission.moved().cancelled() => "moved to another node",
+        }
+    };
+    tokio::pin!(going);
     let end = loop {
         tokio::select! {
             driven = driver.next() => break match driven {
@@ -135,14 +143,14 @@ async fn run(
                 _ => "closed",
             },
             () = admission.killed().cancelled() => break "disconnected by the admin API",
-            () = ctx.shutdown.cancelled(), if listed.is_some() => {
+            why = &mut going, if listed.is_some() => {
                 if let Some(mux) = listed.take() {
                     close(ctx, &mux);
                 }
                 // GOAWAY(NO_ERROR, 0) at the next frame boundary; the PING makes one (5.7).
                 signals.request_goaway();
                 driver.ping_now();
-                tracing::info!(domain = %admission.domain(), %peer, "mux connection draining (GOAWAY)");
+                tracing::info!(domain = %admission.domain(), %peer, why, "mux connection draining (GOAWAY)");
             }
             () = ctx.hard_stop.cancelled() => break "drain timeout",
         }
@@ -244,8 +252,9 @@ fn request(
     sni: Option<&str>,
 ) -> Option<Request<()>> {
     let local = client.conn.stream.local_addr().ok()?;
+    // The port the client used, also when a peer forwarded it here (7.5).
     let authority = match ctx.config.hostnames.first() {
-        Some(host) => format!("{host}:{}", local.port()),
+        Some(host) => format!("{host}:{}", client.public_port),
         None => local.to_string(),
     };
     let mut request = Request::builder()

@@ -17,6 +17,7 @@
 //! client is sent inside TLS (2.6.6).
 
 use crate::context::RelayContext;
+use crate::hop::{self, Hop};
 use crate::legs::{ClientKind, ClientLeg, Conn, DeviceLeg};
 use crate::linger::respond_and_close;
 use crate::metrics;
@@ -47,7 +48,21 @@ pub(crate) struct Requeued {
 /// Serves a client routed to its domain, to the end of its pipe or its `504`. Every routed
 /// client, by path, Host or SNI, passes through here. Returns a device to wait again, if one
 /// was handed over as the client left.
+///
+/// In a cluster, a client whose domain another node owns is forwarded there (7.5) or, with
+/// `client_redirect`, redirected; a forward that fails within 2 s is answered `504` here.
 pub(crate) async fn route(ctx: &RelayContext, client: ClientLeg) -> Option<Requeued> {
+    let client = match ctx.cluster.elsewhere(&client.domain) {
+        None => client,
+        Some(owner) => match Box::pin(hop::onward(ctx, client, owner)).await {
+            Hop::Done => return None,
+            Hop::Local(client) => client,
+            Hop::Failed(client) => {
+                refuse(ctx, client).await;
+                return None;
+            }
+        },
+    };
     dispatch(ctx, client, None).await
 }
 
@@ -73,6 +88,7 @@ pub(crate) async fn dispatch(
                     continue;
                 }
                 Found::Done(requeued) => return requeued,
+                Found::Moved(client) => return Box::pin(route(ctx, client)).await,
             },
         };
         client = match next {
@@ -112,6 +128,8 @@ enum Found {
     Again(ClientLeg),
     /// The client went to a waiting device's task, was refused, or left.
     Done(Option<Requeued>),
+    /// The domain moved to another cluster node while the client waited: route it again.
+    Moved(ClientLeg),
 }
 
 /// Takes the oldest eligible device (2.4.6), or queues the client and waits for one.
@@ -144,6 +162,8 @@ enum Waited {
     Device(Option<Offer>),
     /// `client_wait` is over, or the relay is stopping: `504`.
     Refuse,
+    /// The domain moved to another cluster node (7.6).
+    Moved,
     /// The client closed or failed, possibly just as a device was handed over.
     Left(io::Error, Option<Offer>),
 }
@@ -156,6 +176,7 @@ async fn wait(
     mut rx: oneshot::Receiver<Offer>,
     place: (ClientWait, GaugeGuard),
 ) -> Found {
+    let moved = place.0.moved().clone();
     let outcome = loop {
         let room = (client.head_len + WAIT_BUFFER).saturating_sub(client.buf.len());
         tokio::select! {
@@ -185,6 +206,13 @@ async fn wait(
                 rx.close();
                 break Waited::Refuse;
             }
+            () = moved.cancelled() => {
+                rx.close();
+                break match rx.try_recv() {
+                    Ok(leg) => Waited::Device(Some(leg)),
+                    Err(_) => Waited::Moved,
+                };
+            }
         }
     };
     // No longer waiting, whatever comes next: free the place before acting.
@@ -195,6 +223,10 @@ async fn wait(
         Waited::Refuse => {
             refuse(ctx, client).await;
             Found::Done(None)
+        }
+        Waited::Moved => {
+            tracing::info!(domain = %client.domain, peer = %client.conn.peer, "client rerouted: its domain moved to another node");
+            Found::Moved(client)
         }
         Waited::Left(reason, handed) => {
             tracing::info!(domain = %client.domain, peer = %client.conn.peer, %reason, "client left while waiting");
@@ -352,6 +384,8 @@ mod tests {
             route: limmat_wire::mux::Route::Path,
             hello_sni: None,
             deadline: Instant::now() + Duration::from_secs(10),
+            hops: 0,
+            public_port: addr.port(),
         };
         let dead = DeviceLeg {
             conn: Conn::new(&ctx.stats, Tcp(dead), addr),

@@ -100,6 +100,9 @@ struct Domain {
     since: Option<SystemTime>,
     /// Cancelled to disconnect every connection of the domain (admin `DELETE`).
     kill: CancellationToken,
+    /// Cancelled when the domain moved to another cluster node (7.6): its waiting devices are
+    /// renewed and its mux connections GOAWAY; its pipes are not touched.
+    moved: CancellationToken,
     /// Waiting, renewing and mux connections: what the per-domain cap counts (2.4.5).
     counted: usize,
     /// Clients inside their `client_wait`.
@@ -241,6 +244,7 @@ impl Registry {
             domain: key,
             id: self.ids.fetch_add(1, Ordering::Relaxed),
             kill: entry.kill.clone(),
+            moved: entry.moved.clone(),
         })
     }
 
@@ -278,6 +282,33 @@ impl Registry {
         // Connections admitted from now on get a fresh token.
         std::mem::take(&mut d.kill).cancel();
         true
+    }
+
+    /// Tells the device connections and waiting clients of `domain` that it moved to another
+    /// node (7.6); returns how many device connections there were. Pipes go on.
+    pub(crate) fn move_away(&self, domain: &str) -> usize {
+        let mut shard = self.shard(domain);
+        let Some(d) = shard.get_mut(domain) else {
+            return 0;
+        };
+        // Connections admitted from now on get a fresh token.
+        std::mem::take(&mut d.moved).cancel();
+        d.counted
+    }
+
+    /// The domains with device connections or waiting clients, for rebalancing (7.6).
+    pub(crate) fn with_devices(&self) -> Vec<Arc<str>> {
+        let mut all = Vec::new();
+        for shard in self.shards.iter() {
+            let shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            all.extend(
+                shard
+                    .iter()
+                    .filter(|(_, d)| d.counted > 0 || d.waiting_clients > 0)
+                    .map(|(name, _)| name.clone()),
+            );
+        }
+        all
     }
 
     /// Every online domain, for the admin API.
@@ -373,6 +404,7 @@ impl Registry {
         ClientReady::Queued(ClientWait {
             registry: self.clone(),
             domain: domain.clone(),
+            moved: d.moved.clone(),
         })
     }
 
@@ -455,9 +487,15 @@ pub(crate) struct Admission {
     domain: Arc<str>,
     id: u64,
     kill: CancellationToken,
+    moved: CancellationToken,
 }
 
 impl Admission {
+    /// Cancelled when the domain moved to another cluster node (7.6).
+    pub(crate) fn moved(&self) -> &CancellationToken {
+        &self.moved
+    }
+
     pub(crate) fn domain(&self) -> &Arc<str> {
         &self.domain
     }
@@ -571,6 +609,14 @@ impl DomainSnapshot {
 pub(crate) struct ClientWait {
     registry: Arc<Registry>,
     domain: Arc<str>,
+    moved: CancellationToken,
+}
+
+impl ClientWait {
+    /// Cancelled when the domain moved to another cluster node (7.6): the client is forwarded.
+    pub(crate) fn moved(&self) -> &CancellationToken {
+        &self.moved
+    }
 }
 
 impl Drop for ClientWait {

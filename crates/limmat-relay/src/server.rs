@@ -6,6 +6,7 @@
 //! connection task has ended, so nothing outlives the relay.
 
 use crate::auth::{AuthMode, Authenticator, KeyError, ModeError, resolve_mode};
+use crate::cluster::{Cluster, ForwardSink, Member};
 use crate::config::{ConfigError, RelayConfig};
 use crate::context::{ProxyState, RelayContext};
 use crate::egress::Policy;
@@ -18,12 +19,14 @@ use crate::stream::Tcp;
 use crate::tls::{CertError, CertStore};
 use crate::{admin, conn, metrics, socket};
 use limmat_wire::Hostnames;
+use limmat_wire::cluster::Forward;
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -54,6 +57,9 @@ pub enum StartError {
     /// The authentication mode cannot apply (4.2).
     #[error(transparent)]
     AuthMode(#[from] ModeError),
+    /// The cluster settings are refused, or its sockets could not be opened (section 7).
+    #[error("{0:#}")]
+    Cluster(anyhow::Error),
     /// The admin token file could not be read, or is empty.
     #[error("cannot read the admin token file {path}: {error}")]
     AdminToken {
@@ -70,6 +76,21 @@ pub struct Relay {
     admin: Option<TcpListener>,
     /// Each listener and whether it is a TLS one.
     listeners: Vec<(TcpListener, bool)>,
+    /// Clients that peers forward to this node (7.5), served once the relay runs.
+    forwarded: mpsc::UnboundedReceiver<Forwarded>,
+}
+
+/// A client a peer forwarded to this node, already answered `200` (7.5).
+pub(crate) type Forwarded = (Forward, tokio::net::TcpStream, Vec<u8>);
+
+/// Hands forwarded clients from the internal listener to the running relay.
+struct ForwardedClients(mpsc::UnboundedSender<Forwarded>);
+
+impl ForwardSink for ForwardedClients {
+    fn forwarded(&self, forward: Forward, stream: tokio::net::TcpStream, early: Vec<u8>) {
+        // A relay that stopped running drops the client: its forwarding node sees a close.
+        let _ = self.0.send((forward, stream, early));
+    }
 }
 
 /// Controls a running relay from outside: its counters and its shutdown.
@@ -87,6 +108,35 @@ impl RelayHandle {
     /// Starts a graceful shutdown; [`Relay::run`] returns once it is complete.
     pub fn shutdown(&self) {
         self.ctx.shutdown.cancel();
+    }
+
+    /// Drains this node, then shuts it down (SIGTERM, spec 7.6). Clustered: publishes
+    /// `draining` by gossip, so this node owns nothing from now on; its waiting PTTH devices
+    /// get `204`s (their re-POST gets a `307` to the new owner) and its mux connections GOAWAY,
+    /// new clients are forwarded; returns once no device is left here, or after
+    /// `cluster.drain_timeout`, having started the shutdown ([`Relay::run`] then gives the remaining
+    /// pipes what is left of `cluster.drain_timeout`). Standalone: the same as
+    /// [`shutdown`](Self::shutdown).
+    pub async fn drain(&self) {
+        crate::rebalance::drain(&self.ctx).await;
+        self.shutdown();
+    }
+
+    /// The cluster view as the admin API's `GET /api/cluster` shows it: this node, its live
+    /// set and every member it knows of with its state (`"standalone": true` without a cluster).
+    pub fn cluster_members(&self) -> serde_json::Value {
+        self.ctx.cluster.members_json()
+    }
+
+    /// The node ids of this node's live set, updated on every change (7.2); standalone: itself.
+    pub fn live_members(&self) -> watch::Receiver<Arc<crate::cluster::LiveSet>> {
+        self.ctx.cluster.live()
+    }
+
+    /// The node that owns `domain` in this node's view now (7.3).
+    pub fn owner_of(&self, domain: &str) -> Option<String> {
+        let live = self.ctx.cluster.live().borrow().clone();
+        live.owner(domain).map(|m| m.node_id.to_string())
     }
 
     /// Reads every certificate again (SIGHUP). A file that fails keeps the previous
@@ -176,6 +226,12 @@ impl Relay {
                 stats: Arc::default(),
             }
         });
+        let local = local_member(&config, &listeners);
+        let (forwarded_tx, forwarded) = mpsc::unbounded_channel();
+        let sink = Arc::new(ForwardedClients(forwarded_tx));
+        let cluster = Cluster::start(&config.cluster, local, sink)
+            .await
+            .map_err(StartError::Cluster)?;
         let ctx = Arc::new(RelayContext {
             hostnames: Hostnames::new(&config.hostnames),
             config,
@@ -191,11 +247,14 @@ impl Relay {
             conn_slots,
             admin_token,
             proxy,
+            cluster,
+            drain_deadline: std::sync::OnceLock::new(),
         });
         Ok(Self {
             ctx,
             admin,
             listeners,
+            forwarded,
         })
     }
 
@@ -210,6 +269,16 @@ impl Relay {
     /// The admin listener's address, if one is configured.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The cluster's internal listener (7.1), when clustered.
+    pub fn internal_addr(&self) -> Option<SocketAddr> {
+        self.ctx.cluster.internal_addr()
+    }
+
+    /// The cluster's gossip socket (7.2), when clustered.
+    pub fn gossip_addr(&self) -> Option<SocketAddr> {
+        self.ctx.cluster.gossip_addr()
     }
 
     /// A handle to watch and stop the relay once it runs.
@@ -233,6 +302,10 @@ impl Relay {
             }
             tracker.spawn(accept_loop(self.ctx.clone(), listener, tls));
         }
+        tracker.spawn(serve_forwarded(self.ctx.clone(), self.forwarded));
+        if self.ctx.cluster.is_clustered() {
+            tracker.spawn(crate::rebalance::run(self.ctx.clone()));
+        }
         if let Some(certs) = self.ctx.certs.clone() {
             let shutdown = self.ctx.shutdown.clone();
             tracker.spawn(async move {
@@ -248,22 +321,79 @@ impl Relay {
         }
         self.ctx.shutdown.cancelled().await;
         tracker.close();
-        let drain = self.ctx.config.drain_timeout;
+        // A clustered node that drained has spent part of its drain_timeout handing over.
+        let deadline = match self.ctx.drain_deadline.get() {
+            Some(deadline) => *deadline,
+            None => tokio::time::Instant::now() + self.ctx.config.drain_timeout,
+        };
+        let drain = deadline.saturating_duration_since(tokio::time::Instant::now());
         tracing::info!(
             open = *self.ctx.stats.open_connections().borrow(),
             ?drain,
             "draining"
         );
-        if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
+        if tokio::time::timeout_at(deadline, tracker.wait())
+            .await
+            .is_err()
+        {
             tracing::info!("drain timeout: closing the remaining pipes");
             self.ctx.hard_stop.cancel();
             tracker.wait().await;
         }
+        self.ctx.cluster.stop().await;
         admin_stop.cancel();
         if let Some(admin) = admin {
             let _ = admin.await;
         }
         tracing::info!("stopped");
+    }
+}
+
+/// Serves the clients peers forward here until shutdown, each as its own connection task.
+async fn serve_forwarded(
+    ctx: Arc<RelayContext>,
+    mut forwarded: mpsc::UnboundedReceiver<Forwarded>,
+) {
+    loop {
+        let next = tokio::select! {
+            next = forwarded.recv() => next,
+            () = ctx.shutdown.cancelled() => return,
+        };
+        let Some((forward, stream, early)) = next else {
+            return;
+        };
+        socket::configure(&stream);
+        let conn = Conn::new(&ctx.stats, Tcp(stream), forward.client_addr);
+        ctx.tasks
+            .spawn(conn::forwarded(ctx.clone(), conn, forward, early));
+    }
+}
+
+/// This node's document (7.1): its public host is `cluster.public_host`, else the first
+/// hostname, else the first listener's IP; its ports are those of its first plain and first
+/// TLS listener unless configured.
+fn local_member(config: &RelayConfig, listeners: &[(TcpListener, bool)]) -> Member {
+    let port_of = |tls: bool| {
+        listeners
+            .iter()
+            .filter(|(_, t)| *t == tls)
+            .find_map(|(l, _)| l.local_addr().ok())
+    };
+    let first = listeners.iter().find_map(|(l, _)| l.local_addr().ok());
+    let c = &config.cluster;
+    let public_host = c
+        .public_host
+        .clone()
+        .or_else(|| config.hostnames.first().cloned())
+        .or_else(|| first.map(|a| a.ip().to_string()))
+        .unwrap_or_else(|| "localhost".into());
+    Member {
+        node_id: c.node_id.as_deref().unwrap_or("standalone").into(),
+        public_host,
+        public_http_port: c.public_http_port.or(port_of(false).map(|a| a.port())),
+        public_https_port: c.public_https_port.or(port_of(true).map(|a| a.port())),
+        internal: first.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),
+        draining: false,
     }
 }
 

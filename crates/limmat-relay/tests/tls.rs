@@ -5,85 +5,17 @@
 
 mod common;
 
+use common::tls::*;
 use common::*;
-use limmat_relay::{CertPaths, Listen, RelayConfig};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use std::path::PathBuf;
-use std::sync::Arc;
+use limmat_relay::{Listen, RelayConfig};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
-use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 const HOST: &str = "relay.example.com";
 const DEVICE_HOST: &str = "dom.relay.example.com";
-
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-/// A self-signed certificate for `names`, written to PEM files in a fresh directory.
-struct Pem {
-    der: CertificateDer<'static>,
-    key: PrivateKeyDer<'static>,
-    paths: CertPaths,
-    _dir: TempDir,
-}
-
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn pem(names: &[&str]) -> Pem {
-    static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("limmat-tls-test-{}-{n}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let cert =
-        rcgen::generate_simple_self_signed(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-            .unwrap();
-    let paths = CertPaths {
-        cert: dir.join("cert.pem"),
-        key: dir.join("key.pem"),
-    };
-    std::fs::write(&paths.cert, cert.cert.pem()).unwrap();
-    std::fs::write(&paths.key, cert.key_pair.serialize_pem()).unwrap();
-    Pem {
-        der: cert.cert.der().clone(),
-        key: PrivateKeyDer::try_from(cert.key_pair.serialize_der()).unwrap(),
-        paths,
-        _dir: TempDir(dir),
-    }
-}
-
-fn connector(trusted: &[&CertificateDer<'static>], alpn: &[&[u8]]) -> TlsConnector {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in trusted {
-        roots.add((*cert).clone()).unwrap();
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    TlsConnector::from(Arc::new(config))
-}
-
-async fn tls_connect(
-    addr: std::net::SocketAddr,
-    sni: &str,
-    connector: &TlsConnector,
-) -> std::io::Result<TlsStream<TcpStream>> {
-    let tcp = TcpStream::connect(addr).await?;
-    let name = ServerName::try_from(sni.to_owned()).unwrap();
-    connector.connect(name, tcp).await
-}
 
 /// A relay with a plain and a TLS listener and a certificate for the hostname and its
 /// subdomains.
@@ -118,23 +50,6 @@ async fn tls_device(
     device.write_all(head.as_bytes()).await.unwrap();
     relay.waiting_devices(before + 1).await;
     device
-}
-
-async fn read_exact_tls<S: tokio::io::AsyncRead + Unpin>(s: &mut S, n: usize) -> Vec<u8> {
-    let mut buf = vec![0; n];
-    tokio::time::timeout(PATIENCE, s.read_exact(&mut buf))
-        .await
-        .expect("in time")
-        .expect("read");
-    buf
-}
-
-async fn read_to_end_tls<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Vec<u8> {
-    let mut buf = Vec::new();
-    let _ = tokio::time::timeout(PATIENCE, s.read_to_end(&mut buf))
-        .await
-        .expect("EOF in time");
-    buf
 }
 
 #[tokio::test]
@@ -226,36 +141,13 @@ async fn item_55_pass_through_device_gets_the_raw_client_hello_and_the_relay_can
         .await;
     relay.waiting_devices(1).await;
     // The client trusts only the device's certificate: if the relay terminated, it would fail.
-    let only_device = connector(&[&device_cert.der], &[]);
-    let client = tokio::spawn({
-        let addr = relay.addrs[1];
-        async move {
-            let mut tls = tls_connect(addr, DEVICE_HOST, &only_device).await.unwrap();
-            tls.write_all(b"secret request").await.unwrap();
-            let mut answer = vec![0; 13];
-            tls.read_exact(&mut answer).await.unwrap();
-            answer
-        }
-    });
+    let client = spawn_secret_client(relay.addrs[1], DEVICE_HOST, &device_cert);
     assert_eq!(read_n(&mut device, UPGRADE.len()).await, UPGRADE);
     let mut first = [0u8; 1];
     device.peek(&mut first).await.unwrap();
     assert_eq!(first[0], 0x16, "a TLS handshake record follows the 101");
-    let server = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![device_cert.der.clone()], device_cert.key.clone_key())
-        .unwrap();
-    let mut tls = TlsAcceptor::from(Arc::new(server))
-        .accept(device)
-        .await
-        .unwrap();
-    assert_eq!(tls.get_ref().1.server_name(), Some(DEVICE_HOST));
-    assert_eq!(read_exact_tls(&mut tls, 14).await, b"secret request");
-    tls.write_all(b"secret answer").await.unwrap();
+    serve_secret_as_device(device, &device_cert, DEVICE_HOST).await;
     assert_eq!(client.await.unwrap(), b"secret answer");
-    drop(tls);
     relay.stop().await;
 }
 

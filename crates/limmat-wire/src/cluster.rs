@@ -104,6 +104,27 @@ impl core::fmt::Display for EncodeError {
 
 impl std::error::Error for EncodeError {}
 
+/// The `Location` of the 7.4 redirect: `http[s]://<host>:<port><path>`, the owner's public
+/// host and port followed by the original target path (`/` when it was empty). An IPv6 host
+/// is bracketed.
+pub fn location(host: &str, port: u16, tls: bool, path: &[u8]) -> Vec<u8> {
+    let scheme = if tls { "https" } else { "http" };
+    let host = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    };
+    let mut out = format!("{scheme}://{host}:{port}").into_bytes();
+    match path.first() {
+        Some(b'/') => out.extend_from_slice(path),
+        _ => {
+            out.push(b'/');
+            out.extend_from_slice(path);
+        }
+    }
+    out
+}
+
 /// Visible ASCII without SP: what a node id, an SNI or the secret may contain, so that none of
 /// them can end a field or a line.
 pub fn is_token(value: &[u8]) -> bool {

@@ -26,8 +26,9 @@
 //! variable, a repeatable flag). The closure after `=>` stores the merged value in the
 //! configuration, whose default applies when no source gives it; without `=>` the command
 //! applies it by hand (settings that combine, such as certificate pairs). Keys of a TOML table
-//! `[section]` are the settings `section_key` (`[cluster] node_id` is `cluster_node_id`, the
-//! variable `LIMMAT_CLUSTER_NODE_ID`; give the flag its own name with `#[arg(long = "…")]`).
+//! `[section]` are the settings `section_key` (`[egress] default` is `egress_default`, the
+//! variable `LIMMAT_EGRESS_DEFAULT`); a command may map a table's keys onto settings of other
+//! names in its file step, as the relay does for `[cluster]` (`node_id` is `--node-id`).
 //! Arrays of tables (`[[cert]]`) are the command's own, read by its file step.
 
 use anyhow::{Context, anyhow};

@@ -301,6 +301,7 @@ fn relay_help_is_grouped_and_names_every_variable() {
         "Admin:",
         "Logging:",
         "Forward proxy:",
+        "Cluster:",
     ] {
         assert!(help.lines().any(|l| l == heading), "no {heading}\n{help}");
     }

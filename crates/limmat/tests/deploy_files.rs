@@ -159,7 +159,90 @@ fn kubernetes_and_docker_flags_exist() {
     for probe in ["path: /healthz", "path: /readyz"] {
         assert!(manifest.contains(probe), "relay.yaml lacks {probe:?}");
     }
+    // Probes only on those two: every other admin path needs the token.
+    let probe_paths = manifest.matches("httpGet: {path: ").count();
+    assert_eq!(probe_paths, 2, "relay.yaml probes other paths");
+}
 
+/// Issue 14: the manifest is a cluster. A StatefulSet whose pod names are the node ids and
+/// pick each pod's public host, a headless Service (listing pods that are not ready yet) as
+/// the one seed, the cluster secret from a Secret, the internal and admin listeners on the
+/// pod network, and one Service per pod for the devices redirected to it.
+#[test]
+fn kubernetes_manifest_is_a_cluster() {
+    let manifest = deploy_file("kubernetes/relay.yaml");
+    let documents: Vec<&str> = manifest.split("\n---\n").collect();
+    let kind = |k: &str| -> Vec<&str> {
+        documents
+            .iter()
+            .copied()
+            .filter(|d| d.contains(&format!("\nkind: {k}\n")))
+            .collect()
+    };
+    assert!(kind("Deployment").is_empty(), "a cluster has no Deployment");
+    let [set] = kind("StatefulSet")[..] else {
+        panic!("one StatefulSet")
+    };
+    assert!(set.contains("replicas: 3"), "{set}");
+    let service_name = set
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("serviceName: "))
+        .expect("serviceName");
+    let headless = kind("Service")
+        .into_iter()
+        .find(|d| d.contains(&format!("name: {service_name}\n")))
+        .expect("the StatefulSet's Service");
+    assert!(headless.contains("clusterIP: None"), "{headless}");
+    assert!(
+        headless.contains("publishNotReadyAddresses: true"),
+        "{headless}"
+    );
+    assert!(
+        headless.contains("protocol: UDP"),
+        "gossip is UDP: {headless}"
+    );
+    // The downward API gives the pod's name and address.
+    for field in ["fieldPath: metadata.name", "fieldPath: status.podIP"] {
+        assert!(set.contains(field), "the StatefulSet lacks {field}");
+    }
+    let args: Vec<&str> = set
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("- --"))
+        .collect();
+    let arg = |flag: &str| -> &str {
+        args.iter()
+            .find_map(|a| a.strip_prefix(flag)?.strip_prefix('='))
+            .unwrap_or_else(|| panic!("the StatefulSet does not pass --{flag}=…"))
+    };
+    assert_eq!(arg("node-id"), "$(POD_NAME)");
+    assert!(arg("public-host").starts_with("$(POD_NAME)."));
+    assert!(arg("internal-listen").starts_with("$(POD_IP):"));
+    assert!(arg("admin").starts_with("$(POD_IP):"));
+    assert!(
+        arg("cluster-seed").starts_with(&format!("{service_name}.")),
+        "the seed is the headless Service"
+    );
+    let secret = arg("cluster-secret-file");
+    assert!(secret.starts_with("/etc/limmat/cluster/"), "{secret}");
+    assert!(set.contains("secretName: limmat-cluster-secret"), "{set}");
+    assert!(
+        kind("Secret")
+            .iter()
+            .any(|d| d.contains("name: limmat-cluster-secret\n"))
+    );
+    // A Service per pod, for the redirected devices.
+    for pod in 0..3 {
+        let selector = format!("statefulset.kubernetes.io/pod-name: limmat-relay-{pod}");
+        assert!(
+            kind("Service").iter().any(|d| d.contains(&selector)),
+            "no Service for limmat-relay-{pod}"
+        );
+    }
+    assert!(kind("PodDisruptionBudget")[0].contains("maxUnavailable: 1"));
+}
+
+#[test]
+fn the_docker_image_runs_the_relay() {
     let dockerfile = deploy_file("docker/Dockerfile");
     let cmd = dockerfile
         .lines()

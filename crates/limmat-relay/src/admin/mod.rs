@@ -6,6 +6,9 @@
 //! which is required whenever the admin listener is not on a loopback address. The dashboard
 //! page itself is static and asks for the token when the API answers 401.
 //!
+//! In a cluster, `/api/cluster` shows this node, its live set and every member it knows of with
+//! its state, and each domain carries its `owner` (7.3) in this node's view.
+//!
 //! Domains that use the forward proxy carry a `proxy` object (connections, active, denied,
 //! errors, bytes) in `/api/domains[/{domain}]`, and are listed even without a device online.
 
@@ -35,6 +38,7 @@ pub(crate) async fn serve(ctx: Arc<RelayContext>, listener: TcpListener, stop: C
         .route("/api/domains", get(domains))
         .route("/api/domains/{domain}", get(domain).delete(disconnect))
         .route("/api/connections", get(connections))
+        .route("/api/cluster", get(cluster))
         .route_layer(middleware::from_fn_with_state(ctx.clone(), require_token));
     let app = Router::new()
         .route("/", get(|| async { Html(DASHBOARD) }))
@@ -73,9 +77,10 @@ async fn require_token(
     }
 }
 
-/// Not ready while draining, so load balancers stop sending clients (7.6).
+/// Not ready while draining (a cluster node from the start of its handover), so load
+/// balancers stop sending clients (7.6).
 async fn readyz(State(ctx): State<Arc<RelayContext>>) -> Response {
-    if ctx.shutdown.is_cancelled() {
+    if ctx.shutdown.is_cancelled() || ctx.drain_deadline.get().is_some() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
     } else {
         (StatusCode::OK, "ready\n").into_response()
@@ -84,6 +89,7 @@ async fn readyz(State(ctx): State<Arc<RelayContext>>) -> Response {
 
 async fn metrics(State(ctx): State<Arc<RelayContext>>) -> Response {
     let domains = ctx.registry.snapshot();
+    metrics::cluster_state(ctx.cluster.live().borrow().members().len());
     let body = metrics::render(&ctx.stats, &domains);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
@@ -109,7 +115,8 @@ async fn domains(State(ctx): State<Arc<RelayContext>>) -> axum::Json<Vec<serde_j
                 .iter()
                 .position(|(name, _)| *name == d.domain)
                 .map(|i| proxied.swap_remove(i).1);
-            with_proxy(d, counters)
+            let owner = owner_of(&ctx, &d.domain);
+            with_owner(with_proxy(d, counters), owner)
         })
         .collect();
     axum::Json(list)
@@ -118,13 +125,38 @@ async fn domains(State(ctx): State<Arc<RelayContext>>) -> axum::Json<Vec<serde_j
 async fn domain(State(ctx): State<Arc<RelayContext>>, Path(domain): Path<String>) -> Response {
     let key = domain.to_ascii_lowercase();
     let counters = ctx.proxy.as_ref().and_then(|p| p.stats.snapshot_of(&key));
+    let owner = owner_of(&ctx, &key);
     match (ctx.registry.snapshot_of(&key), counters) {
-        (Some(d), counters) => axum::Json(with_proxy(d, counters)).into_response(),
-        (None, Some(counters)) => {
-            axum::Json(with_proxy(offline(&key), Some(counters))).into_response()
+        (Some(d), counters) => {
+            axum::Json(with_owner(with_proxy(d, counters), owner)).into_response()
         }
-        (None, None) => not_found(&domain),
+        (None, Some(counters)) => {
+            axum::Json(with_owner(with_proxy(offline(&key), Some(counters)), owner)).into_response()
+        }
+        (None, None) => {
+            let body = serde_json::json!({ "error": format!("domain {domain:?} is not online"), "owner": owner });
+            (StatusCode::NOT_FOUND, axum::Json(body)).into_response()
+        }
     }
+}
+
+/// This node, its live set and the members it knows of (7.2).
+async fn cluster(State(ctx): State<Arc<RelayContext>>) -> axum::Json<serde_json::Value> {
+    axum::Json(ctx.cluster.members_json())
+}
+
+/// The node that owns `domain` in this node's view (7.3).
+fn owner_of(ctx: &RelayContext, domain: &str) -> Option<String> {
+    let live = ctx.cluster.live().borrow().clone();
+    live.owner(domain).map(|m| m.node_id.to_string())
+}
+
+/// A domain's JSON with its `owner`.
+fn with_owner(mut value: serde_json::Value, owner: Option<String>) -> serde_json::Value {
+    if let Some(map) = value.as_object_mut() {
+        map.insert("owner".into(), serde_json::json!(owner));
+    }
+    value
 }
 
 /// A domain's JSON with its forward-proxy counters (6.5) under `proxy`, when it has any.

@@ -30,6 +30,15 @@ pub struct Member {
 }
 
 impl Member {
+    /// The public port devices are redirected to: the TLS one for a handshake over TLS.
+    pub fn port(&self, tls: bool) -> Option<u16> {
+        if tls {
+            self.public_https_port
+        } else {
+            self.public_http_port
+        }
+    }
+
     /// The key-values this node publishes.
     pub fn to_key_values(&self) -> Vec<(String, String)> {
         let port = |p: Option<u16>| p.map(|p| p.to_string()).unwrap_or_default();

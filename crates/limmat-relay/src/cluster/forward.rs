@@ -4,7 +4,7 @@
 //! the owner is probed at once so that the members view shows a member whose gossip is alive
 //! but whose internal listener is not.
 
-use super::membership::Shared;
+use super::shared::Shared;
 use limmat_wire::HeadScanner;
 use limmat_wire::cluster::{self as wire, ForwardReply};
 use std::net::SocketAddr;

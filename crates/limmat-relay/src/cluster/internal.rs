@@ -35,7 +35,7 @@ pub trait ForwardSink: Send + Sync + 'static {
 pub struct Context {
     pub secret: Arc<[u8]>,
     pub live: watch::Receiver<Arc<super::LiveSet>>,
-    pub shared: Arc<super::membership::Shared>,
+    pub shared: Arc<super::shared::Shared>,
 }
 
 impl Context {

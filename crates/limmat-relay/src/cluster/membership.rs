@@ -9,16 +9,16 @@
 
 use super::config::{Checked, ClusterConfig};
 use super::document::{Member, key};
-use super::live::{self, LiveSet, MemberView, Observed, State};
-use super::seeds::{self, SeedStatus};
+use super::live::{self, LiveSet, Observed, State};
+use super::seeds;
+pub use super::shared::Shared;
 use super::transport::HmacTransport;
 use chitchat::{
     ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, Heartbeat, spawn_chitchat,
 };
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
@@ -31,17 +31,6 @@ const CLUSTER_ID: &str = "limmat";
 /// after at most about 5 × 250 ms plus one gossip round with the defaults: within the 2 s of
 /// 7.2, while a pause of a few rounds (a busy machine) is still tolerated.
 const PHI_THRESHOLD: f64 = 5.0;
-
-/// What the members endpoint and the admin API show, updated every gossip round.
-#[derive(Default)]
-pub struct Shared {
-    pub view: Mutex<Vec<MemberView>>,
-    pub seeds: Mutex<Vec<SeedStatus>>,
-    /// Gossip datagrams dropped for a bad tag.
-    pub gossip_rejected: Arc<AtomicU64>,
-    /// Results of probing members whose internal listener failed a forward: node id → reachable.
-    pub probes: Mutex<HashMap<Arc<str>, bool>>,
-}
 
 /// A running membership: the live-set watch, and the gossip tasks while clustered.
 pub struct Membership {
@@ -176,8 +165,8 @@ impl Membership {
     }
 
     /// Leaves the cluster: stops gossip (peers then see this node die).
-    pub async fn leave(&mut self) {
-        if let Some(g) = self.gossip.take() {
+    pub fn leave(&self) {
+        if let Some(g) = &self.gossip {
             let _ = g.handle.initiate_shutdown();
         }
     }

@@ -9,7 +9,8 @@
 //! - [`live`]: the rules that turn gossip into the live set (join delay, draining, restarts,
 //!   `node_id` collisions), pure.
 //! - [`transport`]: chitchat over UDP with an HMAC-SHA256 tag on every datagram.
-//! - [`membership`]: runs chitchat and publishes the live set on a watch; [`seeds`]: DNS seeds.
+//! - [`membership`]: runs chitchat and publishes the live set on a watch; `seeds`: DNS seeds;
+//!   [`shared`]: what both report, read by the endpoints.
 //! - [`internal`]: the internal listener; [`forward`]: its client side (7.5).
 //!
 //! Gossip and failure detection are chitchat's (Scuttlebutt with a phi-accrual detector);
@@ -23,6 +24,7 @@ pub mod live;
 pub mod membership;
 pub mod owner;
 mod seeds;
+pub mod shared;
 pub mod transport;
 
 pub use config::{ClusterConfig, ClusterConfigError};
@@ -31,7 +33,7 @@ pub use forward::ForwardError;
 pub use internal::ForwardSink;
 pub use live::{LiveSet, MemberView, State};
 pub use membership::Membership;
-pub use seeds::SeedStatus;
+pub use shared::SeedStatus;
 
 use limmat_wire::cluster::Forward;
 use std::net::{SocketAddr, UdpSocket};
@@ -169,13 +171,30 @@ impl Cluster {
         self.membership.drain().await;
     }
 
-    /// Stops gossip and the internal listener.
-    pub async fn shutdown(mut self) {
-        if let Some((_, stop, task)) = self.internal.take() {
-            stop.cancel();
-            let _ = task.await;
+    /// The owner of `domain` when it is another node, in this node's view now; `None` when
+    /// this node serves the domain itself (it owns it, it is standalone, or nobody counts).
+    pub fn elsewhere(&self, domain: &str) -> Option<Member> {
+        self.internal.as_ref()?;
+        let live = self.membership.live().borrow().clone();
+        if live.owns(domain) {
+            return None;
         }
-        self.membership.leave().await;
+        live.owner(domain)
+            .filter(|m| m.node_id != live.local.node_id)
+            .cloned()
+    }
+
+    /// This node's own document.
+    pub fn local(&self) -> Member {
+        self.membership.live().borrow().local.clone()
+    }
+
+    /// Stops the internal listener and gossip (peers then see this node leave).
+    pub async fn stop(&self) {
+        if let Some((_, stop, _)) = &self.internal {
+            stop.cancel();
+        }
+        self.membership.leave();
     }
 }
 

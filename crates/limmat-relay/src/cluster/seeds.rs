@@ -4,22 +4,11 @@
 //! once a minute, so the names are resolved here. A name that does not resolve is logged
 //! (once, until it resolves again) and retried at the next interval.
 
-use super::membership::Shared;
+use super::shared::{SeedStatus, Shared};
 use chitchat::ChitchatHandle;
-use serde::Serialize;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// One seed as last resolved.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct SeedStatus {
-    pub seed: String,
-    pub addrs: Vec<SocketAddr>,
-    pub error: Option<String>,
-    pub lookups: u64,
-    pub failures: u64,
-}
 
 pub(super) async fn run(
     seeds: Vec<String>,

@@ -96,7 +96,11 @@ impl Socket for HmacSocket {
             return Ok(());
         }
         match self.socket.send_to(&self.send_buf, to).await {
-            Ok(_) => Ok(()),
+            Ok(sent) => {
+                metrics::counter!("limmat_cluster_gossip_bytes_total", "direction" => "sent")
+                    .increment(sent as u64);
+                Ok(())
+            }
             Err(e) if transient(&e) => Ok(()),
             Err(e) => Err(e.into()),
         }
@@ -109,6 +113,8 @@ impl Socket for HmacSocket {
                 Err(e) if transient(&e) => continue,
                 Err(e) => return Err(e.into()),
             };
+            metrics::counter!("limmat_cluster_gossip_bytes_total", "direction" => "received")
+                .increment(len as u64);
             let datagram = &self.recv_buf[..len];
             let verified = len >= TAG && {
                 let (payload, tag) = datagram.split_at(len - TAG);

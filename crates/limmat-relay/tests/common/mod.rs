@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod cluster;
+pub mod tls;
+
 use limmat_relay::{Relay, RelayConfig, RelayHandle};
 use std::net::SocketAddr;
 use std::time::Duration;

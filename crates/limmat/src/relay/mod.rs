@@ -8,8 +8,10 @@ mod settings;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use limmat_relay::auth::{AuthMode, Authenticator, resolve_mode};
+use limmat_relay::cluster::{ClusterConfig, LiveSet};
 use limmat_relay::{Relay, RelayConfig};
 use settings::{FileOnly, RelaySettings};
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use tokio_util::sync::CancellationToken;
 
@@ -53,7 +55,7 @@ enum RelayCommand {
 impl RelayArgs {
     /// Flags over `LIMMAT_…` variables over the file over the defaults. Every source is read
     /// and checked, even where a higher one overrides it, so a typo never lies in wait.
-    fn into_config(self) -> anyhow::Result<RelayConfig> {
+    fn into_config(self) -> anyhow::Result<(RelayConfig, ClusterConfig)> {
         let env = crate::settings::from_env::<RelaySettings>()?;
         let path = match self.config {
             Some(path) => Some(path),
@@ -91,7 +93,9 @@ pub async fn run(mut args: RelayArgs, shutdown: CancellationToken) -> anyhow::Re
         return crate::key::run(key);
     }
     let check_only = args.check_config;
-    let config = args.into_config()?;
+    let (config, cluster) = args.into_config()?;
+    let clustered = cluster.is_clustered();
+    let config = with_cluster(config, cluster)?;
     if check_only {
         check(&config).context("the configuration is not valid")?;
         crate::key::print_out(format_args!("configuration OK"))?;
@@ -105,12 +109,45 @@ pub async fn run(mut args: RelayArgs, shutdown: CancellationToken) -> anyhow::Re
         .context("the relay cannot start")?;
     let handle = relay.handle();
     tokio::spawn(reload_on_sighup(handle.clone()));
+    if clustered {
+        tokio::spawn(log_members(handle.live_members()));
+    }
+    // SIGTERM or SIGINT: a clustered node hands its devices to the other nodes first (7.6); a
+    // standalone relay stops at once. Either way open pipes get drain_timeout.
     tokio::spawn(async move {
         shutdown.cancelled().await;
-        handle.shutdown();
+        handle.drain().await;
     });
     relay.run().await;
     Ok(())
+}
+
+/// The relay's configuration with its cluster part.
+fn with_cluster(mut config: RelayConfig, cluster: ClusterConfig) -> anyhow::Result<RelayConfig> {
+    config.cluster = cluster;
+    Ok(config)
+}
+
+/// One info line per member that joins or leaves this node's live set (7.2), after the first
+/// view: "cluster: member up" and "cluster: member down".
+async fn log_members(mut live: tokio::sync::watch::Receiver<std::sync::Arc<LiveSet>>) {
+    let ids = |set: &LiveSet| -> BTreeSet<String> {
+        set.members()
+            .iter()
+            .map(|m| m.node_id.to_string())
+            .collect()
+    };
+    let mut known = ids(&live.borrow_and_update());
+    while live.changed().await.is_ok() {
+        let now = ids(&live.borrow_and_update());
+        for up in now.difference(&known) {
+            tracing::info!(node_id = %up, members = now.len(), "cluster: member up");
+        }
+        for down in known.difference(&now) {
+            tracing::info!(node_id = %down, members = now.len(), "cluster: member down");
+        }
+        known = now;
+    }
 }
 
 /// SIGHUP reads the certificates and device keys again; whatever does not load keeps the old

@@ -9,6 +9,7 @@ use crate::settings::{
 use crate::units;
 use anyhow::anyhow;
 use limmat_relay::auth::{AuthMode, DeviceKey};
+use limmat_relay::cluster::ClusterConfig;
 use limmat_relay::egress::{HostPattern, Ports};
 use limmat_relay::{Action, CertPaths, Cidr, EgressRule, Listen, Rate, RelayConfig};
 use serde::Deserialize;
@@ -155,6 +156,58 @@ settings::settings! {
         /// more get 429. [default: 64]
         #[arg(help_heading = "Forward proxy", value_name = "N")]
         proxy_max_per_domain: usize = one(count) => |c, v| c.proxy_max_per_domain = v;
+        /// Cluster (spec 7): this node's unique, stable id, such as the pod name; required
+        /// with --cluster-seed.
+        #[arg(help_heading = "Cluster", value_name = "ID")]
+        node_id: String = one(text);
+        /// Cluster: the host devices are redirected to when this node owns their domain;
+        /// every node must be reachable under its own. [default: the first --hostname]
+        #[arg(help_heading = "Cluster", value_name = "HOST")]
+        public_host: String = one(text);
+        /// Cluster: the plain port in redirects to this node. [default: the first plain
+        /// listener's]
+        #[arg(help_heading = "Cluster", value_name = "PORT")]
+        public_http_port: u16 = one(from_str::<u16>);
+        /// Cluster: the TLS port in redirects to this node. [default: the first TLS
+        /// listener's]
+        #[arg(help_heading = "Cluster", value_name = "PORT")]
+        public_https_port: u16 = one(from_str::<u16>);
+        /// Cluster: the internal listener (probes, forwarded clients), on a private network;
+        /// required with --cluster-seed.
+        #[arg(help_heading = "Cluster", value_name = "ADDR")]
+        internal_listen: std::net::SocketAddr = one(socket_addr);
+        /// Cluster: gossip over UDP. [default: the internal listener's address]
+        #[arg(help_heading = "Cluster", value_name = "ADDR")]
+        gossip_listen: std::net::SocketAddr = one(socket_addr);
+        /// Cluster: a peer's gossip address, HOST:PORT, resolved again every seed interval (a
+        /// headless Service name lists every pod); repeatable. Without seeds the relay is
+        /// standalone and opens no UDP socket.
+        #[arg(help_heading = "Cluster", value_name = "HOST:PORT")]
+        cluster_seed: Vec<String> = many(seed);
+        /// Cluster: file holding the shared secret (one line, at least 16 characters) that
+        /// signs gossip and authenticates forwards; required with --cluster-seed.
+        #[arg(help_heading = "Cluster", value_name = "FILE")]
+        cluster_secret_file: PathBuf = one(path);
+        /// Cluster: how many internal hops a client may take between nodes whose views
+        /// disagree. [default: 2]
+        #[arg(help_heading = "Cluster", value_name = "N")]
+        max_hops: u32 = one(from_str::<u32>);
+        /// Cluster: path-form clients at a node that does not own the domain get a 307 to the
+        /// owner instead of being forwarded. [default: false]
+        #[arg(help_heading = "Cluster", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+        client_redirect: bool = one(boolean);
+        /// Cluster: gossip this often. [default: 250ms]
+        #[arg(help_heading = "Cluster", value_name = "DURATION")]
+        cluster_gossip_interval: Duration = one(units::duration);
+        /// Cluster: seed names are resolved again this often. [default: 10s]
+        #[arg(help_heading = "Cluster", value_name = "DURATION")]
+        cluster_seed_interval: Duration = one(units::duration);
+        /// Cluster: a peer counts for ownership once it has been live this long. [default: 1s]
+        #[arg(help_heading = "Cluster", value_name = "DURATION")]
+        cluster_join_delay: Duration = one(units::duration);
+        /// Cluster: the 204s of devices whose domain moved are spread over this. [default: 5s]
+        #[arg(help_heading = "Cluster", value_name = "DURATION")]
+        cluster_rebalance_spread: Duration = one(units::duration);
     }
 }
 
@@ -163,6 +216,26 @@ const DEFAULT_LISTEN: ([u8; 4], u16) = ([127, 0, 0, 1], 8080);
 
 /// Keys only the file has, read by [`from_entries`]; named in suggestions for typos.
 const FILE_ONLY: &[&str] = &["certs", "device_key", "revoked_keys", "egress_rule"];
+
+/// The `[cluster]` table's keys (spec 7) and the settings they fill; the flags and variables
+/// are the settings' names (`node_id` is `--node-id` and LIMMAT_NODE_ID, `seeds` is the
+/// repeatable `--cluster-seed`). Cluster settings are written only in the table.
+const CLUSTER_KEYS: &[(&str, &str)] = &[
+    ("node_id", "node_id"),
+    ("public_host", "public_host"),
+    ("public_http_port", "public_http_port"),
+    ("public_https_port", "public_https_port"),
+    ("internal_listen", "internal_listen"),
+    ("gossip_listen", "gossip_listen"),
+    ("seeds", "cluster_seed"),
+    ("cluster_secret_file", "cluster_secret_file"),
+    ("max_hops", "max_hops"),
+    ("client_redirect", "client_redirect"),
+    ("gossip_interval", "cluster_gossip_interval"),
+    ("seed_interval", "cluster_seed_interval"),
+    ("join_delay", "cluster_join_delay"),
+    ("rebalance_spread", "cluster_rebalance_spread"),
+];
 
 /// The file's own keys: static device keys (spec 4.1.2), revoked keys and the ordered
 /// `[[egress.rule]]` tables (6.4.2).
@@ -185,7 +258,8 @@ pub fn merge(upper: RelaySettings, mut lower: RelaySettings) -> RelaySettings {
 
 impl RelaySettings {
     /// The merged settings and the file's own keys over the defaults.
-    pub fn into_config(mut self, file: FileOnly) -> anyhow::Result<RelayConfig> {
+    pub fn into_config(mut self, file: FileOnly) -> anyhow::Result<(RelayConfig, ClusterConfig)> {
+        let cluster = ClusterSettings::take(&mut self);
         let cert = self.cert.take().unwrap_or_default();
         let key = self.key.take().unwrap_or_default();
         if cert.len() != key.len() {
@@ -219,7 +293,137 @@ impl RelaySettings {
         config.egress.rules = rules;
         config.keys.device_keys = file.device_key;
         config.keys.revoked_keys = file.revoked_keys;
-        Ok(config)
+        let cluster = cluster.into_config(&config)?;
+        Ok((config, cluster))
+    }
+}
+
+/// The `[cluster]` settings, taken out of [`RelaySettings`] before the rest applies: they fill
+/// [`ClusterConfig`], whose defaults are the spec's, and some default to other settings.
+struct ClusterSettings {
+    node_id: Option<String>,
+    public_host: Option<String>,
+    public_http_port: Option<u16>,
+    public_https_port: Option<u16>,
+    internal_listen: Option<std::net::SocketAddr>,
+    gossip_listen: Option<std::net::SocketAddr>,
+    seeds: Option<Vec<String>>,
+    secret_file: Option<PathBuf>,
+    max_hops: Option<u32>,
+    client_redirect: Option<bool>,
+    gossip_interval: Option<Duration>,
+    seed_interval: Option<Duration>,
+    join_delay: Option<Duration>,
+    rebalance_spread: Option<Duration>,
+}
+
+impl ClusterSettings {
+    fn take(s: &mut RelaySettings) -> Self {
+        Self {
+            node_id: s.node_id.take(),
+            public_host: s.public_host.take(),
+            public_http_port: s.public_http_port.take(),
+            public_https_port: s.public_https_port.take(),
+            internal_listen: s.internal_listen.take(),
+            gossip_listen: s.gossip_listen.take(),
+            seeds: s.cluster_seed.take(),
+            secret_file: s.cluster_secret_file.take(),
+            max_hops: s.max_hops.take(),
+            client_redirect: s.client_redirect.take(),
+            gossip_interval: s.cluster_gossip_interval.take(),
+            seed_interval: s.cluster_seed_interval.take(),
+            join_delay: s.cluster_join_delay.take(),
+            rebalance_spread: s.cluster_rebalance_spread.take(),
+        }
+    }
+
+    /// The cluster settings over the spec's defaults. The public host defaults to the first
+    /// `--hostname`, the public ports to the first listener of each kind, and the drain time
+    /// is the relay's own `drain_timeout`. A clustered node (one with seeds) is checked here,
+    /// so a missing secret file or node id stops the relay with the setting's flag named.
+    fn into_config(self, relay: &RelayConfig) -> anyhow::Result<ClusterConfig> {
+        let mut c = ClusterConfig::default();
+        let first_port = |tls: bool| {
+            relay
+                .listen
+                .iter()
+                .find(|l| l.tls == tls)
+                .map(|l| l.addr.port())
+                .filter(|&p| p != 0)
+        };
+        c.node_id = self.node_id;
+        c.public_host = self
+            .public_host
+            .or_else(|| relay.hostnames.first().cloned());
+        c.public_http_port = self.public_http_port.or_else(|| first_port(false));
+        c.public_https_port = self.public_https_port.or_else(|| first_port(true));
+        c.internal_listen = self.internal_listen;
+        c.gossip_listen = self.gossip_listen;
+        c.seeds = self.seeds.unwrap_or_default();
+        c.cluster_secret_file = self.secret_file;
+        c.drain_timeout = relay.drain_timeout;
+        if let Some(v) = self.max_hops {
+            c.max_hops = v;
+        }
+        if let Some(v) = self.client_redirect {
+            c.client_redirect = v;
+        }
+        for (value, field) in [
+            (self.gossip_interval, &mut c.gossip_interval),
+            (self.seed_interval, &mut c.seed_interval),
+            (self.join_delay, &mut c.join_delay),
+            (self.rebalance_spread, &mut c.rebalance_spread),
+        ] {
+            if let Some(v) = value {
+                *field = v;
+            }
+        }
+        if c.is_clustered() {
+            check_cluster(&c, relay)?;
+        }
+        Ok(c)
+    }
+}
+
+/// The checks of a clustered node, with the flags named as an operator types them.
+fn check_cluster(c: &ClusterConfig, relay: &RelayConfig) -> anyhow::Result<()> {
+    use limmat_relay::cluster::ClusterConfigError as E;
+    if c.public_host.is_none()
+        && relay
+            .listen
+            .first()
+            .is_some_and(|l| l.addr.ip().is_unspecified())
+    {
+        anyhow::bail!(
+            "cluster: give --public-host (or a --hostname): devices are redirected to it, and the \
+             first listener's address {} is not one they can reach",
+            relay.listen[0].addr
+        );
+    }
+    c.check().map(drop).map_err(|e| match e {
+        E::Missing(name) => anyhow!(
+            "cluster: --{} ([cluster] {name}) is required with --cluster-seed",
+            name.replace('_', "-")
+        ),
+        other => anyhow!(other),
+    })
+}
+
+/// A `--cluster-seed`: `HOST:PORT`, a name or an address, resolved later and again and again.
+pub fn seed(s: &str) -> Result<String, String> {
+    if s.parse::<std::net::SocketAddr>().is_ok() {
+        return Ok(s.to_owned());
+    }
+    let bad = || format!("{s:?} is not a seed such as 10.0.0.2:7946 or relay-headless:7946");
+    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+    let host_ok = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 && host_ok => Ok(s.to_owned()),
+        _ => Err(bad()),
     }
 }
 
@@ -401,6 +605,31 @@ fn from_entries(entries: Vec<Entry>) -> Result<(RelaySettings, FileOnly), String
             "revoked_keys" => {
                 file.revoked_keys = many(entry.raw()?, text).map_err(|e| entry.bad(e))?;
             }
+            name if entry.key.starts_with("cluster.") => {
+                let key = &name["cluster_".len()..];
+                let Some((_, setting)) = CLUSTER_KEYS.iter().find(|(k, _)| *k == key) else {
+                    let keys: Vec<&str> = CLUSTER_KEYS.iter().map(|(k, _)| *k).collect();
+                    return Err(match settings::suggest(key, keys.iter()) {
+                        Some(near) => {
+                            format!("unknown key {:?} (did you mean cluster.{near}?)", entry.key)
+                        }
+                        None => format!("unknown key {:?}", entry.key),
+                    });
+                };
+                let entry = settings::Entry {
+                    name: (*setting).to_owned(),
+                    ..entry
+                };
+                settings::set_entry(&mut settings, &entry, FILE_ONLY)?
+            }
+            name if !entry.key.starts_with("cluster.")
+                && CLUSTER_KEYS.iter().any(|(_, setting)| *setting == name) =>
+            {
+                return Err(format!(
+                    "{}: a cluster setting goes in the [cluster] table",
+                    entry.key
+                ));
+            }
             _ => settings::set_entry(&mut settings, &entry, FILE_ONLY)?,
         }
     }
@@ -542,6 +771,74 @@ mod tests {
     }
 
     #[test]
+    fn cluster_settings_fill_the_cluster_config() {
+        let dir = std::env::temp_dir().join(format!("limmat-cli-cluster-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let secret = dir.join("secret");
+        std::fs::write(&secret, "0123456789abcdef0123\n").unwrap();
+        let (s, file) = parse(&format!(
+            r#"
+            listen = ["127.0.0.2:8080", "tls:127.0.0.2:8443"]
+            hostname = ["a.relay.example.com", "relay.example.com"]
+            drain_timeout = "7s"
+            [cluster]
+            node_id = "node-a"
+            internal_listen = "127.0.0.2:7946"
+            seeds = ["relay-headless:7946", "127.0.0.3:7946"]
+            cluster_secret_file = {secret:?}
+            max_hops = 3
+            client_redirect = true
+            join_delay = "2s"
+            rebalance_spread = "1s"
+            "#
+        ))
+        .unwrap();
+        let (_, cluster) = s.into_config(file).unwrap();
+        assert!(cluster.is_clustered());
+        assert_eq!(cluster.node_id.as_deref(), Some("node-a"));
+        assert_eq!(cluster.public_host.as_deref(), Some("a.relay.example.com"));
+        assert_eq!(
+            (cluster.public_http_port, cluster.public_https_port),
+            (Some(8080), Some(8443))
+        );
+        assert_eq!(cluster.seeds.len(), 2);
+        assert_eq!((cluster.max_hops, cluster.client_redirect), (3, true));
+        assert_eq!(cluster.join_delay, Duration::from_secs(2));
+        assert_eq!(cluster.rebalance_spread, Duration::from_secs(1));
+        assert_eq!(cluster.drain_timeout, Duration::from_secs(7));
+
+        // Clear errors: a bad seed, a missing secret file, a missing node id.
+        let e = parse("[cluster]\nseeds = [\"no-port\"]").err().unwrap();
+        assert!(e.contains("cluster.seeds") && e.contains("no-port"), "{e}");
+        let config = |extra: &str| {
+            let (s, file) = parse(&format!(
+                "hostname = [\"h\"]\n[cluster]\nseeds = [\"127.0.0.3:7946\"]\n{extra}"
+            ))
+            .unwrap();
+            s.into_config(file).map(drop).unwrap_err().to_string()
+        };
+        let e = config("internal_listen = \"127.0.0.2:7946\"\ncluster_secret_file = \"x\"");
+        assert!(e.contains("--node-id"), "{e}");
+        let e = config("node_id = \"a\"\ninternal_listen = \"127.0.0.2:7946\"");
+        assert!(e.contains("--cluster-secret-file"), "{e}");
+        let missing = dir.join("missing");
+        let e = config(&format!(
+            "node_id = \"a\"\ninternal_listen = \"127.0.0.2:7946\"\ncluster_secret_file = {missing:?}"
+        ));
+        assert!(e.contains("missing"), "{e}");
+        let e = parse("node_id = \"a\"").err().unwrap();
+        assert!(e.contains("[cluster] table"), "{e}");
+        let e = parse("[cluster]\nnode_di = \"a\"").err().unwrap();
+        assert!(e.contains("did you mean cluster.node_id?"), "{e}");
+        // Standalone: nothing is required.
+        let (_, cluster) = RelaySettings::default()
+            .into_config(FileOnly::default())
+            .unwrap();
+        assert!(!cluster.is_clustered());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
     fn env_lists_are_comma_separated() {
         let mut s = RelaySettings::default();
         s.set("listen", Raw::Env("127.0.0.1:1, tls:[::1]:2".into()))
@@ -564,9 +861,10 @@ mod tests {
         // The flag's certificate does not pair with the file's key.
         let e = merged.into_config(FileOnly::default()).unwrap_err();
         assert!(e.to_string().contains("1 --cert but 0 --key"), "{e}");
-        let config = RelaySettings::default()
+        let (config, cluster) = RelaySettings::default()
             .into_config(FileOnly::default())
             .unwrap();
+        assert!(!cluster.is_clustered());
         assert_eq!(config.listen, [Listen::plain(DEFAULT_LISTEN.into())]);
         assert_eq!(
             config.proxy_max_per_domain,

@@ -102,6 +102,13 @@ impl Limmat {
         }
     }
 
+    /// The log lines that arrived since the last call or wait, without waiting.
+    pub fn take_lines(&mut self) -> Vec<String> {
+        let new: Vec<String> = self.lines.try_iter().collect();
+        self.log.extend(new.iter().cloned());
+        new
+    }
+
     /// Waits for the `listening addr=…` line of a public listener (or of tunnel client mode)
     /// and returns the address; the admin listener's line is skipped.
     pub fn listening_addr(&mut self) -> SocketAddr {
