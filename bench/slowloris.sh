@@ -24,26 +24,8 @@ RATE=${RATE:-500}
 DURATION=${DURATION:-30}
 TARGETS=${TARGETS:-gateway admin public}
 
-log() { printf '[slowloris] %s\n' "$*" >&2; }
-command -v slowhttptest >/dev/null 2>&1 || {
-    log "apt-get install slowhttptest"
-    apt-get install -y -q slowhttptest >&2
-}
-LIMMAT=target/release/limmat
-[ -x "$LIMMAT" ] || LIMMAT=target/debug/limmat
-[ -x "$LIMMAT" ] || { log "build limmat first (cargo build --release)"; exit 1; }
-ulimit -n "$(ulimit -Hn)"
-
-TMPD=$(mktemp -d -t limmat-slowloris.XXXXXX)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$TMPD"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+BENCH_NAME=slowloris
+. bench/slowhttp-common.sh
 
 # start_target NAME: starts it, sets URL (attacked) and EXPECT (the status a real request gets).
 start_target() {
