@@ -622,6 +622,98 @@ fn rolling_restart_loses_no_request() {
     assert!(done as usize > domains.len());
 }
 
+/// Checklist 90 with real processes: a node found only through a DNS seed name becomes a
+/// member within `seed_interval` + `join_delay`. node-b starts first, alone, with the seed
+/// `localhost:<port>`, where nothing listens yet: a name, which chitchat never gossips to by
+/// itself, only the seed resolver, once per interval. Then node-a starts on that port knowing
+/// nobody else; both count both within one seed interval and the join delay (and a few
+/// gossip rounds). Without the resolver's re-resolution they would never meet.
+#[test]
+fn a_node_found_through_a_dns_seed_joins_within_the_seed_interval() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = temp_dir("cluster-dns-seed");
+    let secret = "dns-seed-e2e-secret-0123456789";
+    let secret_file = dir.0.join("cluster.secret");
+    std::fs::write(&secret_file, format!("{secret}\n")).unwrap();
+    let seed_interval = Duration::from_secs(2);
+    let join_delay = Duration::from_secs(1);
+    let start = |ip: &str, id: &str, internal: u16, seed: &str| {
+        let listen = format!("{ip}:{}", free_port(ip));
+        let internal = format!("{ip}:{internal}");
+        let mut node = Limmat::spawn(&[
+            "relay",
+            "--listen",
+            &listen,
+            "--hostname",
+            NAME,
+            "--node-id",
+            id,
+            "--public-host",
+            ip,
+            "--internal-listen",
+            &internal,
+            "--cluster-secret-file",
+            secret_file.to_str().unwrap(),
+            "--cluster-seed",
+            seed,
+            "--cluster-seed-interval",
+            "2s",
+            "--cluster-join-delay",
+            "1s",
+            "--access-log=false",
+        ]);
+        node.wait_for("cluster: internal listener started");
+        (node, internal.parse::<SocketAddr>().unwrap())
+    };
+    let port_a = free_port("127.0.0.1");
+    let (_b, internal_b) = start(
+        "127.0.0.3",
+        "node-b",
+        free_port("127.0.0.3"),
+        &format!("localhost:{port_a}"),
+    );
+    let (_a, internal_a) = start(
+        "127.0.0.1",
+        "node-a",
+        port_a,
+        &format!("127.0.0.1:{port_a}"),
+    );
+    let started = Instant::now();
+    let both: BTreeSet<String> = ["node-a", "node-b"].map(str::to_owned).into();
+    loop {
+        let views = [internal_a, internal_b].map(|at| live_at(at, secret));
+        if views.iter().all(|v| v.as_ref() == Some(&both)) {
+            break;
+        }
+        assert!(started.elapsed() < PATIENCE, "never joined: {views:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let joined = started.elapsed();
+    eprintln!("joined through the DNS seed after {joined:?}");
+    // Gossip rounds (250 ms) before chitchat reports the peer live, and the polling, on a
+    // busy machine: up to 2 s more.
+    assert!(
+        joined < seed_interval + join_delay + Duration::from_secs(2),
+        "{joined:?}"
+    );
+}
+
+/// The live set of the node whose internal listener is `internal`.
+fn live_at(internal: SocketAddr, secret: &str) -> Option<BTreeSet<String>> {
+    let request = format!(
+        "GET /limmat/cluster/1/members HTTP/1.1\r\nHost: n\r\nAuthorization: Bearer {secret}\r\n\r\n"
+    );
+    let response = exchange(internal, request.as_bytes()).ok()?;
+    let body: serde_json::Value = serde_json::from_str(response.split("\r\n\r\n").nth(1)?).ok()?;
+    Some(
+        body["live"]
+            .as_array()?
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect(),
+    )
+}
+
 /// A fourth node joins: only the domains it wins by rendezvous hashing move (their devices
 /// reconnect to it), the others' devices stay where they are (checklist 89).
 #[test]

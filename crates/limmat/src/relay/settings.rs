@@ -854,6 +854,14 @@ mod tests {
             "node_id = \"a\"\ninternal_listen = \"127.0.0.2:7946\"\ncluster_secret_file = {missing:?}"
         ));
         assert!(e.contains("missing"), "{e}");
+        // internal_tls names what it lacks: the CA, then the relay's own certificate.
+        let base = format!(
+            "node_id = \"a\"\ninternal_listen = \"127.0.0.2:7946\"\ncluster_secret_file = {secret:?}\ninternal_tls = true"
+        );
+        let e = config(&base);
+        assert!(e.contains("--cluster-internal-ca"), "{e}");
+        let e = config(&format!("{base}\ninternal_ca = {secret:?}"));
+        assert!(e.contains("--cert"), "{e}");
         let e = parse("node_id = \"a\"").err().unwrap();
         assert!(e.contains("[cluster] table"), "{e}");
         let e = parse("[cluster]\nnode_di = \"a\"").err().unwrap();
