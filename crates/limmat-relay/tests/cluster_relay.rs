@@ -284,6 +284,45 @@ async fn drain_hands_devices_over() {
     b.stop().await;
 }
 
+/// 7.6, the drain's order: a draining node keeps its domains, and serves a client of one
+/// whose device it holds, until its peers have dropped it from their live sets; only then does
+/// it stop counting itself. (The other order let a peer that had not heard forward a client
+/// back to it at the hop limit, to wait for a device that had already left: the rolling
+/// restart's `504`s.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_node_hands_over_only_after_its_peers_dropped_it() {
+    let (a, b) = two_nodes(|c| c.cluster.rebalance_spread = Duration::from_secs(2)).await;
+    let d = domain_of(&a, "node-a", "order");
+    let mut device = a.send(&handshake(&d)).await;
+    a.waiting_devices(1).await;
+    let mut own = a.handle.live_members();
+    own.borrow_and_update();
+    let draining = {
+        let h = a.handle.clone();
+        tokio::spawn(async move { h.drain().await })
+    };
+    // The moment node-a stops counting itself, node-b no longer counts node-a.
+    let handed = timeout(PATIENCE, own.wait_for(|s| !s.counts_self())).await;
+    assert!(handed.is_ok(), "node-a never handed over");
+    let b_live = b.handle.live_members().borrow().clone();
+    assert!(
+        b_live.members().iter().all(|m| &*m.node_id != "node-a"),
+        "node-a handed over while node-b still counted it"
+    );
+    drop(handed);
+    // Its device then goes to node-b (204, then the 307).
+    assert_eq!(read_n(&mut device, RENEW.len()).await, RENEW);
+    device.write_all(&handshake(&d)).await.unwrap();
+    let got = read_to_end(&mut device).await;
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        redirect_to(&b, &format!("/{d}"))
+    );
+    timeout(PATIENCE, draining).await.unwrap().unwrap();
+    timeout(PATIENCE, a.task).await.unwrap().unwrap();
+    b.stop().await;
+}
+
 /// Checklist 91: the internal endpoints answer 401 without the cluster secret.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn internal_endpoints_need_the_secret() {
