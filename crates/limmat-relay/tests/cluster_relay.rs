@@ -323,6 +323,56 @@ async fn a_draining_node_hands_over_only_after_its_peers_dropped_it() {
     b.stop().await;
 }
 
+/// 7.6: a client waiting for a domain that a live-set change gives to another node is
+/// forwarded there at once, not when the (deliberately slow) pacing of the moved devices
+/// reaches its domain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_client_follows_its_domain_at_once() {
+    let slow = |c: &mut RelayConfig| {
+        c.client_wait = Duration::from_secs(30);
+        c.cluster.rebalance_spread = Duration::from_secs(20);
+    };
+    let a = node("127.0.0.2", "node-a", &[], slow).await;
+    until_live(&[&a], &["node-a"]).await;
+    let both = ["node-a", "node-b"];
+    let of_b = |prefix: &str| -> Vec<String> {
+        (0..)
+            .map(|i| format!("{prefix}{i}"))
+            .filter(|d| {
+                limmat_relay::cluster::owner::owner(both, d).map(|i| both[i]) == Some("node-b")
+            })
+            .take(10)
+            .collect()
+    };
+    // Alone, node-a owns everything: ten devices and one client wait there.
+    let moved = of_b("paced");
+    let mut devices = Vec::new();
+    for d in &moved {
+        devices.push(a.send(&handshake(d)).await);
+    }
+    a.waiting_devices(moved.len()).await;
+    let d = of_b("client").remove(0);
+    let request = format!("GET /{d}/x HTTP/1.1\r\nHost: relay.test\r\n\r\n");
+    let client = a.send(request.as_bytes()).await;
+    let mut waiting = a.handle.stats().waiting_clients();
+    timeout(PATIENCE, waiting.wait_for(|&n| n == 1))
+        .await
+        .unwrap()
+        .unwrap();
+    // node-b joins, with the client's device; node-a then forwards the client to it.
+    let b = node("127.0.0.3", "node-b", &[a.gossip], slow).await;
+    let mut device = b.send(&handshake(&d)).await;
+    until_live(&[&a, &b], &both).await;
+    let joined = tokio::time::Instant::now();
+    let got = read_n(&mut device, UPGRADE.len() + request.len()).await;
+    assert_eq!(&got[UPGRADE.len()..], request.as_bytes());
+    let took = joined.elapsed();
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    drop((devices, device, client));
+    a.stop().await;
+    b.stop().await;
+}
+
 /// Checklist 91: the internal endpoints answer 401 without the cluster secret.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn internal_endpoints_need_the_secret() {
