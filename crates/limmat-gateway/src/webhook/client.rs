@@ -683,3 +683,34 @@ impl Transport for HttpTransport {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(head: &[u8]) -> Fail {
+        connect_refusal(&ConnectAnswer::parse(head.to_vec()).unwrap())
+    }
+
+    /// Every answer to `CONNECT` but `200` is the proxy's, classified as the hyper client
+    /// that this replaced classified it.
+    #[test]
+    fn connect_refusals() {
+        let f = refusal(b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n");
+        assert_eq!((f.kind, f.status), (FailureKind::ProxyAuth, Some(407)));
+        let f = refusal(b"HTTP/1.1 403 Forbidden\r\nLimmat-Error: egress-denied\r\n\r\n");
+        assert_eq!((f.kind, f.status), (FailureKind::ProxyDenied, Some(403)));
+        assert_eq!(f.why, "proxy answered 403 Forbidden");
+        let f = refusal(b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 7\r\n\r\n");
+        assert_eq!((f.kind, f.status), (FailureKind::Status, Some(429)));
+        assert_eq!(f.retry_after, Some(Duration::from_secs(7)));
+        // Retry-After counts only on the throttled statuses.
+        let f = refusal(b"HTTP/1.1 500 Internal Server Error\r\nRetry-After: 7\r\n\r\n");
+        assert_eq!((f.status, f.retry_after), (Some(500), None));
+        // A 2xx other than 200 is no tunnel either.
+        let f = refusal(b"HTTP/1.1 204 No Content\r\n\r\n");
+        assert_eq!((f.kind, f.status), (FailureKind::Status, Some(204)));
+        let f = refusal(b"HTTP/1.1 099 Odd\r\n\r\n");
+        assert_eq!((f.kind, f.status), (FailureKind::Connect, None));
+    }
+}
