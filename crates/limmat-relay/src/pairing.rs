@@ -177,6 +177,14 @@ async fn wait(
     place: (ClientWait, GaugeGuard),
 ) -> Found {
     let moved = place.0.moved().clone();
+    // In a cluster, a change of the live set may give the domain another owner: the client is
+    // forwarded there at once (7.6) rather than when the rebalancing reaches its domain.
+    let mut live =
+        (ctx.cluster.is_clustered() && client.hops < ctx.config.cluster.max_hops).then(|| {
+            let mut live = ctx.cluster.live();
+            live.borrow_and_update();
+            live
+        });
     let outcome = loop {
         let room = (client.head_len + WAIT_BUFFER).saturating_sub(client.buf.len());
         tokio::select! {
@@ -205,6 +213,22 @@ async fn wait(
                 // Leave the FIFO first; a device handed over meanwhile is closed too.
                 rx.close();
                 break Waited::Refuse;
+            }
+            changed = async {
+                match live.as_mut() {
+                    Some(live) => live.changed().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                if changed.is_err() {
+                    live = None;
+                } else if ctx.cluster.elsewhere(&client.domain).is_some() {
+                    rx.close();
+                    break match rx.try_recv() {
+                        Ok(leg) => Waited::Device(Some(leg)),
+                        Err(_) => Waited::Moved,
+                    };
+                }
             }
             () = moved.cancelled() => {
                 rx.close();

@@ -4,9 +4,9 @@
 //! same instant. A waiting PTTH device gets a `204` (its re-POST then gets the `307` of 7.4)
 //! and a mux connection gets GOAWAY; pipes and open streams are never touched.
 //!
-//! Draining (SIGTERM) publishes `draining` by gossip: in its own view the node then owns
-//! nothing, so the same pacing hands every device over, and [`drain`] returns once none is
-//! left here or `drain_timeout` is over. It runs beside the accept loops, on the server's floor.
+//! Draining (SIGTERM) publishes `draining` by gossip; once every peer has seen it (or after
+//! eight gossip rounds) the node owns nothing in its own view either, so the same pacing hands
+//! every device over, and [`drain`] returns once none is left here or `drain_timeout` is over. It runs beside the accept loops, on the server's floor.
 
 use crate::context::RelayContext;
 use crate::metrics;
@@ -44,18 +44,27 @@ pub(crate) async fn run(ctx: Arc<RelayContext>) {
             spread = ?ctx.config.cluster.rebalance_spread,
             "cluster: rebalancing the domains that moved"
         );
-        pacing = Some(tokio::spawn(pace(ctx.clone(), moved)));
+        // A drain's handover ends `rebalance_spread` after the drain started, however long
+        // its peers took to hear of it: clients already wait for these devices at the new
+        // owners, within their `client_wait`.
+        let start = match ctx.drain_deadline.get() {
+            Some(deadline) => deadline
+                .checked_sub(ctx.config.cluster.drain_timeout)
+                .unwrap_or_else(Instant::now),
+            None => Instant::now(),
+        };
+        pacing = Some(tokio::spawn(pace(ctx.clone(), moved, start)));
     }
     if let Some(old) = pacing {
         old.abort();
     }
 }
 
-/// Moves `domains` away one after the other, evenly over `rebalance_spread`.
-async fn pace(ctx: Arc<RelayContext>, domains: Vec<Arc<str>>) {
+/// Moves `domains` away one after the other, evenly over `rebalance_spread` from `start`
+/// (steps already past go at once).
+async fn pace(ctx: Arc<RelayContext>, domains: Vec<Arc<str>>, start: Instant) {
     let spread = ctx.config.cluster.rebalance_spread;
     let step = spread / u32::try_from(domains.len()).unwrap_or(u32::MAX).max(1);
-    let start = Instant::now();
     for (i, domain) in domains.iter().enumerate() {
         let at = start + step * u32::try_from(i).unwrap_or(u32::MAX);
         tokio::select! {
@@ -83,7 +92,9 @@ pub(crate) async fn drain(ctx: &RelayContext) {
         .drain_deadline
         .get_or_init(|| Instant::now() + ctx.config.cluster.drain_timeout);
     tracing::info!(timeout = ?ctx.config.cluster.drain_timeout, "cluster: draining, handing devices over");
-    ctx.cluster.drain().await;
+    let heard = (ctx.config.cluster.gossip_interval * PEER_WAIT_ROUNDS)
+        .min(deadline.saturating_duration_since(Instant::now()));
+    ctx.cluster.drain(heard).await;
     // The registry has no watch of its own; a short poll of a cheap count is enough here.
     loop {
         let left = ctx.registry.with_devices().len();
@@ -110,6 +121,10 @@ pub(crate) async fn drain(ctx: &RelayContext) {
         () = ctx.shutdown.cancelled() => {}
     }
 }
+
+/// Gossip rounds a draining node waits at most for its peers to see it draining before it
+/// hands over anyway (2 s with the defaults, the failure detection budget of 7.2).
+const PEER_WAIT_ROUNDS: u32 = 8;
 
 /// Gossip rounds a draining node keeps serving after its handover, so that every peer has
 /// seen `draining` before the node stops accepting.

@@ -438,7 +438,7 @@ async fn internal_endpoints_need_the_secret() {
     );
 
     // Draining (7.6): published, health 503, the node owns nothing.
-    a.drain().await;
+    a.drain(std::time::Duration::from_secs(2)).await;
     eventually("draining", || !a.live().borrow().counts_self()).await;
     assert!(
         get(internal, "health", Some(SECRET))

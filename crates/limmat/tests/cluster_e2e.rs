@@ -543,13 +543,10 @@ fn every_domain_through_every_node_and_a_killed_node() {
 /// SIGTERM rolling restart of all three nodes under a steady request loop through the shared
 /// name: no request fails (7.6), and each restarted node starts empty and rejoins (92).
 ///
-/// Ignored while the relay core leaves one short window: a client that reaches a node within
-/// ~50 ms after its SIGTERM may wait there for a device and get a `504` after `client_wait`
-/// (1 of ~400 requests in 2 of 5 runs with wip/cc at 9d285aa). Each failure is printed with
-/// its time next to the restarts:
-/// `cargo test -p limmat --test cluster_e2e rolling -- --ignored --nocapture`.
+/// A draining node hands its domains over only once every peer has seen it draining (before
+/// that, a client it forwarded could come back at the hop limit, to wait for a device that
+/// already left). Each failure is printed with its time next to the restarts.
 #[test]
-#[ignore = "flaky until the relay core forwards clients arriving right after a SIGTERM"]
 fn rolling_restart_loses_no_request() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut cluster = Cluster::start("rolling");

@@ -79,8 +79,35 @@ pub async fn open(
 
 /// Asks a member's internal listener for its health, within 2 s.
 pub async fn probe(internal: SocketAddr, secret: &[u8]) -> bool {
+    matches!(get(internal, secret, "health", MAX_REPLY).await, Some(b) if b.starts_with(b"HTTP/1.1 200 "))
+}
+
+/// The node ids a member counts as live (`GET /limmat/cluster/1/members`), within 2 s;
+/// `None` when it cannot be asked or answers something else.
+pub async fn live_of(internal: SocketAddr, secret: &[u8]) -> Option<Vec<String>> {
+    let answer = get(internal, secret, "members", MAX_MEMBERS).await?;
+    let text = std::str::from_utf8(&answer).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    if !head.starts_with("HTTP/1.1 200 ") {
+        return None;
+    }
+    #[derive(serde::Deserialize)]
+    struct Members {
+        live: Vec<String>,
+    }
+    serde_json::from_str::<Members>(body).ok().map(|m| m.live)
+}
+
+/// The members view of a large cluster is bigger than a forward's answer.
+const MAX_MEMBERS: usize = 1 << 20;
+
+/// `GET /limmat/cluster/1/<what>` with the secret; the whole answer (the listener closes
+/// after it), at most `limit` bytes, within 2 s.
+async fn get(internal: SocketAddr, secret: &[u8], what: &str, limit: usize) -> Option<Vec<u8>> {
     let request = [
-        b"GET /limmat/cluster/1/health HTTP/1.1\r\nAuthorization: Bearer ".as_slice(),
+        b"GET /limmat/cluster/1/".as_slice(),
+        what.as_bytes(),
+        b" HTTP/1.1\r\nAuthorization: Bearer ",
         secret,
         b"\r\n\r\n",
     ]
@@ -89,14 +116,11 @@ pub async fn probe(internal: SocketAddr, secret: &[u8]) -> bool {
         let mut s = TcpStream::connect(internal).await?;
         s.write_all(&request).await?;
         let mut buf = Vec::new();
-        (&mut s)
-            .take(MAX_REPLY as u64)
-            .read_to_end(&mut buf)
-            .await?;
+        (&mut s).take(limit as u64).read_to_end(&mut buf).await?;
         Ok::<_, std::io::Error>(buf)
     })
     .await;
-    matches!(answer, Ok(Ok(b)) if b.starts_with(b"HTTP/1.1 200 "))
+    answer.ok()?.ok()
 }
 
 /// After a failed forward: probe the member and record the result in the members view.

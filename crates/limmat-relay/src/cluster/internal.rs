@@ -123,7 +123,8 @@ async fn connection(
         }
         Ok(Internal::Health) => {
             let live = context.live.borrow().clone();
-            let serving = live.counts_self();
+            // 503 from the moment draining is published, before the handover.
+            let serving = live.counts_self() && !live.local.draining;
             let body = json!({ "status": if serving { "serving" } else { "draining" } });
             wire::json_response(serving, body.to_string().as_bytes())
         }
@@ -141,7 +142,7 @@ fn node_json(live: &super::LiveSet) -> serde_json::Value {
         "public_host": m.public_host,
         "public_http_port": m.public_http_port,
         "public_https_port": m.public_https_port,
-        "draining": !live.counts_self(),
+        "draining": live.local.draining || !live.counts_self(),
     })
 }
 

@@ -19,6 +19,7 @@ use chitchat::{
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
@@ -37,6 +38,8 @@ pub struct Membership {
     live: watch::Receiver<Arc<LiveSet>>,
     shared: Arc<Shared>,
     gossip: Option<Gossip>,
+    /// Set by [`Membership::hand_over`]: from then on this node stops counting itself.
+    handed_over: Arc<AtomicBool>,
 }
 
 struct Gossip {
@@ -63,6 +66,7 @@ impl Membership {
             live,
             shared: Arc::default(),
             gossip: None,
+            handed_over: Arc::default(),
         }
     }
 
@@ -105,7 +109,9 @@ impl Membership {
             Arc::new(spawn_chitchat(chitchat_config, local.to_key_values(), &transport).await?);
         let (tx, live) = watch::channel(Arc::new(LiveSet::standalone(local.clone())));
         let refresh = Arc::new(Notify::new());
+        let handed_over = Arc::new(AtomicBool::new(false));
         let watcher = Watcher {
+            handed_over: handed_over.clone(),
             handle: handle.clone(),
             self_id: id,
             local,
@@ -135,6 +141,7 @@ impl Membership {
                 tasks,
                 addr: checked.gossip_listen,
             }),
+            handed_over,
         })
     }
 
@@ -152,8 +159,10 @@ impl Membership {
         self.gossip.as_ref().map(|g| g.addr)
     }
 
-    /// Publishes `draining = true` (7.6): this node owns nothing from now on, in its own view
-    /// at once and in its peers' within a gossip round or two.
+    /// Publishes `draining = true` (7.6): its peers stop counting this node within a gossip
+    /// round or two. This node still counts itself, and so keeps serving the domains whose
+    /// devices it holds, until [`hand_over`](Self::hand_over): were it to stop at once, a peer
+    /// that has not heard yet would forward a client back here for a device that already left.
     pub async fn drain(&self) {
         if let Some(g) = &self.gossip {
             g.handle
@@ -161,6 +170,15 @@ impl Membership {
                 .await;
             g.refresh.notify_one();
             tracing::info!("cluster: draining published");
+        }
+    }
+
+    /// Stops counting this node itself (after [`drain`](Self::drain), once the peers have
+    /// heard): from now on it owns nothing in its own view either.
+    pub fn hand_over(&self) {
+        self.handed_over.store(true, Ordering::Relaxed);
+        if let Some(g) = &self.gossip {
+            g.refresh.notify_one();
         }
     }
 
@@ -183,6 +201,7 @@ struct Watcher {
     tx: watch::Sender<Arc<LiveSet>>,
     shared: Arc<Shared>,
     self_state: State,
+    handed_over: Arc<AtomicBool>,
 }
 
 impl Watcher {
@@ -227,14 +246,20 @@ impl Watcher {
                     entry.2 = state.heartbeat();
                     entry.1 = Some(now);
                 }
+                let is_self = *id == self.self_id;
+                let mut doc = Member::from_key_values(&id.node_id, |k| state.get(k));
+                // This node stops counting itself when it hands over, not when it publishes.
+                if is_self && let Ok(doc) = &mut doc {
+                    doc.draining = self.handed_over.load(Ordering::Relaxed);
+                }
                 observed.push(Observed {
                     node_id: id.node_id.clone(),
                     generation: id.generation_id,
                     gossip: id.gossip_advertise_addr,
-                    doc: Member::from_key_values(&id.node_id, |k| state.get(k)),
+                    doc,
                     live_since: entry.0,
                     last_heard: entry.1,
-                    is_self: *id == self.self_id,
+                    is_self,
                 });
             }
             let known: std::collections::HashSet<&ChitchatId> = c.node_states().keys().collect();

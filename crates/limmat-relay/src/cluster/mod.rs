@@ -43,6 +43,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// How often a draining node asks its peers whether they have seen it draining.
+const PEER_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// A node's part in a cluster: membership, the internal listener and forwarding.
 pub struct Cluster {
     membership: Membership,
@@ -166,9 +169,60 @@ impl Cluster {
         result
     }
 
-    /// Publishes draining (7.6).
-    pub async fn drain(&self) {
+    /// Drains (7.6): publishes `draining`, waits until no peer counts this node any more (each
+    /// peer's members view says so, or it cannot be asked), at most `within`, then stops
+    /// counting itself, so that its devices and waiting clients move to their new owners.
+    ///
+    /// The order matters: a node that gave up its domains while a peer still counted it would
+    /// forward a client to the new owner, which (not having heard) would forward it back here
+    /// at the hop limit, to wait for a device that already left.
+    pub async fn drain(&self, within: std::time::Duration) {
         self.membership.drain().await;
+        if self.internal.is_some() {
+            self.until_peers_heard(within).await;
+        }
+        self.membership.hand_over();
+    }
+
+    async fn until_peers_heard(&self, within: std::time::Duration) {
+        let live = self.live().borrow().clone();
+        let me = live.local.node_id.clone();
+        let mut waiting: Vec<Member> = live
+            .members()
+            .iter()
+            .filter(|m| m.node_id != me)
+            .cloned()
+            .collect();
+        let deadline = tokio::time::Instant::now() + within;
+        while !waiting.is_empty() {
+            let mut asked = tokio::task::JoinSet::new();
+            for member in waiting {
+                let secret = self.secret.clone();
+                asked.spawn(async move {
+                    let answer = forward::live_of(member.internal, &secret).await;
+                    (member, answer)
+                });
+            }
+            waiting = Vec::new();
+            while let Some(done) = asked.join_next().await {
+                // A peer that cannot be asked cannot forward here either.
+                if let Ok((member, Some(ids))) = done
+                    && ids.iter().any(|id| **id == *me)
+                {
+                    waiting.push(member);
+                }
+            }
+            if waiting.is_empty() {
+                tracing::info!("cluster: every peer has seen this node draining");
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let ids: Vec<&str> = waiting.iter().map(|m| &*m.node_id).collect();
+                tracing::info!(peers = ?ids, "cluster: handing over before every peer has seen the draining");
+                break;
+            }
+            tokio::time::sleep(PEER_POLL).await;
+        }
     }
 
     /// The owner of `domain` when it is another node, in this node's view now; `None` when
