@@ -14,7 +14,6 @@ use crate::legs::{ClientKind, ClientLeg};
 use crate::linger::respond_and_close;
 use crate::metrics;
 use crate::pipe::{self, DeviceEnd};
-use crate::stream::Tcp;
 use limmat_wire::cluster::{Forward, ForwardLeg};
 use limmat_wire::mux::Route;
 use limmat_wire::{RequestHead, response};
@@ -81,7 +80,7 @@ pub(crate) async fn onward(ctx: &RelayContext, mut client: ClientLeg, owner: Mem
     }
     let end = DeviceEnd {
         method: client.method(),
-        io: Tcp(io),
+        io,
         peer: owner.internal,
         leg: client.kind.label(),
         sent: std::mem::take(&mut client.buf).len(),
@@ -89,6 +88,17 @@ pub(crate) async fn onward(ctx: &RelayContext, mut client: ClientLeg, owner: Mem
     };
     pipe::run_paired(ctx, client, end).await;
     Hop::Done
+}
+
+/// The internal hop is a device leg like any other: spliced in the kernel when both legs are
+/// plain TCP, copied otherwise (`internal_tls`).
+impl pipe::DeviceLegIo for crate::cluster::Outbound {
+    fn into_tcp(self) -> Result<tokio::net::TcpStream, Self> {
+        match self {
+            tokio_util::either::Either::Left(tcp) => Ok(tcp),
+            other => Err(other),
+        }
+    }
 }
 
 /// The `307` of 7.4 for a path-form client: the owner's public host and port, the scheme of

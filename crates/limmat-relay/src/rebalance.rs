@@ -1,7 +1,7 @@
 //! Membership changes and draining (spec 7.6): when the live set changes, the device
 //! connections of domains this node no longer owns are told to go, paced evenly over
-//! `rebalance_spread` so that a join does not send every moved device to its new owner in the
-//! same instant. A waiting PTTH device gets a `204` (its re-POST then gets the `307` of 7.4)
+//! `rebalance_spread` (at most what `client_wait` allows, see [`spread`]) so that a join does
+//! not send every moved device to its new owner in the same instant. A waiting PTTH device gets a `204` (its re-POST then gets the `307` of 7.4)
 //! and a mux connection gets GOAWAY; pipes and open streams are never touched.
 //!
 //! Draining (SIGTERM) publishes `draining` by gossip; once every peer has seen it (or after
@@ -41,7 +41,7 @@ pub(crate) async fn run(ctx: Arc<RelayContext>) {
         }
         tracing::info!(
             domains = moved.len(),
-            spread = ?ctx.config.cluster.rebalance_spread,
+            spread = ?spread(&ctx),
             "cluster: rebalancing the domains that moved"
         );
         // A drain's handover ends `rebalance_spread` after the drain started, however long
@@ -63,7 +63,7 @@ pub(crate) async fn run(ctx: Arc<RelayContext>) {
 /// Moves `domains` away one after the other, evenly over `rebalance_spread` from `start`
 /// (steps already past go at once).
 async fn pace(ctx: Arc<RelayContext>, domains: Vec<Arc<str>>, start: Instant) {
-    let spread = ctx.config.cluster.rebalance_spread;
+    let spread = spread(&ctx);
     let step = spread / u32::try_from(domains.len()).unwrap_or(u32::MAX).max(1);
     for (i, domain) in domains.iter().enumerate() {
         let at = start + step * u32::try_from(i).unwrap_or(u32::MAX);
@@ -79,6 +79,23 @@ async fn pace(ctx: Arc<RelayContext>, domains: Vec<Arc<str>>, start: Instant) {
         }
     }
 }
+
+/// The pacing's length: `rebalance_spread`, but short enough that the handover keeps the
+/// promise of 7.6 that clients at a new owner are served within their `client_wait`. A new
+/// owner counts itself `join_delay` before its peers count it and start to hand its domains
+/// over, and a moved device takes a moment to connect to it, so the last device must leave
+/// here within `client_wait - join_delay - RECONNECT`. With the defaults: 3 s, not 5 s.
+fn spread(ctx: &RelayContext) -> Duration {
+    let c = &ctx.config;
+    let budget = c
+        .client_wait
+        .saturating_sub(c.cluster.join_delay.saturating_add(RECONNECT));
+    c.cluster.rebalance_spread.min(budget)
+}
+
+/// What a moved device needs to reach its new owner: the `204` or GOAWAY, a redirect, a new
+/// connection and its handshake (TLS included), on a busy machine.
+const RECONNECT: Duration = Duration::from_secs(1);
 
 /// Publishes draining and waits until every device has been handed over, at most
 /// `cluster.drain_timeout`; the pipes left afterwards get what remains of it. Standalone:

@@ -6,7 +6,7 @@
 //! connection task has ended, so nothing outlives the relay.
 
 use crate::auth::{AuthMode, Authenticator, KeyError, ModeError, resolve_mode};
-use crate::cluster::{Cluster, ForwardSink, Member};
+use crate::cluster::{Cluster, ForwardSink, Inbound, InternalTls, Member};
 use crate::config::{ConfigError, RelayConfig};
 use crate::context::{ProxyState, RelayContext};
 use crate::egress::Policy;
@@ -81,13 +81,13 @@ pub struct Relay {
 }
 
 /// A client a peer forwarded to this node, already answered `200` (7.5).
-pub(crate) type Forwarded = (Forward, tokio::net::TcpStream, Vec<u8>);
+pub(crate) type Forwarded = (Forward, Inbound, Vec<u8>);
 
 /// Hands forwarded clients from the internal listener to the running relay.
 struct ForwardedClients(mpsc::UnboundedSender<Forwarded>);
 
 impl ForwardSink for ForwardedClients {
-    fn forwarded(&self, forward: Forward, stream: tokio::net::TcpStream, early: Vec<u8>) {
+    fn forwarded(&self, forward: Forward, stream: Inbound, early: Vec<u8>) {
         // A relay that stopped running drops the client: its forwarding node sees a close.
         let _ = self.0.send((forward, stream, early));
     }
@@ -229,7 +229,8 @@ impl Relay {
         let local = local_member(&config, &listeners);
         let (forwarded_tx, forwarded) = mpsc::unbounded_channel();
         let sink = Arc::new(ForwardedClients(forwarded_tx));
-        let cluster = Cluster::start(&config.cluster, local, sink)
+        let internal_tls = internal_tls(&config, tls.as_ref())?;
+        let cluster = Cluster::start_with_tls(&config.cluster, local, sink, internal_tls)
             .await
             .map_err(StartError::Cluster)?;
         let ctx = Arc::new(RelayContext {
@@ -362,11 +363,36 @@ async fn serve_forwarded(
         let Some((forward, stream, early)) = next else {
             return;
         };
-        socket::configure(&stream);
-        let conn = Conn::new(&ctx.stats, Tcp(stream), forward.client_addr);
+        // The internal listener configured the socket.
+        let conn = Conn::new(&ctx.stats, stream.0, forward.client_addr);
         ctx.tasks
             .spawn(conn::forwarded(ctx.clone(), conn, forward, early));
     }
+}
+
+/// The internal hop's TLS (`internal_tls`, 7.1): the relay's own certificates, peers verified
+/// against `internal_ca` and the first hostname, which every node's certificate names.
+fn internal_tls(
+    config: &RelayConfig,
+    acceptor: Option<&tokio_rustls::TlsAcceptor>,
+) -> Result<Option<InternalTls>, StartError> {
+    let c = &config.cluster;
+    if !c.internal_tls || !c.is_clustered() {
+        return Ok(None);
+    }
+    let refuse = |why: &str| StartError::Cluster(anyhow::anyhow!("cluster: internal_tls {why}"));
+    let ca = c
+        .internal_ca
+        .as_deref()
+        .ok_or_else(|| refuse("needs internal_ca"))?;
+    let acceptor = acceptor.ok_or_else(|| refuse("needs the relay's certificate and key"))?;
+    let name = config
+        .hostnames
+        .first()
+        .ok_or_else(|| refuse("needs a hostname that the nodes' certificate names"))?;
+    InternalTls::new(acceptor.clone(), ca, name)
+        .map(Some)
+        .map_err(|e| StartError::Cluster(e.into()))
 }
 
 /// This node's document (7.1): its public host is `cluster.public_host`, else the first

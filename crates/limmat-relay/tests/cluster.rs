@@ -2,7 +2,9 @@
 //! 127.0.0.2–127.0.0.6 (spec section 7, checklist 85–92). Tests wait on the live-set watch or
 //! on the members view, never on a fixed sleep, and every node stops when its test ends.
 
-use limmat_relay::cluster::{Cluster, ClusterConfig, ForwardError, ForwardSink, Member, State};
+use limmat_relay::cluster::{
+    Cluster, ClusterConfig, ForwardError, ForwardSink, Inbound, Member, State,
+};
 use limmat_wire::cluster::{Forward, ForwardLeg};
 use limmat_wire::mux::Route;
 use std::net::SocketAddr;
@@ -55,8 +57,11 @@ type Received = (Forward, TcpStream, Vec<u8>);
 struct Sink(mpsc::UnboundedSender<Received>);
 
 impl ForwardSink for Sink {
-    fn forwarded(&self, forward: Forward, stream: TcpStream, early: Vec<u8>) {
-        let _ = self.0.send((forward, stream, early));
+    fn forwarded(&self, forward: Forward, stream: Inbound, early: Vec<u8>) {
+        // These nodes have no internal TLS: every forwarded stream is plain TCP.
+        if let Some(stream) = stream.into_tcp() {
+            let _ = self.0.send((forward, stream, early));
+        }
     }
 }
 

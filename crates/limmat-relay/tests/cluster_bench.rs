@@ -2,16 +2,16 @@
 //! a table; they assert nothing about speed). Real chitchat nodes on 127.0.0.2–127.0.0.6 with
 //! the default settings (gossip every 250 ms, join_delay 1 s).
 
-use limmat_relay::cluster::{Cluster, ClusterConfig, ForwardSink, Member, owner};
+use limmat_relay::cluster::{Cluster, ClusterConfig, ForwardSink, Inbound, Member, owner};
 use limmat_wire::cluster::Forward;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::net::UdpSocket;
 
 struct Nothing;
 impl ForwardSink for Nothing {
-    fn forwarded(&self, _: Forward, _: TcpStream, _: Vec<u8>) {}
+    fn forwarded(&self, _: Forward, _: Inbound, _: Vec<u8>) {}
 }
 
 fn env(name: &str, default: usize) -> usize {

@@ -126,13 +126,19 @@ impl Cluster {
             .iter()
             .map(|n| n.internal_addr().to_string())
             .collect();
+        let admin = |n: &Node| format!("{}:{}", n.ip, n.admin).parse().unwrap();
         let device_balancer = Balancer::start(
             nodes[..3]
                 .iter()
-                .map(|n| format!("{}:{}", n.ip, n.tls).parse().unwrap())
+                .map(|n| (format!("{}:{}", n.ip, n.tls).parse().unwrap(), admin(n)))
                 .collect(),
         );
-        let client_balancer = Balancer::start(nodes[..3].iter().map(Node::plain_addr).collect());
+        let client_balancer = Balancer::start(
+            nodes[..3]
+                .iter()
+                .map(|n| (n.plain_addr(), admin(n)))
+                .collect(),
+        );
         let mut cluster = Self {
             dir,
             secret,
@@ -348,17 +354,34 @@ fn sni_request(ip: &str, port: u16, domain: &str, ca: &Path) -> Result<(), Strin
     }
 }
 
-/// A TCP load balancer: each connection goes to the next backend that accepts it.
+/// A TCP load balancer: each connection goes to the next backend that accepts it, skipping
+/// those whose admin `/readyz` does not answer `200` (checked every 50 ms), as a real
+/// balancer's health check does: a draining node says 503 from its SIGTERM on, so that it
+/// stops getting new connections before it closes its listeners.
 struct Balancer {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
 }
 
 impl Balancer {
-    fn start(backends: Vec<SocketAddr>) -> Self {
+    /// `backends` with the admin address that tells whether each is ready.
+    fn start(backends: Vec<(SocketAddr, SocketAddr)>) -> Self {
         let listener = TcpListener::bind((BALANCER_IP, 0)).unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
+        let ready: Arc<Vec<AtomicBool>> =
+            Arc::new(backends.iter().map(|_| AtomicBool::new(true)).collect());
+        let admins: Vec<SocketAddr> = backends.iter().map(|b| b.1).collect();
+        let (checking, stopped) = (ready.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                for (admin, ready) in admins.iter().zip(checking.iter()) {
+                    ready.store(readyz(*admin), Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let backends: Vec<SocketAddr> = backends.into_iter().map(|b| b.0).collect();
         let stopped = stop.clone();
         std::thread::spawn(move || {
             let next = AtomicU64::new(0);
@@ -368,9 +391,12 @@ impl Balancer {
                 }
                 let Ok(client) = client else { continue };
                 let first = next.fetch_add(1, Ordering::Relaxed) as usize;
-                let backend = (0..backends.len()).find_map(|k| {
-                    let to = backends[(first + k) % backends.len()];
-                    TcpStream::connect_timeout(&to, Duration::from_secs(1)).ok()
+                let order = (0..backends.len()).map(|k| (first + k) % backends.len());
+                // Ready backends first; the others only when none is ready.
+                let (ready_ones, others): (Vec<usize>, Vec<usize>) =
+                    order.partition(|&i| ready[i].load(Ordering::Relaxed));
+                let backend = ready_ones.into_iter().chain(others).find_map(|i| {
+                    TcpStream::connect_timeout(&backends[i], Duration::from_secs(1)).ok()
                 });
                 if let Some(backend) = backend {
                     splice(client, backend);
@@ -384,6 +410,19 @@ impl Balancer {
         self.stop.store(true, Ordering::Relaxed);
         let _ = TcpStream::connect(self.addr);
     }
+}
+
+/// The admin listener at `admin` answers `/readyz` with `200`.
+fn readyz(admin: SocketAddr) -> bool {
+    let probe = || -> std::io::Result<bool> {
+        let mut s = TcpStream::connect_timeout(&admin, Duration::from_millis(200))?;
+        s.set_read_timeout(Some(Duration::from_millis(500)))?;
+        s.write_all(b"GET /readyz HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n")?;
+        let mut status = [0u8; 12];
+        s.read_exact(&mut status)?;
+        Ok(&status == b"HTTP/1.1 200")
+    };
+    probe().unwrap_or(false)
 }
 
 /// Copies both ways, passing each half-close on.

@@ -1,6 +1,7 @@
 //! README "Running a cluster", followed as a reader follows it: the Quick start's web server,
 //! then the section's commands run literally by `bash` with `limmat` on the `PATH` — three
-//! nodes on 127.0.0.2–4, four devices, the members and owners, a node killed, the devices back.
+//! nodes on 127.0.0.2–4, four devices, the members and owners, a node killed, the devices back;
+//! then the section's one-command demo, `examples/cluster/demo.sh`, which must clean up itself.
 //! Between blocks the test waits as a reader would, but on the nodes' admin API (the members
 //! it lists, a domain that answers), never on a fixed sleep.
 
@@ -59,7 +60,7 @@ fn the_cluster_section_works() {
     shell.wait_ports(&[8100]);
 
     let section = blocks("Running a cluster");
-    assert_eq!(section.len(), 5, "{section:?}");
+    assert_eq!(section.len(), 6, "{section:?}");
     shell.start(&section[0]);
     let nodes = ["127.0.0.2", "127.0.0.3", "127.0.0.4"];
     let admins: Vec<String> = nodes.iter().map(|ip| format!("{ip}:9480")).collect();
@@ -98,4 +99,42 @@ fn the_cluster_section_works() {
     let lines: Vec<&str> = got.lines().collect();
     assert_eq!(lines[0], "['node-2', 'node-3']", "{got}");
     assert_eq!(got.matches("hello from sensor-3").count(), 2, "{got}");
+
+    // The one-command demo (its own ports), run from the repository as the README says.
+    std::os::unix::fs::symlink(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples"),
+        shell.dir.join("examples"),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let got = shell.run(&section[5]);
+    eprintln!("{got}");
+    let owners = got.lines().filter(|l| l.contains("  ->  node-")).count();
+    assert_eq!(owners, 6, "every device's owner: {got}");
+    let killed = got
+        .lines()
+        .find_map(|l| l.strip_prefix("Killing node-"))
+        .unwrap_or_else(|| panic!("no node killed: {got}"));
+    let victim = &killed[..1];
+    let moved = killed.split(": ").nth(1).unwrap_or_default();
+    for device in moved.split(' ').filter(|d| !d.is_empty()) {
+        assert!(
+            got.lines()
+                .any(|l| l.starts_with(&format!("  {device} answers again"))
+                    && !l.contains(&format!("node-{victim},"))),
+            "{device} not back: {got}"
+        );
+    }
+    assert!(
+        got.ends_with("All 6 devices answer through the surviving nodes. Stopping everything.\n"),
+        "{got}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(60), "{got}");
+    // It stopped what it started: its ports are free again.
+    for ip in nodes {
+        assert!(
+            TcpStream::connect((ip, 8580)).is_err(),
+            "node {ip} still runs"
+        );
+    }
 }

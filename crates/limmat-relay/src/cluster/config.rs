@@ -24,8 +24,12 @@ pub struct ClusterConfig {
     pub public_https_port: Option<u16>,
     /// The internal listener: probes and forwarded clients (7.1).
     pub internal_listen: Option<SocketAddr>,
-    /// TLS on the internal listener.
+    /// TLS on the internal listener and the forwarding client (7.1), with the relay's own
+    /// certificates; peers are verified against `internal_ca` and the first hostname.
     pub internal_tls: bool,
+    /// PEM file of the CA certificates that signed the nodes' certificate; required with
+    /// `internal_tls` (with a self-signed certificate, that certificate itself).
+    pub internal_ca: Option<PathBuf>,
     /// Gossip over UDP; default: the internal listener's address.
     pub gossip_listen: Option<SocketAddr>,
     /// `host:port` of peers' gossip sockets; names are resolved again every `seed_interval`.
@@ -60,6 +64,7 @@ impl Default for ClusterConfig {
             public_https_port: None,
             internal_listen: None,
             internal_tls: false,
+            internal_ca: None,
             gossip_listen: None,
             seeds: Vec::new(),
             seed_interval: Duration::from_secs(10),
@@ -94,9 +99,9 @@ pub enum ClusterConfigError {
     #[error("cluster: {0} must be more than zero")]
     Zero(&'static str),
     #[error(
-        "cluster: internal_tls is not supported yet; keep the internal listener on a private network"
+        "cluster: internal_tls needs internal_ca, the CA certificates of the nodes' certificate"
     )]
-    InternalTls,
+    InternalCa,
 }
 
 /// The checked settings a clustered node runs with.
@@ -131,8 +136,8 @@ impl ClusterConfig {
                 return Err(E::Unspecified(name, addr));
             }
         }
-        if self.internal_tls {
-            return Err(E::InternalTls);
+        if self.internal_tls && self.internal_ca.is_none() {
+            return Err(E::InternalCa);
         }
         for (name, value) in [
             ("gossip_interval", self.gossip_interval),

@@ -5,13 +5,13 @@
 //! but whose internal listener is not.
 
 use super::shared::Shared;
+use super::tls::{self, InternalTls, Outbound};
 use limmat_wire::HeadScanner;
 use limmat_wire::cluster::{self as wire, ForwardReply};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// Connecting and the owner's answer must both be done within this (7.5).
 pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(2);
@@ -36,12 +36,12 @@ pub enum ForwardError {
 /// bytes the owner sent after its `200` (the device's first bytes, if any).
 pub async fn open(
     internal: SocketAddr,
+    tls: Option<&InternalTls>,
     head: &[u8],
     early: &[u8],
-) -> Result<(TcpStream, Vec<u8>), ForwardError> {
+) -> Result<(Outbound, Vec<u8>), ForwardError> {
     let result = tokio::time::timeout(FORWARD_TIMEOUT, async {
-        let mut stream = TcpStream::connect(internal).await?;
-        crate::socket::configure(&stream);
+        let mut stream = tls::connect(internal, tls).await?;
         let mut out = Vec::with_capacity(head.len() + early.len());
         out.extend_from_slice(head);
         out.extend_from_slice(early);
@@ -78,14 +78,18 @@ pub async fn open(
 }
 
 /// Asks a member's internal listener for its health, within 2 s.
-pub async fn probe(internal: SocketAddr, secret: &[u8]) -> bool {
-    matches!(get(internal, secret, "health", MAX_REPLY).await, Some(b) if b.starts_with(b"HTTP/1.1 200 "))
+pub async fn probe(internal: SocketAddr, tls: Option<&InternalTls>, secret: &[u8]) -> bool {
+    matches!(get(internal, tls, secret, "health", MAX_REPLY).await, Some(b) if b.starts_with(b"HTTP/1.1 200 "))
 }
 
 /// The node ids a member counts as live (`GET /limmat/cluster/1/members`), within 2 s;
 /// `None` when it cannot be asked or answers something else.
-pub async fn live_of(internal: SocketAddr, secret: &[u8]) -> Option<Vec<String>> {
-    let answer = get(internal, secret, "members", MAX_MEMBERS).await?;
+pub async fn live_of(
+    internal: SocketAddr,
+    tls: Option<&InternalTls>,
+    secret: &[u8],
+) -> Option<Vec<String>> {
+    let answer = get(internal, tls, secret, "members", MAX_MEMBERS).await?;
     let text = std::str::from_utf8(&answer).ok()?;
     let (head, body) = text.split_once("\r\n\r\n")?;
     if !head.starts_with("HTTP/1.1 200 ") {
@@ -103,7 +107,13 @@ const MAX_MEMBERS: usize = 1 << 20;
 
 /// `GET /limmat/cluster/1/<what>` with the secret; the whole answer (the listener closes
 /// after it), at most `limit` bytes, within 2 s.
-async fn get(internal: SocketAddr, secret: &[u8], what: &str, limit: usize) -> Option<Vec<u8>> {
+async fn get(
+    internal: SocketAddr,
+    tls: Option<&InternalTls>,
+    secret: &[u8],
+    what: &str,
+    limit: usize,
+) -> Option<Vec<u8>> {
     let request = [
         b"GET /limmat/cluster/1/".as_slice(),
         what.as_bytes(),
@@ -113,10 +123,11 @@ async fn get(internal: SocketAddr, secret: &[u8], what: &str, limit: usize) -> O
     ]
     .concat();
     let answer = tokio::time::timeout(FORWARD_TIMEOUT, async {
-        let mut s = TcpStream::connect(internal).await?;
+        let mut s = tls::connect(internal, tls).await?;
         s.write_all(&request).await?;
         let mut buf = Vec::new();
-        (&mut s).take(limit as u64).read_to_end(&mut buf).await?;
+        // A TLS peer may close without close_notify; what arrived is the answer.
+        let _ = (&mut s).take(limit as u64).read_to_end(&mut buf).await;
         Ok::<_, std::io::Error>(buf)
     })
     .await;
@@ -128,10 +139,11 @@ pub fn probe_after_failure(
     shared: Arc<Shared>,
     node_id: Arc<str>,
     internal: SocketAddr,
+    tls: Option<InternalTls>,
     secret: Arc<[u8]>,
 ) {
     tokio::spawn(async move {
-        let ok = probe(internal, &secret).await;
+        let ok = probe(internal, tls.as_ref(), &secret).await;
         if !ok {
             tracing::warn!(%node_id, %internal, "cluster: member's internal listener is unreachable");
         }

@@ -9,7 +9,7 @@
 
 use super::membership::Membership;
 use crate::head::read_head;
-use crate::stream::Stream;
+use crate::stream::{Prefixed, Stream, Tcp, Tls};
 use limmat_wire::cluster::{self as wire, Bearer, Forward, Internal};
 use serde_json::json;
 use std::sync::Arc;
@@ -19,6 +19,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 const MAX_HEAD: usize = 16 * 1024;
@@ -28,7 +29,21 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 pub trait ForwardSink: Send + Sync + 'static {
     /// A forwarded client, already answered `200`; `early` holds the stream's first bytes
     /// (those that arrived with the head).
-    fn forwarded(&self, forward: Forward, stream: TcpStream, early: Vec<u8>);
+    fn forwarded(&self, forward: Forward, stream: Inbound, early: Vec<u8>);
+}
+
+/// A forwarded client's stream as the internal listener accepted it: plain TCP, or TLS with
+/// `internal_tls`.
+pub struct Inbound(pub(crate) Stream);
+
+impl Inbound {
+    /// The plain TCP socket; `None` over TLS.
+    pub fn into_tcp(self) -> Option<TcpStream> {
+        match self.0 {
+            Tcp(tcp) => Some(tcp),
+            Tls(_) => None,
+        }
+    }
 }
 
 /// What the endpoints answer from.
@@ -54,6 +69,7 @@ pub async fn serve(
     context: Arc<Context>,
     sink: Arc<dyn ForwardSink>,
     shutdown: CancellationToken,
+    tls: Option<TlsAcceptor>,
 ) {
     loop {
         let accepted = tokio::select! {
@@ -63,7 +79,10 @@ pub async fn serve(
         match accepted {
             Ok((stream, _)) => {
                 let (context, sink, shutdown) = (context.clone(), sink.clone(), shutdown.clone());
-                tokio::spawn(async move { connection(stream, &context, &*sink, &shutdown).await });
+                let tls = tls.clone();
+                tokio::spawn(
+                    async move { connection(stream, tls, &context, &*sink, &shutdown).await },
+                );
             }
             // Out of descriptors and the like: back off instead of spinning.
             Err(e) => {
@@ -76,12 +95,30 @@ pub async fn serve(
 
 async fn connection(
     stream: TcpStream,
+    tls: Option<TlsAcceptor>,
     context: &Context,
     sink: &dyn ForwardSink,
     shutdown: &CancellationToken,
 ) {
     crate::socket::configure(&stream);
-    let mut stream = Stream::Left(stream);
+    let mut stream: Stream = match tls {
+        None => Tcp(stream),
+        Some(acceptor) => {
+            let accepted = tokio::time::timeout(
+                HEAD_TIMEOUT,
+                acceptor.accept(Prefixed::new(Vec::new(), stream)),
+            )
+            .await;
+            match accepted {
+                Ok(Ok(tls)) => Tls(Box::new(tls)),
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "cluster: internal TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            }
+        }
+    };
     let mut buf = Vec::new();
     let Ok(len) = read_head(
         &mut stream,
@@ -107,14 +144,13 @@ async fn connection(
     let response = match parsed.request {
         Err(e) => e.response(),
         Ok(Internal::Forward(forward)) => {
-            let Stream::Left(mut tcp) = stream else {
-                return;
-            };
-            if tcp.write_all(wire::FORWARD_ACCEPTED).await.is_err() {
+            if stream.write_all(wire::FORWARD_ACCEPTED).await.is_err()
+                || stream.flush().await.is_err()
+            {
                 return;
             }
             metrics::counter!("limmat_cluster_forwards_received_total").increment(1);
-            sink.forwarded(forward, tcp, buf.split_off(len));
+            sink.forwarded(forward, Inbound(stream), buf.split_off(len));
             return;
         }
         Ok(Internal::Node) => {

@@ -11,7 +11,8 @@
 //! - [`transport`]: chitchat over UDP with an HMAC-SHA256 tag on every datagram.
 //! - [`membership`]: runs chitchat and publishes the live set on a watch; `seeds`: DNS seeds;
 //!   [`shared`]: what both report, read by the endpoints.
-//! - [`internal`]: the internal listener; [`forward`]: its client side (7.5).
+//! - [`internal`]: the internal listener; [`forward`]: its client side (7.5); [`tls`]: TLS on
+//!   both (`internal_tls`).
 //!
 //! Gossip and failure detection are chitchat's (Scuttlebutt with a phi-accrual detector);
 //! nothing here implements either. A standalone node (no seeds) opens no socket at all.
@@ -25,20 +26,22 @@ pub mod membership;
 pub mod owner;
 mod seeds;
 pub mod shared;
+pub mod tls;
 pub mod transport;
 
 pub use config::{ClusterConfig, ClusterConfigError};
 pub use document::Member;
 pub use forward::ForwardError;
-pub use internal::ForwardSink;
+pub use internal::{ForwardSink, Inbound};
 pub use live::{LiveSet, MemberView, State};
 pub use membership::Membership;
 pub use shared::SeedStatus;
+pub use tls::{InternalTls, InternalTlsError, Outbound};
 
 use limmat_wire::cluster::Forward;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -52,6 +55,7 @@ pub struct Cluster {
     secret: Arc<[u8]>,
     internal: Option<(SocketAddr, CancellationToken, JoinHandle<()>)>,
     context: Option<Arc<internal::Context>>,
+    tls: Option<InternalTls>,
 }
 
 impl Cluster {
@@ -62,6 +66,7 @@ impl Cluster {
             secret: Arc::from(&[][..]),
             internal: None,
             context: None,
+            tls: None,
         }
     }
 
@@ -70,13 +75,27 @@ impl Cluster {
     /// of 0 in `internal_listen` or `gossip_listen` picks a free one.
     pub async fn start(
         config: &ClusterConfig,
+        local: Member,
+        sink: Arc<dyn ForwardSink>,
+    ) -> anyhow::Result<Self> {
+        Self::start_with_tls(config, local, sink, None).await
+    }
+
+    /// [`start`](Self::start) with the internal hop's TLS, which `internal_tls` requires.
+    pub async fn start_with_tls(
+        config: &ClusterConfig,
         mut local: Member,
         sink: Arc<dyn ForwardSink>,
+        tls: Option<InternalTls>,
     ) -> anyhow::Result<Self> {
         if !config.is_clustered() {
             return Ok(Self::standalone(local));
         }
         let mut checked = config.check()?;
+        if config.internal_tls && tls.is_none() {
+            anyhow::bail!("cluster: internal_tls needs the relay's certificate and key");
+        }
+        let tls = tls.filter(|_| config.internal_tls);
         let listener = TcpListener::bind(checked.internal_listen)
             .await
             .map_err(|e| {
@@ -100,13 +119,15 @@ impl Cluster {
             context.clone(),
             sink,
             stop.clone(),
+            tls.as_ref().map(|t| t.acceptor.clone()),
         ));
-        tracing::info!(internal = %internal_addr, "cluster: internal listener started");
+        tracing::info!(internal = %internal_addr, tls = tls.is_some(), "cluster: internal listener started");
         Ok(Self {
             membership,
             secret: checked.secret.into(),
             internal: Some((internal_addr, stop, task)),
             context: Some(context),
+            tls,
         })
     }
 
@@ -152,17 +173,18 @@ impl Cluster {
         owner: &Member,
         forward: &Forward,
         early: &[u8],
-    ) -> Result<(TcpStream, Vec<u8>), ForwardError> {
+    ) -> Result<(Outbound, Vec<u8>), ForwardError> {
         let head = forward.encode(&self.secret).map_err(|e| {
             ForwardError::Io(std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
         })?;
-        let result = forward::open(owner.internal, &head, early).await;
+        let result = forward::open(owner.internal, self.tls.as_ref(), &head, early).await;
         if let Err(e) = &result {
             tracing::warn!(owner = %owner.node_id, error = %e, domain = %forward.domain, "cluster: forward failed");
             forward::probe_after_failure(
                 self.membership.shared().clone(),
                 owner.node_id.clone(),
                 owner.internal,
+                self.tls.clone(),
                 self.secret.clone(),
             );
         }
@@ -198,8 +220,9 @@ impl Cluster {
             let mut asked = tokio::task::JoinSet::new();
             for member in waiting {
                 let secret = self.secret.clone();
+                let tls = self.tls.clone();
                 asked.spawn(async move {
-                    let answer = forward::live_of(member.internal, &secret).await;
+                    let answer = forward::live_of(member.internal, tls.as_ref(), &secret).await;
                     (member, answer)
                 });
             }

@@ -196,6 +196,15 @@ settings::settings! {
         /// owner instead of being forwarded. [default: false]
         #[arg(help_heading = "Cluster", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
         client_redirect: bool = one(boolean);
+        /// Cluster: TLS on the internal listener and the forwarding hop, with the relay's
+        /// --cert/--key; peers are verified against --cluster-internal-ca and the first
+        /// --hostname. [default: false]
+        #[arg(help_heading = "Cluster", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+        cluster_internal_tls: bool = one(boolean);
+        /// Cluster: PEM file of the CA certificates that signed the nodes' certificate;
+        /// required with --cluster-internal-tls (a self-signed certificate is its own CA).
+        #[arg(help_heading = "Cluster", value_name = "FILE")]
+        cluster_internal_ca: PathBuf = one(path);
         /// Cluster: gossip this often. [default: 250ms]
         #[arg(help_heading = "Cluster", value_name = "DURATION")]
         cluster_gossip_interval: Duration = one(units::duration);
@@ -235,6 +244,8 @@ const CLUSTER_KEYS: &[(&str, &str)] = &[
     ("seed_interval", "cluster_seed_interval"),
     ("join_delay", "cluster_join_delay"),
     ("rebalance_spread", "cluster_rebalance_spread"),
+    ("internal_tls", "cluster_internal_tls"),
+    ("internal_ca", "cluster_internal_ca"),
 ];
 
 /// The file's own keys: static device keys (spec 4.1.2), revoked keys and the ordered
@@ -315,6 +326,8 @@ struct ClusterSettings {
     seed_interval: Option<Duration>,
     join_delay: Option<Duration>,
     rebalance_spread: Option<Duration>,
+    internal_tls: Option<bool>,
+    internal_ca: Option<PathBuf>,
 }
 
 impl ClusterSettings {
@@ -334,6 +347,8 @@ impl ClusterSettings {
             seed_interval: s.cluster_seed_interval.take(),
             join_delay: s.cluster_join_delay.take(),
             rebalance_spread: s.cluster_rebalance_spread.take(),
+            internal_tls: s.cluster_internal_tls.take(),
+            internal_ca: s.cluster_internal_ca.take(),
         }
     }
 
@@ -368,6 +383,8 @@ impl ClusterSettings {
         if let Some(v) = self.client_redirect {
             c.client_redirect = v;
         }
+        c.internal_tls = self.internal_tls.unwrap_or(false);
+        c.internal_ca = self.internal_ca;
         for (value, field) in [
             (self.gossip_interval, &mut c.gossip_interval),
             (self.seed_interval, &mut c.seed_interval),
@@ -405,8 +422,19 @@ fn check_cluster(c: &ClusterConfig, relay: &RelayConfig) -> anyhow::Result<()> {
             "cluster: --{} ([cluster] {name}) is required with --cluster-seed",
             name.replace('_', "-")
         ),
+        E::InternalCa => anyhow!(
+            "cluster: --cluster-internal-tls needs --cluster-internal-ca ([cluster] internal_ca), \
+             the CA certificates of the nodes' certificate"
+        ),
         other => anyhow!(other),
-    })
+    })?;
+    if c.internal_tls && (relay.certs.is_empty() || relay.hostnames.is_empty()) {
+        anyhow::bail!(
+            "cluster: --cluster-internal-tls serves the relay's own certificate: give --cert, \
+             --key and the --hostname it names"
+        );
+    }
+    Ok(())
 }
 
 /// A `--cluster-seed`: `HOST:PORT`, a name or an address, resolved later and again and again.
