@@ -28,8 +28,8 @@
 # with a fresh relay each time, and prints one table at the end.
 #
 # PROFILE=heaptrack instead runs one smaller case (PROFILE_DEVICES [2000], PROFILE_DOMAINS
-# [many], default allocator) with the relay under heaptrack, stops it with SIGTERM once the
-# devices wait, and prints the heap's allocation sites at its peak (which is while every device
+# [many], default allocator, the first of PROTOCOLS) with the relay under heaptrack, stops it
+# with SIGTERM once the devices wait, and prints the heap's allocation sites at its peak (which is while every device
 # waits) grouped by bench/heaptrack_sites.py, with bytes per device. The admin /metrics polls
 # that tell when all devices wait build a registry snapshot, which shows up as a transient site.
 #
@@ -57,6 +57,8 @@
 #     PROFILE_DEVICES [2000]
 #     PROFILE_DOMAINS [many]       many | one
 #     SKIP_BUILD [0]               1 = use target/release/limmat as it is
+#     LIMMAT [target/release/limmat]  the binary (e.g. target/profiling/limmat, whose symbols
+#                                  heaptrack needs; implies SKIP_BUILD=1)
 #     KEEP_TMP [0]                 1 = keep the temporary directory (logs, profiles)
 set -euo pipefail
 
@@ -79,7 +81,7 @@ PROFILE_DOMAINS=${PROFILE_DOMAINS:-many}
 SKIP_BUILD=${SKIP_BUILD:-0}
 KEEP_TMP=${KEEP_TMP:-0}
 
-LIMMAT=$ROOT/target/release/limmat
+LIMMAT=${LIMMAT:-$ROOT/target/release/limmat}
 CLIENT=$BENCH_DIR/idle_devices.py
 read -r -a SRC <<<"$SOURCES"
 
@@ -260,6 +262,7 @@ print_table() {
 profile() {
     local n=$PROFILE_DEVICES mode=$PROFILE_DOMAINS out=$TMP/heaptrack.limmat file
     [[ $PROFILE == heaptrack ]] || die "PROFILE must be heaptrack"
+    PROTOCOL=${PROTOCOLS%% *}
     command -v heaptrack >/dev/null || die "heaptrack is not installed (apt-get install heaptrack)"
     READY_TIMEOUT=$((READY_TIMEOUT * 3))
     echo "== heaptrack, $n devices, domains=$mode" >&2
@@ -275,12 +278,12 @@ profile() {
     heaptrack_print -f "$file" -p 0 -a 0 -T 0 --flamegraph-cost-type peak -F "$TMP/peak-stacks.txt" \
         >"$TMP/heaptrack-print.txt" 2>&1 || die "heaptrack_print failed (see $TMP/heaptrack-print.txt)"
     echo
-    echo "limmat relay under heaptrack: heap at its peak, $n idle waiting PTTH/1.0 devices, domains=$mode"
+    echo "limmat relay under heaptrack: heap at its peak, $n idle $PROTOCOL devices, domains=$mode"
     python3 "$BENCH_DIR/heaptrack_sites.py" "$TMP/peak-stacks.txt" "$n"
     echo "(raw: $file and $TMP/peak-stacks.txt; KEEP_TMP=1 keeps them)" >&2
 }
 
-if [[ $SKIP_BUILD != 1 ]]; then
+if [[ $SKIP_BUILD != 1 && $LIMMAT == "$ROOT/target/release/limmat" ]]; then
     (cd "$ROOT" && cargo build --release --quiet)
 fi
 [[ -x $LIMMAT ]] || die "no $LIMMAT"

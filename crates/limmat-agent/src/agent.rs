@@ -286,7 +286,7 @@ impl Agent {
             domain: self.config.domain.clone(),
         };
         let streams = self.config.mux_connections.max(1) * self.config.mux_max_streams as usize;
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(SlotsShared {
             sockets: Arc::new(Semaphore::new(self.config.max_sockets)),
             streams: Arc::new(Semaphore::new(streams.min(Semaphore::MAX_PERMITS))),
             config: self.config,
@@ -328,7 +328,7 @@ impl Agent {
 }
 
 /// What the slots share.
-struct Shared<H> {
+struct SlotsShared<H> {
     config: AgentConfig,
     connector: Connector,
     /// The configured relay and domain.
@@ -375,7 +375,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-impl<H, F> Shared<H>
+impl<H, F> SlotsShared<H>
 where
     H: Fn(RelayedConn) -> F + Send + Sync + 'static,
     F: Future<Output = ()> + Send + 'static,

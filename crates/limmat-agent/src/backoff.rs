@@ -1,4 +1,5 @@
-//! The staged reconnect backoff of spec 2.9, taken exactly from YalerTunnel2.
+//! The staged reconnect backoff of spec 2.9, taken exactly from YalerTunnel2. Internal to the
+//! agent: its pool is the one user (the gateway's webhook retries have their own schedule).
 //!
 //! A device that cannot reach its relay must not hammer it, yet must come back quickly after a
 //! short outage and still retry, rarely, for months. The schedule spaces out the *starts* of
@@ -53,6 +54,7 @@ impl Backoff {
     }
 
     /// Attempts since the last success (or since the cycle restarted).
+    #[cfg(test)]
     pub fn attempts(&self) -> u32 {
         self.k
     }

@@ -2,8 +2,8 @@
 //! reach only the relay can still reach the Internet through it, authenticated with the
 //! device's own key.
 //!
-//! - [`connect_via_proxy`]: one `CONNECT` tunnel, for Rust code (the gateway's webhooks): the
-//!   relay's refusals come back as typed errors.
+//! - [`connect_via_proxy`]: one `CONNECT` tunnel, for Rust code on a device: the relay's
+//!   refusals come back as typed errors ([`ForwardProxyError`]).
 //! - [`EgressProxy`]: `limmat tunnel egress`, a local plain HTTP proxy port for device programs
 //!   that cannot add `Proxy-Authorization` themselves; each connection goes to the relay's
 //!   proxy with the header added.
@@ -13,20 +13,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
-use limmat_wire::HeadScanner;
-use limmat_wire::proxy::{connect_request, fields, parse_authority, with_proxy_authorization};
-use limmat_wire::reply::Reply;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use limmat_wire::proxy::{parse_authority, with_proxy_authorization};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::addr::RelayAddr;
 use crate::agent::{AgentError, DEFAULT_CONNECT_TIMEOUT, relay_connector};
-use crate::head::{MAX_HEAD, read_head};
-use crate::outbound::RelayProxy;
+use crate::connect::{ConnectAnswerError, http_connect};
+use crate::head::read_head;
+use crate::outbound::{RelayProxy, authority, basic};
 use crate::serve::splice;
 use crate::transport::{self, Connector, RelayStream, TlsOptions};
 use crate::tunnel::accept_local;
@@ -49,9 +46,7 @@ impl ProxyAuth {
     pub fn header_value(&self) -> String {
         match self {
             ProxyAuth::Bearer(key) => format!("Bearer {key}"),
-            ProxyAuth::Basic { domain, key } => {
-                format!("Basic {}", STANDARD.encode(format!("{domain}:{key}")))
-            }
+            ProxyAuth::Basic { domain, key } => basic(domain, key),
         }
     }
 }
@@ -66,10 +61,11 @@ impl std::fmt::Debug for ProxyAuth {
     }
 }
 
-/// Why [`connect_via_proxy`] has no tunnel; the relay's refusals by their status (6.3).
+/// Why [`connect_via_proxy`] has no tunnel through the relay's forward proxy; the relay's
+/// refusals by their status (6.3).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum ProxyError {
+pub enum ForwardProxyError {
     #[error("the target {0:?} is not a host and port")]
     Target(String),
     #[error("cannot connect to the proxy: {0}")]
@@ -91,65 +87,44 @@ pub enum ProxyError {
 }
 
 /// Opens a tunnel to `target_host:port` through the relay's forward proxy at `proxy_addr`
-/// and returns the socket, ready for the target's bytes (TLS, MQTT, anything). The answer is
-/// read byte by byte, so no byte the target sends early is left behind in a buffer.
+/// and returns the socket, ready for the target's bytes (TLS, MQTT, anything). The request
+/// and the answer go through the crate's one `CONNECT` client ([`crate::connect`]), so no byte
+/// the target sends early is left behind in a buffer.
 pub async fn connect_via_proxy(
     proxy_addr: impl ToSocketAddrs,
     auth: ProxyAuth,
     target_host: &str,
     port: u16,
-) -> Result<TcpStream, ProxyError> {
-    let bracketed = match target_host.contains(':') && !target_host.starts_with('[') {
-        true => format!("[{target_host}]:{port}"),
-        false => format!("{target_host}:{port}"),
-    };
-    let target =
-        parse_authority(bracketed.as_bytes()).map_err(|_| ProxyError::Target(bracketed.clone()))?;
+) -> Result<TcpStream, ForwardProxyError> {
+    let bracketed = authority(target_host, port);
+    let target = parse_authority(bracketed.as_bytes())
+        .map_err(|_| ForwardProxyError::Target(bracketed.clone()))?;
     let mut stream = TcpStream::connect(proxy_addr)
         .await
-        .map_err(ProxyError::Connect)?;
+        .map_err(ForwardProxyError::Connect)?;
     let _ = transport::tune(&stream);
-    let request = connect_request(&target, Some(&auth.header_value()));
-    stream
-        .write_all(&request)
-        .await
-        .map_err(ProxyError::Connect)?;
-    let head = tokio::time::timeout(PROXY_RESPONSE_TIMEOUT, read_answer(&mut stream))
-        .await
-        .map_err(|_| ProxyError::NoAnswer)??;
-    let status = Reply::parse(&head)
-        .map_err(|e| ProxyError::Answer(e.to_string()))?
-        .status;
-    let token = fields(&head)
-        .find(|(name, _)| name.eq_ignore_ascii_case(b"limmat-error"))
-        .map(|(_, value)| String::from_utf8_lossy(value).into_owned())
-        .unwrap_or_default();
-    match status {
+    let (authority, value) = (target.authority(), auth.header_value());
+    let exchange = http_connect(&mut stream, &authority, Some(&value));
+    let answer = match tokio::time::timeout(PROXY_RESPONSE_TIMEOUT, exchange).await {
+        Err(_) => return Err(ForwardProxyError::NoAnswer),
+        Ok(Err(ConnectAnswerError::Send(e))) => return Err(ForwardProxyError::Connect(e)),
+        Ok(Err(ConnectAnswerError::TooLong)) => {
+            return Err(ForwardProxyError::Answer("the head is too long".into()));
+        }
+        Ok(Err(e)) => return Err(ForwardProxyError::Answer(e.to_string())),
+        Ok(Ok(answer)) => answer,
+    };
+    let token = || answer.field("limmat-error").unwrap_or_default();
+    match answer.status() {
         200..=299 => Ok(stream),
-        407 => Err(ProxyError::Auth),
-        403 => Err(ProxyError::Denied),
-        502 => Err(ProxyError::BadGateway(token)),
-        504 => Err(ProxyError::Timeout),
-        status => Err(ProxyError::Status { status, token }),
-    }
-}
-
-/// Reads one response head a byte at a time (it is a few dozen bytes).
-async fn read_answer(stream: &mut TcpStream) -> Result<Vec<u8>, ProxyError> {
-    let mut scanner = HeadScanner::new();
-    let mut head = Vec::with_capacity(64);
-    loop {
-        let byte = stream
-            .read_u8()
-            .await
-            .map_err(|e| ProxyError::Answer(e.to_string()))?;
-        head.push(byte);
-        if scanner.scan(&head).is_some() {
-            return Ok(head);
-        }
-        if head.len() >= MAX_HEAD {
-            return Err(ProxyError::Answer("the head is too long".into()));
-        }
+        407 => Err(ForwardProxyError::Auth),
+        403 => Err(ForwardProxyError::Denied),
+        502 => Err(ForwardProxyError::BadGateway(token())),
+        504 => Err(ForwardProxyError::Timeout),
+        status => Err(ForwardProxyError::Status {
+            status,
+            token: token(),
+        }),
     }
 }
 
@@ -273,6 +248,7 @@ async fn egress_connection(mut local: TcpStream, connector: &Connector, relay: &
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncReadExt;
 
     #[test]
     fn header_values() {
@@ -316,22 +292,25 @@ mod tests {
         for (answer, check) in [
             (
                 &b"HTTP/1.1 407 Proxy Authentication Required\r\nLimmat-Error: auth\r\n\r\n"[..],
-                (|e: &ProxyError| matches!(e, ProxyError::Auth)) as fn(&ProxyError) -> bool,
+                (|e: &ForwardProxyError| matches!(e, ForwardProxyError::Auth))
+                    as fn(&ForwardProxyError) -> bool,
             ),
             (b"HTTP/1.1 403 Forbidden\r\n\r\n", |e| {
-                matches!(e, ProxyError::Denied)
+                matches!(e, ForwardProxyError::Denied)
             }),
             (
                 b"HTTP/1.1 502 Bad Gateway\r\nLimmat-Error: dns-failed\r\n\r\n",
-                |e| matches!(e, ProxyError::BadGateway(t) if t == "dns-failed"),
+                |e| matches!(e, ForwardProxyError::BadGateway(t) if t == "dns-failed"),
             ),
             (b"HTTP/1.1 504 Gateway Timeout\r\n\r\n", |e| {
-                matches!(e, ProxyError::Timeout)
+                matches!(e, ForwardProxyError::Timeout)
             }),
             (b"HTTP/1.1 429 Too Many Requests\r\n\r\n", |e| {
-                matches!(e, ProxyError::Status { status: 429, .. })
+                matches!(e, ForwardProxyError::Status { status: 429, .. })
             }),
-            (b"nonsense\r\n\r\n", |e| matches!(e, ProxyError::Answer(_))),
+            (b"nonsense\r\n\r\n", |e| {
+                matches!(e, ForwardProxyError::Answer(_))
+            }),
         ] {
             let answer: &'static [u8] = answer;
             let (addr, _sent) = fake_proxy(answer).await;
@@ -343,6 +322,6 @@ mod tests {
         let err = connect_via_proxy("127.0.0.1:1", auth(), "a b", 443)
             .await
             .unwrap_err();
-        assert!(matches!(err, ProxyError::Target(_)), "{err:?}");
+        assert!(matches!(err, ForwardProxyError::Target(_)), "{err:?}");
     }
 }

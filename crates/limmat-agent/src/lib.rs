@@ -30,19 +30,22 @@
 //! # }
 //! ```
 //!
-//! Modules, one concern each: [`backoff`] (the staged reconnect schedule), [`addr`] (CLI
-//! addresses), `transport` (opening plain and TLS connections: [`Connector`], [`RelayStream`]), `head` (reading heads), `handshake` (one
-//! connection's AWAIT state), [`conn`] (the relayed stream, PTTH or a mux stream), [`mux`]
-//! (the limmat-mux/1 transport choice and stream metadata), [`agent`] (the pool), `serve`
-//! (splicing and HTTP), [`tunnel`] (the `limmat tunnel` modes) and [`egress`] (using a
-//! relay's forward proxy: [`connect_via_proxy`], `limmat tunnel egress`) and [`outbound`] (an
-//! HTTP or SOCKS5 proxy between the agent and the relay); `verify` checks the relay's
-//! certificate as `curl --cacert` does and words its errors.
+//! Modules, one concern each: `backoff` (the staged reconnect schedule of spec 2.9, internal),
+//! [`addr`] (CLI addresses), `transport` (opening plain and TLS connections: [`Connector`],
+//! [`RelayStream`]), `head` (reading heads), `handshake` (one connection's AWAIT state),
+//! [`conn`] (the relayed stream, PTTH or a mux stream), [`mux`] (the limmat-mux/1 transport
+//! choice and stream metadata), [`agent`] (the pool), `serve` (splicing and HTTP), [`tunnel`]
+//! (the `limmat tunnel` modes), [`connect`] (the one HTTP `CONNECT` client, also used by the
+//! gateway's webhooks), [`egress`] (using a relay's forward proxy: [`connect_via_proxy`],
+//! `limmat tunnel egress`) and [`outbound`] (an HTTP or SOCKS5 proxy between the agent and
+//! the relay); `verify` checks the relay's certificate as `curl --cacert` does and words its
+//! errors.
 
 pub mod addr;
 pub mod agent;
-pub mod backoff;
+mod backoff;
 pub mod conn;
+pub mod connect;
 pub mod egress;
 mod handshake;
 mod head;
@@ -58,7 +61,8 @@ mod verify;
 pub use addr::{AddrError, LocalAddr, RelayAddr};
 pub use agent::{Agent, AgentConfig, AgentError};
 pub use conn::RelayedConn;
-pub use egress::{EgressProxy, ProxyAuth, ProxyError, connect_via_proxy};
+pub use connect::{ConnectAnswer, ConnectAnswerError, http_connect};
+pub use egress::{EgressProxy, ForwardProxyError, ProxyAuth, connect_via_proxy};
 pub use handshake::{AttemptError, RedirectError};
 pub use head::{HeadError, MAX_HEAD};
 pub use limmat_wire::mux::{Listener, Route};

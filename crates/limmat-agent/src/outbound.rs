@@ -18,14 +18,11 @@ use std::str::FromStr;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use limmat_wire::HeadScanner;
-use limmat_wire::proxy::fields;
-use limmat_wire::reply::Reply;
 use percent_encoding::percent_decode_str;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-use crate::head::MAX_HEAD;
+use crate::connect::http_connect;
 
 /// How the agent reaches the relay: directly, through the proxy the environment names, or
 /// through a given proxy.
@@ -409,41 +406,6 @@ pub(crate) fn basic(user: &str, password: &str) -> String {
     format!("Basic {}", STANDARD.encode(format!("{user}:{password}")))
 }
 
-/// Sends `CONNECT authority` with an optional `Proxy-Authorization` and reads the answer head,
-/// a byte at a time so that no byte the target sends early is left in a buffer. Returns the
-/// head; the caller judges the status. The one CONNECT client of the crate.
-pub(crate) async fn http_connect<S>(
-    stream: &mut S,
-    authority: &str,
-    proxy_authorization: Option<&str>,
-) -> io::Result<Vec<u8>>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let mut request = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n");
-    if let Some(value) = proxy_authorization {
-        request.push_str("Proxy-Authorization: ");
-        request.push_str(value);
-        request.push_str("\r\n");
-    }
-    request.push_str("\r\n");
-    stream.write_all(request.as_bytes()).await?;
-    let mut scanner = HeadScanner::new();
-    let mut head = Vec::with_capacity(128);
-    loop {
-        head.push(stream.read_u8().await?);
-        if scanner.scan(&head).is_some() {
-            return Ok(head);
-        }
-        if head.len() >= MAX_HEAD {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "the answer head is too long",
-            ));
-        }
-    }
-}
-
 /// Opens the tunnel to the relay `host:port` on `stream`, a connection to the HTTP proxy
 /// `proxy`: the relay's *name* goes in the CONNECT line (the proxy resolves it, as with curl).
 pub(crate) async fn tunnel_http<S>(
@@ -458,47 +420,30 @@ where
     let relay = authority(host, port);
     let at = authority(&proxy.host, proxy.port);
     let auth = proxy.credentials.as_ref().map(|(u, p)| basic(u, p));
-    let answer = |reason: String| {
+    let no_answer = |reason: String| {
         io::Error::other(UpstreamProxyError::Answer {
             proxy: at.clone(),
             reason,
         })
     };
-    let head = http_connect(stream, &relay, auth.as_deref())
+    let answer = http_connect(stream, &relay, auth.as_deref())
         .await
-        .map_err(|e| answer(e.to_string()))?;
-    let status = Reply::parse(&head)
-        .map_err(|e| answer(e.to_string()))?
-        .status;
-    let field = |name: &[u8]| {
-        fields(&head)
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-    };
-    match status {
+        .map_err(|e| no_answer(e.to_string()))?;
+    match answer.status() {
         200..=299 => Ok(()),
         407 => Err(io::Error::other(UpstreamProxyError::Credentials {
             proxy: at,
-            challenge: field(b"proxy-authenticate").map_or_else(
+            challenge: answer.field("proxy-authenticate").map_or_else(
                 || "no Proxy-Authenticate".to_owned(),
                 |v| format!("Proxy-Authenticate: {v}"),
             ),
         })),
-        status => {
-            let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
-            let reason = String::from_utf8_lossy(line)
-                .trim()
-                .splitn(3, ' ')
-                .nth(2)
-                .unwrap_or_default()
-                .to_owned();
-            Err(io::Error::other(UpstreamProxyError::Refused {
-                proxy: at,
-                relay,
-                status,
-                reason,
-            }))
-        }
+        status => Err(io::Error::other(UpstreamProxyError::Refused {
+            proxy: at,
+            relay,
+            status,
+            reason: answer.reason(),
+        })),
     }
 }
 

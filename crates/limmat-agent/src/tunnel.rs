@@ -161,7 +161,7 @@ async fn check_local(local: &LocalAddr) {
 /// Why proxy mode did not splice a connection.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum ProxyError {
+pub enum ProxyModeError {
     #[error("no request head: {0}")]
     Head(#[from] HeadError),
     #[error("no request head within {}s", PROXY_HEAD_TIMEOUT.as_secs())]
@@ -187,16 +187,16 @@ pub async fn proxy(
     mut conn: RelayedConn,
     local: &LocalAddr,
     connector: &Connector,
-) -> Result<(u64, u64), ProxyError> {
+) -> Result<(u64, u64), ProxyModeError> {
     let mut buf = Vec::new();
     let len = tokio::time::timeout(PROXY_HEAD_TIMEOUT, read_head(&mut conn, &mut buf))
         .await
-        .map_err(|_| ProxyError::Timeout)??;
+        .map_err(|_| ProxyModeError::Timeout)??;
     let method = RequestHead::parse(&buf[..len]).method;
     if method != b"CONNECT" {
         let method = String::from_utf8_lossy(method).into_owned();
         answer_and_close(conn, PROXY_METHOD_NOT_ALLOWED).await;
-        return Err(ProxyError::NotConnect(method));
+        return Err(ProxyModeError::NotConnect(method));
     }
     let mut local_stream = match connector
         .connect(&local.host, local.port, local.tls, LOCAL_CONNECT_TIMEOUT)
@@ -205,7 +205,7 @@ pub async fn proxy(
         Ok(stream) => stream,
         Err(e) => {
             answer_and_close(conn, PROXY_BAD_GATEWAY).await;
-            return Err(ProxyError::Local(e));
+            return Err(ProxyModeError::Local(e));
         }
     };
     conn.write_all(PROXY_OK).await?;

@@ -4,7 +4,9 @@
 mod common;
 
 use common::Echo;
-use limmat_agent::{CancellationToken, EgressProxy, ProxyAuth, ProxyError, connect_via_proxy};
+use limmat_agent::{
+    CancellationToken, EgressProxy, ForwardProxyError, ProxyAuth, connect_via_proxy,
+};
 use limmat_relay::auth::{DeviceKey, KeySources, sha256_hex};
 use limmat_relay::{Action, EgressRule, Relay, RelayConfig};
 use std::net::SocketAddr;
@@ -73,16 +75,16 @@ async fn tunnels_and_refusals() {
     let err = connect_via_proxy(relay, wrong, "127.0.0.1", port)
         .await
         .unwrap_err();
-    assert!(matches!(err, ProxyError::Auth), "{err:?}");
+    assert!(matches!(err, ForwardProxyError::Auth), "{err:?}");
     let err = connect_via_proxy(relay, bearer.clone(), "169.254.169.254", 80)
         .await
         .unwrap_err();
-    assert!(matches!(err, ProxyError::Denied), "{err:?}");
+    assert!(matches!(err, ForwardProxyError::Denied), "{err:?}");
     let err = connect_via_proxy(relay, bearer, "no-such-host.invalid", 80)
         .await
         .unwrap_err();
     assert!(
-        matches!(err, ProxyError::BadGateway(ref t) if t == "dns-failed"),
+        matches!(err, ForwardProxyError::BadGateway(ref t) if t == "dns-failed"),
         "{err:?}"
     );
     handle.shutdown();

@@ -126,7 +126,8 @@ struct Switches {
     shutdown: bool,
 }
 
-struct Shared {
+/// What a [`FaultProxy`] handle and its flows share.
+struct FaultProxyShared {
     upstream: SocketAddr,
     profile: Mutex<Profile>,
     refuse: AtomicBool,
@@ -134,7 +135,7 @@ struct Shared {
     counters: Counters,
 }
 
-impl Shared {
+impl FaultProxyShared {
     fn profile(&self) -> Profile {
         *self.profile.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -144,7 +145,7 @@ impl Shared {
 /// the faults of its [`Profile`]. Dropping it resets every flow and stops listening.
 pub struct FaultProxy {
     addr: SocketAddr,
-    shared: Arc<Shared>,
+    shared: Arc<FaultProxyShared>,
     accept: JoinHandle<()>,
 }
 
@@ -166,7 +167,7 @@ impl FaultProxy {
     ) -> io::Result<FaultProxy> {
         let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(FaultProxyShared {
             upstream,
             profile: Mutex::new(profile),
             refuse: AtomicBool::new(false),
@@ -235,7 +236,7 @@ impl Drop for FaultProxy {
     }
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+async fn accept_loop(listener: TcpListener, shared: Arc<FaultProxyShared>) {
     loop {
         let Ok((client, _)) = listener.accept().await else {
             // Out of descriptors or similar: try again shortly rather than spin.
@@ -264,7 +265,7 @@ enum Item {
 
 /// Per-flow state both directions share.
 struct Flow {
-    shared: Arc<Shared>,
+    shared: Arc<FaultProxyShared>,
     born: Instant,
     /// Milliseconds since `born` of the last byte read in either direction.
     last_activity: AtomicU64,
@@ -293,7 +294,7 @@ impl Flow {
     }
 }
 
-async fn flow(client: TcpStream, shared: Arc<Shared>) {
+async fn flow(client: TcpStream, shared: Arc<FaultProxyShared>) {
     let Ok(upstream) = TcpStream::connect(shared.upstream).await else {
         reset(&client);
         return;

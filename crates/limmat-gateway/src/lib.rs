@@ -48,6 +48,7 @@ pub mod address;
 pub mod backend;
 pub mod beacon;
 pub mod config;
+mod config_value;
 pub mod hex;
 pub mod metrics;
 pub mod presence;

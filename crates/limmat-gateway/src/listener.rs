@@ -60,21 +60,21 @@ const FD_RESERVE: nix::sys::resource::rlim_t = 256;
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// A complete request head within this of the connection being ready for one.
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "crate::config_value::duration")]
     pub head_timeout: Duration,
     /// No byte for this long while no request is in progress closes the connection.
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "crate::config_value::duration")]
     pub idle_timeout: Duration,
     /// The longest silence inside a request body, and the grace before `body_min_rate`.
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "crate::config_value::duration")]
     pub body_timeout: Duration,
     /// The slowest average a request body may arrive at, bytes per second.
     pub body_min_rate: u64,
     /// A handler must answer (send its response head) within this.
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "crate::config_value::duration")]
     pub request_timeout: Duration,
     /// A write that makes no progress for this long ends the connection.
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "crate::config_value::duration")]
     pub send_timeout: Duration,
     /// Local connections open at once; `0` derives it from the file limit.
     pub max_connections: usize,
@@ -96,7 +96,7 @@ impl Default for Limits {
 
 impl Limits {
     /// Range checks, naming the key (`api.limits.…`).
-    pub fn validate(&self) -> Result<(), crate::config::ConfigError> {
+    pub fn validate(&self) -> Result<(), crate::config_value::ConfigError> {
         for (key, v) in [
             ("head_timeout", self.head_timeout),
             ("idle_timeout", self.idle_timeout),
@@ -104,14 +104,14 @@ impl Limits {
             ("request_timeout", self.request_timeout),
             ("send_timeout", self.send_timeout),
         ] {
-            crate::config::check(
+            crate::config_value::check(
                 (Duration::from_millis(100)..=Duration::from_secs(3600)).contains(&v),
                 &format!("api.limits.{key}"),
                 humantime::format_duration(v),
                 "100ms to 1h",
             )?;
         }
-        crate::config::check(
+        crate::config_value::check(
             self.body_min_rate <= 1 << 30,
             "api.limits.body_min_rate",
             self.body_min_rate,

@@ -72,7 +72,8 @@ pub struct SubscriptionSettings {
     pub links_base: String,
 }
 
-struct Shared {
+/// What the [`Beacons`] handles and the pipeline task share.
+struct BeaconsShared {
     store: Store,
     live: broadcast::Sender<Arc<LiveEvent>>,
     view: RwLock<View>,
@@ -87,7 +88,7 @@ struct Shared {
 /// scheduler, which `server` starts); cheap to clone.
 #[derive(Clone)]
 pub struct Beacons {
-    shared: Arc<Shared>,
+    shared: Arc<BeaconsShared>,
 }
 
 impl std::fmt::Debug for Beacons {
@@ -114,7 +115,7 @@ impl Beacons {
         let presence_config = presence_config(config);
         let clock = WallClock::new();
         let (live, _) = broadcast::channel(LIVE_CAPACITY);
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(BeaconsShared {
             store: store.clone(),
             live,
             view: RwLock::new(View::default()),
@@ -261,7 +262,7 @@ struct Wall {
 struct Pipeline {
     presence: Presence,
     walls: HashMap<String, Wall>,
-    shared: Arc<Shared>,
+    shared: Arc<BeaconsShared>,
     /// Maps tracker instants to wall-clock ms (for `beacon.left`).
     anchor: (std::time::Instant, u64),
     /// The group being collected.
@@ -274,7 +275,7 @@ struct Pipeline {
 }
 
 impl Pipeline {
-    fn new(config: presence::Config, shared: Arc<Shared>) -> Pipeline {
+    fn new(config: presence::Config, shared: Arc<BeaconsShared>) -> Pipeline {
         let anchor = (Instant::now().into_std(), shared.clock.now_ms());
         Pipeline {
             presence: Presence::new(config),

@@ -427,11 +427,11 @@ mod tests {
     use crate::beacon::{EddystoneUid, IBeacon, PlainTlm};
 
     /// A fake clock: `t(s)` is `s` seconds after a fixed origin.
-    struct Clock(Instant);
+    struct TestClock(Instant);
 
-    impl Clock {
-        fn new() -> Clock {
-            Clock(Instant::now())
+    impl TestClock {
+        fn new() -> TestClock {
+            TestClock(Instant::now())
         }
 
         fn t(&self, seconds: f64) -> Instant {
@@ -440,8 +440,8 @@ mod tests {
     }
 
     /// A fake clock and a tracker with the default settings.
-    fn setup() -> (Clock, Presence) {
-        (Clock::new(), Presence::new(Config::default()))
+    fn setup() -> (TestClock, Presence) {
+        (TestClock::new(), Presence::new(Config::default()))
     }
 
     const A1: Address = Address([0xc0, 0xff, 0xee, 0, 0, 1]);
@@ -619,7 +619,7 @@ mod tests {
 
     #[test]
     fn enter_rssi_gates_entering_but_not_staying() {
-        let clock = Clock::new();
+        let clock = TestClock::new();
         let config = Config {
             enter_rssi: Some(-70),
             ..Config::default()

@@ -17,7 +17,9 @@ use crate::stats::Kind as Gauge;
 use crate::stream::Leg;
 use limmat_wire::route::is_registrable;
 use limmat_wire::{Authorization, Protocol, response};
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::SystemTime;
 use tokio::io::AsyncWriteExt;
@@ -46,8 +48,12 @@ impl From<Requeued> for Waiting {
     }
 }
 
-/// What a device connection does next.
+/// What a connection does next.
 pub(crate) enum Next {
+    /// Read the first record of a TLS listener's connection (2.6.2-2.6.3).
+    Tls(Conn),
+    /// Answer this and close, without reading (a per-source limit, 4.3).
+    Refused(Conn, Vec<u8>),
     /// Read the next head on it; after a `204`, its admission carries over to a re-POST for
     /// the same domain (2.4.5).
     Head(Conn, Option<Admission>),
@@ -157,36 +163,55 @@ enum Woke {
 }
 
 /// Holds a device until it is paired (the pairing takes the connection over), renewed with a
-/// `204` at its hold deadline, or gone.
-pub(crate) async fn wait(ctx: &RelayContext, waiting: Waiting) -> Next {
-    let Waiting {
-        mut conn,
-        protocol,
-        class,
-        admission,
-        hold_until,
-    } = waiting;
+/// `204` at its hold deadline, or gone. `step` is the [`Next::Wait`]; it is borrowed, not
+/// taken, so that the waiting connection is stored once in its task (see `conn::serve`).
+pub(crate) async fn wait(ctx: &RelayContext, step: &mut Next) -> Next {
+    let Next::Wait(waiting) = step else {
+        return Next::Done;
+    };
     let gauge = ctx.stats.hold(Gauge::WaitingDevice);
-    let hold_until = hold_until.unwrap_or_else(|| Instant::now() + ctx.config.hold_time);
+    let hold_until = *waiting
+        .hold_until
+        .get_or_insert_with(|| Instant::now() + ctx.config.hold_time);
     let hold = sleep_until(hold_until);
     tokio::pin!(hold);
-    let leg = |conn| DeviceLeg {
-        conn,
-        class,
-        hold_until,
-    };
     let (woke, handed) = loop {
-        let (slot, mut rx) = oneshot::channel::<ClientLeg>();
+        let Next::Wait(waiting) = &mut *step else {
+            return Next::Done;
+        };
+        let (slot, mut rx) = oneshot::channel::<Box<ClientLeg>>();
         // DPTTH devices wait and renew like PTTH ones but are never paired (2.4.4).
-        if protocol == Protocol::Ptth
-            && let DeviceReady::Client(client) = ctx.registry.device_ready(&admission, class, slot)
+        if waiting.protocol == Protocol::Ptth
+            && let DeviceReady::Client(client) =
+                ctx.registry
+                    .device_ready(&waiting.admission, waiting.class, slot)
         {
-            match client.send(Offer::Ptth(leg(conn))) {
+            let Next::Wait(waiting) = std::mem::replace(step, Next::Done) else {
+                return Next::Done;
+            };
+            let Waiting {
+                conn,
+                class,
+                admission,
+                ..
+            } = waiting;
+            let leg = DeviceLeg {
+                conn,
+                class,
+                hold_until,
+            };
+            match client.send(Offer::Ptth(leg)) {
                 // The client's task pairs and pipes; this device no longer counts (2.4.5).
                 Ok(()) => return Next::Done,
                 // That client left just now: offer this device again.
                 Err(Offer::Ptth(back)) => {
-                    conn = back.conn;
+                    *step = Next::Wait(Waiting {
+                        conn: back.conn,
+                        protocol: Protocol::Ptth,
+                        class,
+                        admission,
+                        hold_until: Some(hold_until),
+                    });
                     continue;
                 }
                 // Only this device's own leg can come back.
@@ -200,9 +225,9 @@ pub(crate) async fn wait(ctx: &RelayContext, waiting: Waiting) -> Next {
                 Err(_) => continue,
             },
             () = &mut hold => (Woke::Hold, None),
-            reason = conn.stream.until_closed() => (Woke::Gone(reason), None),
-            () = admission.killed().cancelled() => (Woke::Killed, None),
-            () = admission.moved().cancelled() => (Woke::Moved, None),
+            reason = waiting.conn.stream.until_closed() => (Woke::Gone(reason), None),
+            () = waiting.admission.killed().cancelled() => (Woke::Killed, None),
+            () = waiting.admission.moved().cancelled() => (Woke::Moved, None),
             () = ctx.shutdown.cancelled() => (Woke::Shutdown, None),
         };
         // Leave the FIFO (before a 204, so that no client is paired meanwhile, 2.4.6); a
@@ -211,35 +236,72 @@ pub(crate) async fn wait(ctx: &RelayContext, waiting: Waiting) -> Next {
         break (woke, handed.or_else(|| rx.try_recv().ok()));
     };
     drop(gauge);
-    woken(ctx, woke, handed, leg(conn), admission).await
+    let Next::Wait(Waiting {
+        conn,
+        class,
+        admission,
+        ..
+    }) = std::mem::replace(step, Next::Done)
+    else {
+        return Next::Done;
+    };
+    let device = DeviceLeg {
+        conn,
+        class,
+        hold_until,
+    };
+    match woken(ctx, woke, handed, device, admission) {
+        Then::Now(next) => next,
+        Then::Later(then) => then.await,
+    }
 }
 
-/// Acts on the end of a wait: serve a client handed over, renew, or let the device go. Its
-/// rare paths are boxed, so that a waiting device's task does not carry their state.
-async fn woken(
-    ctx: &RelayContext,
+/// What follows a synchronous decision: the next step at once, or after a boxed future (a
+/// rare path, kept out of the idle connection's task).
+pub(crate) enum Then<'a> {
+    Now(Next),
+    Later(Pin<Box<dyn Future<Output = Next> + Send + 'a>>),
+}
+
+impl<'a> Then<'a> {
+    /// After `done`, the connection is closed or handed over.
+    pub(crate) fn done_after(done: impl Future<Output = ()> + Send + 'a) -> Self {
+        Then::Later(Box::pin(async move {
+            done.await;
+            Next::Done
+        }))
+    }
+
+    /// After a pairing, the device goes on with what it returns.
+    fn requeued_after(paired: impl Future<Output = Option<Requeued>> + Send + 'a) -> Self {
+        Then::Later(Box::pin(async move { paired.await.into() }))
+    }
+}
+
+/// Acts on the end of a wait: serve a client handed over, renew, or let the device go. Not an
+/// `async fn`: its rare paths are boxed futures, so that a waiting device's task does not
+/// carry their state nor a second copy of the device.
+fn woken<'a>(
+    ctx: &'a RelayContext,
     woke: Woke,
-    handed: Option<ClientLeg>,
+    handed: Option<Box<ClientLeg>>,
     device: DeviceLeg,
     admission: Admission,
-) -> Next {
-    let requeued = match (woke, handed) {
+) -> Then<'a> {
+    match (woke, handed) {
         // Without a cluster, waiting devices are closed with no response (7.6); they
         // reconnect with backoff to another node or to the restarted one.
-        (Woke::Shutdown, Some(client)) => {
-            Box::pin(pairing::refuse(ctx, client)).await;
-            None
-        }
-        (Woke::Shutdown, None) => None,
+        (Woke::Shutdown, Some(client)) => Then::done_after(pairing::refuse(ctx, *client)),
+        (Woke::Shutdown, None) => Then::Now(Next::Done),
         // This device serves the client: the pairing's task takes both legs.
         (Woke::Paired | Woke::Hold | Woke::Moved, Some(client)) => {
             drop(admission);
-            Box::pin(pairing::dispatch(ctx, client, Some(device))).await
+            Then::requeued_after(pairing::dispatch(ctx, *client, Some(device)))
         }
-        (Woke::Hold, None) => return Next::Renew(device.conn, admission),
+        (Woke::Hold, None) => Then::Now(Next::Renew(device.conn, admission)),
         (Woke::Moved, None) => {
             tracing::info!(domain = %admission.domain(), peer = %device.conn.peer, "device renewed: its domain moved to another node");
-            return Next::Renew(device.conn, admission);
+            Then::Now(Next::Renew(device.conn, admission))
         }
         (woke, handed) => {
             let (domain, peer) = (admission.domain(), device.conn.peer);
@@ -255,12 +317,11 @@ async fn woken(
             // The device is gone or disconnected: a client handed to it looks again.
             drop((admission, device));
             match handed {
-                Some(client) => Box::pin(pairing::dispatch(ctx, client, None)).await,
-                None => None,
+                Some(client) => Then::requeued_after(pairing::dispatch(ctx, *client, None)),
+                None => Then::Now(Next::Done),
             }
         }
-    };
-    requeued.into()
+    }
 }
 
 /// Writes the `204`; the connection stays counted until its next head (2.4.2).

@@ -47,7 +47,7 @@ pub(crate) async fn serve(
     class: DeviceClass,
 ) {
     let peer = conn.peer;
-    let Some(up) = upgrade(ctx, conn, &admission).await else {
+    let Some(mut up) = upgrade(ctx, conn, &admission).await else {
         return;
     };
     let mux = Arc::new(MuxConn::new(
@@ -66,10 +66,11 @@ pub(crate) async fn serve(
     tracing::info!(domain = %mux.domain(), %peer, tls = class.tls, pass_through = class.pass_through, "mux device connected");
     ctx.registry.mux_add(&admission, mux.clone());
     let _gauge = ctx.stats.hold(Gauge::Mux);
-    let mut driver = up.driver;
-    let end = run(ctx, &mut driver, &up.signals, mux, &admission).await;
+    // The driver is used where it is: moved to a local, it would be stored twice in this
+    // future, which every idle mux device keeps (1.5 KiB each).
+    let end = run(ctx, &mut up.driver, &up.signals, mux, &admission).await;
     tracing::info!(domain = %admission.domain(), %peer, end, "mux device disconnected");
-    drop((driver, up.open, admission));
+    drop((up.driver, up.open, admission));
 }
 
 /// A mux connection after its handshake.
@@ -272,4 +273,41 @@ fn request(
         headers.insert(field::SNI, value);
     }
     Some(request)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stream::Tcp;
+    use crate::{Relay, RelayConfig};
+
+    /// An idle mux device's state is this future, boxed in its connection's task, next to
+    /// `h2`'s own buffers: the `h2` connection (1.4 KiB) is stored once, in place. It was
+    /// 4.3 KiB when the driver was moved to a local; this keeps it from creeping back.
+    #[tokio::test]
+    async fn an_idle_mux_connection_stays_small() {
+        let relay = Relay::bind(RelayConfig {
+            listen: vec!["127.0.0.1:0".parse().unwrap()],
+            ..RelayConfig::default()
+        })
+        .await
+        .unwrap();
+        let ctx = relay.ctx.clone();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _device = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (tcp, peer) = listener.accept().await.unwrap();
+        let conn = Conn::new(&ctx.stats, Tcp(tcp), peer);
+        let admission = ctx.registry.admit("dom", 0).unwrap();
+        let class = DeviceClass {
+            tls: false,
+            pass_through: false,
+        };
+        let size = std::mem::size_of_val(&serve(&ctx, conn, admission, class));
+        assert!(
+            size <= 3072,
+            "an idle mux connection's future grew to {size} bytes"
+        );
+    }
 }

@@ -140,10 +140,10 @@ async fn find(ctx: &RelayContext, client: ClientLeg) -> Found {
     let registry = &ctx.registry;
     match registry.client_ready(&client.domain, client.kind, slot, may_wait, max_waiting) {
         ClientReady::Mux(lease) => Found::Offer(client, Offer::Mux(lease)),
-        ClientReady::Device(slot) => match slot.send(client) {
+        ClientReady::Device(slot) => match slot.send(Box::new(client)) {
             // The device's task pairs and pipes.
             Ok(()) => Found::Done(None),
-            Err(back) => Found::Again(back),
+            Err(back) => Found::Again(*back),
         },
         ClientReady::Refused => {
             refuse(ctx, client).await;

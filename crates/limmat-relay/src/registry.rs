@@ -20,8 +20,9 @@ use std::time::SystemTime;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-/// A waiting device: send it a client to pair with.
-pub(crate) type DeviceSlot = oneshot::Sender<ClientLeg>;
+/// A waiting device: send it a client to pair with. Boxed: the channel's shared state holds
+/// the value inline and is allocated for every waiting device, most of which are never paired.
+pub(crate) type DeviceSlot = oneshot::Sender<Box<ClientLeg>>;
 /// A waiting client: send it a device to pair with.
 pub(crate) type ClientSlot = oneshot::Sender<Offer>;
 
@@ -78,24 +79,20 @@ struct Entry<T> {
     slot: oneshot::Sender<T>,
 }
 
+/// One domain's state. Idle devices are most of a relay's domains, each alone in its domain,
+/// so what only clients and pipes need lives in [`Traffic`], allocated with the first of them.
 #[derive(Default)]
 struct Domain {
     /// Waiting devices, one FIFO per [`DeviceClass`].
-    devices: [VecDeque<Entry<ClientLeg>>; 4],
-    /// Waiting clients, one FIFO per [`ClientKind`].
-    clients: [VecDeque<Entry<Offer>>; 3],
+    devices: [VecDeque<Entry<Box<ClientLeg>>>; 4],
     /// Mux connections: always available up to their stream limits (5.8).
     mux: Vec<Arc<MuxConn>>,
     /// Round-robin start among mux connections with equally few streams.
     mux_turn: usize,
     /// Arrival counter: the oldest eligible entry across FIFOs has the smallest number.
     seq: u64,
-    /// What the admin API shows: device connections by id, pipes by id.
-    device_info: HashMap<u64, DeviceInfo>,
-    pipes: HashMap<u64, PipeInfo>,
-    /// Bytes of the pipes that have ended (live pipes add their own counters).
-    bytes_up: u64,
-    bytes_down: u64,
+    /// What the admin API shows about the device connections, by id.
+    device_info: Infos,
     /// When the domain came online (its entry was created).
     since: Option<SystemTime>,
     /// Cancelled to disconnect every connection of the domain (admin `DELETE`).
@@ -105,18 +102,117 @@ struct Domain {
     moved: CancellationToken,
     /// Waiting, renewing and mux connections: what the per-domain cap counts (2.4.5).
     counted: usize,
+    /// Waiting clients and pipes; `None` until the domain's first.
+    traffic: Option<Box<Traffic>>,
+}
+
+/// The part of a domain that clients use: kept once allocated, freed with the domain.
+#[derive(Default)]
+struct Traffic {
+    /// Waiting clients, one FIFO per [`ClientKind`].
+    clients: [VecDeque<Entry<Offer>>; 3],
     /// Clients inside their `client_wait`.
     waiting_clients: usize,
+    /// What the admin API shows about the pipes, by id.
+    pipes: HashMap<u64, PipeInfo>,
+    /// Bytes of the pipes that have ended (live pipes add their own counters).
+    bytes_up: u64,
+    bytes_down: u64,
 }
 
 impl Domain {
     fn is_unused(&self) -> bool {
-        self.counted == 0 && self.waiting_clients == 0 && self.pipes.is_empty()
+        self.counted == 0
+            && self
+                .traffic
+                .as_ref()
+                .is_none_or(|t| t.waiting_clients == 0 && t.pipes.is_empty())
     }
 
     fn next_seq(&mut self) -> u64 {
         self.seq += 1;
         self.seq
+    }
+
+    fn traffic(&mut self) -> &mut Traffic {
+        self.traffic.get_or_insert_default()
+    }
+
+    fn waiting_clients(&self) -> usize {
+        self.traffic.as_ref().map_or(0, |t| t.waiting_clients)
+    }
+
+    /// The waiting-client FIFOs that a device of `class` may serve (2.6.5).
+    fn clients_for(
+        &mut self,
+        class: DeviceClass,
+    ) -> impl Iterator<Item = &mut VecDeque<Entry<Offer>>> {
+        self.traffic
+            .as_mut()
+            .into_iter()
+            .flat_map(|t| t.clients.iter_mut().zip(ClientKind::ALL))
+            .filter(move |(_, kind)| kind.may_use(class))
+            .map(|(queue, _)| queue)
+    }
+}
+
+/// The device connections of one domain as the admin API lists them. Nearly every domain has
+/// one or a few, for which a vector costs a quarter of a hash map's smallest table; a domain
+/// with many devices gets the map, so that a departure is never a scan of thousands.
+enum Infos {
+    Few(Vec<(u64, DeviceInfo)>),
+    #[expect(
+        clippy::box_collection,
+        reason = "boxed, the enum in every domain is a vector's size, not a map's"
+    )]
+    Many(Box<HashMap<u64, DeviceInfo>>),
+}
+
+/// Above this many devices in a domain, [`Infos`] is a map.
+const FEW_INFOS: usize = 8;
+
+impl Default for Infos {
+    fn default() -> Self {
+        Infos::Few(Vec::new())
+    }
+}
+
+impl Infos {
+    fn insert(&mut self, id: u64, info: DeviceInfo) {
+        match self {
+            Infos::Few(few) if few.len() < FEW_INFOS => {
+                few.reserve_exact(1);
+                few.push((id, info));
+            }
+            Infos::Few(few) => {
+                let mut map: HashMap<u64, DeviceInfo> = few.drain(..).collect();
+                map.insert(id, info);
+                *self = Infos::Many(Box::new(map));
+            }
+            Infos::Many(map) => {
+                map.insert(id, info);
+            }
+        }
+    }
+
+    fn remove(&mut self, id: u64) {
+        match self {
+            Infos::Few(few) => {
+                if let Some(i) = few.iter().position(|(k, _)| *k == id) {
+                    few.swap_remove(i);
+                }
+            }
+            Infos::Many(map) => {
+                map.remove(&id);
+            }
+        }
+    }
+
+    fn iter(&self) -> Box<dyn Iterator<Item = (u64, &DeviceInfo)> + '_> {
+        match self {
+            Infos::Few(few) => Box::new(few.iter().map(|(id, info)| (*id, info))),
+            Infos::Many(map) => Box::new(map.iter().map(|(id, info)| (*id, info))),
+        }
     }
 }
 
@@ -263,7 +359,7 @@ impl Registry {
         d.since.get_or_insert_with(SystemTime::now);
         let kill = d.kill.clone();
         let counters = info.counters.clone();
-        d.pipes.insert(id, info);
+        d.traffic().pipes.insert(id, info);
         PipeGuard {
             registry: self.clone(),
             domain: domain.clone(),
@@ -304,7 +400,7 @@ impl Registry {
             all.extend(
                 shard
                     .iter()
-                    .filter(|(_, d)| d.counted > 0 || d.waiting_clients > 0)
+                    .filter(|(_, d)| d.counted > 0 || d.waiting_clients() > 0)
                     .map(|(name, _)| name.clone()),
             );
         }
@@ -343,13 +439,7 @@ impl Registry {
             // Unreachable while the admission lives; queueing nowhere would only lose the device.
             return DeviceReady::Queued;
         };
-        let eligible = domain
-            .clients
-            .iter_mut()
-            .zip(ClientKind::ALL)
-            .filter(|(_, kind)| kind.may_use(class))
-            .map(|(queue, _)| queue);
-        if let Some(client) = pop_oldest(eligible) {
+        if let Some(client) = pop_oldest(domain.clients_for(class)) {
             return DeviceReady::Client(client);
         }
         let live = domain.counted;
@@ -391,20 +481,26 @@ impl Registry {
             return ClientReady::Refused;
         }
         let d = shard.entry(domain.clone()).or_default();
-        if max_waiting > 0 && d.waiting_clients >= max_waiting {
+        if max_waiting > 0 && d.waiting_clients() >= max_waiting {
             if d.is_unused() {
                 shard.remove(domain.as_ref());
             }
             return ClientReady::Refused;
         }
-        d.waiting_clients += 1;
-        let live = d.waiting_clients;
         let seq = d.next_seq();
-        push_compacting(&mut d.clients[kind.index()], Entry { seq, slot }, live);
+        let moved = d.moved.clone();
+        let traffic = d.traffic();
+        traffic.waiting_clients += 1;
+        let live = traffic.waiting_clients;
+        push_compacting(
+            &mut traffic.clients[kind.index()],
+            Entry { seq, slot },
+            live,
+        );
         ClientReady::Queued(ClientWait {
             registry: self.clone(),
             domain: domain.clone(),
-            moved: d.moved.clone(),
+            moved,
         })
     }
 
@@ -434,13 +530,7 @@ impl Registry {
                 if !d.mux.iter().any(|c| Arc::ptr_eq(c, conn)) || !conn.try_reserve() {
                     return;
                 }
-                let eligible = d
-                    .clients
-                    .iter_mut()
-                    .zip(ClientKind::ALL)
-                    .filter(|(_, kind)| kind.may_use(conn.class()))
-                    .map(|(queue, _)| queue);
-                match pop_oldest(eligible) {
+                match pop_oldest(d.clients_for(conn.class())) {
                     Some(slot) => slot,
                     None => {
                         conn.unreserve();
@@ -516,7 +606,7 @@ impl Drop for Admission {
         let id = self.id;
         self.registry.release(&self.domain, |d| {
             d.counted = d.counted.saturating_sub(1);
-            d.device_info.remove(&id);
+            d.device_info.remove(id);
         });
     }
 }
@@ -548,9 +638,10 @@ impl Drop for PipeGuard {
     fn drop(&mut self) {
         let (id, counters) = (self.id, self.counters.clone());
         self.registry.release(&self.domain, |d| {
-            d.pipes.remove(&id);
-            d.bytes_up += counters.up.load(Ordering::Relaxed);
-            d.bytes_down += counters.down.load(Ordering::Relaxed);
+            let traffic = d.traffic();
+            traffic.pipes.remove(&id);
+            traffic.bytes_up += counters.up.load(Ordering::Relaxed);
+            traffic.bytes_down += counters.down.load(Ordering::Relaxed);
         });
     }
 }
@@ -560,7 +651,7 @@ impl DomainSnapshot {
         let mut devices: Vec<DeviceSnapshot> = d
             .device_info
             .iter()
-            .map(|(&id, info)| {
+            .map(|(id, info)| {
                 let mux = d.mux.iter().find(|c| c.id() == id);
                 DeviceSnapshot {
                     id,
@@ -574,7 +665,9 @@ impl DomainSnapshot {
             })
             .collect();
         devices.sort_by_key(|dev| dev.id);
-        let mut pipe_list: Vec<PipeSnapshot> = d
+        let none = Traffic::default();
+        let traffic = d.traffic.as_deref().unwrap_or(&none);
+        let mut pipe_list: Vec<PipeSnapshot> = traffic
             .pipes
             .iter()
             .map(|(&id, p)| PipeSnapshot {
@@ -593,11 +686,11 @@ impl DomainSnapshot {
         Self {
             domain: name.to_owned(),
             waiting: d.counted,
-            waiting_clients: d.waiting_clients,
-            pipes: d.pipes.len(),
+            waiting_clients: traffic.waiting_clients,
+            pipes: traffic.pipes.len(),
             mux_streams: d.mux.iter().map(|c| c.active()).sum(),
-            bytes_in: d.bytes_up + live_in,
-            bytes_out: d.bytes_down + live_out,
+            bytes_in: traffic.bytes_up + live_in,
+            bytes_out: traffic.bytes_down + live_out,
             online_since: d.since.map_or(0, unix),
             devices,
             pipe_list,
@@ -622,7 +715,8 @@ impl ClientWait {
 impl Drop for ClientWait {
     fn drop(&mut self) {
         self.registry.release(&self.domain, |d| {
-            d.waiting_clients = d.waiting_clients.saturating_sub(1)
+            let traffic = d.traffic();
+            traffic.waiting_clients = traffic.waiting_clients.saturating_sub(1);
         });
     }
 }
@@ -665,7 +759,7 @@ mod tests {
             receivers.push(rx);
         }
         use oneshot::error::TryRecvError;
-        let served = |kind, receivers: &mut Vec<oneshot::Receiver<ClientLeg>>| {
+        let served = |kind, receivers: &mut Vec<oneshot::Receiver<Box<ClientLeg>>>| {
             let (tx, _rx) = oneshot::channel();
             let ClientReady::Device(slot) = r.client_ready(&domain, kind, tx, false, 0) else {
                 return None;
@@ -766,7 +860,7 @@ mod tests {
         let r = Registry::new();
         let a = r.admit("dom", 0).unwrap();
         for _ in 0..1000 {
-            let (tx, rx) = oneshot::channel::<ClientLeg>();
+            let (tx, rx) = oneshot::channel::<Box<ClientLeg>>();
             r.device_ready(&a, PLAIN, tx);
             drop(rx);
         }

@@ -10,8 +10,8 @@
 //! here and are tested against each other byte for byte. Values that come from a client (the
 //! SNI) are checked before they are written into a head, so a client cannot inject fields.
 
+use crate::domain::{fold_domain_run, is_domain_byte, is_registrable};
 use crate::mux::Route;
-use crate::route::{fold_domain_run, is_domain_byte, is_registrable};
 use std::net::SocketAddr;
 
 /// The path prefix of every internal endpoint; `1` is the protocol version.

@@ -5,7 +5,8 @@
 //!
 //! - [`head`]: where a request or response head ends (rule H1), across any split of reads.
 //! - [`request`]: the lenient request-head scanner (H3–H13) and its classification (2.1.3).
-//! - [`route`]: domain rules and client routing in path and subdomain form (2.5).
+//! - [`domain`]: domain keys, their bytes and which are registrable (H6).
+//! - [`route`]: client routing in path and subdomain form (2.5).
 //! - [`response`]: the relay's responses, byte-exact (2.3).
 //! - [`reply`]: how a device or tunnel client reads the relay's responses (2.9).
 //! - [`tunnel`]: the end-to-end conventions of `limmat tunnel` (2.8) and the device handshake.
@@ -21,6 +22,7 @@
 // Not yet wired into the rendezvous (issue 14); its items get their docs when it is.
 #[allow(missing_docs)]
 pub mod cluster;
+pub mod domain;
 pub mod head;
 pub mod mux;
 pub mod net;

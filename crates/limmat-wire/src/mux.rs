@@ -27,9 +27,9 @@ pub mod field {
     pub const DOMAIN: &str = "limmat-domain";
     /// The client's address and port, as the relay saw them.
     pub const CLIENT_ADDR: &str = "limmat-client-addr";
-    /// The client leg kind ([`Listener`]).
+    /// The client leg kind ([`Listener`](super::Listener)).
     pub const LISTENER: &str = "limmat-listener";
-    /// How the domain was found ([`Route`]).
+    /// How the domain was found ([`Route`](super::Route)).
     pub const ROUTE: &str = "limmat-route";
     /// The server name the client asked for, when it used TLS.
     pub const SNI: &str = "limmat-sni";

@@ -513,10 +513,11 @@ impl Refusal {
     }
 }
 
-/// What a proxy client sends to open a tunnel: `CONNECT host:port` with `Host` and, if given,
-/// the `Proxy-Authorization` value.
-pub fn connect_request(target: &Target, proxy_authorization: Option<&str>) -> Vec<u8> {
-    let authority = target.authority();
+/// What a proxy client sends to open a tunnel: `CONNECT authority` with `Host` and, if given,
+/// the `Proxy-Authorization` value. `authority` is `host:port` with an IPv6 host bracketed, as
+/// [`Target::authority`] writes it; it and the value are the caller's, checked or configured,
+/// and are written as given.
+pub fn connect_request(authority: &str, proxy_authorization: Option<&str>) -> Vec<u8> {
     let mut out = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n");
     if let Some(value) = proxy_authorization {
         out.push_str("Proxy-Authorization: ");
@@ -814,11 +815,15 @@ mod tests {
 
     #[test]
     fn client_side_heads() {
-        let target = parse_authority(b"example.org:443").unwrap();
+        let target = parse_authority(b"Example.org:443").unwrap();
         assert_eq!(
-            connect_request(&target, Some("Bearer k")),
+            connect_request(&target.authority(), Some("Bearer k")),
             b"CONNECT example.org:443 HTTP/1.1\r\nHost: example.org:443\r\n\
               Proxy-Authorization: Bearer k\r\n\r\n"
+        );
+        assert_eq!(
+            connect_request("[::1]:22", None),
+            b"CONNECT [::1]:22 HTTP/1.1\r\nHost: [::1]:22\r\n\r\n"
         );
         assert_eq!(
             with_proxy_authorization(

@@ -4,7 +4,7 @@
 //! case, `HTTP/1.0`) and strict where YalerTunnel2 is (one `Location`, one delta-seconds
 //! `Retry-After`).
 
-use crate::route::fold_domain_run;
+use crate::domain::fold_domain_run;
 
 /// A response head from the relay.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,7 +161,7 @@ impl Redirect {
             None => (if tls { 443 } else { 80 }, rest),
         };
         let domain = fold_domain_run(rest.strip_prefix(b"/")?);
-        crate::route::is_registrable(&domain).then(|| Redirect {
+        crate::domain::is_registrable(&domain).then(|| Redirect {
             tls,
             host: host.to_owned(),
             port,

@@ -5,7 +5,7 @@
 //! on are extracted, each by an exact byte rule. Every function is total: any byte string gives
 //! an answer and never a panic.
 
-use crate::route::fold_domain_run;
+use crate::domain::fold_domain_run;
 
 /// The upgrade tokens a device handshake may carry (H9).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

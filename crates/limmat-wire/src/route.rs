@@ -3,87 +3,13 @@
 //! A client names its device either in the path (`/<domain>/…`) or, when the relay has
 //! hostnames configured, as the first label of the host (`<domain>.relay.example.com`). These
 //! rules are also what the agent and `limmat tunnel` use to validate a domain given on the CLI.
+//! The domain keys themselves (H6) are [`crate::domain`]'s, re-exported here.
 
+use crate::domain::fold_domain_run;
+pub use crate::domain::{
+    DomainError, MAX_DOMAIN_LEN, RELAY_DOMAIN, is_domain_byte, is_registrable, parse_domain,
+};
 use crate::request::RequestHead;
-
-/// The reserved domain, never registrable (checklist 13, 28).
-pub const RELAY_DOMAIN: &str = "relay_domain";
-
-/// The longest domain key a device may register.
-pub const MAX_DOMAIN_LEN: usize = 255;
-
-/// The byte set of H6, before folding.
-pub fn is_domain_byte(b: u8) -> bool {
-    matches!(b,
-        b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9'
-        | b'-' | b'.' | b'_' | b'~' | b'%' | b'!' | b'$' | b'&' | b'\''
-        | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=')
-}
-
-/// The longest run of domain bytes at the start of `bytes`, with `A-Z` folded to `a-z` (H6).
-pub(crate) fn fold_domain_run(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .take_while(|&&b| is_domain_byte(b))
-        .map(|&b| char::from(b.to_ascii_lowercase()))
-        .collect()
-}
-
-/// A domain key is registrable if it has 1 to 255 bytes and is not `relay_domain`.
-pub fn is_registrable(domain: &str) -> bool {
-    !domain.is_empty() && domain.len() <= MAX_DOMAIN_LEN && domain != RELAY_DOMAIN
-}
-
-/// Why a domain given by a user is unusable (2.9).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DomainError {
-    /// The empty domain.
-    Empty,
-    /// Longer than the limit; the length.
-    TooLong(usize),
-    /// The reserved name (`relay_domain`).
-    Reserved,
-    /// A byte outside the domain set (H6).
-    Byte(char),
-}
-
-impl core::fmt::Display for DomainError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            DomainError::Empty => write!(f, "the domain is empty"),
-            DomainError::TooLong(n) => {
-                write!(f, "the domain has {n} bytes, more than {MAX_DOMAIN_LEN}")
-            }
-            DomainError::Reserved => write!(f, "`{RELAY_DOMAIN}` is reserved"),
-            DomainError::Byte(c) => write!(
-                f,
-                "the domain contains {c:?}; allowed are a-z A-Z 0-9 and - . _ ~ % ! $ & ' ( ) * + , ; ="
-            ),
-        }
-    }
-}
-
-impl std::error::Error for DomainError {}
-
-/// Validates a domain given on a command line or in a configuration and returns its key.
-pub fn parse_domain(domain: &str) -> Result<String, DomainError> {
-    if let Some(c) = domain
-        .chars()
-        .find(|&c| !c.is_ascii() || !is_domain_byte(c as u8))
-    {
-        return Err(DomainError::Byte(c));
-    }
-    let key = domain.to_ascii_lowercase();
-    if key.is_empty() {
-        Err(DomainError::Empty)
-    } else if key.len() > MAX_DOMAIN_LEN {
-        Err(DomainError::TooLong(key.len()))
-    } else if key == RELAY_DOMAIN {
-        Err(DomainError::Reserved)
-    } else {
-        Ok(key)
-    }
-}
 
 /// The relay's configured hostnames, normalised for comparison (M1).
 #[derive(Debug, Clone, Default)]
@@ -331,19 +257,6 @@ mod tests {
                 &["relay.example.com"]
             ),
             ClientRoute::Unregistrable
-        );
-    }
-
-    #[test]
-    fn cli_domains() {
-        assert_eq!(parse_domain("GsIoT-X"), Ok("gsiot-x".into()));
-        assert_eq!(parse_domain(""), Err(DomainError::Empty));
-        assert_eq!(parse_domain("Relay_Domain"), Err(DomainError::Reserved));
-        assert_eq!(parse_domain("a/b"), Err(DomainError::Byte('/')));
-        assert_eq!(parse_domain("ä"), Err(DomainError::Byte('ä')));
-        assert_eq!(
-            parse_domain(&"a".repeat(256)),
-            Err(DomainError::TooLong(256))
         );
     }
 

@@ -41,7 +41,8 @@ pub struct Cached {
     pub value: Option<(Vec<u8>, SystemTime)>,
 }
 
-struct Shared {
+/// One subscription's feed of values: the events its streams receive and the latest value.
+struct ValueFeed {
     events: broadcast::Sender<NotifyEvent>,
     /// The values so far (the last event id) and the latest.
     latest: Mutex<(u64, Cached)>,
@@ -49,7 +50,7 @@ struct Shared {
 
 struct Sub {
     generation: u64,
-    shared: Arc<Shared>,
+    shared: Arc<ValueFeed>,
     streams: usize,
     pinned: bool,
     stop: CancellationToken,
@@ -167,7 +168,7 @@ impl NotifyHub {
                 let (address, handle, kind) = key;
                 let source = self.backend.subscribe(address, handle, kind).await?;
                 let generation = self.generations.fetch_add(1, Ordering::Relaxed);
-                let shared = Arc::new(Shared {
+                let shared = Arc::new(ValueFeed {
                     events: broadcast::channel(256).0,
                     latest: Mutex::new((0, Cached::default())),
                 });
@@ -235,7 +236,7 @@ async fn pump(
     key: Key,
     generation: u64,
     mut source: BoxStream<'static, Notification>,
-    shared: Arc<Shared>,
+    shared: Arc<ValueFeed>,
     stop: CancellationToken,
 ) {
     loop {

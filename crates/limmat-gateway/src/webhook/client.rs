@@ -10,10 +10,10 @@
 //! attempt to that origin reuses it (keep-alive); anything else is closed.
 //!
 //! With `webhooks.proxy` every attempt goes through an HTTP forward proxy (normally the Limmat
-//! relay): `CONNECT host:port` and TLS end to end for `https`, absolute-form requests for
-//! `http`, each with `Proxy-Authorization: Bearer <key>`. The gateway then applies only the
-//! literal-address and `localhost` checks; the proxy resolves names and applies its own egress
-//! policy.
+//! relay): `CONNECT host:port` (with the agent's `CONNECT` client, the workspace's one) and TLS
+//! end to end for `https`, absolute-form requests for `http`, each with
+//! `Proxy-Authorization: Bearer <key>`. The gateway then applies only the literal-address and
+//! `localhost` checks; the proxy resolves names and applies its own egress policy.
 
 use super::backoff::parse_retry_after;
 use super::sign::signature_header;
@@ -27,6 +27,7 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
+use limmat_agent::connect::{ConnectAnswer, http_connect};
 use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -49,8 +50,9 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The `User-Agent` of every delivery.
 pub const USER_AGENT: &str = concat!("limmat-gateway/", env!("CARGO_PKG_VERSION"));
 
-/// The clock whose Unix seconds become `webhook-timestamp`.
-pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
+/// The clock whose Unix seconds become `webhook-timestamp` (the system clock unless a test
+/// sets another; not the pipeline's `WallClock`, which schedules).
+pub type TimestampClock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 
 /// The forward proxy of §5.9.
 #[derive(Clone)]
@@ -70,7 +72,7 @@ pub struct HttpTransport {
     tls: TlsConnector,
     proxy: Option<Proxy>,
     resolver: Arc<dyn Resolve>,
-    clock: Clock,
+    clock: TimestampClock,
     pool: Mutex<Pool>,
 }
 
@@ -178,7 +180,7 @@ impl HttpTransport {
 
     #[cfg(feature = "test-util")]
     /// Takes `webhook-timestamp` from `clock` instead of the system clock.
-    pub fn with_clock(mut self, clock: Clock) -> Self {
+    pub fn with_clock(mut self, clock: TimestampClock) -> Self {
         self.clock = clock;
         self
     }
@@ -350,10 +352,32 @@ fn retry_after<B>(resp: &Response<B>) -> Option<Duration> {
 }
 
 /// A proxy's own error answer, told apart from the target's by the relay's `Limmat-Error`
-/// field on absolute-form requests; every non-200 answer to `CONNECT` is the proxy's.
-fn proxy_failure<B>(resp: &Response<B>, from_connect: bool) -> Option<Fail> {
-    let own = from_connect || resp.headers().contains_key("limmat-error");
-    let status = resp.status();
+/// field on absolute-form requests.
+fn proxy_failure<B>(resp: &Response<B>) -> Option<Fail> {
+    let own = resp.headers().contains_key("limmat-error");
+    proxy_refusal(resp.status(), own, false, || retry_after(resp))
+}
+
+/// Every answer to `CONNECT` but `200` is the proxy's own refusal.
+fn connect_refusal(answer: &ConnectAnswer) -> Fail {
+    let retry_after = || {
+        let value = answer.field("retry-after")?;
+        parse_retry_after(&value, SystemTime::now())
+    };
+    StatusCode::from_u16(answer.status())
+        .ok()
+        .and_then(|status| proxy_refusal(status, true, true, retry_after))
+        .unwrap_or_else(|| Fail::new(FailureKind::Connect, "proxy refused CONNECT"))
+}
+
+/// The failure for a proxy's answer `status`: `own` when it is the proxy's rather than the
+/// target's; `None` for the target's answers, which are no failure of the proxy's.
+fn proxy_refusal(
+    status: StatusCode,
+    own: bool,
+    from_connect: bool,
+    retry_after: impl FnOnce() -> Option<Duration>,
+) -> Option<Fail> {
     let kind = match status.as_u16() {
         407 => FailureKind::ProxyAuth,
         403 if own => FailureKind::ProxyDenied,
@@ -364,7 +388,7 @@ fn proxy_failure<B>(resp: &Response<B>, from_connect: bool) -> Option<Fail> {
         kind,
         status: Some(status.as_u16()),
         retry_after: if throttled(status) {
-            retry_after(resp)
+            retry_after()
         } else {
             None
         },
@@ -443,45 +467,30 @@ impl HttpTransport {
         handshake(tls).await
     }
 
-    /// `CONNECT host:port` through the proxy, then TLS end to end with the receiver.
+    /// `CONNECT host:port` through the proxy with the agent's `CONNECT` client (the one the
+    /// agent uses for its own proxies), then TLS end to end with the receiver on the same
+    /// socket: the client reads the answer's head and not a byte more.
     async fn connect_tunnel(
         &self,
         proxy: &Proxy,
         target: &Target,
-        tcp: TcpStream,
+        mut tcp: TcpStream,
     ) -> Result<Conn, Fail> {
-        let (mut sender, conn) = http1::handshake::<_, Full<Bytes>>(TokioIo::new(tcp))
+        let auth = match &proxy.auth {
+            Some(value) => Some(
+                value
+                    .to_str()
+                    .map_err(|e| Fail::new(FailureKind::Connect, format!("proxy: {e}")))?,
+            ),
+            None => None,
+        };
+        let answer = http_connect(&mut tcp, &target.authority(), auth)
             .await
-            .map_err(|e| Fail::new(FailureKind::Connect, e))?;
-        let task = tokio::spawn(async move {
-            let _ = conn.with_upgrades().await;
-        });
-        let authority = target.authority();
-        let mut req = Request::builder()
-            .method(Method::CONNECT)
-            .uri(authority.as_str())
-            .header(header::HOST, authority.as_str());
-        if let Some(auth) = &proxy.auth {
-            req = req.header(header::PROXY_AUTHORIZATION, auth.clone());
+            .map_err(|e| Fail::new(FailureKind::Connect, format!("proxy: {e}")))?;
+        if answer.status() != 200 {
+            return Err(connect_refusal(&answer));
         }
-        let req = req
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| Fail::new(FailureKind::Connect, e))?;
-        let resp = sender.send_request(req).await.map_err(|e| {
-            task.abort();
-            Fail::new(FailureKind::Connect, format!("proxy: {e}"))
-        })?;
-        if resp.status() != StatusCode::OK {
-            task.abort();
-            return Err(proxy_failure(&resp, true)
-                .unwrap_or_else(|| Fail::new(FailureKind::Connect, "proxy refused CONNECT")));
-        }
-        let upgraded = hyper::upgrade::on(resp)
-            .await
-            .map_err(|e| Fail::new(FailureKind::Connect, format!("proxy tunnel: {e}")))?;
-        // The proxy connection's task is done; the tunnel lives on in `upgraded`.
-        drop(sender);
-        self.tls_handshake(target, TokioIo::new(upgraded)).await
+        self.tls_handshake(target, tcp).await
     }
 
     fn request(
@@ -592,7 +601,7 @@ impl HttpTransport {
         let (resp, conn, key) = self.exchange(&target, m, timestamp).await?;
         let status = resp.status();
         let proxy_fail = if self.proxy.is_some() && !target.https {
-            proxy_failure(&resp, false)
+            proxy_failure(&resp)
         } else {
             None
         };
@@ -672,5 +681,36 @@ impl Transport for HttpTransport {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(head: &[u8]) -> Fail {
+        connect_refusal(&ConnectAnswer::parse(head.to_vec()).unwrap())
+    }
+
+    /// Every answer to `CONNECT` but `200` is the proxy's, classified as the hyper client
+    /// that this replaced classified it.
+    #[test]
+    fn connect_refusals() {
+        let f = refusal(b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n");
+        assert_eq!((f.kind, f.status), (FailureKind::ProxyAuth, Some(407)));
+        let f = refusal(b"HTTP/1.1 403 Forbidden\r\nLimmat-Error: egress-denied\r\n\r\n");
+        assert_eq!((f.kind, f.status), (FailureKind::ProxyDenied, Some(403)));
+        assert_eq!(f.why, "proxy answered 403 Forbidden");
+        let f = refusal(b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 7\r\n\r\n");
+        assert_eq!((f.kind, f.status), (FailureKind::Status, Some(429)));
+        assert_eq!(f.retry_after, Some(Duration::from_secs(7)));
+        // Retry-After counts only on the throttled statuses.
+        let f = refusal(b"HTTP/1.1 500 Internal Server Error\r\nRetry-After: 7\r\n\r\n");
+        assert_eq!((f.status, f.retry_after), (Some(500), None));
+        // A 2xx other than 200 is no tunnel either.
+        let f = refusal(b"HTTP/1.1 204 No Content\r\n\r\n");
+        assert_eq!((f.kind, f.status), (FailureKind::Status, Some(204)));
+        let f = refusal(b"HTTP/1.1 099 Odd\r\n\r\n");
+        assert_eq!((f.kind, f.status), (FailureKind::Connect, None));
     }
 }

@@ -137,7 +137,8 @@ impl Default for State {
     }
 }
 
-struct Shared {
+/// What the receiver's handle and its connections share.
+struct ReceiverShared {
     keys: Vec<Vec<u8>>,
     print: bool,
     state: Mutex<State>,
@@ -147,7 +148,7 @@ struct Shared {
     connections_tx: watch::Sender<usize>,
 }
 
-impl Shared {
+impl ReceiverShared {
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -166,7 +167,7 @@ pub struct ReceiverOptions {
 pub struct Receiver {
     addr: SocketAddr,
     https: bool,
-    shared: Arc<Shared>,
+    shared: Arc<ReceiverShared>,
     tasks: JoinSet<()>,
 }
 
@@ -198,7 +199,7 @@ impl Receiver {
     ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(ReceiverShared {
             keys,
             print: options.print,
             state: Mutex::new(State::default()),
@@ -308,7 +309,7 @@ async fn wait(tx: &watch::Sender<usize>, n: usize, timeout: Duration) -> Result<
     }
 }
 
-async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, shared: Arc<Shared>) {
+async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, shared: Arc<ReceiverShared>) {
     // Connection tasks live in this set, so they end with the accept loop.
     let mut conns = JoinSet::new();
     loop {
@@ -368,7 +369,7 @@ fn respond(status: u16, headers: &[(String, String)], body: Bytes) -> Response<F
 }
 
 async fn handle(
-    shared: Arc<Shared>,
+    shared: Arc<ReceiverShared>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
     let (parts, body) = req.into_parts();

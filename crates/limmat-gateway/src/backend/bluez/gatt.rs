@@ -215,7 +215,7 @@ impl Table {
                 value,
                 received: SystemTime::now(),
             })
-            .take_until(super::links::link_down(events))
+            .take_until(super::link::link_down(events))
             .boxed())
     }
 }

@@ -7,11 +7,12 @@
 use super::convert;
 use super::error::{Op, map};
 use super::gatt::{self, Table};
+use super::link::link_down;
 use crate::address::Address;
 use crate::backend::{BleError, ConnectionEvent};
-use bluer::{Adapter, Device, DeviceEvent, DeviceProperty};
+use bluer::{Adapter, Device};
+use futures::StreamExt;
 use futures::stream::BoxStream;
-use futures::{Stream, StreamExt};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -24,19 +25,6 @@ const EVENTS: usize = 256;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Resolves when a device's events say its link is down, or end (the device went away).
-pub async fn link_down(events: impl Stream<Item = DeviceEvent>) {
-    let mut events = std::pin::pin!(events);
-    while let Some(event) = events.next().await {
-        if matches!(
-            event,
-            DeviceEvent::PropertyChanged(DeviceProperty::Connected(false))
-        ) {
-            return;
-        }
-    }
 }
 
 /// The connection state of one adapter.

@@ -20,7 +20,7 @@
 //! - **GATT** ([`gatt`]): handles are bluer's attribute ids (BlueZ's ATT handles), flags become
 //!   the property bitmask, `0x1800`/`0x1801` are hidden. Reliable writes are single-handle.
 //! - **Connections** ([`links`]): serialised per adapter, the timeout counting the queue;
-//!   notification streams end when the link drops.
+//!   notification streams end when the link drops ([`link`]).
 //! - **Errors** ([`error`]): BlueZ's D-Bus errors become [`BleError`]s, with the ATT code
 //!   recovered where BlueZ keeps it.
 //! - BlueZ drops temporary devices about 30 s after it last saw them; such a node is `NotFound`
@@ -67,6 +67,7 @@ pub mod convert;
 pub mod discovery;
 pub mod error;
 pub mod gatt;
+pub mod link;
 pub mod links;
 
 pub use ad::{reconstruct_ad, reconstruct_structures};

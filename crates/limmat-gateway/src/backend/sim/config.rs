@@ -3,10 +3,11 @@
 //! entries that replace or extend the default world.
 //!
 //! These are the file's shapes only, kept close to TOML: identity fields are optional strings
-//! and numbers, because which ones apply depends on `format`. `World::build` (in the private `world` module)
-//! turns them into devices and is the one place that checks them; deserialising a `[sim]`
-//! table runs it too, so a bad file stops start-up with a message naming the key (unknown keys
-//! are refused by serde, which names them).
+//! and numbers, because which ones apply depends on `format`. `World::build` (in the private
+//! `world` module, which also holds [`SimConfig::validate`] and `SimConfig`'s `Deserialize`, so
+//! that these shapes import nothing of it) turns them into devices and is the one place that
+//! checks them; deserialising a `[sim]` table runs it too, so a bad file stops start-up with a
+//! message naming the key (unknown keys are refused by serde, which names them).
 
 use crate::address::Address;
 use crate::uuid::Uuid;
@@ -43,22 +44,6 @@ impl Default for SimConfig {
             beacons: Vec::new(),
             peripherals: Vec::new(),
         }
-    }
-}
-
-/// Deserialising checks the whole section (see the module doc).
-impl<'de> Deserialize<'de> for SimConfig {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<SimConfig, D::Error> {
-        let config = SimConfig::deserialize(deserializer)?;
-        super::world::World::build(&config).map_err(serde::de::Error::custom)?;
-        Ok(config)
-    }
-}
-
-impl SimConfig {
-    /// Every range and identity check, the errors naming the key (`sim.beacon[2].minor`).
-    pub fn validate(&self) -> Result<(), crate::config::ConfigError> {
-        super::world::World::build(self).map(drop)
     }
 }
 

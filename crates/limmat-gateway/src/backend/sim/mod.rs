@@ -41,7 +41,7 @@ use crate::backend::{
     Backend, BleError, Capabilities, Characteristic, ConnectionEvent, Descriptor, Handle, Info,
     NodeState, Notification, NotifyKind, Report, ScanMode, Service, WriteMode,
 };
-use crate::config::ConfigError;
+use crate::config_value::ConfigError;
 use async_trait::async_trait;
 use futures::StreamExt;
 use futures::stream::BoxStream;

@@ -11,9 +11,26 @@
 use super::config::{BeaconConfig, PeripheralConfig, RssiConfig, SimConfig};
 use crate::address::Address;
 use crate::beacon::{AltBeacon, Beacon, EddystoneEid, EddystoneUid, EddystoneUrl, Format, IBeacon};
-use crate::config::{ConfigError, check};
+use crate::config_value::{ConfigError, check};
 use crate::uuid::Uuid;
+use serde::{Deserialize, Deserializer};
 use std::collections::HashMap;
+
+/// Deserialising checks the whole section (see the module doc).
+impl<'de> Deserialize<'de> for SimConfig {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<SimConfig, D::Error> {
+        let config = SimConfig::deserialize(deserializer)?;
+        World::build(&config).map_err(serde::de::Error::custom)?;
+        Ok(config)
+    }
+}
+
+impl SimConfig {
+    /// Every range and identity check, the errors naming the key (`sim.beacon[2].minor`).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        World::build(self).map(drop)
+    }
+}
 
 /// `LimmatBeacon-001` as a UUID: V1's proximity UUID and V4's id1.
 const LIMMAT_UUID: Uuid = Uuid(*b"LimmatBeacon-001");
