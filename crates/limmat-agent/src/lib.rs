@@ -61,6 +61,7 @@ pub use conn::RelayedConn;
 pub use egress::{EgressProxy, ProxyAuth, ProxyError, connect_via_proxy};
 pub use handshake::{AttemptError, RedirectError};
 pub use head::{HeadError, MAX_HEAD};
+pub use limmat_mux::DataPath;
 pub use limmat_wire::mux::{Listener, Route};
 pub use mux::{StreamMeta, Transport};
 pub use outbound::{ProxyScheme, ProxyUrl, ProxyUrlError, RelayProxy, UpstreamProxyError};
