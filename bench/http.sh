@@ -52,6 +52,10 @@
 #                         order is fixed)
 #     WORKER_THREADS []   tokio worker threads of the limmat relay and tunnels
 #                         (TOKIO_WORKER_THREADS; empty = one per core)
+#     RELAY_ARGS []       more flags for `limmat relay`, such as "--runtime multi-thread
+#                         --worker-threads 1" or "--data-path copy" (split on spaces)
+#     TUNNEL_ARGS []      more flags for every `limmat tunnel`, such as "--runtime
+#                         multi-thread" or "--data-path splice"
 #     BULK [1]            run the iperf3 cells; BULK_SECONDS [10]
 #     LATENCY [1]         run the open-loop cells; RATE [5000], RATE_SECONDS [10],
 #                         RATE_CONNECTIONS [50]
@@ -84,6 +88,8 @@ MAX_PER_DOMAIN=${MAX_PER_DOMAIN:-0}
 STATUS_CODES=${STATUS_CODES:-0}
 LEGS=${LEGS:-direct ptth mux rathole}
 WORKER_THREADS=${WORKER_THREADS:-}
+read -r -a RELAY_EXTRA <<<"${RELAY_ARGS:-}"
+read -r -a TUNNEL_EXTRA <<<"${TUNNEL_ARGS:-}"
 BULK=${BULK:-1}
 BULK_SECONDS=${BULK_SECONDS:-10}
 LATENCY=${LATENCY:-1}
@@ -347,17 +353,17 @@ PTTH_URL=http://127.0.0.1:$RELAY_PORT/$DOMAIN/
 MUX_URL=http://127.0.0.1:$RELAY_PORT/$MUX_DOMAIN/
 if want_limmat && [ "$have_tunnel" = 1 ]; then
     start limmat-relay limmat_env "${ON_PROXY[@]}" "$LIMMAT" relay --listen "127.0.0.1:$RELAY_PORT" \
-        --max-per-domain "$MAX_PER_DOMAIN" --drain-timeout 1s
+        --max-per-domain "$MAX_PER_DOMAIN" --drain-timeout 1s ${RELAY_EXTRA[@]+"${RELAY_EXTRA[@]}"}
     wait_port "$RELAY_PORT" "limmat relay" 15
     if want_leg ptth; then
         start limmat-tunnel-ptth limmat_env "${ON_PROXY[@]}" "$LIMMAT" tunnel server "127.0.0.1:$ORIGIN_PORT" \
             "127.0.0.1:$RELAY_PORT" "$DOMAIN" --transport ptth \
-            --min-listeners "$MIN_LISTENERS" --max-sockets "$MAX_SOCKETS"
+            --min-listeners "$MIN_LISTENERS" --max-sockets "$MAX_SOCKETS" ${TUNNEL_EXTRA[@]+"${TUNNEL_EXTRA[@]}"}
         wait_200 "$PTTH_URL" "limmat relay + tunnel (ptth)" 30
     fi
     if want_leg mux; then
         start limmat-tunnel-mux limmat_env "${ON_PROXY[@]}" "$LIMMAT" tunnel server "127.0.0.1:$ORIGIN_PORT" \
-            "127.0.0.1:$RELAY_PORT" "$MUX_DOMAIN" --transport mux --max-sockets "$MAX_SOCKETS"
+            "127.0.0.1:$RELAY_PORT" "$MUX_DOMAIN" --transport mux --max-sockets "$MAX_SOCKETS" ${TUNNEL_EXTRA[@]+"${TUNNEL_EXTRA[@]}"}
         wait_200 "$MUX_URL" "limmat relay + tunnel (mux)" 30
     fi
 fi
@@ -558,9 +564,9 @@ if [ "$BULK" = 1 ]; then
             want_leg "$t" || continue
             port_var=CLIENT_${t^^}_PORT
             start "bulk-device-$t" limmat_env "${ON_PROXY[@]}" "$LIMMAT" tunnel proxy "127.0.0.1:$IPERF_PORT" \
-                "127.0.0.1:$RELAY_PORT" "bulk$t" --transport "$t" --min-listeners 4
+                "127.0.0.1:$RELAY_PORT" "bulk$t" --transport "$t" --min-listeners 4 ${TUNNEL_EXTRA[@]+"${TUNNEL_EXTRA[@]}"}
             start "bulk-client-$t" limmat_env "${ON_PROXY[@]}" "$LIMMAT" tunnel client "127.0.0.1:${!port_var}" \
-                "127.0.0.1:$RELAY_PORT" "bulk$t"
+                "127.0.0.1:$RELAY_PORT" "bulk$t" ${TUNNEL_EXTRA[@]+"${TUNNEL_EXTRA[@]}"}
             wait_port "${!port_var}" "limmat tunnel client ($t)" 15
         done
         sleep 1
@@ -654,7 +660,8 @@ fi
 if want_leg rathole; then
     echo "rathole: ${rathole_version:-?}, transport tcp (defaults), URL $RATHOLE_URL"
 fi
-echo "limmat tokio worker threads: ${WORKER_THREADS:-one per core}."
+echo "limmat tokio worker threads: ${WORKER_THREADS:-as the runtime settings say}; relay flags:" \
+    "${RELAY_ARGS:-(defaults)}; tunnel flags: ${TUNNEL_ARGS:-(defaults)}."
 if [ "$PIN" = 1 ]; then
     echo "pinned: load and origin (wrk, iperf3, openloop, nginx) on CPUs $LOAD_CPUS, proxies on CPUs $PROXY_CPUS (taskset)."
 else

@@ -91,6 +91,9 @@ pub struct AgentConfig {
     pub mux_ping_interval: Duration,
     /// A mux connection whose PING ACK takes longer than this is dead (5.6).
     pub mux_ping_timeout: Duration,
+    /// How `limmat tunnel` moves the bytes between a plain relayed connection and a plain
+    /// local one (`--data-path`); the library's own handlers copy.
+    pub data_path: limmat_mux::DataPath,
 }
 
 /// The key is shown as its presence only, so a logged configuration never leaks it.
@@ -138,6 +141,7 @@ impl AgentConfig {
             mux_max_streams: limmat_mux::settings::DEVICE_MAX_STREAMS,
             mux_ping_interval: limmat_mux::settings::PING_INTERVAL,
             mux_ping_timeout: limmat_mux::settings::PING_TIMEOUT,
+            data_path: limmat_mux::DataPath::Auto,
         }
     }
 }

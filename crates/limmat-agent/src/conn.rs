@@ -133,6 +133,28 @@ impl RelayedConn {
     pub fn leftover(&self) -> &[u8] {
         &self.leftover[self.pos..]
     }
+
+    /// The plain TCP socket to the relay, the client's bytes not read yet, and what must live
+    /// as long as the connection; or `self` for a TLS connection or a mux stream, whose bytes
+    /// only a copy can move.
+    pub(crate) fn into_plain_tcp(self) -> Result<PlainTcp, Self> {
+        match self.stream {
+            Inner::Relay(RelayStream::Plain(tcp)) => Ok(PlainTcp {
+                tcp,
+                leftover: self.leftover[self.pos..].to_vec(),
+                _lease: self._lease,
+            }),
+            stream => Err(Self { stream, ..self }),
+        }
+    }
+}
+
+/// A relayed connection over plain TCP, taken apart to be spliced ([`RelayedConn::into_plain_tcp`]).
+pub(crate) struct PlainTcp {
+    pub(crate) tcp: tokio::net::TcpStream,
+    /// The client's bytes read with the `101`, to go out first.
+    pub(crate) leftover: Vec<u8>,
+    _lease: Option<Lease>,
 }
 
 impl std::fmt::Debug for RelayedConn {

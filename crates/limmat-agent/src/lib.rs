@@ -65,6 +65,7 @@ pub use connect::{ConnectAnswer, ConnectAnswerError, http_connect};
 pub use egress::{EgressProxy, ForwardProxyError, ProxyAuth, connect_via_proxy};
 pub use handshake::{AttemptError, RedirectError};
 pub use head::{HeadError, MAX_HEAD};
+pub use limmat_mux::DataPath;
 pub use limmat_wire::mux::{Listener, Route};
 pub use mux::{StreamMeta, Transport};
 pub use outbound::{ProxyScheme, ProxyUrl, ProxyUrlError, RelayProxy, UpstreamProxyError};

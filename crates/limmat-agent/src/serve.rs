@@ -18,7 +18,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::addr::LocalAddr;
 use crate::conn::RelayedConn;
-use crate::transport::Connector;
+use crate::transport::{Connector, RelayStream};
+use limmat_mux::DataPath;
 
 /// The wait for a TCP connection to the local service.
 pub const LOCAL_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -60,6 +61,67 @@ pub(crate) fn copy_buffer(conn: &RelayedConn) -> usize {
     } else {
         8 << 10
     }
+}
+
+/// Forwards between a relayed connection and the local service's: with `path` other than
+/// `Copy` and both plain TCP, the client's early bytes go out first and the rest moves with
+/// [`limmat_mux::splice`] (bulk in the kernel); otherwise [`splice_with`] copies with up to
+/// `buffer` bytes per direction.
+pub(crate) async fn forward_local(
+    conn: RelayedConn,
+    local: RelayStream,
+    buffer: usize,
+    path: DataPath,
+) -> io::Result<(u64, u64)> {
+    #[cfg(target_os = "linux")]
+    let local = match (path.splice_mode(), local) {
+        (Some(mode), RelayStream::Plain(local)) => {
+            return match conn.into_plain_tcp() {
+                Ok(relay) => spliced(relay, local, mode).await,
+                Err(conn) => splice_with(conn, local, buffer).await,
+            };
+        }
+        (_, local) => local,
+    };
+    #[cfg(not(target_os = "linux"))]
+    let _ = path;
+    splice_with(conn, local, buffer).await
+}
+
+/// A plain relayed connection to a plain local one: the early bytes, then both ways in the
+/// kernel; returns the bytes moved (relay → local, local → relay).
+#[cfg(target_os = "linux")]
+async fn spliced(
+    relay: crate::conn::PlainTcp,
+    mut local: tokio::net::TcpStream,
+    mode: limmat_mux::splice::Mode,
+) -> io::Result<(u64, u64)> {
+    use tokio::io::AsyncWriteExt;
+    local.write_all(&relay.leftover).await?;
+    let (up, down) = tcp_both_ways(&relay.tcp, &local, mode).await?;
+    Ok((relay.leftover.len() as u64 + up, down))
+}
+
+/// Both ways between two plain TCP sockets with [`limmat_mux::splice`]; returns the bytes
+/// moved (`a` → `b`, `b` → `a`).
+#[cfg(target_os = "linux")]
+pub(crate) async fn tcp_both_ways(
+    a: &tokio::net::TcpStream,
+    b: &tokio::net::TcpStream,
+    mode: limmat_mux::splice::Mode,
+) -> io::Result<(u64, u64)> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let (a_read, b_read) = (AtomicU64::new(0), AtomicU64::new(0));
+    let counters = limmat_mux::splice::Counters {
+        a_read: &a_read,
+        b_read: &b_read,
+        b_first: None,
+    };
+    limmat_mux::splice::both_ways(a, b, mode, counters).await?;
+    Ok((
+        a_read.load(Ordering::Relaxed),
+        b_read.load(Ordering::Relaxed),
+    ))
 }
 
 /// [`splice`] with up to `buffer` bytes per direction (grown to only for bulk flows).

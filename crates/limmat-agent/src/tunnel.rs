@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use limmat_mux::DataPath;
 use limmat_wire::request::RequestHead;
 use limmat_wire::route::parse_domain;
 use limmat_wire::tunnel::{PROXY_BAD_GATEWAY, PROXY_METHOD_NOT_ALLOWED, PROXY_OK, connect_request};
@@ -55,9 +56,10 @@ const LINGER_BYTES: u64 = 64 * 1024;
 #[doc(hidden)]
 pub async fn run_server(agent: Agent, local: LocalAddr, shutdown: CancellationToken) {
     let connector = agent.connector().clone();
+    let path = agent.config().data_path;
     let serve = move |conn, local: LocalAddr| {
         let connector = connector.clone();
-        async move { server_connection(conn, &local, &connector).await }
+        async move { server_connection(conn, &local, &connector, path).await }
     };
     run_mode(agent, local, shutdown, serve).await;
 }
@@ -74,6 +76,7 @@ async fn server_connection(
     conn: RelayedConn,
     local: &LocalAddr,
     connector: &Connector,
+    path: DataPath,
 ) -> io::Result<(u64, u64)> {
     let stream = match connector
         .connect(&local.host, local.port, local.tls, LOCAL_CONNECT_TIMEOUT)
@@ -89,7 +92,7 @@ async fn server_connection(
         }
     };
     let buffer = crate::serve::copy_buffer(&conn);
-    crate::serve::splice_with(conn, stream, buffer).await
+    crate::serve::forward_local(conn, stream, buffer, path).await
 }
 
 /// Proxy mode: runs `agent` and answers the `CONNECT` head of every relayed connection with
@@ -100,9 +103,10 @@ async fn server_connection(
 #[doc(hidden)]
 pub async fn run_proxy(agent: Agent, local: LocalAddr, shutdown: CancellationToken) {
     let connector = agent.connector().clone();
+    let path = agent.config().data_path;
     let serve = move |conn, local: LocalAddr| {
         let connector = connector.clone();
-        async move { proxy(conn, &local, &connector).await }
+        async move { proxy(conn, &local, &connector, path).await }
     };
     run_mode(agent, local, shutdown, serve).await;
 }
@@ -187,6 +191,7 @@ pub async fn proxy(
     mut conn: RelayedConn,
     local: &LocalAddr,
     connector: &Connector,
+    path: DataPath,
 ) -> Result<(u64, u64), ProxyModeError> {
     let mut buf = Vec::new();
     let len = tokio::time::timeout(PROXY_HEAD_TIMEOUT, read_head(&mut conn, &mut buf))
@@ -211,7 +216,7 @@ pub async fn proxy(
     conn.write_all(PROXY_OK).await?;
     local_stream.write_all(&buf[len..]).await?;
     let buffer = crate::serve::copy_buffer(&conn);
-    Ok(crate::serve::splice_with(conn, local_stream, buffer).await?)
+    Ok(crate::serve::forward_local(conn, local_stream, buffer, path).await?)
 }
 
 /// Writes a final answer, half-closes, and drains the peer's input briefly before closing.
@@ -244,6 +249,8 @@ pub struct ClientConfig {
     /// Tunnels open at once; at the cap, local connections wait in the kernel's backlog
     /// instead of each opening a relay connection.
     pub max_sockets: usize,
+    /// How a tunnel over plain TCP moves its bytes (`--data-path`).
+    pub data_path: DataPath,
 }
 
 impl ClientConfig {
@@ -256,6 +263,7 @@ impl ClientConfig {
             tls: TlsOptions::default(),
             relay_proxy: crate::RelayProxy::Direct,
             max_sockets: crate::agent::DEFAULT_MAX_SOCKETS,
+            data_path: DataPath::Auto,
         }
     }
 }
@@ -406,7 +414,7 @@ async fn client_connection(
                 debug!("local connection closed early: {e}");
                 return;
             }
-            match splice(local, relay).await {
+            match client_splice(local, relay, config.data_path).await {
                 Ok((up, down)) => info!(up, down, "tunnel ended"),
                 Err(e) => info!("tunnel ended: {e}"),
             }
@@ -414,6 +422,22 @@ async fn client_connection(
         // Dropping `local` closes it: the user's program sees the failure at once.
         Err(e) => warn!("tunnel refused: {e}"),
     }
+}
+
+/// Client mode's pipe: in the kernel when the relay connection is plain TCP (and `path` allows
+/// it), else copied; returns the bytes moved (local → relay, relay → local).
+async fn client_splice(
+    local: TcpStream,
+    relay: RelayStream,
+    path: DataPath,
+) -> io::Result<(u64, u64)> {
+    #[cfg(target_os = "linux")]
+    if let (Some(mode), RelayStream::Plain(relay)) = (path.splice_mode(), &relay) {
+        return crate::serve::tcp_both_ways(&local, relay, mode).await;
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = path;
+    splice(local, relay).await
 }
 
 /// Why client mode could not open a tunnel.

@@ -7,6 +7,8 @@
 //! - [`MuxIo`] and [`Signals`]: the connection's socket, watched for liveness (bytes read),
 //!   with the relay's drain GOAWAY inserted between frames and the device noticing it (5.7);
 //! - [`copy_bidirectional`]: the pipe of both ends, whose buffers grow only for bulk flows;
+//! - [`DataPath`] and, on Linux, `splice`: moving bytes between two plain TCP sockets in the
+//!   kernel, for the relay's PTTH pipes and the tunnel's local connections;
 //! - [`Driver`]: the one loop that drives a connection, client or server: PING when nothing
 //!   was received for an interval, dead after a timeout without the ACK (5.6), and receive
 //!   windows grown to the path's bandwidth-delay product (5.5).
@@ -18,13 +20,17 @@
 #![forbid(unsafe_code)]
 
 mod copy;
+mod data_path;
 mod driver;
 mod io;
 mod keepalive;
 pub mod settings;
+#[cfg(target_os = "linux")]
+pub mod splice;
 mod stream;
 
 pub use copy::copy_bidirectional;
+pub use data_path::DataPath;
 pub use driver::{Connection, Driven, Driver};
 pub use io::{MuxIo, Signals};
 pub use stream::H2Stream;

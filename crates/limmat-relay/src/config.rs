@@ -127,8 +127,15 @@ pub struct RelayConfig {
     pub mux_ping_interval: Duration,
     /// limmat-mux/1: a mux connection whose PING ACK takes longer than this is dead (5.6).
     pub mux_ping_timeout: Duration,
-    /// Move the bytes of plain TCP pairs with `splice(2)` (Linux only; elsewhere ignored).
-    pub splice: bool,
+    /// How the bytes of plain TCP pairs move: `splice(2)` in the kernel, copies through user
+    /// space, or (`auto`) copies until a direction turns out to be bulk, then splice (Linux
+    /// only; elsewhere always copies). Mux streams and TLS legs always copy.
+    pub data_path: DataPath,
+    /// Current-thread runtimes the relay starts besides the caller's, each on its own thread
+    /// and with its own `SO_REUSEPORT` accept socket per listener (the `per-core` layout); the
+    /// kernel spreads new connections over them. 0: everything is accepted on the caller's
+    /// runtime.
+    pub accept_runtimes: usize,
     /// One info line per client request (target `limmat::access`); off, the same facts are
     /// logged at debug.
     pub access_log: bool,
@@ -167,12 +174,15 @@ impl Default for RelayConfig {
             proxy_max_per_domain: 64,
             mux_ping_interval: limmat_mux::settings::PING_INTERVAL,
             mux_ping_timeout: limmat_mux::settings::PING_TIMEOUT,
-            splice: true,
+            data_path: DataPath::Auto,
+            accept_runtimes: 0,
             access_log: true,
             cluster: crate::cluster::ClusterConfig::default(),
         }
     }
 }
+
+pub use limmat_mux::DataPath;
 
 /// A setting that the relay refuses to start with, naming the setting and what it expects.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -53,6 +53,7 @@ mod proxy;
 mod proxy_stats;
 mod rebalance;
 mod registry;
+mod runtimes;
 mod snapshot;
 mod socket;
 #[cfg(target_os = "linux")]
@@ -62,7 +63,7 @@ pub mod tls;
 
 pub use admin::listener::serve as serve_admin;
 pub use cluster::ClusterConfig;
-pub use config::{ConfigError, Listen, RelayConfig};
+pub use config::{ConfigError, DataPath, Listen, RelayConfig};
 pub use egress::{Action, EgressConfig, EgressRule};
 pub use limits::{Cidr, LimitConfig, Rate};
 pub use metrics::{HISTOGRAM_SECONDS, share_recorder};

@@ -125,8 +125,8 @@ pub(crate) async fn run_paired<D: DeviceLegIo>(
     let outcome = match (client.conn.stream, device.io.into_tcp()) {
         // Both legs plain TCP: zero-copy on Linux.
         #[cfg(target_os = "linux")]
-        (Tcp(client), Ok(device)) if ctx.config.splice => {
-            run_spliced(client, device, idle, counters, stops).await
+        (Tcp(client), Ok(device)) if let Some(mode) = ctx.config.data_path.splice_mode() => {
+            run_spliced(client, device, idle, counters, stops, mode).await
         }
         (client, Ok(device)) => run_with(client, device, buffer, idle, counters, stops).await,
         (client, Err(device)) => run_with(client, device, buffer, idle, counters, stops).await,
@@ -178,8 +178,9 @@ where
     supervise(copy, idle_timeout, counters, stops).await
 }
 
-/// Forwards between two plain TCP legs with `splice(2)` on Linux (bytes stay in the kernel),
-/// with the same half-close, idle and stop semantics as [`run_with`].
+/// Forwards between two plain TCP legs with `splice(2)` on Linux (bytes stay in the kernel;
+/// with `Auto`, after a first stretch copied), with the same half-close, idle and stop
+/// semantics as [`run_with`].
 #[cfg(target_os = "linux")]
 pub(crate) async fn run_spliced(
     client: tokio::net::TcpStream,
@@ -187,8 +188,9 @@ pub(crate) async fn run_spliced(
     idle_timeout: Duration,
     counters: &PipeCounters,
     stops: [&CancellationToken; 2],
+    mode: crate::splice::Mode,
 ) -> Outcome {
-    let copy = crate::splice::both_ways(&client, &device, counters);
+    let copy = crate::splice::both_ways(&client, &device, counters, mode);
     supervise(copy, idle_timeout, counters, stops).await
 }
 

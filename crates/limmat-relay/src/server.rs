@@ -160,9 +160,6 @@ impl RelayHandle {
 /// How often certificate files are checked for changes.
 const CERT_POLL: Duration = Duration::from_secs(5);
 
-/// Deep enough for a burst of devices reconnecting at once after a restart.
-const BACKLOG: u32 = 4096;
-
 impl Relay {
     /// Validates the configuration and binds every listener.
     pub async fn bind(config: RelayConfig) -> Result<Self, StartError> {
@@ -208,9 +205,11 @@ impl Relay {
             metrics::handle();
         }
         let mut listeners = Vec::with_capacity(config.listen.len());
+        let reuse_port = config.accept_runtimes > 0;
         for l in &config.listen {
             let addr = l.addr;
-            let listener = listen(addr).map_err(|source| StartError::Bind { addr, source })?;
+            let listener = listen_shared(addr, reuse_port)
+                .map_err(|source| StartError::Bind { addr, source })?;
             listeners.push((listener, l.tls));
         }
         // The proxy never connects to this node's own endpoints (6.4.4).
@@ -297,9 +296,10 @@ impl Relay {
         let admin = self
             .admin
             .map(|l| tokio::spawn(admin::serve(self.ctx.clone(), l, admin_stop.clone())));
+        let runtimes = crate::runtimes::start(&self.ctx, &self.listeners, accept_loop);
         for (listener, tls) in self.listeners {
             if let Ok(addr) = listener.local_addr() {
-                tracing::info!(%addr, tls, "listening");
+                tracing::info!(%addr, tls, runtimes = runtimes.len() + 1, "listening");
             }
             tracker.spawn(accept_loop(self.ctx.clone(), listener, tls));
         }
@@ -340,6 +340,10 @@ impl Relay {
             tracing::info!("drain timeout: closing the remaining pipes");
             self.ctx.hard_stop.cancel();
             tracker.wait().await;
+        }
+        // The other runtimes end once their tasks have: nothing they run outlives the relay.
+        for done in runtimes {
+            let _ = done.await;
         }
         self.ctx.cluster.stop().await;
         admin_stop.cancel();
@@ -438,16 +442,30 @@ fn read_token(path: &std::path::Path) -> Result<String, StartError> {
 }
 
 fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    listen_shared(addr, false)
+}
+
+/// A listener; with `reuse_port`, one that other sockets bound with `SO_REUSEPORT` to the same
+/// address share (the `per-core` layout, [`crate::runtimes`]).
+fn listen_shared(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
         TcpSocket::new_v6()?
     };
     socket.set_reuseaddr(true)?;
+    #[cfg(unix)]
+    if reuse_port {
+        socket.set_reuseport(true)?;
+    }
+    #[cfg(not(unix))]
+    let _ = reuse_port;
     socket.bind(addr)?;
-    socket.listen(BACKLOG)
+    socket.listen(socket::BACKLOG)
 }
 
+/// Accepts on `listener` and serves each connection as a task of the calling runtime, until
+/// shutdown.
 async fn accept_loop(ctx: Arc<RelayContext>, listener: TcpListener, tls: bool) {
     let mut reserve = FdReserve::new();
     loop {

@@ -6,6 +6,9 @@ use socket2::{SockRef, TcpKeepalive};
 use std::time::Duration;
 use tokio::net::TcpStream;
 
+/// Listen backlog: deep enough for a burst of devices reconnecting at once after a restart.
+pub(crate) const BACKLOG: u32 = 4096;
+
 /// 60 s idle, then a probe every 15 s, 4 probes (D5).
 pub(crate) fn configure(stream: &TcpStream) {
     let sock = SockRef::from(stream);

@@ -1,89 +1,36 @@
-//! Zero-copy pipes for plain TCP pairs on Linux (spec 2.7): bytes move socket → kernel pipe →
-//! socket with `splice(2)` and never enter user space, one pipe pair per direction, driven by
-//! tokio's readiness. PTTH pairs whose legs are both plain TCP use this; TLS legs and mux
-//! streams must see the bytes and keep the ordinary copy (`pipe::run_with`).
-//!
-//! Semantics are those of the copying pipe: a FIN on one leg becomes `shutdown(SHUT_WR)` on
-//! the other once everything read before it has been written, the other direction keeps
-//! flowing, the pipe ends when both directions have, and any error ends both. The byte
-//! counters are updated after every `splice` that reads, so the idle timeout and the access
-//! log see the same numbers.
+//! The relay's side of [`limmat_mux::splice`] (spec 2.7): a PTTH pair whose legs are both
+//! plain TCP moves its bytes there, counted into the pipe's [`PipeCounters`] (which feed the
+//! idle timeout and the access log), and the device's first bytes give the access log its
+//! status line. Why and when it splices is told there.
 
 use crate::snapshot::PipeCounters;
-use nix::fcntl::{OFlag, SpliceFFlags, splice};
-use nix::unistd::pipe2;
 use std::io;
-use std::net::Shutdown;
-use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
-use tokio::io::Interest;
 use tokio::net::TcpStream;
 
-/// The most one `splice` asks for: the default pipe capacity.
-const CHUNK: usize = 64 << 10;
+pub(crate) use limmat_mux::splice::Mode;
 
 /// Moves bytes both ways between `a` (the client) and `b` (the device) until both directions
 /// have ended; `counters` count the bytes read from each (`up` from `a`, `down` from `b`) and
-/// take the status line that `b`'s first bytes start with, peeked before they are moved.
+/// take the status line that `b`'s first bytes start with.
 pub(crate) async fn both_ways(
     a: &TcpStream,
     b: &TcpStream,
     counters: &PipeCounters,
+    mode: Mode,
 ) -> io::Result<()> {
-    tokio::try_join!(
-        one_way(a, b, &counters.up, None),
-        one_way(b, a, &counters.down, Some(&counters.status))
-    )?;
-    Ok(())
-}
-
-/// One direction: `from` → pipe → `to`, then a half-close of `to` at EOF. With `status`, the
-/// first bytes are peeked for a status line first (this direction is the only reader of `from`,
-/// so what is peeked is what is moved next).
-async fn one_way(
-    from: &TcpStream,
-    to: &TcpStream,
-    read: &AtomicU64,
-    status: Option<&AtomicU16>,
-) -> io::Result<()> {
-    let (pipe_out, pipe_in): (OwnedFd, OwnedFd) =
-        pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC).map_err(io::Error::from)?;
-    let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
-    if let Some(status) = status {
-        let mut first = [0; 12];
-        let n = from.peek(&mut first).await?;
-        crate::access::record_status(&first[..n], status);
-    }
-    loop {
-        // The pipe is empty here, so EAGAIN can only mean that the socket has nothing.
-        let n = from
-            .async_io(Interest::READABLE, || {
-                splice(from, None, &pipe_in, None, CHUNK, flags).map_err(io::Error::from)
-            })
-            .await?;
-        if n == 0 {
-            // The peer's FIN, after every byte before it went out (2.7.2).
-            return socket2::SockRef::from(to).shutdown(Shutdown::Write);
-        }
-        read.fetch_add(n as u64, Ordering::Relaxed);
-        let mut in_pipe = n;
-        while in_pipe > 0 {
-            let sent = to
-                .async_io(Interest::WRITABLE, || {
-                    splice(&pipe_out, None, to, None, in_pipe, flags).map_err(io::Error::from)
-                })
-                .await?;
-            if sent == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
-            }
-            in_pipe -= sent;
-        }
-    }
+    let status = |first: &[u8]| crate::access::record_status(first, &counters.status);
+    let counters = limmat_mux::splice::Counters {
+        a_read: &counters.up,
+        b_read: &counters.down,
+        b_first: Some(&status),
+    };
+    limmat_mux::splice::both_ways(a, b, mode, counters).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::Ordering;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
@@ -95,13 +42,22 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn moves_bytes_both_ways_and_half_closes() {
+    async fn splice_moves_bytes_both_ways_and_half_closes() {
+        moves_bytes_both_ways_and_half_closes(Mode::Splice).await;
+    }
+
+    #[tokio::test]
+    async fn auto_moves_bytes_both_ways_and_half_closes() {
+        moves_bytes_both_ways_and_half_closes(Mode::Auto).await;
+    }
+
+    async fn moves_bytes_both_ways_and_half_closes(mode: Mode) {
         // client ⇄ [a  relay  b] ⇄ device
         let (mut client, a) = pair().await;
         let (b, mut device) = pair().await;
         let counters = PipeCounters::default();
         let relay = async {
-            both_ways(&a, &b, &counters).await.unwrap();
+            both_ways(&a, &b, &counters, mode).await.unwrap();
         };
         let ends = async {
             let big: Vec<u8> = (0..3_000_000u32).map(|i| i as u8).collect();
@@ -138,7 +94,7 @@ mod tests {
             .set_linger(Some(std::time::Duration::ZERO))
             .unwrap();
         drop(client);
-        let r = both_ways(&a, &b, &counters).await;
+        let r = both_ways(&a, &b, &counters, Mode::Splice).await;
         assert!(r.is_err(), "{r:?}");
     }
 }

@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use limmat_relay::DataPath;
 use rand::RngCore;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -20,10 +21,9 @@ async fn paired(relay: &TestRelay) -> (TcpStream, TcpStream) {
     (client, device)
 }
 
-async fn item_33_ten_mib_each_way_arrive_unmodified(splice: bool) {
+async fn item_33_ten_mib_each_way_arrive_unmodified(case: Case) {
     let relay = start(|c| {
-        c.splice = splice;
-        c.splice = splice;
+        (c.data_path, c.accept_runtimes) = case;
     })
     .await;
     let (client, device) = paired(&relay).await;
@@ -64,10 +64,9 @@ async fn item_33_ten_mib_each_way_arrive_unmodified(splice: bool) {
     relay.stop().await;
 }
 
-async fn item_34_half_close_both_ways(splice: bool) {
+async fn item_34_half_close_both_ways(case: Case) {
     let relay = start(|c| {
-        c.splice = splice;
-        c.splice = splice;
+        (c.data_path, c.accept_runtimes) = case;
     })
     .await;
     // The client finishes first; the device still answers.
@@ -95,11 +94,11 @@ async fn item_34_half_close_both_ways(splice: bool) {
     relay.stop().await;
 }
 
-async fn item_35_idle_pipes_close_busy_ones_do_not(splice: bool) {
+async fn item_35_idle_pipes_close_busy_ones_do_not(case: Case) {
     let idle = Duration::from_millis(400);
     let relay = start(|c| {
         c.idle_timeout = idle;
-        c.splice = splice;
+        (c.data_path, c.accept_runtimes) = case;
     })
     .await;
     let (mut client, mut device) = paired(&relay).await;
@@ -184,10 +183,9 @@ async fn item_41_plainsocket_upgrade_is_forwarded() {
     relay.stop().await;
 }
 
-async fn reset_on_one_leg_closes_both(splice: bool) {
+async fn reset_on_one_leg_closes_both(case: Case) {
     let relay = start(|c| {
-        c.splice = splice;
-        c.splice = splice;
+        (c.data_path, c.accept_runtimes) = case;
     })
     .await;
     let (client, mut device) = paired(&relay).await;
@@ -200,10 +198,10 @@ async fn reset_on_one_leg_closes_both(splice: bool) {
     relay.stop().await;
 }
 
-async fn drain_lets_in_flight_pipes_finish(splice: bool) {
+async fn drain_lets_in_flight_pipes_finish(case: Case) {
     let relay = start(|c| {
         c.drain_timeout = Duration::from_secs(30);
-        c.splice = splice;
+        (c.data_path, c.accept_runtimes) = case;
     })
     .await;
     let (mut client, mut device) = paired(&relay).await;
@@ -228,10 +226,10 @@ async fn drain_lets_in_flight_pipes_finish(splice: bool) {
     drop(device);
 }
 
-async fn drain_timeout_closes_remaining_pipes(splice: bool) {
+async fn drain_timeout_closes_remaining_pipes(case: Case) {
     let relay = start(|c| {
         c.drain_timeout = Duration::from_millis(300);
-        c.splice = splice;
+        (c.data_path, c.accept_runtimes) = case;
     })
     .await;
     let (mut client, mut device) = paired(&relay).await;
@@ -240,15 +238,27 @@ async fn drain_timeout_closes_remaining_pipes(splice: bool) {
     assert_eq!(read_to_end(&mut device).await, b"");
 }
 
-/// Each of these runs on both pipe paths: `splice(2)` between plain TCP legs (Linux) and the
-/// copying pipe, which must behave identically (bytes, half-close, idle, reset, drain).
+/// A data path, and the runtimes the relay starts besides the test's (the `per-core` layout).
+type Case = (DataPath, usize);
+
+/// Each of these runs on every data path: `splice(2)` between plain TCP legs (Linux), `auto`
+/// (copied, then spliced once a direction is bulk) and the copying pipe, which must behave
+/// identically (bytes, half-close, idle, reset, drain); and once more with three more
+/// runtimes accepting on `SO_REUSEPORT` sockets, where a device and its client are often
+/// accepted on different runtimes.
 macro_rules! both_paths {
     ($($name:ident),*) => {
         mod spliced {
-            $(#[tokio::test] async fn $name() { super::$name(true).await })*
+            $(#[tokio::test] async fn $name() { super::$name((super::DataPath::Splice, 0)).await })*
+        }
+        mod auto {
+            $(#[tokio::test] async fn $name() { super::$name((super::DataPath::Auto, 0)).await })*
         }
         mod copied {
-            $(#[tokio::test] async fn $name() { super::$name(false).await })*
+            $(#[tokio::test] async fn $name() { super::$name((super::DataPath::Copy, 0)).await })*
+        }
+        mod per_core {
+            $(#[tokio::test] async fn $name() { super::$name((super::DataPath::Auto, 3)).await })*
         }
     };
 }

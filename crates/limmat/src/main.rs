@@ -16,6 +16,9 @@ mod logging;
 mod metrics;
 #[cfg(feature = "relay")]
 mod relay;
+// `per-core` and its extra runtimes are the relay's.
+#[cfg_attr(not(feature = "relay"), allow(unused))]
+mod runtime;
 // An agent-only build reads no settings table; it keeps the check of misspelt variables.
 #[cfg_attr(not(feature = "relay"), allow(unused))]
 mod settings;
@@ -91,10 +94,29 @@ fn main() -> ExitCode {
             None => tracing::warn!("{name} is not a Limmat variable and is ignored"),
         }
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // The relay's settings choose its runtime, so they are read before it exists.
+    let command = match cli.command {
+        #[cfg(feature = "relay")]
+        Command::Relay(args) => match relay::prepare(*args) {
+            Ok(Some(prepared)) => Ready::Relay(Box::new(prepared)),
+            Ok(None) => return ExitCode::SUCCESS,
+            Err(e) => {
+                report(format_args!("error: {e:#}"));
+                return ExitCode::FAILURE;
+            }
+        },
+        other => Ready::Other(other),
+    };
+    let choice = match &command {
+        #[cfg(feature = "relay")]
+        Ready::Relay(prepared) => prepared.runtime,
+        Ready::Other(Command::Tunnel(args)) => args.runtime(),
+        Ready::Other(_) => runtime::Choice {
+            layout: runtime::Layout::MultiThread,
+            threads: 0,
+        },
+    };
+    let runtime = match choice.build() {
         Ok(rt) => rt,
         Err(e) => {
             report(format_args!("error: cannot start the async runtime: {e}"));
@@ -104,9 +126,14 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));
-        match cli.command {
+        let command = match command {
             #[cfg(feature = "relay")]
-            Command::Relay(args) => relay::run(*args, shutdown).await,
+            Ready::Relay(prepared) => return relay::run(*prepared, shutdown).await,
+            Ready::Other(command) => command,
+        };
+        match command {
+            #[cfg(feature = "relay")]
+            Command::Relay(_) => Ok(()),
             Command::Tunnel(args) => match args.config.clone() {
                 Some(_) => tunnel_services::run(*args, shutdown).await,
                 None => tunnel::run(*args, shutdown).await,
@@ -124,6 +151,13 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A command whose settings have been read: the relay's choose its runtime.
+enum Ready {
+    #[cfg(feature = "relay")]
+    Relay(Box<relay::Prepared>),
+    Other(Command),
 }
 
 /// Every `LIMMAT_…` variable some command reads: those clap reads for its flags, the relay's

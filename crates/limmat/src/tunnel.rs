@@ -99,10 +99,42 @@ pub struct TunnelArgs {
     /// snake_case, plus `mode`, `local`, `relay`, `domain`); SIGHUP reloads it.
     #[arg(long, value_name = "FILE", conflicts_with = "mode")]
     pub(crate) config: Option<PathBuf>,
+    /// How a plain TCP relay connection and the local one move their bytes: `splice` in the
+    /// kernel, `copy` through the tunnel, or `auto`, copying until a direction turns out to be
+    /// bulk and splicing from then on (Linux; elsewhere always copy). TLS and mux copy.
+    #[arg(long, value_name = "auto|splice|copy", default_value = "auto", value_parser = crate::settings::from_str::<limmat_agent::DataPath>)]
+    pub(crate) data_path: limmat_agent::DataPath,
+    /// How the tunnel spreads its work over threads: `current-thread` runs everything on one
+    /// thread, `multi-thread` on tokio's work-stealing pool of --worker-threads.
+    #[arg(long, value_name = "current-thread|multi-thread", default_value = "current-thread", value_parser = parse_runtime)]
+    pub(crate) runtime: crate::runtime::Layout,
+    /// Workers of `multi-thread` (0 = one per core).
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = crate::runtime::threads)]
+    pub(crate) worker_threads: usize,
     /// Serve the agent's state on ADDR: `GET /status` (JSON) and `GET /metrics` (Prometheus).
     /// A bare port listens on 127.0.0.1.
     #[arg(long, value_name = "ADDR", value_parser = tunnel_status::parse_status_addr)]
     pub(crate) status: Option<std::net::SocketAddr>,
+}
+
+/// `--runtime`: `per-core` is the relay's (it needs listeners to share).
+fn parse_runtime(value: &str) -> Result<crate::runtime::Layout, String> {
+    match value.parse()? {
+        crate::runtime::Layout::PerCore => {
+            Err("per-core is the relay's; the tunnel runs current-thread or multi-thread".into())
+        }
+        layout => Ok(layout),
+    }
+}
+
+impl TunnelArgs {
+    /// The runtime the tunnel runs on.
+    pub(crate) fn runtime(&self) -> crate::runtime::Choice {
+        crate::runtime::Choice {
+            layout: self.runtime,
+            threads: self.worker_threads,
+        }
+    }
 }
 
 fn parse_relay_proxy(value: &str) -> Result<RelayProxy, String> {
@@ -234,6 +266,7 @@ pub(crate) async fn run_listed(
             config.tls = tls_options(&args);
             config.relay_proxy = relay_proxy(&args);
             config.max_sockets = args.max_sockets;
+            config.data_path = args.data_path;
             let client = TunnelClient::bind(&local, config)
                 .await
                 .context("cannot start the tunnel")?;
@@ -340,6 +373,7 @@ fn agent(args: TunnelArgs) -> anyhow::Result<Agent> {
     config.mux_connections = args.mux_connections;
     config.mux_ping_interval = args.mux_ping_interval;
     config.mux_ping_timeout = args.mux_ping_timeout;
+    config.data_path = args.data_path;
     let agent = Agent::new(config).context("cannot start the tunnel")?;
     if let Some(local) = args.local.as_ref().filter(|l| l.tls) {
         // Load the roots now, not at the first client.

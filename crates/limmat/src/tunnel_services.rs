@@ -249,10 +249,13 @@ fn only_config(args: &TunnelArgs) -> anyhow::Result<()> {
         return Ok(()); // Cannot happen: the defaults parse.
     };
     bare.config = None;
+    // The runtime is the process's, not a service's.
+    (bare.runtime, bare.worker_threads) = (args.runtime, args.worker_threads);
     if format!("{bare:?}") != format!("{args:?}") {
         anyhow::bail!(
             "with --config, give the tunnel's arguments and flags in the file (each [[service]], \
-             or the top-level relay and secret_key); only --status goes beside it"
+             or the top-level relay and secret_key); only --status, --runtime and \
+             --worker-threads go beside it"
         );
     }
     Ok(())

@@ -149,7 +149,7 @@ fn flags_beside_the_file_are_refused() {
     let file = TempFile::new("flags", "relay = \"127.0.0.1:1\"\n[[service]]\n");
     let (ok, stderr) = run(&["tunnel", "--config", file.path(), "--transport", "mux"]);
     assert!(
-        !ok && stderr.contains("only --status goes beside it"),
+        !ok && stderr.contains("only --status, --runtime and --worker-threads go beside it"),
         "{stderr}"
     );
 }

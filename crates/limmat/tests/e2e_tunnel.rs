@@ -34,8 +34,31 @@ fn ssh_like_service() -> SocketAddr {
 
 #[test]
 fn tunnel_server_serves_curl_in_path_and_subdomain_form() {
+    serves_curl(&[], &[]);
+}
+
+/// The same under every runtime layout of the relay and the tunnel (`--runtime`): with four
+/// `per-core` runtimes a device and its clients are accepted on different runtimes nearly
+/// every time, for PTTH connections and for mux streams alike.
+#[test]
+fn every_runtime_layout_serves_the_same() {
+    let relay_per_core = ["--runtime", "per-core", "--worker-threads", "4"];
+    let tunnel_multi = ["--runtime", "multi-thread", "--worker-threads", "2"];
+    for transport in ["ptth", "mux"] {
+        let tunnel = ["--transport", transport];
+        serves_curl(&relay_per_core, &tunnel);
+        serves_curl(
+            &["--runtime", "current-thread"],
+            &[&tunnel[..], &tunnel_multi].concat(),
+        );
+        serves_curl(&["--runtime", "multi-thread"], &tunnel);
+    }
+}
+
+/// `limmat tunnel server` behind `limmat relay`, each with these extra flags, serves curl.
+fn serves_curl(relay_flags: &[&str], tunnel_flags: &[&str]) {
     let origin = http_origin();
-    let mut relay = Limmat::spawn(&[
+    let relay_args = [
         "relay",
         "--listen",
         "127.0.0.1:0",
@@ -43,17 +66,21 @@ fn tunnel_server_serves_curl_in_path_and_subdomain_form() {
         "relay.example.com",
         "--client-wait",
         "1s",
-    ]);
+    ];
+    let mut relay = Limmat::spawn(&[&relay_args[..], relay_flags].concat());
     let relay_addr = relay.listening_addr();
-    let _tunnel = Limmat::spawn(&[
+    let origin = origin.to_string();
+    let relay_at = relay_addr.to_string();
+    let tunnel_args = [
         "tunnel",
         "server",
-        &origin.to_string(),
-        &relay_addr.to_string(),
+        &origin,
+        &relay_at,
         "My-Device",
         "--min-listeners",
         "2",
-    ]);
+    ];
+    let _tunnel = Limmat::spawn(&[&tunnel_args[..], tunnel_flags].concat());
     relay.wait_for("device connected");
     let base = format!("http://{relay_addr}");
     // Path form: the device sees the prefix, as with Yaler.
@@ -131,7 +158,25 @@ fn proxy_and_client_carry_an_interactive_stream() {
 
 #[test]
 fn proxy_and_client_carry_a_bulk_echo() {
-    // A plain echo service: 1 MiB through client mode, the relay and proxy mode, and back.
+    bulk_echo(&[]);
+}
+
+/// The same over PTTH, whose plain TCP legs the tunnel's every `--data-path` may splice: the
+/// bytes and the half-close after them arrive alike.
+#[test]
+fn every_data_path_carries_the_same_bulk_echo() {
+    for path in ["auto", "splice", "copy"] {
+        bulk_echo(&["--transport", "ptth", "--data-path", path]);
+    }
+}
+
+/// A plain echo service: 1 MiB through client mode, the relay and proxy mode, and back; the
+/// tunnels get `flags` (client mode those but `--transport`).
+fn bulk_echo(flags: &[&str]) {
+    let client_flags: Vec<&str> = match flags {
+        ["--transport", _, rest @ ..] => rest.to_vec(),
+        all => all.to_vec(),
+    };
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let echo = listener.local_addr().unwrap();
     thread::spawn(move || {
@@ -146,9 +191,12 @@ fn proxy_and_client_carry_a_bulk_echo() {
     });
     let mut relay = Limmat::spawn(&["relay", "--listen", "127.0.0.1:0"]);
     let relay_addr = relay.listening_addr().to_string();
-    let _proxy = Limmat::spawn(&["tunnel", "proxy", &echo.to_string(), &relay_addr, "echo"]);
+    let echo = echo.to_string();
+    let proxy = ["tunnel", "proxy", &echo, &relay_addr, "echo"];
+    let _proxy = Limmat::spawn(&[&proxy[..], flags].concat());
     relay.wait_for("device connected");
-    let mut client = Limmat::spawn(&["tunnel", "client", "127.0.0.1:0", &relay_addr, "echo"]);
+    let client = ["tunnel", "client", "127.0.0.1:0", &relay_addr, "echo"];
+    let mut client = Limmat::spawn(&[&client[..], &client_flags].concat());
     let local = client.listening_addr();
 
     let payload: Vec<u8> = (0..1 << 20).map(|i: u32| (i * 7 % 251) as u8).collect();

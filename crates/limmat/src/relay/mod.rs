@@ -5,6 +5,7 @@
 
 mod settings;
 
+use crate::runtime::Choice;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use limmat_relay::auth::{AuthMode, Authenticator, resolve_mode};
@@ -55,7 +56,7 @@ enum RelayCommand {
 impl RelayArgs {
     /// Flags over `LIMMAT_…` variables over the file over the defaults. Every source is read
     /// and checked, even where a higher one overrides it, so a typo never lies in wait.
-    fn into_config(self) -> anyhow::Result<(RelayConfig, ClusterConfig)> {
+    fn into_config(self) -> anyhow::Result<(RelayConfig, ClusterConfig, Choice)> {
         let env = crate::settings::from_env::<RelaySettings>()?;
         let path = match self.config {
             Some(path) => Some(path),
@@ -88,22 +89,52 @@ fn check(config: &RelayConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn run(mut args: RelayArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// A relay ready to run: its configuration, and the runtime it runs on.
+pub struct Prepared {
+    config: RelayConfig,
+    clustered: bool,
+    /// The runtime layout and threads the relay's settings ask for.
+    pub runtime: Choice,
+}
+
+/// Reads and merges the settings before any runtime exists, since they choose the runtime;
+/// `None` when the command is done already (`relay key`, `--check-config`).
+pub fn prepare(mut args: RelayArgs) -> anyhow::Result<Option<Prepared>> {
     if let Some(RelayCommand::Key(key)) = args.command.take() {
-        return crate::key::run(key);
+        crate::key::run(key)?;
+        return Ok(None);
     }
     let check_only = args.check_config;
-    let (config, cluster) = args.into_config()?;
+    let (config, cluster, runtime) = args.into_config()?;
     let clustered = cluster.is_clustered();
     let config = with_cluster(config, cluster)?;
     if check_only {
         check(&config).context("the configuration is not valid")?;
         crate::key::print_out(format_args!("configuration OK"))?;
-        return Ok(());
+        return Ok(None);
     }
+    Ok(Some(Prepared {
+        config,
+        clustered,
+        runtime,
+    }))
+}
+
+pub async fn run(prepared: Prepared, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let Prepared {
+        config,
+        clustered,
+        runtime,
+    } = prepared;
     if config.admin.is_some() {
         crate::metrics::install();
     }
+    tracing::debug!(
+        runtime = %runtime.layout,
+        threads = runtime.thread_count(),
+        data_path = ?config.data_path,
+        "relay runtime"
+    );
     let relay = Relay::bind(config)
         .await
         .context("the relay cannot start")?;

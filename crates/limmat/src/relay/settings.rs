@@ -3,6 +3,7 @@
 //! [`crate::settings`] for how to add one). A few keys exist only in the file: certificate
 //! pairs as `[[cert]]` tables, static device keys and the ordered `[[egress.rule]]` tables.
 
+use crate::runtime::{Choice, Layout};
 use crate::settings::{
     self, Entry, Layer, boolean, count, from_str, many, one, path, socket_addr, text,
 };
@@ -11,7 +12,7 @@ use anyhow::anyhow;
 use limmat_relay::auth::{AuthMode, DeviceKey};
 use limmat_relay::cluster::ClusterConfig;
 use limmat_relay::egress::{HostPattern, Ports};
-use limmat_relay::{Action, CertPaths, Cidr, EgressRule, Listen, Rate, RelayConfig};
+use limmat_relay::{Action, CertPaths, Cidr, DataPath, EgressRule, Listen, Rate, RelayConfig};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -205,6 +206,21 @@ settings::settings! {
         /// required with --cluster-internal-tls (a self-signed certificate is its own CA).
         #[arg(help_heading = "Cluster", value_name = "FILE")]
         cluster_internal_ca: PathBuf = one(path);
+        /// How the relay spreads its work over threads: `per-core`, one single-threaded
+        /// runtime per worker thread, each accepting its own connections (SO_REUSEPORT);
+        /// `multi-thread`, tokio's work-stealing pool; `current-thread`, one thread (cheapest
+        /// per request where the relay shares its cores; see docs/benchmarks.md).
+        /// [default: current-thread]
+        #[arg(help_heading = "Performance", value_name = "per-core|multi-thread|current-thread")]
+        runtime: Layout = one(from_str::<Layout>);
+        /// Threads of `per-core` and `multi-thread` (0 = one per core). [default: 0]
+        #[arg(help_heading = "Performance", value_name = "N")]
+        worker_threads: usize = one(crate::runtime::threads);
+        /// How a pipe between two plain TCP connections moves its bytes: `splice` in the
+        /// kernel, `copy` through the relay, or `auto`, copying until a direction turns out to
+        /// be bulk and splicing from then on (Linux; elsewhere always copy). [default: auto]
+        #[arg(help_heading = "Performance", value_name = "auto|splice|copy")]
+        data_path: DataPath = one(from_str::<DataPath>) => |c, v| c.data_path = v;
         /// Cluster: gossip this often. [default: 250ms]
         #[arg(help_heading = "Cluster", value_name = "DURATION")]
         cluster_gossip_interval: Duration = one(units::duration);
@@ -219,6 +235,9 @@ settings::settings! {
         cluster_rebalance_spread: Duration = one(units::duration);
     }
 }
+
+/// The relay's runtime layout when no source names one (docs/benchmarks.md).
+const DEFAULT_RUNTIME: Layout = Layout::CurrentThread;
 
 /// The relay's listener when no source names one.
 const DEFAULT_LISTEN: ([u8; 4], u16) = ([127, 0, 0, 1], 8080);
@@ -268,9 +287,17 @@ pub fn merge(upper: RelaySettings, mut lower: RelaySettings) -> RelaySettings {
 }
 
 impl RelaySettings {
-    /// The merged settings and the file's own keys over the defaults.
-    pub fn into_config(mut self, file: FileOnly) -> anyhow::Result<(RelayConfig, ClusterConfig)> {
+    /// The merged settings and the file's own keys over the defaults, and the runtime to run
+    /// on (the relay's `accept_runtimes` follow from it).
+    pub fn into_config(
+        mut self,
+        file: FileOnly,
+    ) -> anyhow::Result<(RelayConfig, ClusterConfig, Choice)> {
         let cluster = ClusterSettings::take(&mut self);
+        let runtime = Choice {
+            layout: self.runtime.take().unwrap_or(DEFAULT_RUNTIME),
+            threads: self.worker_threads.take().unwrap_or(0),
+        };
         let cert = self.cert.take().unwrap_or_default();
         let key = self.key.take().unwrap_or_default();
         if cert.len() != key.len() {
@@ -304,8 +331,9 @@ impl RelaySettings {
         config.egress.rules = rules;
         config.keys.device_keys = file.device_key;
         config.keys.revoked_keys = file.revoked_keys;
+        config.accept_runtimes = runtime.extra_runtimes();
         let cluster = cluster.into_config(&config)?;
-        Ok((config, cluster))
+        Ok((config, cluster, runtime))
     }
 }
 
@@ -821,7 +849,7 @@ mod tests {
             "#
         ))
         .unwrap();
-        let (_, cluster) = s.into_config(file).unwrap();
+        let (_, cluster, _) = s.into_config(file).unwrap();
         assert!(cluster.is_clustered());
         assert_eq!(cluster.node_id.as_deref(), Some("node-a"));
         assert_eq!(cluster.public_host.as_deref(), Some("a.relay.example.com"));
@@ -867,7 +895,7 @@ mod tests {
         let e = parse("[cluster]\nnode_di = \"a\"").err().unwrap();
         assert!(e.contains("did you mean cluster.node_id?"), "{e}");
         // Standalone: nothing is required.
-        let (_, cluster) = RelaySettings::default()
+        let (_, cluster, _) = RelaySettings::default()
             .into_config(FileOnly::default())
             .unwrap();
         assert!(!cluster.is_clustered());
@@ -897,7 +925,7 @@ mod tests {
         // The flag's certificate does not pair with the file's key.
         let e = merged.into_config(FileOnly::default()).unwrap_err();
         assert!(e.to_string().contains("1 --cert but 0 --key"), "{e}");
-        let (config, cluster) = RelaySettings::default()
+        let (config, cluster, _) = RelaySettings::default()
             .into_config(FileOnly::default())
             .unwrap();
         assert!(!cluster.is_clustered());
