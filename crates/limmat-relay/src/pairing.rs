@@ -16,6 +16,7 @@
 //! bytes after the relay has terminated the client's TLS (2.6.5). A `504` to an SNI-routed
 //! client is sent inside TLS (2.6.6).
 
+use crate::cluster::LiveSet;
 use crate::context::RelayContext;
 use crate::hop::{self, Hop};
 use crate::legs::{ClientKind, ClientLeg, Conn, DeviceLeg};
@@ -29,9 +30,10 @@ use crate::stream::Leg;
 use bytes::Buf;
 use limmat_wire::response;
 use std::io;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::io::AsyncWriteExt;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::time::{Instant, sleep_until, timeout};
 
 /// While waiting, a client may send this much beyond its head before the relay stops reading.
@@ -173,30 +175,30 @@ enum Waited {
 async fn wait(
     ctx: &RelayContext,
     mut client: ClientLeg,
-    mut rx: oneshot::Receiver<Offer>,
+    rx: oneshot::Receiver<Offer>,
     place: (ClientWait, GaugeGuard),
 ) -> Found {
-    let moved = place.0.moved().clone();
-    // In a cluster, a change of the live set may give the domain another owner: the client is
-    // forwarded there at once (7.6) rather than when the rebalancing reaches its domain.
-    let mut live =
-        (ctx.cluster.is_clustered() && client.hops < ctx.config.cluster.max_hops).then(|| {
-            let mut live = ctx.cluster.live();
-            live.borrow_and_update();
-            live
-        });
-    let outcome = loop {
+    let outcome = wait_for_device(ctx, &mut client, rx, &place.0).await;
+    // No longer waiting, whatever comes next: free the place before acting.
+    drop(place);
+    settle(ctx, client, outcome).await
+}
+
+/// The select loop of [`wait`]: what ends the wait first.
+async fn wait_for_device(
+    ctx: &RelayContext,
+    client: &mut ClientLeg,
+    mut rx: oneshot::Receiver<Offer>,
+    place: &ClientWait,
+) -> Waited {
+    let moved = place.moved().clone();
+    let mut live = live_watch(ctx, client);
+    loop {
         let room = (client.head_len + WAIT_BUFFER).saturating_sub(client.buf.len());
         tokio::select! {
             // An Err means the device that popped this slot stopped first: queue again.
-            leg = &mut rx => break Waited::Device(leg.ok()),
-            () = sleep_until(client.deadline) => {
-                rx.close();
-                break match rx.try_recv() {
-                    Ok(leg) => Waited::Device(Some(leg)),
-                    Err(_) => Waited::Refuse,
-                };
-            }
+            leg = &mut rx => return Waited::Device(leg.ok()),
+            () = sleep_until(client.deadline) => return take_or(rx, Waited::Refuse),
             read = client.conn.stream.read_into(&mut client.buf, room), if room > 0 => {
                 let gone = match read {
                     Ok(0) => Some(io::ErrorKind::UnexpectedEof.into()),
@@ -206,13 +208,13 @@ async fn wait(
                 if let Some(e) = gone {
                     // A client that leaves consumes no device (2.5.6).
                     rx.close();
-                    break Waited::Left(e, rx.try_recv().ok());
+                    return Waited::Left(e, rx.try_recv().ok());
                 }
             }
             () = ctx.shutdown.cancelled() => {
                 // Leave the FIFO first; a device handed over meanwhile is closed too.
                 rx.close();
-                break Waited::Refuse;
+                return Waited::Refuse;
             }
             changed = async {
                 match live.as_mut() {
@@ -223,24 +225,39 @@ async fn wait(
                 if changed.is_err() {
                     live = None;
                 } else if ctx.cluster.elsewhere(&client.domain).is_some() {
-                    rx.close();
-                    break match rx.try_recv() {
-                        Ok(leg) => Waited::Device(Some(leg)),
-                        Err(_) => Waited::Moved,
-                    };
+                    return take_or(rx, Waited::Moved);
                 }
             }
-            () = moved.cancelled() => {
-                rx.close();
-                break match rx.try_recv() {
-                    Ok(leg) => Waited::Device(Some(leg)),
-                    Err(_) => Waited::Moved,
-                };
-            }
+            () = moved.cancelled() => return take_or(rx, Waited::Moved),
         }
-    };
-    // No longer waiting, whatever comes next: free the place before acting.
-    drop(place);
+    }
+}
+
+/// In a cluster, a change of the live set may give the domain another owner: the waiting
+/// client is forwarded there at once (7.6) rather than when the rebalancing reaches its
+/// domain. `None` when standalone or when the client may not hop again.
+fn live_watch(ctx: &RelayContext, client: &ClientLeg) -> Option<LiveWatch> {
+    (ctx.cluster.is_clustered() && client.hops < ctx.config.cluster.max_hops).then(|| {
+        let mut live = ctx.cluster.live();
+        live.borrow_and_update();
+        live
+    })
+}
+
+/// The cluster's live set, as a waiting client watches it.
+type LiveWatch = watch::Receiver<Arc<LiveSet>>;
+
+/// Leaves the FIFO; a device handed over in the same instant still wins over `otherwise`.
+fn take_or(mut rx: oneshot::Receiver<Offer>, otherwise: Waited) -> Waited {
+    rx.close();
+    match rx.try_recv() {
+        Ok(leg) => Waited::Device(Some(leg)),
+        Err(_) => otherwise,
+    }
+}
+
+/// Acts on how the wait ended.
+async fn settle(ctx: &RelayContext, client: ClientLeg, outcome: Waited) -> Found {
     match outcome {
         Waited::Device(Some(offer)) => Found::Offer(client, offer),
         Waited::Device(None) => Found::Again(client),
