@@ -425,7 +425,18 @@ impl GatewayConfig {
             "\"\"",
             "a non-empty name",
         )?;
-        let p = &self.presence;
+        self.presence.validate()?;
+        positive("beacons.log_retention", self.beacons.log_retention)?;
+        self.api.limits.validate()?;
+        self.relay.validate()?;
+        self.webhooks.validate()
+    }
+}
+
+impl PresenceSection {
+    /// The `[presence]` checks of [`GatewayConfig::validate`].
+    fn validate(&self) -> Result<(), ConfigError> {
+        let p = self;
         if let Some(r) = p.enter_rssi {
             check(
                 (-127..=20).contains(&r),
@@ -437,9 +448,14 @@ impl GatewayConfig {
         positive("presence.update_interval", p.update_interval)?;
         positive("presence.leave_after", p.leave_after)?;
         positive("presence.telemetry_interval", p.telemetry_interval)?;
-        positive("beacons.log_retention", self.beacons.log_retention)?;
-        self.api.limits.validate()?;
-        let r = &self.relay;
+        Ok(())
+    }
+}
+
+impl RelaySection {
+    /// The `[relay]` checks of [`GatewayConfig::validate`].
+    fn validate(&self) -> Result<(), ConfigError> {
+        let r = self;
         check(r.pool >= 1, "relay.pool", r.pool, "at least 1")?;
         check(
             r.max_connections >= r.pool,
@@ -469,7 +485,14 @@ impl GatewayConfig {
                 "a domain that is not a reserved first path segment (gap, gatt, management, beacon, openapi.json, metrics)",
             )?;
         }
-        let w = &self.webhooks;
+        Ok(())
+    }
+}
+
+impl WebhooksSection {
+    /// The `[webhooks]` checks of [`GatewayConfig::validate`].
+    fn validate(&self) -> Result<(), ConfigError> {
+        let w = self;
         positive("webhooks.retry_base", w.retry_base)?;
         check(
             w.retry_factor.is_finite() && w.retry_factor >= 1.0,
