@@ -129,10 +129,9 @@ async fn read_and_classify(ctx: &RelayContext, step: &mut Next, first_head: bool
     let Next::Head(conn, carried) = std::mem::replace(step, Next::Done) else {
         return Next::Done;
     };
-    match classify(ctx, conn, carried, buf, head_len, first_head) {
-        Then::Now(next) => next,
-        Then::Later(then) => then.await,
-    }
+    classify(ctx, conn, carried, buf, head_len, first_head)
+        .next()
+        .await
 }
 
 /// Hands a connection on by the kind of its head (2.1.3). Not an `async fn`: what it awaits is
@@ -151,13 +150,14 @@ fn classify(
         // An authority-form CONNECT, or an absolute-form request to a foreign host (6.1);
         // the proxy module answers 501 when it is off.
         drop(carried);
-        return Then::done_after(proxy::serve(ctx, conn, buf, head_len));
+        return Then::Done(Box::pin(proxy::serve(ctx, conn, buf, head_len)));
     }
     match head.kind() {
         // Unreachable: taken by the forward proxy above.
-        Kind::ForwardConnect => {
-            Then::done_after(respond_and_close(conn.stream, response::NOT_IMPLEMENTED))
-        }
+        Kind::ForwardConnect => Then::Done(Box::pin(respond_and_close(
+            conn.stream,
+            response::NOT_IMPLEMENTED,
+        ))),
         Kind::Device(protocol) => {
             let class = DeviceClass {
                 tls: conn.stream.is_tls(),
@@ -166,9 +166,9 @@ fn classify(
             // In a cluster, a device of a domain another node owns goes there (7.4).
             if let Some(redirect) = device_redirect(ctx, &head, class.tls) {
                 drop(carried);
-                return Then::done_after(async move {
+                return Then::Done(Box::pin(async move {
                     respond_and_close(conn.stream, &redirect).await;
-                });
+                }));
             }
             // A re-POST after a 204 for the same domain is already counted (2.4.5).
             let renewal = carried.filter(|admission| **admission.domain() == *head.domain);
@@ -180,14 +180,14 @@ fn classify(
             let admission = match admitted {
                 Ok(admission) => admission,
                 Err(refusal) => {
-                    return Then::done_after(async move {
+                    return Then::Done(Box::pin(async move {
                         respond_and_close(conn.stream, &refusal).await;
-                    });
+                    }));
                 }
             };
             if protocol == Protocol::Mux {
                 // limmat-mux/1 (section 5): admitted like any device (4.4), then HTTP/2.
-                return Then::done_after(mux::serve(ctx, conn, admission, class));
+                return Then::Done(Box::pin(mux::serve(ctx, conn, admission, class)));
             }
             let waiting = Waiting {
                 conn,
