@@ -71,7 +71,7 @@ fn serve(ctx: Arc<RelayContext>, mut next: Next) -> impl Future<Output = ()> + S
     // An `async move` block, not an `async fn`: a function's arguments would be moved into
     // locals of its future, and `next` stored twice.
     async move {
-        let ctx = &*ctx;
+        let ctx = &ctx;
         // The first head of a connection announces a device; a requeued one has been announced.
         let mut first_head = matches!(next, Next::Head(..) | Next::Tls(_));
         loop {
@@ -101,7 +101,7 @@ fn serve(ctx: Arc<RelayContext>, mut next: Next) -> impl Future<Output = ()> + S
 /// Reads a head and hands the connection on by its kind (2.1.3). `step` is a
 /// [`Next::Head`]: the connection, and the admission of a device renewed on it, which carries
 /// over to a re-POST for the same domain. Taken from `step` once the head is in.
-async fn read_and_classify(ctx: &RelayContext, step: &mut Next, first_head: bool) -> Next {
+async fn read_and_classify(ctx: &Arc<RelayContext>, step: &mut Next, first_head: bool) -> Next {
     let Next::Head(conn, _) = step else {
         return Next::Done;
     };
@@ -137,7 +137,7 @@ async fn read_and_classify(ctx: &RelayContext, step: &mut Next, first_head: bool
 /// Hands a connection on by the kind of its head (2.1.3). Not an `async fn`: what it awaits is
 /// boxed, so the idle connection's task does not carry the head nor a copy of the connection.
 fn classify(
-    ctx: &RelayContext,
+    ctx: &Arc<RelayContext>,
     conn: Conn,
     carried: Option<Admission>,
     buf: Vec<u8>,
@@ -186,8 +186,12 @@ fn classify(
                 }
             };
             if protocol == Protocol::Mux {
-                // limmat-mux/1 (section 5): admitted like any device (4.4), then HTTP/2.
-                return Then::Done(Box::pin(mux::serve(ctx, conn, admission, class)));
+                // limmat-mux/1 (section 5): admitted like any device (4.4), then HTTP/2, in a
+                // task of its own: an idle mux device then keeps one task of the mux's size,
+                // not this one (sized for a PTTH wait) with the mux boxed inside.
+                ctx.tasks
+                    .spawn(mux::serve(ctx.clone(), conn, admission, class));
+                return Then::Now(Next::Done);
             }
             let waiting = Waiting {
                 conn,
