@@ -157,9 +157,11 @@ start_relay() {
     ((i < 300)) || die "the relay's admin listener did not come up"
     if (($# > 0)); then # under a wrapper: the relay is the wrapper's descendant named limmat
         WRAP_PID=$RELAY_PID
+        # Not found (the binary must be named limmat): stop the wrapper itself on the way out.
         RELAY_PID=$(pgrep -n -x limmat -P "$WRAP_PID" || pgrep -n -x limmat) ||
-            die "cannot find the relay under $1"
-        [[ $(ps -o comm= -p "$RELAY_PID") == limmat ]] || die "cannot find the relay under $1"
+            { RELAY_PID=$WRAP_PID; die "cannot find the relay under $1"; }
+        [[ $(ps -o comm= -p "$RELAY_PID") == limmat ]] ||
+            { RELAY_PID=$WRAP_PID; die "cannot find the relay under $1"; }
     fi
 }
 
