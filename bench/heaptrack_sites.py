@@ -18,6 +18,7 @@ from collections import defaultdict
 RULES = [
     (("admin::metrics",), "admin GET /metrics: registry snapshot (transient; the bench polls it)"),
     (("snapshot (registry.rs)",), "admin GET /metrics: registry snapshot (transient; the bench polls it)"),
+    (("new_task", "(conn.rs)"), "tokio task cell of mux::serve (spawned per mux device, conn.rs)"),
     (("new_task", "(server.rs)"), "tokio task cell of conn::handle (spawned per connection, server.rs)"),
     (("registration_set.rs",), "tokio I/O driver ScheduledIo per socket (new_accepted)"),
     # h2's per-connection state (mux devices), allocated by the client handshake.

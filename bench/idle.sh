@@ -29,9 +29,11 @@
 #
 # PROFILE=heaptrack instead runs one smaller case (PROFILE_DEVICES [2000], PROFILE_DOMAINS
 # [many], default allocator, the first of PROTOCOLS) with the relay under heaptrack, stops it
-# with SIGTERM once the devices wait, and prints the heap's allocation sites at its peak (which is while every device
-# waits) grouped by bench/heaptrack_sites.py, with bytes per device. The admin /metrics polls
-# that tell when all devices wait build a registry snapshot, which shows up as a transient site.
+# with SIGTERM once the devices wait, and prints the heap's allocation sites at its peak (which
+# is while every device waits) grouped by bench/heaptrack_sites.py, with bytes per device.
+# heaptrack needs the symbols: LIMMAT=target/profiling/limmat (cargo build --profile
+# profiling). The admin /metrics polls that tell when all devices wait build a registry
+# snapshot, which shows up as a transient site.
 #
 # The machine's hard open-file limit (20,000 here) bounds the relay to about 19,900
 # connections, so the default is 15,000 devices. Everything listens on 127.0.0.1 on free ports;
@@ -155,9 +157,11 @@ start_relay() {
     ((i < 300)) || die "the relay's admin listener did not come up"
     if (($# > 0)); then # under a wrapper: the relay is the wrapper's descendant named limmat
         WRAP_PID=$RELAY_PID
+        # Not found (the binary must be named limmat): stop the wrapper itself on the way out.
         RELAY_PID=$(pgrep -n -x limmat -P "$WRAP_PID" || pgrep -n -x limmat) ||
-            die "cannot find the relay under $1"
-        [[ $(ps -o comm= -p "$RELAY_PID") == limmat ]] || die "cannot find the relay under $1"
+            { RELAY_PID=$WRAP_PID; die "cannot find the relay under $1"; }
+        [[ $(ps -o comm= -p "$RELAY_PID") == limmat ]] ||
+            { RELAY_PID=$WRAP_PID; die "cannot find the relay under $1"; }
     fi
 }
 

@@ -71,7 +71,7 @@ fn serve(ctx: Arc<RelayContext>, mut next: Next) -> impl Future<Output = ()> + S
     // An `async move` block, not an `async fn`: a function's arguments would be moved into
     // locals of its future, and `next` stored twice.
     async move {
-        let ctx = &*ctx;
+        let ctx = &ctx;
         // The first head of a connection announces a device; a requeued one has been announced.
         let mut first_head = matches!(next, Next::Head(..) | Next::Tls(_));
         loop {
@@ -101,7 +101,7 @@ fn serve(ctx: Arc<RelayContext>, mut next: Next) -> impl Future<Output = ()> + S
 /// Reads a head and hands the connection on by its kind (2.1.3). `step` is a
 /// [`Next::Head`]: the connection, and the admission of a device renewed on it, which carries
 /// over to a re-POST for the same domain. Taken from `step` once the head is in.
-async fn read_and_classify(ctx: &RelayContext, step: &mut Next, first_head: bool) -> Next {
+async fn read_and_classify(ctx: &Arc<RelayContext>, step: &mut Next, first_head: bool) -> Next {
     let Next::Head(conn, _) = step else {
         return Next::Done;
     };
@@ -129,16 +129,15 @@ async fn read_and_classify(ctx: &RelayContext, step: &mut Next, first_head: bool
     let Next::Head(conn, carried) = std::mem::replace(step, Next::Done) else {
         return Next::Done;
     };
-    match classify(ctx, conn, carried, buf, head_len, first_head) {
-        Then::Now(next) => next,
-        Then::Later(then) => then.await,
-    }
+    classify(ctx, conn, carried, buf, head_len, first_head)
+        .next()
+        .await
 }
 
 /// Hands a connection on by the kind of its head (2.1.3). Not an `async fn`: what it awaits is
 /// boxed, so the idle connection's task does not carry the head nor a copy of the connection.
 fn classify(
-    ctx: &RelayContext,
+    ctx: &Arc<RelayContext>,
     conn: Conn,
     carried: Option<Admission>,
     buf: Vec<u8>,
@@ -151,13 +150,14 @@ fn classify(
         // An authority-form CONNECT, or an absolute-form request to a foreign host (6.1);
         // the proxy module answers 501 when it is off.
         drop(carried);
-        return Then::done_after(proxy::serve(ctx, conn, buf, head_len));
+        return Then::Done(Box::pin(proxy::serve(ctx, conn, buf, head_len)));
     }
     match head.kind() {
         // Unreachable: taken by the forward proxy above.
-        Kind::ForwardConnect => {
-            Then::done_after(respond_and_close(conn.stream, response::NOT_IMPLEMENTED))
-        }
+        Kind::ForwardConnect => Then::Done(Box::pin(respond_and_close(
+            conn.stream,
+            response::NOT_IMPLEMENTED,
+        ))),
         Kind::Device(protocol) => {
             let class = DeviceClass {
                 tls: conn.stream.is_tls(),
@@ -166,9 +166,9 @@ fn classify(
             // In a cluster, a device of a domain another node owns goes there (7.4).
             if let Some(redirect) = device_redirect(ctx, &head, class.tls) {
                 drop(carried);
-                return Then::done_after(async move {
+                return Then::Done(Box::pin(async move {
                     respond_and_close(conn.stream, &redirect).await;
-                });
+                }));
             }
             // A re-POST after a 204 for the same domain is already counted (2.4.5).
             let renewal = carried.filter(|admission| **admission.domain() == *head.domain);
@@ -180,14 +180,18 @@ fn classify(
             let admission = match admitted {
                 Ok(admission) => admission,
                 Err(refusal) => {
-                    return Then::done_after(async move {
+                    return Then::Done(Box::pin(async move {
                         respond_and_close(conn.stream, &refusal).await;
-                    });
+                    }));
                 }
             };
             if protocol == Protocol::Mux {
-                // limmat-mux/1 (section 5): admitted like any device (4.4), then HTTP/2.
-                return Then::done_after(mux::serve(ctx, conn, admission, class));
+                // limmat-mux/1 (section 5): admitted like any device (4.4), then HTTP/2, in a
+                // task of its own: an idle mux device then keeps one task of the mux's size,
+                // not this one (sized for a PTTH wait) with the mux boxed inside.
+                ctx.tasks
+                    .spawn(mux::serve(ctx.clone(), conn, admission, class));
+                return Then::Now(Next::Done);
             }
             let waiting = Waiting {
                 conn,

@@ -250,31 +250,36 @@ pub(crate) async fn wait(ctx: &RelayContext, step: &mut Next) -> Next {
         class,
         hold_until,
     };
-    match woken(ctx, woke, handed, device, admission) {
-        Then::Now(next) => next,
-        Then::Later(then) => then.await,
-    }
+    woken(ctx, woke, handed, device, admission).next().await
 }
 
 /// What follows a synchronous decision: the next step at once, or after a boxed future (a
-/// rare path, kept out of the idle connection's task).
+/// rare path, kept out of the idle connection's task). Each kind of future is boxed as it is:
+/// wrapped in an `async` block to map its output, it would be stored twice (an awaited
+/// future is moved out of the block's captures), and an idle mux device keeps its box.
 pub(crate) enum Then<'a> {
+    /// Go on with this step.
     Now(Next),
+    /// After this, the connection is closed or handed over.
+    Done(Pin<Box<dyn Future<Output = ()> + Send + 'a>>),
+    /// After this pairing, the device goes on with what it returns.
+    Requeued(Pin<Box<dyn Future<Output = Option<Requeued>> + Send + 'a>>),
+    /// Go on with what this returns.
     Later(Pin<Box<dyn Future<Output = Next> + Send + 'a>>),
 }
 
-impl<'a> Then<'a> {
-    /// After `done`, the connection is closed or handed over.
-    pub(crate) fn done_after(done: impl Future<Output = ()> + Send + 'a) -> Self {
-        Then::Later(Box::pin(async move {
-            done.await;
-            Next::Done
-        }))
-    }
-
-    /// After a pairing, the device goes on with what it returns.
-    fn requeued_after(paired: impl Future<Output = Option<Requeued>> + Send + 'a) -> Self {
-        Then::Later(Box::pin(async move { paired.await.into() }))
+impl Then<'_> {
+    /// The next step: at once, or once the boxed future is done.
+    pub(crate) async fn next(self) -> Next {
+        match self {
+            Then::Now(next) => next,
+            Then::Done(done) => {
+                done.await;
+                Next::Done
+            }
+            Then::Requeued(paired) => paired.await.into(),
+            Then::Later(then) => then.await,
+        }
     }
 }
 
@@ -291,12 +296,12 @@ fn woken<'a>(
     match (woke, handed) {
         // Without a cluster, waiting devices are closed with no response (7.6); they
         // reconnect with backoff to another node or to the restarted one.
-        (Woke::Shutdown, Some(client)) => Then::done_after(pairing::refuse(ctx, *client)),
+        (Woke::Shutdown, Some(client)) => Then::Done(Box::pin(pairing::refuse(ctx, *client))),
         (Woke::Shutdown, None) => Then::Now(Next::Done),
         // This device serves the client: the pairing's task takes both legs.
         (Woke::Paired | Woke::Hold | Woke::Moved, Some(client)) => {
             drop(admission);
-            Then::requeued_after(pairing::dispatch(ctx, *client, Some(device)))
+            Then::Requeued(Box::pin(pairing::dispatch(ctx, *client, Some(device))))
         }
         (Woke::Hold, None) => Then::Now(Next::Renew(device.conn, admission)),
         (Woke::Moved, None) => {
@@ -317,7 +322,7 @@ fn woken<'a>(
             // The device is gone or disconnected: a client handed to it looks again.
             drop((admission, device));
             match handed {
-                Some(client) => Then::requeued_after(pairing::dispatch(ctx, *client, None)),
+                Some(client) => Then::Requeued(Box::pin(pairing::dispatch(ctx, *client, None))),
                 None => Then::Now(Next::Done),
             }
         }

@@ -41,11 +41,12 @@ type H2Connection = Connection<MuxIo<crate::stream::Stream>, Bytes>;
 
 /// Runs an admitted mux connection until it ends (5.1–5.8).
 pub(crate) async fn serve(
-    ctx: &RelayContext,
+    ctx: Arc<RelayContext>,
     conn: Conn,
     admission: Admission,
     class: DeviceClass,
 ) {
+    let ctx = &*ctx;
     let peer = conn.peer;
     let Some(mut up) = upgrade(ctx, conn, &admission).await else {
         return;
@@ -281,9 +282,9 @@ mod tests {
     use crate::stream::Tcp;
     use crate::{Relay, RelayConfig};
 
-    /// An idle mux device's state is this future, boxed in its connection's task, next to
-    /// `h2`'s own buffers: the `h2` connection (1.4 KiB) is stored once, in place. It was
-    /// 4.3 KiB when the driver was moved to a local; this keeps it from creeping back.
+    /// An idle mux device's state is this future, its own task, next to `h2`'s own buffers:
+    /// the `h2` connection (1.4 KiB) is stored once, in place. It was 4.3 KiB when the driver
+    /// was moved to a local; this keeps it from creeping back.
     #[tokio::test]
     async fn an_idle_mux_connection_stays_small() {
         let relay = Relay::bind(RelayConfig {
@@ -304,7 +305,7 @@ mod tests {
             tls: false,
             pass_through: false,
         };
-        let size = std::mem::size_of_val(&serve(&ctx, conn, admission, class));
+        let size = std::mem::size_of_val(&serve(ctx.clone(), conn, admission, class));
         assert!(
             size <= 3072,
             "an idle mux connection's future grew to {size} bytes"
