@@ -428,79 +428,30 @@ where
             let result = self
                 .attempt(&target, protocol, &mut backoff, &mut hops)
                 .await;
+            // Only a redirect being followed keeps the count; every other end starts over.
+            let followed = hops;
+            hops = 0;
             match result {
                 Ok(Outcome::Mux { stream, leftover }) => {
-                    hops = 0;
                     backoff.reset();
-                    info!(relay = %target, "mux connection up");
-                    let end = self.run_mux(stream, leftover, &target).await;
-                    drop(permit);
-                    match end {
-                        // Reconnect at once, to the configured address (5.7).
-                        MuxEnd::Goaway => {
-                            info!(relay = %target, "mux connection draining (GOAWAY); reconnecting");
-                            *lock(&self.redirect) = None;
-                        }
-                        // Closed without GOAWAY: the relay may have died (a cluster node
-                        // killed), so the next attempt goes to the configured address, which
-                        // redirects to the domain's current owner (issue 14 item 5).
-                        MuxEnd::Closed => {
-                            info!(relay = %target, "mux connection closed");
-                            self.back_home(&target);
-                        }
-                        MuxEnd::Dead => {
-                            self.failed(&target, &backoff, &AttemptError::MuxDead);
-                        }
-                    }
+                    self.serve_mux(stream, leftover, &target, permit, &backoff)
+                        .await;
                 }
                 Err(AttemptError::NoMux(status)) if self.config.transport == Transport::Auto => {
-                    hops = 0;
                     backoff.reset();
-                    self.status.send_modify(|s| s.mux_refused += 1);
-                    *lock(&self.ptth_until) = Some(Instant::now() + FALLBACK_FOR);
-                    match status {
-                        0 => {
-                            info!(relay = %target, "the relay (or a proxy on the way) ended the limmat-mux/1 handshake without an answer: PTTH/1.0 for an hour")
-                        }
-                        _ => {
-                            info!(relay = %target, status, "the relay (or a proxy on the way) does not speak limmat-mux/1: PTTH/1.0 for an hour")
-                        }
-                    }
+                    self.fall_back_to_ptth(&target, status);
                 }
                 Ok(Outcome::Upgraded { stream, leftover }) => {
-                    hops = 0;
                     backoff.reset();
                     info!(relay = %target, early_bytes = leftover.len(), "client paired (101)");
                     report::online(&self.status, &target, "ptth");
                     self.hand_over(RelayedConn::new(stream, leftover), permit);
                 }
-                Ok(Outcome::Redirect(to)) if target.tls && !to.tls => {
-                    // A TLS relay never sends a device to plaintext on purpose; following it
-                    // would send the key and the traffic in clear.
-                    hops = 0;
-                    let refused = AttemptError::InsecureRedirect(to.to_string());
-                    self.failed(&target, &backoff, &refused);
-                }
-                Ok(Outcome::Redirect(to)) if hops >= MAX_REDIRECTS => {
-                    hops = 0;
-                    self.failed(&target, &backoff, &AttemptError::TooManyRedirects);
-                    debug!(%to, "not followed");
-                }
                 Ok(Outcome::Redirect(to)) => {
-                    hops += 1;
-                    info!(from = %target, %to, hop = hops, "redirected");
-                    *lock(&self.redirect) = Some(to);
+                    hops = self.follow_redirect(&target, to, followed, &backoff);
                 }
-                Ok(Outcome::RetryAfter(wait)) => {
-                    hops = 0;
-                    let now = Instant::now();
-                    backoff.retry_after(now, wait);
-                    let mut not_before = lock(&self.not_before);
-                    *not_before = (*not_before).max(Some(now + wait));
-                    info!(relay = %target, retry_after = wait.as_secs(), "relay busy (429)");
-                }
+                Ok(Outcome::RetryAfter(wait)) => self.relay_busy(&target, &mut backoff, wait),
                 Err(err) => {
-                    hops = 0;
                     if let AttemptError::Connect(e) = &err
                         && upstream_error(e).is_some_and(|e| e.is_configuration())
                     {
@@ -511,6 +462,85 @@ where
                 }
             }
         }
+    }
+
+    /// Serves a mux connection until it ends, then decides where the next attempt goes.
+    async fn serve_mux(
+        self: &Arc<Self>,
+        stream: RelayStream,
+        leftover: Vec<u8>,
+        target: &Target,
+        permit: OwnedSemaphorePermit,
+        backoff: &Backoff,
+    ) {
+        info!(relay = %target, "mux connection up");
+        let end = self.run_mux(stream, leftover, target).await;
+        drop(permit);
+        match end {
+            // Reconnect at once, to the configured address (5.7).
+            MuxEnd::Goaway => {
+                info!(relay = %target, "mux connection draining (GOAWAY); reconnecting");
+                *lock(&self.redirect) = None;
+            }
+            // Closed without GOAWAY: the relay may have died (a cluster node killed), so the
+            // next attempt goes to the configured address, which redirects to the domain's
+            // current owner (issue 14 item 5).
+            MuxEnd::Closed => {
+                info!(relay = %target, "mux connection closed");
+                self.back_home(target);
+            }
+            MuxEnd::Dead => self.failed(target, backoff, &AttemptError::MuxDead),
+        }
+    }
+
+    /// The relay (or a proxy on the way) refused the mux handshake: PTTH for a while.
+    fn fall_back_to_ptth(&self, target: &Target, status: u16) {
+        self.status.send_modify(|s| s.mux_refused += 1);
+        *lock(&self.ptth_until) = Some(Instant::now() + FALLBACK_FOR);
+        match status {
+            0 => {
+                info!(relay = %target, "the relay (or a proxy on the way) ended the limmat-mux/1 handshake without an answer: PTTH/1.0 for an hour")
+            }
+            _ => {
+                info!(relay = %target, status, "the relay (or a proxy on the way) does not speak limmat-mux/1: PTTH/1.0 for an hour")
+            }
+        }
+    }
+
+    /// Follows a `307` to another node unless it is unsafe or one too many; returns the
+    /// redirects followed in a row from now on.
+    fn follow_redirect(
+        &self,
+        target: &Target,
+        to: Target,
+        followed: u32,
+        backoff: &Backoff,
+    ) -> u32 {
+        if target.tls && !to.tls {
+            // A TLS relay never sends a device to plaintext on purpose; following it would
+            // send the key and the traffic in clear.
+            let refused = AttemptError::InsecureRedirect(to.to_string());
+            self.failed(target, backoff, &refused);
+            return 0;
+        }
+        if followed >= MAX_REDIRECTS {
+            self.failed(target, backoff, &AttemptError::TooManyRedirects);
+            debug!(%to, "not followed");
+            return 0;
+        }
+        let hops = followed + 1;
+        info!(from = %target, %to, hop = hops, "redirected");
+        *lock(&self.redirect) = Some(to);
+        hops
+    }
+
+    /// A `429`: this slot and every other wait at least `wait`.
+    fn relay_busy(&self, target: &Target, backoff: &mut Backoff, wait: Duration) {
+        let now = Instant::now();
+        backoff.retry_after(now, wait);
+        let mut not_before = lock(&self.not_before);
+        *not_before = (*not_before).max(Some(now + wait));
+        info!(relay = %target, retry_after = wait.as_secs(), "relay busy (429)");
     }
 
     /// Waits until both this slot's backoff and the shared `Retry-After` allow an opening.
