@@ -46,6 +46,18 @@ fn redirect_to(node: &Node, path: &str) -> String {
     )
 }
 
+/// A waiting device of a domain that moved gets the paced `204`, and its next handshake the
+/// `307` to `to`, the new owner (7.6).
+async fn handed_over(device: &mut TcpStream, d: &str, to: &Node) {
+    assert_eq!(read_n(device, RENEW.len()).await, RENEW);
+    device.write_all(&handshake(d)).await.unwrap();
+    let got = read_to_end(device).await;
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        redirect_to(to, &format!("/{d}"))
+    );
+}
+
 /// Reads the device's side of a pairing: the 101, then exactly `request`.
 async fn paired(device: &mut TcpStream, request: &[u8]) {
     let got = read_n(device, UPGRADE.len() + request.len()).await;
@@ -271,13 +283,7 @@ async fn drain_hands_devices_over() {
         let h = a.handle.clone();
         tokio::spawn(async move { h.drain().await })
     };
-    assert_eq!(read_n(&mut device, RENEW.len()).await, RENEW);
-    device.write_all(&handshake(&d)).await.unwrap();
-    let got = read_to_end(&mut device).await;
-    assert_eq!(
-        String::from_utf8_lossy(&got),
-        redirect_to(&b, &format!("/{d}"))
-    );
+    handed_over(&mut device, &d, &b).await;
     timeout(PATIENCE, draining).await.unwrap().unwrap();
     until_live(&[&b], &["node-b"]).await;
     timeout(PATIENCE, a.task).await.unwrap().unwrap();
@@ -311,13 +317,7 @@ async fn a_draining_node_hands_over_only_after_its_peers_dropped_it() {
     );
     drop(handed);
     // Its device then goes to node-b (204, then the 307).
-    assert_eq!(read_n(&mut device, RENEW.len()).await, RENEW);
-    device.write_all(&handshake(&d)).await.unwrap();
-    let got = read_to_end(&mut device).await;
-    assert_eq!(
-        String::from_utf8_lossy(&got),
-        redirect_to(&b, &format!("/{d}"))
-    );
+    handed_over(&mut device, &d, &b).await;
     timeout(PATIENCE, draining).await.unwrap().unwrap();
     timeout(PATIENCE, a.task).await.unwrap().unwrap();
     b.stop().await;
