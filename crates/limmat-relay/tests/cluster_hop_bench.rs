@@ -56,7 +56,10 @@ async fn node(
         cluster,
         ..RelayConfig::default()
     };
-    let relay = Relay::bind(config).await.unwrap();
+    let relay = Relay::bind(config).await;
+    // The secret is read at bind: leave nothing behind.
+    let _ = std::fs::remove_dir_all(&dir);
+    let relay = relay.unwrap();
     let addr = relay.local_addrs()[0];
     let handle = relay.handle();
     tokio::spawn(relay.run());

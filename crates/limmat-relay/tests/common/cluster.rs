@@ -31,9 +31,11 @@ pub struct Node {
 fn secret_file() -> PathBuf {
     static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("limmat-cluster-relay-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("secret-{n}"));
+    // One file per node, removed once the relay has read it (at bind).
+    let path = std::env::temp_dir().join(format!(
+        "limmat-cluster-relay-{}-{n}.secret",
+        std::process::id()
+    ));
     std::fs::write(&path, format!("{SECRET}\n")).unwrap();
     path
 }
@@ -60,7 +62,8 @@ pub async fn node(
     } else {
         seeds.iter().map(ToString::to_string).collect()
     };
-    cluster.cluster_secret_file = Some(secret_file());
+    let secret = secret_file();
+    cluster.cluster_secret_file = Some(secret.clone());
     cluster.gossip_interval = Duration::from_millis(100);
     cluster.join_delay = Duration::from_millis(200);
     cluster.rebalance_spread = Duration::from_millis(300);
@@ -73,7 +76,9 @@ pub async fn node(
         ..RelayConfig::default()
     };
     tweak(&mut config);
-    let relay = Relay::bind(config).await.expect("relay binds");
+    let relay = Relay::bind(config).await;
+    let _ = std::fs::remove_file(&secret);
+    let relay = relay.expect("relay binds");
     let addrs = relay.local_addrs();
     let addr = addrs[0];
     let internal = relay.internal_addr().expect("clustered");
