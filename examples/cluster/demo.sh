@@ -123,7 +123,7 @@ survivors=${survivors/ node-$victim/}
 echo "Killing node-$victim (SIGKILL), which owns: ${moved[*]:-nothing}"
 killed=$(now)
 kill -9 "${node_pid[victim]}"
-wait "${node_pid[victim]}" 2> /dev/null || true # (no "Killed" notice from bash)
+{ wait "${node_pid[victim]}"; } 2> /dev/null || true # (no "Killed" notice from bash)
 until_true "node-$victim leaves the live sets" live_is 2 "$survivors"
 echo "  node-2 sees $(live 2) after $(since "$killed")"
 
