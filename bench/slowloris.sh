@@ -65,23 +65,9 @@ for target in $TARGETS; do
             body) args=(-B -i 10 -r "$RATE" -t POST -s 8192 -u "${URL%/gap/nodes}/beacon/subscriptions") ;;
         esac
         cmd=(slowhttptest -c "$CONNECTIONS" "${args[@]}" -x 24 -p 3 -l "$DURATION")
-        "${cmd[@]}" >"$TMPD/sht-$target-$attack.txt" 2>&1 &
-        sht=$!
-        sleep 3 # let the attack ramp up
-        ok=0 total=0
-        : >"$TMPD/lat"
-        end=$(( SECONDS + DURATION - 5 ))
-        while (( SECONDS < end )); do
-            out=$(curl -s -o /dev/null -w '%{http_code} %{time_total}' --max-time 5 "$URL" || true)
-            total=$(( total + 1 ))
-            if [ "${out%% *}" = "$EXPECT" ]; then ok=$(( ok + 1 )); echo "${out#* }" >>"$TMPD/lat"; fi
-            sleep 0.1
-        done
-        wait "$sht" || true
-        p99=$(sort -g "$TMPD/lat" | awk '{ a[NR] = $1 } END { i = int(NR * 0.99 + 0.5); if (i < 1) i = 1; if (NR) printf "%.1f ms", a[i] * 1000; else print "-" }')
-        tail_line=$(grep -E "closed:|pending:|connected:" "$TMPD/sht-$target-$attack.txt" | tail -3 | tr -s ' \n' ' ' | cut -c1-90)
+        attack_and_probe "$TMPD/sht-$target-$attack.txt" "$URL" "$EXPECT" "${cmd[@]}"
         printf '%-8s %-8s %-62s %9s %9s %8s  %s\n' "$target" "$attack" "${cmd[*]:0:11}" "$ok/$total" "$p99" \
-            "$(awk -v o="$ok" -v t="$total" 'BEGIN { if (t) printf "%.1f", 100 * o / t; else print "-" }')" "$tail_line"
+            "$ok_pct" "$tail_line"
         kill "${PIDS[-1]}" 2>/dev/null || true
         wait "${PIDS[-1]}" 2>/dev/null || true
     done
