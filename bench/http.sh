@@ -8,13 +8,20 @@
 #   mux      wrk -> limmat relay -> limmat tunnel server --transport mux -> nginx
 #              (limmat-mux/1: one HTTP/2 connection, a stream per client; /benchmux/)
 #   rathole  wrk -> rathole server -> rathole client -> nginx (transport tcp, no noise)
+#   floor    wrk -> bench/floor.c -> nginx: the cheapest proxy we know how to write (one thread,
+#              epoll, read/write, nothing else), a new connection to nginx per visitor
+#   floor2   wrk -> floor -> floor -> nginx: two of them in a chain, a new connection between
+#              them per visitor — the TCP work of rathole and PTTH without their protocols
+# The floor legs are not products: they show what the kernel alone charges a proxy for each
+# cell on this machine, the limit under any proxy's CPU and above its requests/s.
 # each once with HTTP keep-alive and once with `Connection: close` (every request a new TCP
 # connection, so through ptth every request also takes a fresh PTTH device connection, and
 # through mux a fresh stream). It prints one table: requests/s, the ratio to rathole's
 # requests/s in the same mode, latency p50/p99 (wrk --latency), requests completed,
 # non-2xx/3xx responses and wrk socket errors, and what the proxies paid for it: the CPU time
 # (utime + stime from /proc/PID/stat) of the proxy processes — limmat relay + the cell's tunnel,
-# rathole server + client — per 1,000 requests (and, for bulk, per GiB), next to rathole's.
+# rathole server + client — per 1,000 requests (and, for bulk, per GiB), next to rathole's,
+# and the part of it spent in the kernel (stime; "sys ms/1k").
 # The cells run interleaved (ptth, mux, rathole, ptth, mux, rathole, …) REPEAT times; the table
 # shows medians, with the spread of req/s ((max - min) / 2 as a share of the median).
 #
@@ -48,8 +55,8 @@
 #     MAX_PER_DOMAIN [0]  limmat relay --max-per-domain (0 = no cap)
 #     STATUS_CODES [0]    1 = count responses per HTTP status with bench/status.lua
 #                         (costs wrk some throughput, so it is off by default)
-#     LEGS ["direct ptth mux rathole"]  which targets to run, in this order (the table's
-#                         order is fixed)
+#     LEGS ["direct floor floor2 ptth mux rathole"]  which targets to run, in this order
+#                         (the table's order is fixed)
 #     WORKER_THREADS []   tokio worker threads of the limmat relay and tunnels
 #                         (TOKIO_WORKER_THREADS; empty = one per core)
 #     RELAY_ARGS []       more flags for `limmat relay`, such as "--runtime multi-thread
@@ -59,7 +66,8 @@
 #     BULK [1]            run the iperf3 cells; BULK_SECONDS [10]
 #     LATENCY [1]         run the open-loop cells; RATE [5000], RATE_SECONDS [10],
 #                         RATE_CONNECTIONS [50]
-#     SKIP_BUILD [0]      1 = use target/release/limmat as it is
+#     SKIP_BUILD [0]      1 = use target/release/limmat (or LIMMAT) as it is
+#     LIMMAT [target/release/limmat]  the limmat binary to measure, for A/B runs
 #     KEEP_TMP [0]        1 = keep the temporary directory (configs, logs, raw wrk output)
 #     REPEAT [3]          rounds of interleaved cells; medians are reported
 #     PIN [0]             1 = pin the load (wrk, iperf3, openloop) and the origin (nginx,
@@ -86,7 +94,7 @@ if (( 4 * CONNECTIONS > 128 )); then default_max_sockets=$(( 4 * CONNECTIONS ));
 MAX_SOCKETS=${MAX_SOCKETS:-$default_max_sockets}
 MAX_PER_DOMAIN=${MAX_PER_DOMAIN:-0}
 STATUS_CODES=${STATUS_CODES:-0}
-LEGS=${LEGS:-direct ptth mux rathole}
+LEGS=${LEGS:-direct floor floor2 ptth mux rathole}
 WORKER_THREADS=${WORKER_THREADS:-}
 read -r -a RELAY_EXTRA <<<"${RELAY_ARGS:-}"
 read -r -a TUNNEL_EXTRA <<<"${TUNNEL_ARGS:-}"
@@ -181,7 +189,7 @@ if want_leg rathole && [ ! -x "$RATHOLE" ]; then
     [ -x "$RATHOLE" ] || die "rathole is still missing after cargo install"
 fi
 
-LIMMAT=$ROOT/target/release/limmat
+LIMMAT=${LIMMAT:-$ROOT/target/release/limmat}
 OPENLOOP=$ROOT/target/release/examples/openloop
 want_limmat() { want_leg ptth || want_leg mux; }
 if want_limmat || [ "$LATENCY" = 1 ]; then
@@ -250,17 +258,18 @@ pid_of() {
     done
 }
 
-# cpu_ticks NAME...: utime + stime (clock ticks) of those processes, summed. The fields after
-# the command name's closing parenthesis, so that a name with spaces cannot shift them.
+# cpu_ticks NAME...: "TOTAL SYS", utime + stime and stime alone (clock ticks) of those
+# processes, summed. The fields after the command name's closing parenthesis, so that a name
+# with spaces cannot shift them.
 cpu_ticks() {
-    local name pid total=0 t
+    local name pid total=0 sys=0 u s
     for name in "$@"; do
         pid=$(pid_of "$name")
         [ -n "$pid" ] || continue
-        t=$(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$pid/stat" 2>/dev/null || echo 0)
-        total=$(( total + t ))
+        read -r u s < <(awk '{ sub(/^.*\) /, ""); print $12, $13 }' "/proc/$pid/stat" 2>/dev/null || echo 0 0)
+        total=$(( total + u + s )) sys=$(( sys + s ))
     done
-    echo "$total"
+    echo "$total $sys"
 }
 
 # proxies_of TARGET: the processes whose CPU a cell of TARGET costs.
@@ -269,6 +278,8 @@ proxies_of() {
         ptth) echo limmat-relay limmat-tunnel-ptth ;;
         mux) echo limmat-relay limmat-tunnel-mux ;;
         rathole) echo rathole-server rathole-client ;;
+        floor) echo floor ;;
+        floor2) echo floor2-a floor2-b ;;
     esac
 }
 
@@ -339,6 +350,12 @@ pick_port IPERF_PORT
 pick_port RATHOLE_IPERF_PORT
 pick_port CLIENT_PTTH_PORT
 pick_port CLIENT_MUX_PORT
+pick_port FLOOR_PORT
+pick_port FLOOR2_PORT
+pick_port FLOOR2_MID_PORT
+pick_port FLOOR_IPERF_PORT
+pick_port FLOOR2_IPERF_PORT
+pick_port FLOOR2_IPERF_MID_PORT
 
 # ---------------------------------------------------------------------------------------------
 # Origin, limmat, rathole
@@ -407,6 +424,23 @@ EOF
     wait_200 "$RATHOLE_URL" "rathole" 30
 fi
 
+FLOOR=$TMPD/floor
+FLOOR_URL=http://127.0.0.1:$FLOOR_PORT/bench/
+FLOOR2_URL=http://127.0.0.1:$FLOOR2_PORT/bench/
+if want_leg floor || want_leg floor2; then
+    command -v cc >/dev/null 2>&1 || apt_install gcc libc6-dev
+    cc -O2 -o "$FLOOR" "$BENCH_DIR/floor.c" || die "cc could not build bench/floor.c"
+fi
+if want_leg floor; then
+    start floor "${ON_PROXY[@]}" "$FLOOR" "$FLOOR_PORT" "$ORIGIN_PORT"
+    wait_200 "$FLOOR_URL" "floor" 15
+fi
+if want_leg floor2; then
+    start floor2-b "${ON_PROXY[@]}" "$FLOOR" "$FLOOR2_MID_PORT" "$ORIGIN_PORT"
+    start floor2-a "${ON_PROXY[@]}" "$FLOOR" "$FLOOR2_PORT" "$FLOOR2_MID_PORT"
+    wait_200 "$FLOOR2_URL" "floor2" 15
+fi
+
 # ---------------------------------------------------------------------------------------------
 # Measurements
 # ---------------------------------------------------------------------------------------------
@@ -439,7 +473,7 @@ to_ms() {
     }'
 }
 
-declare -A RPS P50 P99 REQS NON2XX ERRS CODES SPREAD CPUK
+declare -A RPS P50 P99 REQS NON2XX ERRS CODES SPREAD CPUK SYSK
 MODES=(keepalive close)
 mode_label() { if [ "$1" = keepalive ]; then echo keep-alive; else echo "conn-close"; fi; }
 
@@ -458,9 +492,9 @@ spread() {
 }
 
 # run_cell TARGET MODE URL ROUND: one wrk run, its results under "TARGET/MODE/ROUND".
-declare -A R_RPS R_P50 R_P99 R_REQS R_NON2XX R_ERRS R_CODES R_CPU
+declare -A R_RPS R_P50 R_P99 R_REQS R_NON2XX R_ERRS R_CODES R_CPU R_SYS
 run_cell() {
-    local target=$1 mode=$2 url=$3 key="$1/$2/$4" out="$TMPD/wrk-$1-$2-$4.txt" line t0
+    local target=$1 mode=$2 url=$3 key="$1/$2/$4" out="$TMPD/wrk-$1-$2-$4.txt" line t0 s0 t1 s1
     local -a procs
     read -r -a procs <<<"$(proxies_of "$target")"
     sleep "$SETTLE"
@@ -471,12 +505,13 @@ run_cell() {
     # TIME_WAIT sockets left by earlier Connection: close cells can slow later ones.
     log "round $4: measuring $target $(mode_label "$mode") for $DURATION: $url" \
         "($(awk '/^TCP:/ { for (i = 2; i < NF; i++) if ($i == "tw") print $(i + 1) }' /proc/net/sockstat) TCP sockets in TIME_WAIT)"
-    t0=$(cpu_ticks "${procs[@]}")
+    read -r t0 s0 < <(cpu_ticks "${procs[@]}")
     if ! wrk_cmd "$DURATION" "$mode" "$url" "$out"; then
         log "wrk failed for $target $mode:"
         cat "$out" >&2 || true
     fi
-    R_CPU[$key]=$(( $(cpu_ticks "${procs[@]}") - t0 ))
+    read -r t1 s1 < <(cpu_ticks "${procs[@]}")
+    R_CPU[$key]=$(( t1 - t0 )) R_SYS[$key]=$(( s1 - s0 ))
     R_RPS[$key]=$(awk '/^Requests\/sec:/ {print $2}' "$out")
     R_P50[$key]=$(to_ms "$(awk '$1 == "50%" {print $2}' "$out")")
     R_P99[$key]=$(to_ms "$(awk '$1 == "99%" {print $2}' "$out")")
@@ -497,7 +532,7 @@ run_cell() {
 # spread of req/s, and the sums of requests, non-2xx and errors, under "TARGET/MODE".
 summarise() {
     local key="$1/$2" r k
-    local -a rps=() p50=() p99=() cpu=()
+    local -a rps=() p50=() p99=() cpu=() sys=()
     local reqs=0 non=0 e1=0 e2=0 e3=0 e4=0 a b c d
     for (( r = 1; r <= REPEAT; r++ )); do
         k=$key/$r
@@ -508,6 +543,7 @@ summarise() {
         e1=$(( e1 + a )) e2=$(( e2 + b )) e3=$(( e3 + c )) e4=$(( e4 + d ))
         if [ -n "$(proxies_of "$1")" ] && (( R_REQS[$k] > 0 )); then
             cpu+=("$(awk -v t="${R_CPU[$k]}" -v hz="$CLK_TCK" -v n="${R_REQS[$k]}" 'BEGIN { printf "%.3f", t / hz * 1000 / (n / 1000) }')")
+            sys+=("$(awk -v t="${R_SYS[$k]}" -v hz="$CLK_TCK" -v n="${R_REQS[$k]}" 'BEGIN { printf "%.3f", t / hz * 1000 / (n / 1000) }')")
         fi
         CODES[$key]+="${CODES[$key]:+; }${R_CODES[$k]}"
     done
@@ -518,8 +554,9 @@ summarise() {
     P99[$key]=$(printf '%s\n' "${p99[@]}" | grep -v '^-$' | median)
     if (( ${#cpu[@]} > 0 )); then
         CPUK[$key]=$(printf '%s\n' "${cpu[@]}" | median | awk '{ printf "%.1f", $1 }')
+        SYSK[$key]=$(printf '%s\n' "${sys[@]}" | median | awk '{ printf "%.1f", $1 }')
     else
-        CPUK[$key]=-
+        CPUK[$key]=- SYSK[$key]=-
     fi
     REQS[$key]=$reqs NON2XX[$key]=$non ERRS[$key]=$e1/$e2/$e3/$e4
 }
@@ -530,12 +567,14 @@ url_of() {
         ptth) echo "$PTTH_URL" ;;
         mux) echo "$MUX_URL" ;;
         rathole) echo "$RATHOLE_URL" ;;
+        floor) echo "$FLOOR_URL" ;;
+        floor2) echo "$FLOOR2_URL" ;;
     esac
 }
 
 for target in $LEGS; do
     case $target in
-        direct | ptth | mux | rathole) ;;
+        direct | ptth | mux | rathole | floor | floor2) ;;
         *) die "unknown leg '$target' in LEGS" ;;
     esac
 done
@@ -571,34 +610,47 @@ if [ "$BULK" = 1 ]; then
         done
         sleep 1
     fi
+    if want_leg floor; then
+        start bulk-floor "${ON_PROXY[@]}" "$FLOOR" "$FLOOR_IPERF_PORT" "$IPERF_PORT"
+        wait_port "$FLOOR_IPERF_PORT" "floor (bulk)" 15
+    fi
+    if want_leg floor2; then
+        start bulk-floor2-b "${ON_PROXY[@]}" "$FLOOR" "$FLOOR2_IPERF_MID_PORT" "$IPERF_PORT"
+        start bulk-floor2-a "${ON_PROXY[@]}" "$FLOOR" "$FLOOR2_IPERF_PORT" "$FLOOR2_IPERF_MID_PORT"
+        wait_port "$FLOOR2_IPERF_PORT" "floor2 (bulk)" 15
+    fi
     # bulk_cell TARGET PORT ROUND: one iperf3 run; Gbit/s, retransmits and the proxies' CPU
     # seconds per GiB received under "TARGET/ROUND".
-    declare -A R_GBPS R_RETR R_BCPU BULK_SPREAD BULK_CPU
+    declare -A R_GBPS R_RETR R_BCPU R_BSYS BULK_SPREAD BULK_CPU BULK_SYS
     bulk_cell() {
-        local out="$TMPD/iperf-$1-$3.json" key="$1/$3" t0 ticks
+        local out="$TMPD/iperf-$1-$3.json" key="$1/$3" t0 s0 t1 s1
         local -a procs
         case $1 in
             ptth | mux) procs=(limmat-relay "bulk-device-$1" "bulk-client-$1") ;;
             rathole) procs=(rathole-server rathole-client) ;;
+            floor) procs=(bulk-floor) ;;
+            floor2) procs=(bulk-floor2-a bulk-floor2-b) ;;
             *) procs=() ;;
         esac
         sleep "$SETTLE"
         alive_or_die
         log "round $3: iperf3 through $1 for ${BULK_SECONDS}s"
-        t0=$(cpu_ticks "${procs[@]}")
+        read -r t0 s0 < <(cpu_ticks "${procs[@]}")
         if "${ON_LOAD[@]}" timeout -k 5 $(( BULK_SECONDS + 30 )) iperf3 -c 127.0.0.1 -p "$2" -t "$BULK_SECONDS" -J >"$out" 2>&1; then
-            ticks=$(( $(cpu_ticks "${procs[@]}") - t0 ))
-            read -r R_GBPS[$key] R_RETR[$key] R_BCPU[$key] < <(python3 -c '
+            read -r t1 s1 < <(cpu_ticks "${procs[@]}")
+            read -r R_GBPS[$key] R_RETR[$key] R_BCPU[$key] R_BSYS[$key] < <(python3 -c '
 import json, sys
 d = json.load(open(sys.argv[1]))
 got = d["end"]["sum_received"]
 gib = got["bytes"] / 2**30
-cpu = "%.3f" % (int(sys.argv[2]) / int(sys.argv[3]) / gib) if sys.argv[4] == "1" and gib > 0 else "-"
-print("%.2f" % (got["bits_per_second"] / 1e9), d["end"]["sum_sent"].get("retransmits", "-"), cpu)
-' "$out" "$ticks" "$CLK_TCK" "$(( ${#procs[@]} > 0 ))" 2>/dev/null || echo "0 - -")
+hz, have = int(sys.argv[4]), sys.argv[5] == "1" and gib > 0
+cpu = "%.3f" % (int(sys.argv[2]) / hz / gib) if have else "-"
+sys_ = "%.3f" % (int(sys.argv[3]) / hz / gib) if have else "-"
+print("%.2f" % (got["bits_per_second"] / 1e9), d["end"]["sum_sent"].get("retransmits", "-"), cpu, sys_)
+' "$out" "$(( t1 - t0 ))" "$(( s1 - s0 ))" "$CLK_TCK" "$(( ${#procs[@]} > 0 ))" 2>/dev/null || echo "0 - - -")
         else
             log "iperf3 failed through $1: $(tail -c 300 "$out")"
-            R_GBPS[$key]=0 R_RETR[$key]=- R_BCPU[$key]=-
+            R_GBPS[$key]=0 R_RETR[$key]=- R_BCPU[$key]=- R_BSYS[$key]=-
         fi
     }
     for (( round = 1; round <= REPEAT; round++ )); do
@@ -608,15 +660,18 @@ print("%.2f" % (got["bits_per_second"] / 1e9), d["end"]["sum_sent"].get("retrans
                 ptth) [ "$have_tunnel" = 1 ] && bulk_cell ptth "$CLIENT_PTTH_PORT" "$round" ;;
                 mux) [ "$have_tunnel" = 1 ] && bulk_cell mux "$CLIENT_MUX_PORT" "$round" ;;
                 rathole) bulk_cell rathole "$RATHOLE_IPERF_PORT" "$round" ;;
+                floor) bulk_cell floor "$FLOOR_IPERF_PORT" "$round" ;;
+                floor2) bulk_cell floor2 "$FLOOR2_IPERF_PORT" "$round" ;;
             esac
         done
     done
     for target in $LEGS; do
-        gbps=() cpus=() retr=()
+        gbps=() cpus=() syss=() retr=()
         for (( round = 1; round <= REPEAT; round++ )); do
             [ -n "${R_GBPS[$target/$round]+x}" ] || continue
             gbps+=("${R_GBPS[$target/$round]}") retr+=("${R_RETR[$target/$round]}")
             [ "${R_BCPU[$target/$round]}" != - ] && cpus+=("${R_BCPU[$target/$round]}")
+            [ "${R_BSYS[$target/$round]}" != - ] && syss+=("${R_BSYS[$target/$round]}")
         done
         (( ${#gbps[@]} > 0 )) || continue
         BULK_GBPS[$target]=$(printf '%s\n' "${gbps[@]}" | median | awk '{ printf "%.2f", $1 }')
@@ -624,8 +679,9 @@ print("%.2f" % (got["bits_per_second"] / 1e9), d["end"]["sum_sent"].get("retrans
         BULK_RETR[$target]=$(IFS=/; echo "${retr[*]}")
         if (( ${#cpus[@]} > 0 )); then
             BULK_CPU[$target]=$(printf '%s\n' "${cpus[@]}" | median | awk '{ printf "%.2f", $1 }')
+            BULK_SYS[$target]=$(printf '%s\n' "${syss[@]}" | median | awk '{ printf "%.2f", $1 }')
         else
-            BULK_CPU[$target]=-
+            BULK_CPU[$target]=- BULK_SYS[$target]=-
         fi
     done
 fi
@@ -669,23 +725,24 @@ else
 fi
 echo "$REPEAT rounds, cells interleaved; medians, spread = (max - min) / 2 of req/s over the median;" \
     "requests, non-2xx and errors summed over the rounds."
-echo "CPU ms/1k = utime + stime of the proxies (limmat: relay + that tunnel; rathole: server + client)" \
-    "per 1,000 requests; 'CPU vs rathole' = that / rathole's in the same mode (lower is cheaper)."
+echo "CPU ms/1k = utime + stime of the proxies (limmat: relay + that tunnel; rathole: server + client;" \
+    "floor: its one or two processes) per 1,000 requests; 'CPU vs rathole' = that / rathole's in the" \
+    "same mode (lower is cheaper); sys ms/1k = the stime part of it (the kernel's work for the proxies)."
 echo "RUST_LOG=warn for limmat and rathole. 'vs rathole' = req/s / rathole req/s in the same mode."
 echo "errors = wrk socket errors connect/read/write/timeout; non-2xx counts non-2xx/3xx responses."
 echo
-fmt='%-8s %-11s %10s %7s %10s %9s %9s %10s %8s %-14s %9s %9s\n'
+fmt='%-8s %-11s %10s %7s %10s %9s %9s %10s %8s %-14s %9s %9s %9s\n'
 # shellcheck disable=SC2059
-printf "$fmt" target mode req/s spread "vs rathole" "p50 ms" "p99 ms" requests non-2xx errors "CPU ms/1k" "CPU vs rh"
+printf "$fmt" target mode req/s spread "vs rathole" "p50 ms" "p99 ms" requests non-2xx errors "CPU ms/1k" "CPU vs rh" "sys ms/1k"
 # shellcheck disable=SC2059
-printf "$fmt" -------- ----------- ---------- ------- ---------- --------- --------- ---------- -------- -------------- --------- ---------
-for target in direct ptth mux rathole; do
+printf "$fmt" -------- ----------- ---------- ------- ---------- --------- --------- ---------- -------- -------------- --------- --------- ---------
+for target in direct floor floor2 ptth mux rathole; do
     want_leg "$target" || continue
     for mode in "${MODES[@]}"; do
         key=$target/$mode
         if [ -z "${RPS[$key]+x}" ]; then
             # shellcheck disable=SC2059
-            printf "$fmt" "$target" "$(mode_label "$mode")" skipped - - - - - - "(no limmat tunnel)" - -
+            printf "$fmt" "$target" "$(mode_label "$mode")" skipped - - - - - - "(no limmat tunnel)" - - -
             continue
         fi
         ratio=-
@@ -702,25 +759,25 @@ for target in direct ptth mux rathole; do
         printf "$fmt" "$target" "$(mode_label "$mode")" \
             "$(awk -v r="${RPS[$key]}" 'BEGIN { printf "%.0f", r }')" "${SPREAD[$key]}" "$ratio" \
             "${P50[$key]}" "${P99[$key]}" "${REQS[$key]}" "${NON2XX[$key]}" "${ERRS[$key]}" \
-            "${CPUK[$key]}" "$cpu_ratio"
+            "${CPUK[$key]}" "$cpu_ratio" "${SYSK[$key]:--}"
     done
 done
 
 if [ "$BULK" = 1 ]; then
     echo
     echo "TCP bulk, iperf3 -t $BULK_SECONDS, one stream client -> server (limmat: iperf3 -> tunnel client -> relay -> tunnel proxy -> iperf3)"
-    echo "(medians of $REPEAT rounds; CPU s/GiB = utime + stime of the proxies per GiB received: limmat relay + tunnel proxy + tunnel client, rathole server + client)"
-    bfmt='%-8s %10s %7s %10s %12s %10s %10s\n'
+    echo "(medians of $REPEAT rounds; CPU s/GiB = utime + stime of the proxies per GiB received: limmat relay + tunnel proxy + tunnel client, rathole server + client, floor its one or two processes; sys s/GiB = the stime part)"
+    bfmt='%-8s %10s %7s %10s %12s %10s %10s %10s\n'
     # shellcheck disable=SC2059
-    printf "$bfmt" target Gbit/s spread "vs rathole" retransmits "CPU s/GiB" "CPU vs rh"
-    for target in direct ptth mux rathole; do
+    printf "$bfmt" target Gbit/s spread "vs rathole" retransmits "CPU s/GiB" "CPU vs rh" "sys s/GiB"
+    for target in direct floor floor2 ptth mux rathole; do
         [ -n "${BULK_GBPS[$target]+x}" ] || continue
         ratio=$(awk -v a="${BULK_GBPS[$target]}" -v b="${BULK_GBPS[rathole]:-0}" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }')
         cpu_ratio=$(awk -v a="${BULK_CPU[$target]}" -v b="${BULK_CPU[rathole]:--}" \
             'BEGIN { if (a != "-" && b != "-" && b > 0) printf "%.2fx", a / b; else print "-" }')
         # shellcheck disable=SC2059
         printf "$bfmt" "$target" "${BULK_GBPS[$target]}" "${BULK_SPREAD[$target]}" "$ratio" \
-            "${BULK_RETR[$target]}" "${BULK_CPU[$target]}" "$cpu_ratio"
+            "${BULK_RETR[$target]}" "${BULK_CPU[$target]}" "$cpu_ratio" "${BULK_SYS[$target]:--}"
     done
 fi
 
@@ -732,7 +789,7 @@ if [ "$LATENCY" = 1 ]; then
     printf "$lfmt" target requests errors "p50 ms" "p99 ms" "p99.9 ms" "max ms" "p99 added vs direct"
     field() { sed -n "s/.*$1=\([^ ]*\).*/\1/p" <<<"$2"; }
     direct_p99=$(field p99_ms "${LAT[direct]:-}")
-    for target in direct ptth mux rathole; do
+    for target in direct floor floor2 ptth mux rathole; do
         [ -n "${LAT[$target]+x}" ] || continue
         l=${LAT[$target]}
         p99=$(field p99_ms "$l")
