@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # bench/profile.sh — where a request's CPU goes in the relay and the tunnel (performance
 # issue, item 2): flame graphs of `limmat relay` and `limmat tunnel server` under wrk, one per
-# process and cell, as SVG under bench/profiles/, and the top functions of each as text.
+# process and cell, as SVG under bench/profiles/, the top functions of each as text, and the
+# share of its CPU by layer (kernel, allocator, tokio, h2, limmat, …; bench/profile_layers.py).
 #
 # Cells: ptth and mux, each with `Connection: close` (every request a new TCP connection: the
 # cell that matters most to users) and keep-alive. For each, a fresh nginx origin, relay and
@@ -78,11 +79,12 @@ for cell in $CELLS; do
     wait "$p1" "$p2" || true
     rps=$(awk '/^Requests\/sec:/ {print $2}' "$TMPD/wrk.txt")
     for proc in relay tunnel; do
-        perf script -i "$TMPD/$proc.data" 2>/dev/null | inferno-collapse-perf >"$TMPD/$proc.folded"
+        perf script -i "$TMPD/$proc.data" 2>/dev/null | inferno-collapse-perf --all >"$TMPD/$proc.folded"
         inferno-flamegraph --title "limmat $proc, $cell, $rps req/s" <"$TMPD/$proc.folded" \
             >"$OUT/$cell-$proc.svg"
-        perf report -i "$TMPD/$proc.data" --no-children --sort symbol --stdio 2>/dev/null \
-            | grep -E '^ +[0-9]' | head -n 25 >"$OUT/$cell-$proc.top.txt" || true
+        perf report -i "$TMPD/$proc.data" --no-children --sort symbol --stdio -g none 2>/dev/null \
+            | grep -E '^ +[0-9]' | sed -E 's/[ -]+$//' | head -n 25 >"$OUT/$cell-$proc.top.txt" || true
+        "$BENCH_DIR/profile_layers.py" <"$TMPD/$proc.folded" >"$OUT/$cell-$proc.layers.txt"
         log "$OUT/$cell-$proc.svg ($(wc -l <"$TMPD/$proc.folded") stacks)"
     done
     stop_all

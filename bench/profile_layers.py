@@ -1,0 +1,68 @@
+#!/usr/bin/env python3
+"""bench/profile_layers.py — where a profiled process spends its CPU, by layer.
+
+Reads the folded stacks of one process (`perf script | inferno-collapse-perf`) on stdin and
+prints the share of samples by the layer of the function that was running (the stack's leaf):
+the kernel (frames marked `_[k]`), the allocator, libc's memory copies, tokio, h2, hyper,
+limmat's own crates and the rest; then the limmat functions with the most samples anywhere on
+their stack (inclusive), and the user-space leaves with the most samples. bench/profile.sh
+writes it next to each flame graph as CELL-PROCESS.layers.txt.
+"""
+import re
+import sys
+from collections import Counter
+
+LAYERS = [
+    ("kernel", lambda f: f.endswith("_[k]")),
+    ("allocator (malloc/free)", lambda f: re.match(r"^(_int_malloc|_int_free|malloc|free|cfree|realloc|_int_realloc|unlink_chunk|malloc_consolidate|tcache_|__libc_malloc|__libc_free|__rust_alloc|__rust_dealloc|__rdl_)", f) is not None),
+    ("libc memcpy/memset/memcmp", lambda f: re.match(r"^__(mem|str)", f) is not None),
+    ("tokio", lambda f: "tokio::" in f or f.startswith("<tokio")),
+    ("h2", lambda f: "h2::" in f),
+    ("hyper / http", lambda f: "hyper::" in f or f.startswith("http::") or "<http::" in f or "httparse" in f),
+    ("limmat", lambda f: "limmat" in f),
+    ("rustls / ring", lambda f: "rustls" in f or "ring::" in f or "aws_lc" in f),
+]
+
+
+def layer(frame):
+    for name, test in LAYERS:
+        if test(frame):
+            return name
+    return "other user space (std, core, libc, unresolved)"
+
+
+def main():
+    leaf_layer, leaf_fn, inclusive = Counter(), Counter(), Counter()
+    total = 0
+    for line in sys.stdin:
+        stack, _, count = line.rstrip("\n").rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        frames = stack.split(";")
+        total += n
+        leaf = frames[-1]
+        leaf_layer[layer(leaf)] += n
+        if not leaf.endswith("_[k]"):
+            leaf_fn[leaf] += n
+        seen = set()
+        for f in frames[1:]:  # the first frame is the thread's name
+            if re.match(r"^<?limmat_\w+::", f) and f not in seen:
+                seen.add(f)
+                inclusive[f] += n
+    if total == 0:
+        print("no samples")
+        return
+    pct = lambda n: 100.0 * n / total
+    print("by layer of the running function (the stack's leaf):")
+    for name, n in leaf_layer.most_common():
+        print(f"  {pct(n):5.1f} %  {name}")
+    print("\nlimmat functions, inclusive (samples with the function anywhere on the stack), top 15:")
+    for f, n in inclusive.most_common(15):
+        print(f"  {pct(n):5.1f} %  {f[:150]}")
+    print("\nuser-space leaves, top 15:")
+    for f, n in leaf_fn.most_common(15):
+        print(f"  {pct(n):5.1f} %  {f[:150]}")
+
+
+main()
