@@ -454,6 +454,7 @@ fn listen_shared(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> 
         TcpSocket::new_v6()?
     };
     socket.set_reuseaddr(true)?;
+    socket::configure_listener(socket2::SockRef::from(&socket))?;
     #[cfg(unix)]
     if reuse_port {
         socket.set_reuseport(true)?;
@@ -486,7 +487,7 @@ async fn accept_loop(ctx: Arc<RelayContext>, listener: TcpListener, tls: bool) {
         match accepted {
             Ok((stream, peer)) => {
                 reserve.accepted();
-                socket::configure(&stream);
+                socket::configure_accepted(&stream);
                 metrics::accepted(tls);
                 let mut conn = Conn::new(&ctx.stats, Tcp(stream), peer);
                 conn.open.slot = slot;
