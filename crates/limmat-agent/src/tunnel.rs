@@ -116,7 +116,7 @@ async fn run_mode<S, F, E>(agent: Agent, local: LocalAddr, shutdown: Cancellatio
 where
     S: Fn(RelayedConn, LocalAddr) -> F + Send + Sync + 'static,
     F: Future<Output = Result<(u64, u64), E>> + Send + 'static,
-    E: std::fmt::Display,
+    E: std::error::Error + 'static,
 {
     let handler = move |conn: RelayedConn| {
         let work = serve(conn, local.clone());
@@ -124,6 +124,8 @@ where
         async move {
             match work.await {
                 Ok((up, down)) => info!(%local, up, down, "relayed connection ended"),
+                // A client that hangs up mid-answer is how connections end under load.
+                Err(e) if peer_gone(&e) => debug!(%local, "relayed connection cut: {e}"),
                 Err(e) => warn!(%local, "relayed connection failed: {e}"),
             }
         }
@@ -399,6 +401,26 @@ pub(crate) async fn accept_local<F, Fut>(
     tracker.wait().await;
 }
 
+/// The error, or one of its sources, says a peer went away: a reset, a broken pipe, an early
+/// end of stream, or a mux stream the relay cancelled (`limmat_mux` reports those as
+/// `ConnectionReset`). Not a failure an operator has to act on.
+fn peer_gone(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(err) = next {
+        if let Some(io) = err.downcast_ref::<io::Error>() {
+            use io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+            if matches!(
+                io.kind(),
+                ConnectionReset | BrokenPipe | ConnectionAborted | UnexpectedEof
+            ) {
+                return true;
+            }
+        }
+        next = err.source();
+    }
+    false
+}
+
 /// One local connection in client mode.
 async fn client_connection(
     local: TcpStream,
@@ -502,4 +524,22 @@ async fn open_tunnel(
         }
     }
     Err(TunnelError::TooManyRedirects)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client hanging up is logged at debug; a local service that refuses still warns.
+    #[test]
+    fn a_peer_that_went_away_is_not_a_failure() {
+        let reset = || io::Error::from(io::ErrorKind::ConnectionReset);
+        let refused = || io::Error::from(io::ErrorKind::ConnectionRefused);
+        assert!(peer_gone(&reset()));
+        assert!(peer_gone(&io::Error::from(io::ErrorKind::BrokenPipe)));
+        assert!(peer_gone(&ProxyModeError::Io(reset())));
+        assert!(!peer_gone(&refused()));
+        assert!(!peer_gone(&ProxyModeError::Local(reset())));
+        assert!(!peer_gone(&ProxyModeError::Timeout));
+    }
 }
