@@ -2,13 +2,15 @@
  * bench/floor.c — the cheapest TCP proxy this benchmark knows how to write, as a floor for what
  * any proxy costs on this machine (bench/http.sh, legs `floor` and `floor2`).
  *
- *     floor LISTEN_PORT TARGET_PORT
+ *     floor LISTEN_PORT TARGET_PORT [splice]
  *
  * One thread, one epoll set, edge-triggered, each socket registered once; every accepted
  * connection gets a fresh non-blocking connection to 127.0.0.1:TARGET_PORT, and bytes are
  * copied both ways through one 16 KiB buffer per direction with read(2)/write(2). A direction
  * that reads end-of-stream shuts down its peer's write side once its buffer is written; a pair
- * closes when both directions are done or either socket fails. No runtime, no allocation per
+ * closes when both directions are done or either socket fails. With `splice`, each direction
+ * moves its bytes through a kernel pipe with splice(2) instead (bulk: the bytes never reach user
+ * space). No runtime, no allocation per
  * read, no protocol, no limits, no logging: it is not a product, only the syscalls and TCP
  * state that every proxy between wrk and nginx pays for, so that `limmat` and `rathole` can be
  * read against it. Two of them in a chain (`floor2`) do the TCP work of a relay and a device
@@ -19,6 +21,7 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -38,6 +41,7 @@ struct dir {
     int src, dst;
     size_t len, off;
     int eof;  /* src said end-of-stream */
+    int pipe[2]; /* splice mode: the kernel pipe between src and dst; len = bytes in it */
     int done; /* eof seen and everything written; dst's write side shut down */
     char buf[BUF];
 };
@@ -54,6 +58,7 @@ struct pair {
 };
 
 static int ep;
+static int splice_mode;
 static struct sockaddr_in target;
 
 static void set_nodelay(int fd) {
@@ -61,8 +66,33 @@ static void set_nodelay(int fd) {
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 }
 
+/* Splice mode: src -> pipe -> dst, up to 64 KiB at a time; as pump(). */
+static int pump_splice(struct dir *d) {
+    const unsigned flags = SPLICE_F_NONBLOCK | SPLICE_F_MOVE;
+    for (;;) {
+        if (d->len > 0) {
+            ssize_t n = splice(d->pipe[0], NULL, d->dst, NULL, d->len, flags);
+            if (n < 0) return (errno == EAGAIN || errno == EINTR) ? 0 : -1;
+            d->len -= (size_t)n;
+            if (d->len > 0) return 0;
+        }
+        if (d->eof) {
+            if (!d->done) {
+                shutdown(d->dst, SHUT_WR);
+                d->done = 1;
+            }
+            return 0;
+        }
+        ssize_t n = splice(d->src, NULL, d->pipe[1], NULL, 65536, flags);
+        if (n < 0) return (errno == EAGAIN || errno == EINTR) ? 0 : -1;
+        if (n == 0) d->eof = 1;
+        d->len = (size_t)n;
+    }
+}
+
 /* Moves what it can in one direction; -1 when the pair must close. */
 static int pump(struct dir *d) {
+    if (splice_mode) return pump_splice(d);
     for (;;) {
         if (d->off < d->len) {
             ssize_t n = write(d->dst, d->buf + d->off, d->len - d->off);
@@ -93,6 +123,10 @@ static void close_pair(struct pair *p) {
      * batch still point at `p`, so it is freed only after the batch (see main). */
     close(p->up.src);
     close(p->up.dst);
+    if (splice_mode) {
+        close(p->up.pipe[0]), close(p->up.pipe[1]);
+        close(p->down.pipe[0]), close(p->down.pipe[1]);
+    }
     p->dead = 1;
 }
 
@@ -123,6 +157,13 @@ static void accept_all(int lfd) {
             close(t);
             continue;
         }
+        if (splice_mode && (pipe2(p->up.pipe, O_NONBLOCK | O_CLOEXEC) < 0 ||
+                            pipe2(p->down.pipe, O_NONBLOCK | O_CLOEXEC) < 0)) {
+            close(c);
+            close(t);
+            free(p); /* a leaked pipe here only shortens a benchmark */
+            continue;
+        }
         p->up.src = c, p->up.dst = t;
         p->down.src = t, p->down.dst = c;
         p->a.pair = p, p->b.pair = p;
@@ -132,10 +173,11 @@ static void accept_all(int lfd) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 3) {
-        fprintf(stderr, "usage: floor LISTEN_PORT TARGET_PORT\n");
+    if (argc < 3 || argc > 4 || (argc == 4 && strcmp(argv[3], "splice") != 0)) {
+        fprintf(stderr, "usage: floor LISTEN_PORT TARGET_PORT [splice]\n");
         return 2;
     }
+    splice_mode = argc == 4;
     signal(SIGPIPE, SIG_IGN);
     target.sin_family = AF_INET;
     target.sin_port = htons((unsigned short)atoi(argv[2]));

@@ -12,6 +12,8 @@
 #              epoll, read/write, nothing else), a new connection to nginx per visitor
 #   floor2   wrk -> floor -> floor -> nginx: two of them in a chain, a new connection between
 #              them per visitor — the TCP work of rathole and PTTH without their protocols
+# In the bulk cells the floors splice (bench/floor.c's `splice` mode), and `floor3`, three in a
+# chain, has limmat's bulk structure (tunnel client, relay, tunnel proxy).
 # The floor legs are not products: they show what the kernel alone charges a proxy for each
 # cell on this machine, the limit under any proxy's CPU and above its requests/s.
 # each once with HTTP keep-alive and once with `Connection: close` (every request a new TCP
@@ -356,6 +358,9 @@ pick_port FLOOR2_MID_PORT
 pick_port FLOOR_IPERF_PORT
 pick_port FLOOR2_IPERF_PORT
 pick_port FLOOR2_IPERF_MID_PORT
+pick_port FLOOR3_IPERF_PORT
+pick_port FLOOR3_IPERF_MID1_PORT
+pick_port FLOOR3_IPERF_MID2_PORT
 
 # ---------------------------------------------------------------------------------------------
 # Origin, limmat, rathole
@@ -611,13 +616,17 @@ if [ "$BULK" = 1 ]; then
         sleep 1
     fi
     if want_leg floor; then
-        start bulk-floor "${ON_PROXY[@]}" "$FLOOR" "$FLOOR_IPERF_PORT" "$IPERF_PORT"
+        start bulk-floor "${ON_PROXY[@]}" "$FLOOR" "$FLOOR_IPERF_PORT" "$IPERF_PORT" splice
         wait_port "$FLOOR_IPERF_PORT" "floor (bulk)" 15
     fi
     if want_leg floor2; then
-        start bulk-floor2-b "${ON_PROXY[@]}" "$FLOOR" "$FLOOR2_IPERF_MID_PORT" "$IPERF_PORT"
-        start bulk-floor2-a "${ON_PROXY[@]}" "$FLOOR" "$FLOOR2_IPERF_PORT" "$FLOOR2_IPERF_MID_PORT"
+        start bulk-floor2-b "${ON_PROXY[@]}" "$FLOOR" "$FLOOR2_IPERF_MID_PORT" "$IPERF_PORT" splice
+        start bulk-floor2-a "${ON_PROXY[@]}" "$FLOOR" "$FLOOR2_IPERF_PORT" "$FLOOR2_IPERF_MID_PORT" splice
         wait_port "$FLOOR2_IPERF_PORT" "floor2 (bulk)" 15
+        start bulk-floor3-c "${ON_PROXY[@]}" "$FLOOR" "$FLOOR3_IPERF_MID2_PORT" "$IPERF_PORT" splice
+        start bulk-floor3-b "${ON_PROXY[@]}" "$FLOOR" "$FLOOR3_IPERF_MID1_PORT" "$FLOOR3_IPERF_MID2_PORT" splice
+        start bulk-floor3-a "${ON_PROXY[@]}" "$FLOOR" "$FLOOR3_IPERF_PORT" "$FLOOR3_IPERF_MID1_PORT" splice
+        wait_port "$FLOOR3_IPERF_PORT" "floor3 (bulk)" 15
     fi
     # bulk_cell TARGET PORT ROUND: one iperf3 run; Gbit/s, retransmits and the proxies' CPU
     # seconds per GiB received under "TARGET/ROUND".
@@ -630,6 +639,7 @@ if [ "$BULK" = 1 ]; then
             rathole) procs=(rathole-server rathole-client) ;;
             floor) procs=(bulk-floor) ;;
             floor2) procs=(bulk-floor2-a bulk-floor2-b) ;;
+            floor3) procs=(bulk-floor3-a bulk-floor3-b bulk-floor3-c) ;;
             *) procs=() ;;
         esac
         sleep "$SETTLE"
@@ -661,11 +671,14 @@ print("%.2f" % (got["bits_per_second"] / 1e9), d["end"]["sum_sent"].get("retrans
                 mux) [ "$have_tunnel" = 1 ] && bulk_cell mux "$CLIENT_MUX_PORT" "$round" ;;
                 rathole) bulk_cell rathole "$RATHOLE_IPERF_PORT" "$round" ;;
                 floor) bulk_cell floor "$FLOOR_IPERF_PORT" "$round" ;;
-                floor2) bulk_cell floor2 "$FLOOR2_IPERF_PORT" "$round" ;;
+                floor2)
+                    bulk_cell floor2 "$FLOOR2_IPERF_PORT" "$round"
+                    bulk_cell floor3 "$FLOOR3_IPERF_PORT" "$round"
+                    ;;
             esac
         done
     done
-    for target in $LEGS; do
+    for target in $LEGS $(want_leg floor2 && echo floor3); do
         gbps=() cpus=() syss=() retr=()
         for (( round = 1; round <= REPEAT; round++ )); do
             [ -n "${R_GBPS[$target/$round]+x}" ] || continue
@@ -766,11 +779,11 @@ done
 if [ "$BULK" = 1 ]; then
     echo
     echo "TCP bulk, iperf3 -t $BULK_SECONDS, one stream client -> server (limmat: iperf3 -> tunnel client -> relay -> tunnel proxy -> iperf3)"
-    echo "(medians of $REPEAT rounds; CPU s/GiB = utime + stime of the proxies per GiB received: limmat relay + tunnel proxy + tunnel client, rathole server + client, floor its one or two processes; sys s/GiB = the stime part)"
+    echo "(medians of $REPEAT rounds; CPU s/GiB = utime + stime of the proxies per GiB received: limmat relay + tunnel proxy + tunnel client, rathole server + client, floors their one to three splicing processes; sys s/GiB = the stime part)"
     bfmt='%-8s %10s %7s %10s %12s %10s %10s %10s\n'
     # shellcheck disable=SC2059
     printf "$bfmt" target Gbit/s spread "vs rathole" retransmits "CPU s/GiB" "CPU vs rh" "sys s/GiB"
-    for target in direct floor floor2 ptth mux rathole; do
+    for target in direct floor floor2 floor3 ptth mux rathole; do
         [ -n "${BULK_GBPS[$target]+x}" ] || continue
         ratio=$(awk -v a="${BULK_GBPS[$target]}" -v b="${BULK_GBPS[rathole]:-0}" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }')
         cpu_ratio=$(awk -v a="${BULK_CPU[$target]}" -v b="${BULK_CPU[rathole]:--}" \
