@@ -187,11 +187,7 @@ mod tests {
         let (send, conn) = settings::client().handshake::<_, Bytes>(io).await.unwrap();
         let mut driver = Driver::new(conn, client_signals, FAST, FAST * 50).unwrap();
         let mut send = send.ready().await.unwrap();
-        let request = http::Request::builder()
-            .method(http::Method::CONNECT)
-            .uri("relay.example:80")
-            .body(())
-            .unwrap();
+        let request = crate::testing::connect_request();
         let (_response, _body) = send.send_request(request, false).unwrap();
         // The client's driver moves the HEADERS out; the server yields the stream and ends,
         // and then so does the client (which of the two is seen first is the scheduler's

@@ -29,6 +29,19 @@ pub mod settings;
 pub mod splice;
 mod stream;
 
+/// What the crate's tests share.
+#[cfg(test)]
+mod testing {
+    /// The CONNECT request the relay opens a stream with, as `h2`'s client sends it.
+    pub(crate) fn connect_request() -> http::Request<()> {
+        http::Request::builder()
+            .method(http::Method::CONNECT)
+            .uri("relay.example:80")
+            .body(())
+            .unwrap()
+    }
+}
+
 pub use copy::copy_bidirectional;
 pub use data_path::DataPath;
 pub use driver::{Connection, Driven, Driver};

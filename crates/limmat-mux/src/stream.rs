@@ -144,20 +144,20 @@ mod tests {
             let send = respond
                 .send_response(http::Response::new(()), false)
                 .unwrap();
-            let driving = tokio::spawn(async move { while conn.accept().await.is_some() {} });
-            let (mut r, mut w) = tokio::io::split(H2Stream::new(send, request.into_body()));
-            tokio::io::copy(&mut r, &mut w).await.unwrap();
-            w.shutdown().await.unwrap();
-            driving
+            let stream = H2Stream::new(send, request.into_body());
+            let copy = async {
+                let (mut r, mut w) = tokio::io::split(stream);
+                tokio::io::copy(&mut r, &mut w).await.unwrap();
+                w.shutdown().await.unwrap();
+            };
+            // Drives the connection until the client's goes away.
+            let drive = async { while conn.accept().await.is_some() {} };
+            tokio::join!(copy, drive);
         });
         let (send, conn) = settings::client().handshake::<_, Bytes>(a).await.unwrap();
         let driving = tokio::spawn(conn);
         let mut send = send.ready().await.unwrap();
-        let request = http::Request::builder()
-            .method(http::Method::CONNECT)
-            .uri("relay.example:80")
-            .body(())
-            .unwrap();
+        let request = crate::testing::connect_request();
         let (response, body) = send.send_request(request, false).unwrap();
         let response = response.await.unwrap();
         let (mut r, mut w) = tokio::io::split(H2Stream::new(body, response.into_body()));
@@ -178,7 +178,7 @@ mod tests {
         let ((), read) = tokio::join!(writer, r.read_to_end(&mut got));
         read.unwrap();
         assert!(got == sent, "{} bytes back of {}", got.len(), sent.len());
-        echo.await.unwrap().abort();
         driving.abort();
+        echo.await.unwrap();
     }
 }

@@ -52,6 +52,14 @@ mod tests {
     use super::*;
     use tokio::net::TcpListener;
 
+    /// A connection accepted from `listener`, and its peer.
+    async fn accepted(listener: TcpListener) -> (TcpStream, TcpStream) {
+        let peer = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        (listener.accept().await.unwrap().0, peer)
+    }
+
     fn assert_options(stream: &TcpStream) {
         let sock = SockRef::from(stream);
         assert!(stream.nodelay().unwrap());
@@ -64,11 +72,7 @@ mod tests {
     /// Checklist 36: TCP_NODELAY and keepalive (60 s / 15 s / 4) on every relay socket.
     #[tokio::test]
     async fn nodelay_and_keepalive() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let _peer = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (stream, _) = listener.accept().await.unwrap();
+        let (stream, _peer) = accepted(TcpListener::bind("127.0.0.1:0").await.unwrap()).await;
         configure(&stream);
         assert_options(&stream);
     }
@@ -80,11 +84,7 @@ mod tests {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
         configure_listener(SockRef::from(&socket)).unwrap();
         socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let listener = socket.listen(8).unwrap();
-        let _peer = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (stream, _) = listener.accept().await.unwrap();
+        let (stream, _peer) = accepted(socket.listen(8).unwrap()).await;
         configure_accepted(&stream);
         assert_options(&stream);
     }
