@@ -507,7 +507,8 @@ impl AsyncWrite for RelayStream {
 /// call (DNS changes and cluster nodes are picked up on reconnect), the addresses are
 /// interleaved by family, a new attempt starts every [`ATTEMPT_DELAY`] (or at once when one
 /// fails) without cancelling the earlier ones, and the first to connect wins. The socket gets
-/// `TCP_NODELAY` (heads and small interactive writes go out at once) and TCP keepalive.
+/// `TCP_NODELAY` (heads and small interactive writes go out at once) and TCP keepalive, except
+/// a name with one loopback address (a local service, mostly), which gets `TCP_NODELAY` only.
 async fn connect_tcp(host: &str, port: u16) -> io::Result<TcpStream> {
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port)).await?.collect();
     if addrs.is_empty() {

@@ -124,7 +124,6 @@ where
         async move {
             match work.await {
                 Ok((up, down)) => info!(%local, up, down, "relayed connection ended"),
-                // A client that hangs up mid-answer is how connections end under load.
                 Err(e) if peer_gone(&e) => debug!(%local, "relayed connection cut: {e}"),
                 Err(e) => warn!(%local, "relayed connection failed: {e}"),
             }
@@ -401,20 +400,24 @@ pub(crate) async fn accept_local<F, Fut>(
     tracker.wait().await;
 }
 
-/// The error, or one of its sources, says a peer went away: a reset, a broken pipe, an early
-/// end of stream, or a mux stream the relay cancelled (`limmat_mux` reports those as
-/// `ConnectionReset`). Not a failure an operator has to act on.
+/// The error, or one of its sources, is the relay cancelling a mux stream (RST_STREAM CANCEL):
+/// its client hung up, which is how connections end under load, not a failure an operator has
+/// to act on. Anything else, a reset from either side included (the error cannot tell which
+/// side's socket it came from), stays a failure.
 fn peer_gone(e: &(dyn std::error::Error + 'static)) -> bool {
+    let cancelled = |e: &h2::Error| e.reason() == Some(h2::Reason::CANCEL);
     let mut next = Some(e);
     while let Some(err) = next {
-        if let Some(io) = err.downcast_ref::<io::Error>() {
-            use io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
-            if matches!(
-                io.kind(),
-                ConnectionReset | BrokenPipe | ConnectionAborted | UnexpectedEof
-            ) {
-                return true;
-            }
+        if let Some(h2) = err.downcast_ref::<h2::Error>() {
+            return cancelled(h2);
+        }
+        // `limmat_mux` wraps `h2`'s errors in an `io::Error`, whose `source()` skips them.
+        if let Some(h2) = err
+            .downcast_ref::<io::Error>()
+            .and_then(io::Error::get_ref)
+            .and_then(|inner| inner.downcast_ref::<h2::Error>())
+        {
+            return cancelled(h2);
         }
         next = err.source();
     }
@@ -530,16 +533,17 @@ async fn open_tunnel(
 mod tests {
     use super::*;
 
-    /// A client hanging up is logged at debug; a local service that refuses still warns.
+    /// A mux stream the relay cancelled (its client hung up) is logged at debug; resets, other
+    /// stream errors and a local service that refuses still warn.
     #[test]
     fn a_peer_that_went_away_is_not_a_failure() {
-        let reset = || io::Error::from(io::ErrorKind::ConnectionReset);
-        let refused = || io::Error::from(io::ErrorKind::ConnectionRefused);
-        assert!(peer_gone(&reset()));
-        assert!(peer_gone(&io::Error::from(io::ErrorKind::BrokenPipe)));
-        assert!(peer_gone(&ProxyModeError::Io(reset())));
-        assert!(!peer_gone(&refused()));
-        assert!(!peer_gone(&ProxyModeError::Local(reset())));
+        let h2 = |reason| io::Error::new(io::ErrorKind::ConnectionReset, h2::Error::from(reason));
+        assert!(peer_gone(&h2(h2::Reason::CANCEL)));
+        assert!(peer_gone(&ProxyModeError::Io(h2(h2::Reason::CANCEL))));
+        assert!(!peer_gone(&h2(h2::Reason::PROTOCOL_ERROR)));
+        assert!(!peer_gone(&io::Error::from(io::ErrorKind::ConnectionReset)));
+        assert!(!peer_gone(&io::Error::from(io::ErrorKind::UnexpectedEof)));
+        assert!(!peer_gone(&ProxyModeError::Local(h2(h2::Reason::CANCEL))));
         assert!(!peer_gone(&ProxyModeError::Timeout));
     }
 }
