@@ -29,6 +29,12 @@ pub mod settings;
 pub mod splice;
 mod stream;
 
+pub use copy::copy_bidirectional;
+pub use data_path::DataPath;
+pub use driver::{Connection, Driven, Driver};
+pub use io::{MuxIo, Signals};
+pub use stream::H2Stream;
+
 /// What the crate's tests share.
 #[cfg(test)]
 mod testing {
@@ -41,9 +47,3 @@ mod testing {
             .unwrap()
     }
 }
-
-pub use copy::copy_bidirectional;
-pub use data_path::DataPath;
-pub use driver::{Connection, Driven, Driver};
-pub use io::{MuxIo, Signals};
-pub use stream::H2Stream;
