@@ -138,7 +138,11 @@ static void add(int fd, struct side *s) {
 static void accept_all(int lfd) {
     for (;;) {
         int c = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (c < 0) return;
+        if (c < 0) {
+            /* Edge-triggered: only "nothing left" may end the loop. */
+            if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO) continue;
+            return;
+        }
         int t = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (t < 0) {
             close(c);

@@ -16,11 +16,13 @@ LAYERS = [
     ("kernel", lambda f: f.endswith("_[k]")),
     ("allocator (malloc/free)", lambda f: re.match(r"^(_int_malloc|_int_free|malloc|free|cfree|realloc|_int_realloc|unlink_chunk|malloc_consolidate|tcache_|__libc_malloc|__libc_free|__rust_alloc|__rust_dealloc|__rdl_)", f) is not None),
     ("libc memcpy/memset/memcmp", lambda f: re.match(r"^__(mem|str)", f) is not None),
-    ("tokio", lambda f: "tokio::" in f or f.startswith("<tokio")),
-    ("h2", lambda f: "h2::" in f),
-    ("hyper / http", lambda f: "hyper::" in f or f.startswith("http::") or "<http::" in f or "httparse" in f),
-    ("limmat", lambda f: "limmat" in f),
-    ("rustls / ring", lambda f: "rustls" in f or "ring::" in f or "aws_lc" in f),
+    # By the type or module a frame belongs to (`<limmat_mux::H2Stream as tokio::…>::poll_write`
+    # is limmat's code), not by the generics it names.
+    ("limmat", lambda f: re.match(r"^<?limmat", f) is not None),
+    ("tokio", lambda f: re.match(r"^<?(tokio|tokio_util|mio)::", f) is not None),
+    ("h2", lambda f: re.match(r"^<?h2::", f) is not None),
+    ("hyper / http", lambda f: re.match(r"^<?(hyper|hyper_util|http|httparse)::", f) is not None),
+    ("rustls / ring", lambda f: re.match(r"^<?(rustls|tokio_rustls|ring|aws_lc)", f) is not None),
 ]
 
 
