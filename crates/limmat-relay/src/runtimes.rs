@@ -97,7 +97,7 @@ fn twin(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
-    crate::socket::configure_listener(socket2::SockRef::from(&socket))?;
+    crate::socket::set_options(socket2::SockRef::from(&socket))?;
     #[cfg(unix)]
     socket.set_reuse_port(true)?;
     socket.bind(&addr.into())?;

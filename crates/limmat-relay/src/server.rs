@@ -454,7 +454,7 @@ fn listen_shared(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> 
         TcpSocket::new_v6()?
     };
     socket.set_reuseaddr(true)?;
-    socket::configure_listener(socket2::SockRef::from(&socket))?;
+    socket::set_options(socket2::SockRef::from(&socket))?;
     #[cfg(unix)]
     if reuse_port {
         socket.set_reuseport(true)?;

@@ -10,36 +10,29 @@ use tokio::net::TcpStream;
 /// Listen backlog: deep enough for a burst of devices reconnecting at once after a restart.
 pub(crate) const BACKLOG: u32 = 4096;
 
-/// 60 s idle, then a probe every 15 s, 4 probes (D5).
-fn keepalive() -> TcpKeepalive {
-    TcpKeepalive::new()
+/// Sets `TCP_NODELAY` and keepalive (60 s idle, then a probe every 15 s, 4 probes; D5) on a
+/// socket. On a listening socket it is done once: on Linux every connection it accepts inherits
+/// them (the kernel clones the listener's TCP settings into each new socket), which saves five
+/// `setsockopt` calls per connection on the accept path; see [`configure_accepted`].
+pub(crate) fn set_options(sock: SockRef<'_>) -> io::Result<()> {
+    sock.set_nodelay(true)?;
+    let keepalive = TcpKeepalive::new()
         .with_time(Duration::from_secs(60))
         .with_interval(Duration::from_secs(15))
-        .with_retries(4)
+        .with_retries(4);
+    sock.set_tcp_keepalive(&keepalive)
 }
 
-/// Sets `TCP_NODELAY` and keepalive on a socket the relay connected.
+/// Sets the same options on a socket the relay connected.
 pub(crate) fn configure(stream: &TcpStream) {
-    if let Err(e) = set(SockRef::from(stream)) {
+    if let Err(e) = set_options(SockRef::from(stream)) {
         // The peer may already be gone; the first read will tell.
         tracing::debug!(error = %e, "socket options");
     }
 }
 
-fn set(sock: SockRef<'_>) -> io::Result<()> {
-    sock.set_nodelay(true)?;
-    sock.set_tcp_keepalive(&keepalive())
-}
-
-/// Sets the same options once on a listening socket. On Linux every connection it accepts
-/// inherits them (the kernel clones the listener's TCP settings into each new socket), which
-/// saves five `setsockopt` calls per connection on the accept path; see [`configure_accepted`].
-pub(crate) fn configure_listener(sock: SockRef<'_>) -> io::Result<()> {
-    set(sock)
-}
-
 /// The options of an accepted connection: inherited from its listener on Linux
-/// ([`configure_listener`]), set one by one elsewhere.
+/// ([`set_options`]), set one by one elsewhere.
 pub(crate) fn configure_accepted(stream: &TcpStream) {
     #[cfg(target_os = "linux")]
     let _ = stream;
@@ -82,7 +75,7 @@ mod tests {
     #[tokio::test]
     async fn accepted_connections_inherit_them() {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        configure_listener(SockRef::from(&socket)).unwrap();
+        set_options(SockRef::from(&socket)).unwrap();
         socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let (stream, _peer) = accepted(socket.listen(8).unwrap()).await;
         configure_accepted(&stream);
