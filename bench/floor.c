@@ -66,6 +66,15 @@ static void set_nodelay(int fd) {
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 }
 
+/* End of stream read and everything written: shut down dst's write side, once. */
+static int finish(struct dir *d) {
+    if (!d->done) {
+        shutdown(d->dst, SHUT_WR);
+        d->done = 1;
+    }
+    return 0;
+}
+
 /* Splice mode: src -> pipe -> dst, up to 64 KiB at a time; as pump(). */
 static int pump_splice(struct dir *d) {
     const unsigned flags = SPLICE_F_NONBLOCK | SPLICE_F_MOVE;
@@ -76,13 +85,7 @@ static int pump_splice(struct dir *d) {
             d->len -= (size_t)n;
             if (d->len > 0) return 0;
         }
-        if (d->eof) {
-            if (!d->done) {
-                shutdown(d->dst, SHUT_WR);
-                d->done = 1;
-            }
-            return 0;
-        }
+        if (d->eof) return finish(d);
         ssize_t n = splice(d->src, NULL, d->pipe[1], NULL, 65536, flags);
         if (n < 0) return (errno == EAGAIN || errno == EINTR) ? 0 : -1;
         if (n == 0) d->eof = 1;
@@ -101,13 +104,7 @@ static int pump(struct dir *d) {
             if (d->off < d->len) return 0;
             d->off = d->len = 0;
         }
-        if (d->eof) {
-            if (!d->done) {
-                shutdown(d->dst, SHUT_WR);
-                d->done = 1;
-            }
-            return 0;
-        }
+        if (d->eof) return finish(d);
         ssize_t n = read(d->src, d->buf, BUF);
         if (n < 0) return (errno == EAGAIN || errno == EINTR) ? 0 : -1;
         if (n == 0) {

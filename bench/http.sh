@@ -533,6 +533,9 @@ run_cell() {
     : "${R_RPS[$key]:=0}" "${R_NON2XX[$key]:=0}" "${R_REQS[$key]:=0}"
 }
 
+# per_1k TICKS REQUESTS: CPU milliseconds per 1,000 requests.
+per_1k() { awk -v t="$1" -v hz="$CLK_TCK" -v n="$2" 'BEGIN { printf "%.3f", t / hz * 1000 / (n / 1000) }'; }
+
 # summarise TARGET MODE: the rounds' medians (req/s, p50, p99, CPU per 1,000 requests), the
 # spread of req/s, and the sums of requests, non-2xx and errors, under "TARGET/MODE".
 summarise() {
@@ -547,8 +550,8 @@ summarise() {
         read -r a b c d <<<"${R_ERRS[$k]}"
         e1=$(( e1 + a )) e2=$(( e2 + b )) e3=$(( e3 + c )) e4=$(( e4 + d ))
         if [ -n "$(proxies_of "$1")" ] && (( R_REQS[$k] > 0 )); then
-            cpu+=("$(awk -v t="${R_CPU[$k]}" -v hz="$CLK_TCK" -v n="${R_REQS[$k]}" 'BEGIN { printf "%.3f", t / hz * 1000 / (n / 1000) }')")
-            sys+=("$(awk -v t="${R_SYS[$k]}" -v hz="$CLK_TCK" -v n="${R_REQS[$k]}" 'BEGIN { printf "%.3f", t / hz * 1000 / (n / 1000) }')")
+            cpu+=("$(per_1k "${R_CPU[$k]}" "${R_REQS[$k]}")")
+            sys+=("$(per_1k "${R_SYS[$k]}" "${R_REQS[$k]}")")
         fi
         CODES[$key]+="${CODES[$key]:+; }${R_CODES[$k]}"
     done
