@@ -296,7 +296,7 @@ fn woken<'a>(
     match (woke, handed) {
         // Without a cluster, waiting devices are closed with no response (7.6); they
         // reconnect with backoff to another node or to the restarted one.
-        (Woke::Shutdown, Some(client)) => Then::Done(Box::pin(pairing::refuse(ctx, *client))),
+        (Woke::Shutdown, Some(client)) => Then::Done(pairing::refuse(ctx, *client)),
         (Woke::Shutdown, None) => Then::Now(Next::Done),
         // This device serves the client: the pairing's task takes both legs.
         (Woke::Paired | Woke::Hold | Woke::Moved, Some(client)) => {

@@ -63,7 +63,7 @@ pub(crate) async fn onward(ctx: &RelayContext, mut client: ClientLeg, owner: Mem
         },
         route: client.route,
         client_addr: client.conn.peer,
-        public_port: client.public_port,
+        public_port: client.public_port(),
         sni: client.sni().map(str::to_owned),
     };
     if client.hops > 0 {

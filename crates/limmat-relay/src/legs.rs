@@ -68,8 +68,11 @@ pub(crate) struct ClientLeg {
     pub(crate) deadline: Instant,
     /// Cluster hops it has taken (`Limmat-Hops`, 7.5); 0 for a client of this node.
     pub(crate) hops: u32,
-    /// The port of the listener it reached the cluster on (`Limmat-Public-Port`, 7.5).
-    pub(crate) public_port: u16,
+    /// The port of the listener it reached the cluster on (`Limmat-Public-Port`, 7.5) when
+    /// another node forwarded it; `None` for this node's own client, whose port is read from
+    /// its socket only when needed ([`ClientLeg::public_port`]): most clients never need it,
+    /// and a `getsockname` per client was one system call in twelve of a mux stream.
+    pub(crate) public_port: Option<u16>,
 }
 
 /// The request methods the access log names; anything else is logged without one.
@@ -100,6 +103,12 @@ impl ClientLeg {
         } else {
             std::borrow::Cow::Borrowed(response::GATEWAY_TIMEOUT)
         }
+    }
+
+    /// The port of the listener it reached the cluster on (7.5); 0 if the socket cannot say.
+    pub(crate) fn public_port(&self) -> u16 {
+        let own = || self.conn.stream.local_addr().map_or(0, |a| a.port());
+        self.public_port.unwrap_or_else(own)
     }
 
     /// The SNI the client reached the relay with: from its ClientHello when SNI-routed, from

@@ -59,6 +59,8 @@ mod socket;
 #[cfg(target_os = "linux")]
 mod splice;
 mod stream;
+#[cfg(test)]
+mod testing;
 pub mod tls;
 
 pub use admin::listener::serve as serve_admin;

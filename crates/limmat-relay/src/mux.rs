@@ -184,7 +184,8 @@ pub(crate) async fn open(
     if client.kind == ClientKind::Sni && !mux.class().pass_through {
         // A TLS device without pass-through: the relay terminates the client first (2.6.5 b).
         let within = ctx.config.tls_handshake_timeout;
-        client = client.terminate(ctx.tls.as_ref(), within).await?;
+        // Boxed: a TLS handshake's state would otherwise be part of every stream's future.
+        client = Box::pin(client.terminate(ctx.tls.as_ref(), within)).await?;
     }
     let Some(request) = request(ctx, &client, listener, route, sni.as_deref()) else {
         tracing::info!(domain = %client.domain, peer = %client.conn.peer, "client closed: no usable stream metadata");
@@ -253,11 +254,10 @@ fn request(
     route: Route,
     sni: Option<&str>,
 ) -> Option<Request<()>> {
-    let local = client.conn.stream.local_addr().ok()?;
     // The port the client used, also when a peer forwarded it here (7.5).
     let authority = match ctx.config.hostnames.first() {
-        Some(host) => format!("{host}:{}", client.public_port),
-        None => local.to_string(),
+        Some(host) => format!("{host}:{}", client.public_port()),
+        None => client.conn.stream.local_addr().ok()?.to_string(),
     };
     let mut request = Request::builder()
         .method(Method::CONNECT)
@@ -266,8 +266,12 @@ fn request(
         .ok()?;
     let headers = request.headers_mut();
     headers.insert(field::DOMAIN, HeaderValue::from_str(&client.domain).ok()?);
-    let addr = client.conn.peer.to_string();
-    headers.insert(field::CLIENT_ADDR, HeaderValue::from_str(&addr).ok()?);
+    // Never indexed (RFC 7541 6.2.3): every stream's value differs, so entering it in the
+    // HPACK tables only evicts the constant fields and makes `h2` compare each new address
+    // with every older one still listed (1 µs per stream in the relay's profile).
+    let mut addr = HeaderValue::from_str(&client.conn.peer.to_string()).ok()?;
+    addr.set_sensitive(true);
+    headers.insert(field::CLIENT_ADDR, addr);
     headers.insert(field::LISTENER, HeaderValue::from_static(listener.as_str()));
     headers.insert(field::ROUTE, HeaderValue::from_static(route.as_str()));
     if let Some(value) = sni.and_then(|s| HeaderValue::from_str(s).ok()) {
@@ -279,27 +283,52 @@ fn request(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stream::Tcp;
-    use crate::{Relay, RelayConfig};
+    use crate::testing;
+
+    /// The client's address, new with every stream, goes as a never-indexed literal so that
+    /// it stays out of both HPACK tables; the constant fields stay indexable.
+    #[tokio::test]
+    async fn the_client_address_is_never_indexed() {
+        let relay = testing::relay().await;
+        let ctx = relay.ctx.clone();
+        let (conn, visitor, reached) = testing::accepted(&relay).await;
+        let client = ClientLeg {
+            conn,
+            buf: Vec::new(),
+            head_len: 0,
+            kind: ClientKind::Plain,
+            domain: "dom".into(),
+            route: Route::Path,
+            hello_sni: None,
+            deadline: tokio::time::Instant::now(),
+            hops: 0,
+            public_port: None,
+        };
+        let request = request(&ctx, &client, Listener::Plain, Route::Path, None).unwrap();
+        // Without hostnames, the authority is the address the client reached.
+        let authority = request.uri().authority().unwrap().as_str();
+        assert_eq!(authority, reached.to_string());
+        let headers = request.headers();
+        let addr = &headers[field::CLIENT_ADDR];
+        assert_eq!(
+            addr.to_str().unwrap(),
+            visitor.local_addr().unwrap().to_string()
+        );
+        assert!(addr.is_sensitive());
+        assert_eq!(headers[field::DOMAIN], "dom");
+        assert!(!headers[field::DOMAIN].is_sensitive());
+        assert_eq!(headers[field::LISTENER], Listener::Plain.as_str());
+        assert_eq!(headers[field::ROUTE], Route::Path.as_str());
+    }
 
     /// An idle mux device's state is this future, its own task, next to `h2`'s own buffers:
     /// the `h2` connection (1.4 KiB) is stored once, in place. It was 4.3 KiB when the driver
     /// was moved to a local; this keeps it from creeping back.
     #[tokio::test]
     async fn an_idle_mux_connection_stays_small() {
-        let relay = Relay::bind(RelayConfig {
-            listen: vec!["127.0.0.1:0".parse().unwrap()],
-            ..RelayConfig::default()
-        })
-        .await
-        .unwrap();
+        let relay = testing::relay().await;
         let ctx = relay.ctx.clone();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let _device = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (tcp, peer) = listener.accept().await.unwrap();
-        let conn = Conn::new(&ctx.stats, Tcp(tcp), peer);
+        let (conn, _device, _) = testing::accepted(&relay).await;
         let admission = ctx.registry.admit("dom", 0).unwrap();
         let class = DeviceClass {
             tls: false,

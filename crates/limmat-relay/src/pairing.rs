@@ -30,6 +30,7 @@ use crate::stream::Leg;
 use bytes::Buf;
 use limmat_wire::response;
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::io::AsyncWriteExt;
@@ -107,9 +108,12 @@ pub(crate) async fn dispatch(
                 }
                 back
             }
-            Offer::Ptth(leg) => match pair(ctx, client, leg).await {
+            // Boxed, as `mux::open` is: a future is as large as its largest state, and every
+            // client's routing future (built on the stack, then moved into its box) would
+            // otherwise carry a PTTH pipe's few kilobytes, mux clients' too.
+            Offer::Ptth(leg) => match Box::pin(pair(ctx, client, leg)).await {
                 Pairing::Piped(client, device) => {
-                    pipe::run_paired(ctx, client, device).await;
+                    Box::pin(pipe::run_paired(ctx, client, device)).await;
                     return None;
                 }
                 Pairing::DeviceFailed(back, e) => {
@@ -153,7 +157,8 @@ async fn find(ctx: &RelayContext, client: ClientLeg) -> Found {
         }
         ClientReady::Queued(place) => {
             let waiting = ctx.stats.hold(Gauge::WaitingClient);
-            wait(ctx, client, rx, (place, waiting)).await
+            // Boxed: a mux client never waits, and should not carry the wait's state.
+            Box::pin(wait(ctx, client, rx, (place, waiting))).await
         }
     }
 }
@@ -353,8 +358,17 @@ fn requeue(ctx: &RelayContext, leg: DeviceLeg, domain: &str) -> Option<Requeued>
 }
 
 /// No device for this client: `504` and a lingering close (2.5.6), inside TLS for an
-/// SNI-routed client (2.6.6); a browser's `504` carries a page (issue 12).
-pub(crate) async fn refuse(ctx: &RelayContext, client: ClientLeg) {
+/// SNI-routed client (2.6.6); a browser's `504` carries a page (issue 12). Boxed: with a TLS
+/// handshake and a lingering close, its state is a kilobyte or more, which every future that
+/// may refuse (every client's) would otherwise carry, and copy whenever it is moved.
+pub(crate) fn refuse(
+    ctx: &RelayContext,
+    client: ClientLeg,
+) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+    Box::pin(refuse_now(ctx, client))
+}
+
+async fn refuse_now(ctx: &RelayContext, client: ClientLeg) {
     crate::access::refused(ctx, &client);
     let answer = client.refusal();
     let client = if client.kind == ClientKind::Sni {
@@ -426,7 +440,7 @@ mod tests {
             hello_sni: None,
             deadline: Instant::now() + Duration::from_secs(10),
             hops: 0,
-            public_port: addr.port(),
+            public_port: Some(addr.port()),
         };
         let dead = DeviceLeg {
             conn: Conn::new(&ctx.stats, Tcp(dead), addr),
