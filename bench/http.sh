@@ -12,8 +12,13 @@
 #              epoll, read/write, nothing else), a new connection to nginx per visitor
 #   floor2   wrk -> floor -> floor -> nginx: two of them in a chain, a new connection between
 #              them per visitor — the TCP work of rathole and PTTH without their protocols
+#   h2floor  wrk -> h2_floor relay -> h2_floor agent -> nginx: the floor of the mux transport,
+#              crates/limmat-mux/examples/h2_floor.rs — a CONNECT stream per visitor over one
+#              HTTP/2 connection with `h2`, tokio's current-thread runtime and limmat-mux/1's
+#              HTTP/2 settings, and nothing else (no metadata, routing, limits, keepalive, counts)
 # In the bulk cells the floors splice (bench/floor.c's `splice` mode), and `floor3`, three in a
-# chain, has limmat's bulk structure (tunnel client, relay, tunnel proxy).
+# chain, has limmat's bulk structure (tunnel client, relay, tunnel proxy); `h2floor` gets a
+# splicing floor in front, for the same three processes as limmat's mux.
 # The floor legs are not products: they show what the kernel alone charges a proxy for each
 # cell on this machine, the limit under any proxy's CPU and above its requests/s.
 # each once with HTTP keep-alive and once with `Connection: close` (every request a new TCP
@@ -57,7 +62,7 @@
 #     MAX_PER_DOMAIN [0]  limmat relay --max-per-domain (0 = no cap)
 #     STATUS_CODES [0]    1 = count responses per HTTP status with bench/status.lua
 #                         (costs wrk some throughput, so it is off by default)
-#     LEGS ["direct floor floor2 ptth mux rathole"]  which targets to run, in this order
+#     LEGS ["direct floor floor2 h2floor ptth mux rathole"]  which targets to run, in this order
 #                         (the table's order is fixed)
 #     WORKER_THREADS []   tokio worker threads of the limmat relay and tunnels
 #                         (TOKIO_WORKER_THREADS; empty = one per core)
@@ -96,7 +101,7 @@ if (( 4 * CONNECTIONS > 128 )); then default_max_sockets=$(( 4 * CONNECTIONS ));
 MAX_SOCKETS=${MAX_SOCKETS:-$default_max_sockets}
 MAX_PER_DOMAIN=${MAX_PER_DOMAIN:-0}
 STATUS_CODES=${STATUS_CODES:-0}
-LEGS=${LEGS:-direct floor floor2 ptth mux rathole}
+LEGS=${LEGS:-direct floor floor2 h2floor ptth mux rathole}
 WORKER_THREADS=${WORKER_THREADS:-}
 read -r -a RELAY_EXTRA <<<"${RELAY_ARGS:-}"
 read -r -a TUNNEL_EXTRA <<<"${TUNNEL_ARGS:-}"
@@ -193,6 +198,7 @@ fi
 
 LIMMAT=${LIMMAT:-$ROOT/target/release/limmat}
 OPENLOOP=$ROOT/target/release/examples/openloop
+H2FLOOR=$ROOT/target/release/examples/h2_floor
 want_limmat() { want_leg ptth || want_leg mux; }
 if want_limmat || [ "$LATENCY" = 1 ]; then
     if [ "$SKIP_BUILD" != 1 ]; then
@@ -200,6 +206,13 @@ if want_limmat || [ "$LATENCY" = 1 ]; then
         (cd "$ROOT" && cargo build --release >&2 && cargo build --release -p limmat --example openloop >&2)
     fi
     [ -x "$LIMMAT" ] || die "$LIMMAT is missing"
+fi
+if want_leg h2floor; then
+    if [ "$SKIP_BUILD" != 1 ]; then
+        log "cargo build --release -p limmat-mux --example h2_floor"
+        (cd "$ROOT" && cargo build --release -p limmat-mux --example h2_floor >&2)
+    fi
+    [ -x "$H2FLOOR" ] || die "$H2FLOOR is missing (cargo build --release -p limmat-mux --example h2_floor)"
 fi
 have_tunnel=0
 if want_limmat && "$LIMMAT" tunnel server --help 2>/dev/null | grep -q -- --transport; then have_tunnel=1; fi
@@ -282,6 +295,7 @@ proxies_of() {
         rathole) echo rathole-server rathole-client ;;
         floor) echo floor ;;
         floor2) echo floor2-a floor2-b ;;
+        h2floor) echo h2floor-relay h2floor-agent ;;
     esac
 }
 
@@ -361,6 +375,11 @@ pick_port FLOOR2_IPERF_MID_PORT
 pick_port FLOOR3_IPERF_PORT
 pick_port FLOOR3_IPERF_MID1_PORT
 pick_port FLOOR3_IPERF_MID2_PORT
+pick_port H2FLOOR_PORT
+pick_port H2FLOOR_AGENT_PORT
+pick_port H2FLOOR_IPERF_PORT
+pick_port H2FLOOR_IPERF_RELAY_PORT
+pick_port H2FLOOR_IPERF_AGENT_PORT
 
 # ---------------------------------------------------------------------------------------------
 # Origin, limmat, rathole
@@ -432,7 +451,7 @@ fi
 FLOOR=$TMPD/floor
 FLOOR_URL=http://127.0.0.1:$FLOOR_PORT/bench/
 FLOOR2_URL=http://127.0.0.1:$FLOOR2_PORT/bench/
-if want_leg floor || want_leg floor2; then
+if want_leg floor || want_leg floor2 || want_leg h2floor; then
     command -v cc >/dev/null 2>&1 || apt_install gcc libc6-dev
     cc -O2 -o "$FLOOR" "$BENCH_DIR/floor.c" || die "cc could not build bench/floor.c"
 fi
@@ -444,6 +463,13 @@ if want_leg floor2; then
     start floor2-b "${ON_PROXY[@]}" "$FLOOR" "$FLOOR2_MID_PORT" "$ORIGIN_PORT"
     start floor2-a "${ON_PROXY[@]}" "$FLOOR" "$FLOOR2_PORT" "$FLOOR2_MID_PORT"
     wait_200 "$FLOOR2_URL" "floor2" 15
+fi
+H2FLOOR_URL=http://127.0.0.1:$H2FLOOR_PORT/bench/
+if want_leg h2floor; then
+    start h2floor-relay "${ON_PROXY[@]}" "$H2FLOOR" relay "127.0.0.1:$H2FLOOR_PORT" "127.0.0.1:$H2FLOOR_AGENT_PORT"
+    wait_port "$H2FLOOR_AGENT_PORT" "h2floor relay" 15
+    start h2floor-agent "${ON_PROXY[@]}" "$H2FLOOR" agent "127.0.0.1:$H2FLOOR_AGENT_PORT" "127.0.0.1:$ORIGIN_PORT"
+    wait_200 "$H2FLOOR_URL" "h2floor" 15
 fi
 
 # ---------------------------------------------------------------------------------------------
@@ -577,12 +603,13 @@ url_of() {
         rathole) echo "$RATHOLE_URL" ;;
         floor) echo "$FLOOR_URL" ;;
         floor2) echo "$FLOOR2_URL" ;;
+        h2floor) echo "$H2FLOOR_URL" ;;
     esac
 }
 
 for target in $LEGS; do
     case $target in
-        direct | ptth | mux | rathole | floor | floor2) ;;
+        direct | ptth | mux | rathole | floor | floor2 | h2floor) ;;
         *) die "unknown leg '$target' in LEGS" ;;
     esac
 done
@@ -631,6 +658,14 @@ if [ "$BULK" = 1 ]; then
         start bulk-floor3-a "${ON_PROXY[@]}" "$FLOOR" "$FLOOR3_IPERF_PORT" "$FLOOR3_IPERF_MID1_PORT" splice
         wait_port "$FLOOR3_IPERF_PORT" "floor3 (bulk)" 15
     fi
+    if want_leg h2floor; then
+        start bulk-h2floor-relay "${ON_PROXY[@]}" "$H2FLOOR" relay "127.0.0.1:$H2FLOOR_IPERF_RELAY_PORT" "127.0.0.1:$H2FLOOR_IPERF_AGENT_PORT"
+        wait_port "$H2FLOOR_IPERF_AGENT_PORT" "h2floor relay (bulk)" 15
+        start bulk-h2floor-agent "${ON_PROXY[@]}" "$H2FLOOR" agent "127.0.0.1:$H2FLOOR_IPERF_AGENT_PORT" "127.0.0.1:$IPERF_PORT"
+        wait_port "$H2FLOOR_IPERF_RELAY_PORT" "h2floor relay (bulk)" 15
+        start bulk-h2floor-front "${ON_PROXY[@]}" "$FLOOR" "$H2FLOOR_IPERF_PORT" "$H2FLOOR_IPERF_RELAY_PORT" splice
+        wait_port "$H2FLOOR_IPERF_PORT" "h2floor front floor (bulk)" 15
+    fi
     # bulk_cell TARGET PORT ROUND: one iperf3 run; Gbit/s, retransmits and the proxies' CPU
     # seconds per GiB received under "TARGET/ROUND".
     declare -A R_GBPS R_RETR R_BCPU R_BSYS BULK_SPREAD BULK_CPU BULK_SYS
@@ -643,6 +678,7 @@ if [ "$BULK" = 1 ]; then
             floor) procs=(bulk-floor) ;;
             floor2) procs=(bulk-floor2-a bulk-floor2-b) ;;
             floor3) procs=(bulk-floor3-a bulk-floor3-b bulk-floor3-c) ;;
+            h2floor) procs=(bulk-h2floor-front bulk-h2floor-relay bulk-h2floor-agent) ;;
             *) procs=() ;;
         esac
         sleep "$SETTLE"
@@ -678,6 +714,7 @@ print("%.2f" % (got["bits_per_second"] / 1e9), d["end"]["sum_sent"].get("retrans
                     bulk_cell floor2 "$FLOOR2_IPERF_PORT" "$round"
                     bulk_cell floor3 "$FLOOR3_IPERF_PORT" "$round"
                     ;;
+                h2floor) bulk_cell h2floor "$H2FLOOR_IPERF_PORT" "$round" ;;
             esac
         done
     done
@@ -742,7 +779,7 @@ fi
 echo "$REPEAT rounds, cells interleaved; medians, spread = (max - min) / 2 of req/s over the median;" \
     "requests, non-2xx and errors summed over the rounds."
 echo "CPU ms/1k = utime + stime of the proxies (limmat: relay + that tunnel; rathole: server + client;" \
-    "floor: its one or two processes) per 1,000 requests; 'CPU vs rathole' = that / rathole's in the" \
+    "floor: its one or two processes; h2floor: its relay + agent) per 1,000 requests; 'CPU vs rathole' = that / rathole's in the" \
     "same mode (lower is cheaper); sys ms/1k = the stime part of it (the kernel's work for the proxies)."
 echo "RUST_LOG=warn for limmat and rathole. 'vs rathole' = req/s / rathole req/s in the same mode."
 echo "errors = wrk socket errors connect/read/write/timeout; non-2xx counts non-2xx/3xx responses."
@@ -752,7 +789,7 @@ fmt='%-8s %-11s %10s %7s %10s %9s %9s %10s %8s %-14s %9s %9s %9s\n'
 printf "$fmt" target mode req/s spread "vs rathole" "p50 ms" "p99 ms" requests non-2xx errors "CPU ms/1k" "CPU vs rh" "sys ms/1k"
 # shellcheck disable=SC2059
 printf "$fmt" -------- ----------- ---------- ------- ---------- --------- --------- ---------- -------- -------------- --------- --------- ---------
-for target in direct floor floor2 ptth mux rathole; do
+for target in direct floor floor2 h2floor ptth mux rathole; do
     want_leg "$target" || continue
     for mode in "${MODES[@]}"; do
         key=$target/$mode
@@ -782,11 +819,11 @@ done
 if [ "$BULK" = 1 ]; then
     echo
     echo "TCP bulk, iperf3 -t $BULK_SECONDS, one stream client -> server (limmat: iperf3 -> tunnel client -> relay -> tunnel proxy -> iperf3)"
-    echo "(medians of $REPEAT rounds; CPU s/GiB = utime + stime of the proxies per GiB received: limmat relay + tunnel proxy + tunnel client, rathole server + client, floors their one to three splicing processes; sys s/GiB = the stime part)"
+    echo "(medians of $REPEAT rounds; CPU s/GiB = utime + stime of the proxies per GiB received: limmat relay + tunnel proxy + tunnel client, rathole server + client, floors their one to three splicing processes, h2floor a splicing floor + its relay + agent; sys s/GiB = the stime part)"
     bfmt='%-8s %10s %7s %10s %12s %10s %10s %10s\n'
     # shellcheck disable=SC2059
     printf "$bfmt" target Gbit/s spread "vs rathole" retransmits "CPU s/GiB" "CPU vs rh" "sys s/GiB"
-    for target in direct floor floor2 floor3 ptth mux rathole; do
+    for target in direct floor floor2 floor3 h2floor ptth mux rathole; do
         [ -n "${BULK_GBPS[$target]+x}" ] || continue
         ratio=$(awk -v a="${BULK_GBPS[$target]}" -v b="${BULK_GBPS[rathole]:-0}" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }')
         cpu_ratio=$(awk -v a="${BULK_CPU[$target]}" -v b="${BULK_CPU[rathole]:--}" \
@@ -805,7 +842,7 @@ if [ "$LATENCY" = 1 ]; then
     printf "$lfmt" target requests errors "p50 ms" "p99 ms" "p99.9 ms" "max ms" "p99 added vs direct"
     field() { sed -n "s/.*$1=\([^ ]*\).*/\1/p" <<<"$2"; }
     direct_p99=$(field p99_ms "${LAT[direct]:-}")
-    for target in direct floor floor2 ptth mux rathole; do
+    for target in direct floor floor2 h2floor ptth mux rathole; do
         [ -n "${LAT[$target]+x}" ] || continue
         l=${LAT[$target]}
         p99=$(field p99_ms "$l")

@@ -5,13 +5,17 @@
 # share of its CPU by layer (kernel, allocator, tokio, h2, limmat, …; bench/profile_layers.py).
 #
 # Cells: ptth and mux, each with `Connection: close` (every request a new TCP connection: the
-# cell that matters most to users) and keep-alive. For each, a fresh nginx origin, relay and
+# cell that matters most to users) and keep-alive; and `h2floor-close` / `h2floor-keepalive`,
+# the floor of the mux transport (crates/limmat-mux/examples/h2_floor.rs, H2FLOOR) in place of
+# the relay and the tunnel, to set mux's profile against (not in the default CELLS). For each, a fresh nginx origin, relay and
 # tunnel on 127.0.0.1, a warm-up, then `perf record -g` (frame pointers are not kept, so DWARF
 # unwinding, at PERF_FREQ Hz) on both processes for SECONDS while wrk runs.
 #
 # Run by hand (root or perf_event_paranoid <= 1), never in CI:
 #     bench/profile.sh                      # all four cells, 10 s each
 #     CELLS="ptth-close" SECONDS_EACH=20 bench/profile.sh
+#     CELLS="mux-close h2floor-close" bench/profile.sh   # mux against its floor
+# KEEP_FOLDED=1 also keeps each process's folded stacks (CELL-PROCESS.folded) in OUT.
 # Needs perf (linux-perf), wrk, nginx and inferno (`cargo install inferno`; installed when
 # missing). LIMMAT [target/profiling/limmat] is the binary profiled: `cargo build --profile
 # profiling` is the release build with the symbols and line tables that the release profile
@@ -28,7 +32,11 @@ LIMMAT=${LIMMAT:-target/profiling/limmat}
 export RUST_LOG=warn
 
 log() { printf '[profile] %s\n' "$*" >&2; }
+H2FLOOR=${H2FLOOR:-target/profiling/examples/h2_floor}
 [ -x "$LIMMAT" ] || { log "$LIMMAT is missing: cargo build --profile profiling"; exit 1; }
+case " $CELLS " in *" h2floor-"*)
+    [ -x "$H2FLOOR" ] || { log "$H2FLOOR is missing: cargo build --profile profiling -p limmat-mux --example h2_floor"; exit 1; } ;;
+esac
 command -v perf >/dev/null || { log "perf is missing (apt-get install linux-perf)"; exit 1; }
 command -v inferno-flamegraph >/dev/null || cargo install inferno >&2
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
@@ -57,22 +65,29 @@ for cell in $CELLS; do
     origin=$(free_port) relay=$(free_port)
     sed -e "s|@DIR@|$TMPD|g" -e "s|@PORT@|$origin|g" "$BENCH_DIR/nginx.conf.in" >"$TMPD/nginx.conf"
     "$NGINX" -p "$TMPD" -c "$TMPD/nginx.conf" -e "$TMPD/nginx-error.log" & PIDS+=("$!")
-    "$LIMMAT" relay --listen "127.0.0.1:$relay" --max-per-domain 0 2>"$TMPD/relay.log" & PIDS+=("$!"); relay_pid=$!
-    sleep 0.5
-    args=(--transport "$transport" --max-sockets 200)
-    [ "$transport" = ptth ] && args+=(--min-listeners "$CONNECTIONS")
-    "$LIMMAT" tunnel server "127.0.0.1:$origin" "127.0.0.1:$relay" bench "${args[@]}" \
-        2>"$TMPD/tunnel.log" & PIDS+=("$!"); tunnel_pid=$!
+    if [ "$transport" = h2floor ]; then
+        agent=$(free_port)
+        "$H2FLOOR" relay "127.0.0.1:$relay" "127.0.0.1:$agent" 2>"$TMPD/relay.log" & PIDS+=("$!"); relay_pid=$!
+        sleep 0.5
+        "$H2FLOOR" agent "127.0.0.1:$agent" "127.0.0.1:$origin" 2>"$TMPD/tunnel.log" & PIDS+=("$!"); tunnel_pid=$!
+    else
+        "$LIMMAT" relay --listen "127.0.0.1:$relay" --max-per-domain 0 2>"$TMPD/relay.log" & PIDS+=("$!"); relay_pid=$!
+        sleep 0.5
+        args=(--transport "$transport" --max-sockets 200)
+        [ "$transport" = ptth ] && args+=(--min-listeners "$CONNECTIONS")
+        "$LIMMAT" tunnel server "127.0.0.1:$origin" "127.0.0.1:$relay" bench "${args[@]}" \
+            2>"$TMPD/tunnel.log" & PIDS+=("$!"); tunnel_pid=$!
+    fi
     url=http://127.0.0.1:$relay/bench/
     wait_200 "$url"
     wrk_args=(-t2 -c"$CONNECTIONS" --timeout 10s)
     [ "$mode" = close ] && wrk_args+=(-H 'Connection: close')
     wrk "${wrk_args[@]}" -d2s "$url" >/dev/null 2>&1 || true
     log "$cell: perf on relay ($relay_pid) and tunnel ($tunnel_pid) for ${SECONDS_EACH}s"
-    perf record -F "$PERF_FREQ" --call-graph dwarf,16384 -p "$relay_pid" -o "$TMPD/relay.data" \
+    perf record -e cpu-clock -F "$PERF_FREQ" --call-graph dwarf,16384 -p "$relay_pid" -o "$TMPD/relay.data" \
         -- sleep "$SECONDS_EACH" >/dev/null 2>&1 &
     p1=$!
-    perf record -F "$PERF_FREQ" --call-graph dwarf,16384 -p "$tunnel_pid" -o "$TMPD/tunnel.data" \
+    perf record -e cpu-clock -F "$PERF_FREQ" --call-graph dwarf,16384 -p "$tunnel_pid" -o "$TMPD/tunnel.data" \
         -- sleep "$SECONDS_EACH" >/dev/null 2>&1 &
     p2=$!
     wrk "${wrk_args[@]}" -d"$((SECONDS_EACH + 1))s" "$url" >"$TMPD/wrk.txt" 2>&1 || true
@@ -80,12 +95,16 @@ for cell in $CELLS; do
     rps=$(awk '/^Requests\/sec:/ {print $2}' "$TMPD/wrk.txt")
     for proc in relay tunnel; do
         perf script -i "$TMPD/$proc.data" 2>/dev/null | inferno-collapse-perf --all >"$TMPD/$proc.folded"
-        inferno-flamegraph --title "limmat $proc, $cell, $rps req/s" <"$TMPD/$proc.folded" \
+        inferno-flamegraph --title "$proc, $cell, $rps req/s" <"$TMPD/$proc.folded" \
             >"$OUT/$cell-$proc.svg"
         perf report -i "$TMPD/$proc.data" --no-children --sort symbol --stdio -g none 2>/dev/null \
             | grep -E '^ +[0-9]' | sed -E 's/[ -]+$//' | head -n 25 >"$OUT/$cell-$proc.top.txt" || true
-        "$BENCH_DIR/profile_layers.py" <"$TMPD/$proc.folded" >"$OUT/$cell-$proc.layers.txt"
+        "$BENCH_DIR/profile_layers.py" --per-request "$SECONDS_EACH" "${rps:-0}" \
+            <"$TMPD/$proc.folded" >"$OUT/$cell-$proc.layers.txt"
         log "$OUT/$cell-$proc.svg ($(wc -l <"$TMPD/$proc.folded") stacks)"
     done
+    if [ "${KEEP_FOLDED:-0}" = 1 ]; then
+        for proc in relay tunnel; do cp "$TMPD/$proc.folded" "$OUT/$cell-$proc.folded"; done
+    fi
     stop_all
 done

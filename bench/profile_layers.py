@@ -7,6 +7,11 @@ the kernel (frames marked `_[k]`), the allocator, libc's memory copies, tokio, h
 limmat's own crates and the rest; then the limmat functions with the most samples anywhere on
 their stack (inclusive), and the user-space leaves with the most samples. bench/profile.sh
 writes it next to each flame graph as CELL-PROCESS.layers.txt.
+
+With `--per-request SECONDS REQ_PER_S` (how long perf recorded, and wrk's rate), each layer is
+also given as CPU microseconds per request, so that two processes or two builds compare in
+absolute terms. That needs perf's `cpu-clock` event (bench/profile.sh records with it), whose
+sample weights, which the folded counts add up, are nanoseconds of CPU.
 """
 import re
 import sys
@@ -34,6 +39,11 @@ def layer(frame):
 
 
 def main():
+    per_request = None
+    if len(sys.argv) == 4 and sys.argv[1] == "--per-request":
+        seconds, rps = (float(a) for a in sys.argv[2:])
+        if seconds > 0 and rps > 0:
+            per_request = 1e-3 / (seconds * rps)  # µs of CPU per request, per ns sampled
     leaf_layer, leaf_fn, inclusive = Counter(), Counter(), Counter()
     total = 0
     for line in sys.stdin:
@@ -57,8 +67,11 @@ def main():
         return
     pct = lambda n: 100.0 * n / total
     print("by layer of the running function (the stack's leaf):")
+    if per_request is not None:
+        print(f"  {total * per_request:.1f} µs of CPU per request in all")
     for name, n in leaf_layer.most_common():
-        print(f"  {pct(n):5.1f} %  {name}")
+        us = f"  {n * per_request:5.1f} µs/req" if per_request is not None else ""
+        print(f"  {pct(n):5.1f} %{us}  {name}")
     print("\nlimmat functions, inclusive (samples with the function anywhere on the stack), top 15:")
     for f, n in inclusive.most_common(15):
         print(f"  {pct(n):5.1f} %  {f[:150]}")
