@@ -6,7 +6,8 @@ prints the share of samples by the layer of the function that was running (the s
 the kernel (frames marked `_[k]`), the allocator, libc's memory copies, tokio, h2, hyper,
 limmat's own crates and the rest; then the limmat functions with the most samples anywhere on
 their stack (inclusive), and the user-space leaves with the most samples. bench/profile.sh
-writes it next to each flame graph as CELL-PROCESS.layers.txt.
+writes it next to each flame graph as CELL-PROCESS.layers.txt. Last, the kernel samples by the
+system call (or interrupt) they ran under.
 
 With `--per-request SECONDS REQ_PER_S` (how long perf recorded, and wrk's rate), each layer is
 also given as CPU microseconds per request, so that two processes or two builds compare in
@@ -38,13 +39,25 @@ def layer(frame):
     return "other user space (std, core, libc, unresolved)"
 
 
+def kernel_entry(frames):
+    """The system call a kernel stack ran under (`__x64_sys_NAME`), else what entered it."""
+    for f in frames:
+        m = re.match(r"^__(?:x64|do)_sys_(\w+)_\[k\]$", f)
+        if m:
+            return m.group(1)
+    for f in frames:
+        if f.endswith("_[k]") and re.search(r"irq|asm_exc|asm_sysvec", f):
+            return "interrupt or fault: " + f[:-3]
+    return "other kernel"
+
+
 def main():
     per_request = None
     if len(sys.argv) == 4 and sys.argv[1] == "--per-request":
         seconds, rps = (float(a) for a in sys.argv[2:])
         if seconds > 0 and rps > 0:
             per_request = 1e-3 / (seconds * rps)  # µs of CPU per request, per ns sampled
-    leaf_layer, leaf_fn, inclusive = Counter(), Counter(), Counter()
+    leaf_layer, leaf_fn, inclusive, syscall = Counter(), Counter(), Counter(), Counter()
     total = 0
     for line in sys.stdin:
         stack, _, count = line.rstrip("\n").rpartition(" ")
@@ -57,6 +70,8 @@ def main():
         leaf_layer[layer(leaf)] += n
         if not leaf.endswith("_[k]"):
             leaf_fn[leaf] += n
+        else:
+            syscall[kernel_entry(frames)] += n
         seen = set()
         for f in frames[1:]:  # the first frame is the thread's name
             if re.match(r"^<?limmat_\w+::", f) and f not in seen:
@@ -78,6 +93,10 @@ def main():
     print("\nuser-space leaves, top 15:")
     for f, n in leaf_fn.most_common(15):
         print(f"  {pct(n):5.1f} %  {f[:150]}")
+    print("\nkernel samples by the system call (or interrupt) they ran under, top 12:")
+    for f, n in syscall.most_common(12):
+        us = f"  {n * per_request:5.1f} µs/req" if per_request is not None else ""
+        print(f"  {pct(n):5.1f} %{us}  {f}")
 
 
 main()
