@@ -224,9 +224,9 @@ async fn supervise<T>(
         // a timer due now, and a timer due before the driver's next wake-up makes tokio wake
         // its own thread through an `eventfd` write (0.7 system calls per mux stream).
         let period = (idle_timeout / 4).max(Duration::from_millis(10));
-        let mut tick = interval_at(Instant::now() + period, period);
-        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let (mut seen, mut last_active) = (0, Instant::now());
+        let mut tick = interval_at(last_active + period, period);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 r = &mut copy => break if r.is_ok() { End::Closed } else { End::Error },

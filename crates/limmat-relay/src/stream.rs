@@ -122,22 +122,15 @@ impl Leg for Stream {
 
     async fn read_into(&mut self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
         let max = max.max(1);
-        match self {
-            Tcp(s) => {
-                // Allocate only once the socket is readable: idle sockets hold no buffer.
-                s.readable().await?;
-                let n = grow(buf, max);
-                // Through `AsyncRead`, not `try_read_buf`: a read that leaves room tells tokio
-                // the socket is drained, so the next read waits for epoll instead of costing a
-                // `recvfrom` that returns EAGAIN (one system call less per client).
-                s.read_buf(&mut (&mut *buf).limit(n)).await
-            }
-            Tls(s) => {
-                let n = grow(buf, max);
-                let mut limited = (&mut *buf).limit(n);
-                s.read_buf(&mut limited).await
-            }
+        if let Tcp(s) = self {
+            // Allocate only once the socket is readable: idle sockets hold no buffer.
+            s.readable().await?;
         }
+        let n = grow(buf, max);
+        // Through `AsyncRead`, also for plain TCP: a read that leaves room tells tokio the
+        // socket is drained, so the next read waits for epoll instead of costing a `recvfrom`
+        // that returns EAGAIN (one system call less per client).
+        self.read_buf(&mut (&mut *buf).limit(n)).await
     }
 
     async fn until_closed(&mut self) -> io::Error {
