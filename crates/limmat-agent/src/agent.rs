@@ -45,7 +45,7 @@ use crate::report;
 pub use crate::status::{AgentState, AgentStatus};
 use crate::transport::{Connector, RelayStream, TlsError, TlsOptions};
 use bytes::Bytes;
-use limmat_mux::{Driven, Driver as MuxDriver, H2Stream, MuxIo, Signals, settings};
+use limmat_mux::{Driven, Driver as MuxDriver, MuxIo, Signals, settings};
 use limmat_wire::request::Protocol;
 
 /// The wait for a response head: every device library and YalerTunnel2 use 75 s (2.9).
@@ -715,8 +715,9 @@ where
         MuxEnd::Goaway
     }
 
-    /// Accepts one CONNECT stream (5.3) and hands it to the handler, or refuses it: `405`
-    /// for another method, `503` when every stream permit is taken.
+    /// Accepts one CONNECT stream (5.3) and hands it to the handler, whose first read or write
+    /// sends the `200`; or refuses it: `405` for another method, `503` when every stream
+    /// permit is taken.
     fn mux_stream(
         self: &Arc<Self>,
         request: http::Request<h2::RecvStream>,
@@ -739,12 +740,9 @@ where
             return refuse(&mut respond, 503);
         };
         let meta = StreamMeta::from_headers(request.headers());
-        let Ok(send) = respond.send_response(http::Response::new(()), false) else {
-            return;
-        };
-        let stream = H2Stream::new(send, request.into_body());
         debug!(client = ?meta.client_addr, "mux stream");
-        self.hand_over(RelayedConn::mux(stream, meta, relay, local, tls), permit);
+        let conn = RelayedConn::mux(respond, request.into_body(), meta, relay, local, tls);
+        self.hand_over(conn, permit);
     }
 
     /// Runs the handler for a paired connection in its own task. The handler is called there

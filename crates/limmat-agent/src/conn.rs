@@ -6,6 +6,11 @@
 //! head. A `RelayedConn` yields those bytes first and then reads the socket, so the service
 //! sees exactly the client's byte stream (checklist 50). The relay connection may be plain or
 //! TLS ([`RelayStream`]); the service cannot tell.
+//!
+//! A mux stream is answered (its `200`, spec 5.3) when the service first reads, writes or
+//! shuts it down, not when the stream arrives: a service that opens its local connection
+//! first (the tunnel's server mode) has the `200` leave with the frames that follow it, in one
+//! write to the relay instead of a write of its own.
 
 use std::any::Any;
 use std::io;
@@ -13,6 +18,9 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
+use h2::RecvStream;
+use h2::server::SendResponse;
 use limmat_mux::H2Stream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -38,21 +46,64 @@ enum Inner {
 }
 
 struct MuxInner {
-    stream: H2Stream,
+    stream: MuxStream,
     meta: StreamMeta,
     relay: Option<SocketAddr>,
     local: Option<SocketAddr>,
     tls: bool,
 }
 
+impl Drop for MuxInner {
+    /// A stream the service drops untouched is answered and then reset, so that its client is
+    /// closed at once, as a PTTH client is when the service drops its connection; left
+    /// unanswered, the relay would take the reset for a refusal and offer the client to a
+    /// device again (5.3).
+    fn drop(&mut self) {
+        if let MuxStream::Unanswered(respond, _) = &mut self.stream {
+            let _ = respond.send_response(http::Response::new(()), false);
+        }
+    }
+}
+
+/// A mux stream, answered or not yet.
+enum MuxStream {
+    /// Accepted by the agent; the `200` goes out with the service's first read, write or
+    /// shutdown ([`MuxStream::open`]).
+    Unanswered(SendResponse<Bytes>, RecvStream),
+    Open(H2Stream),
+    /// The `200` could not be sent: the relay reset the stream or the connection is gone.
+    Gone,
+}
+
+impl MuxStream {
+    /// The byte stream, answering the relay's CONNECT with `200` first if that is still due.
+    fn open(&mut self) -> io::Result<&mut H2Stream> {
+        if let MuxStream::Unanswered(..) = self {
+            *self = match std::mem::replace(self, MuxStream::Gone) {
+                MuxStream::Unanswered(mut respond, recv) => {
+                    match respond.send_response(http::Response::new(()), false) {
+                        Ok(send) => MuxStream::Open(H2Stream::new(send, recv)),
+                        Err(_) => MuxStream::Gone,
+                    }
+                }
+                other => other,
+            };
+        }
+        match self {
+            MuxStream::Open(stream) => Ok(stream),
+            _ => Err(io::ErrorKind::ConnectionReset.into()),
+        }
+    }
+}
+
 macro_rules! inner {
     ($self:expr, $s:ident => $e:expr) => {
         match $self {
             Inner::Relay($s) => $e,
-            Inner::Mux(m) => {
-                let $s = &mut m.stream;
-                $e
-            }
+            Inner::Mux(m) => match m.stream.open() {
+                Ok($s) => $e,
+                Err(e) => Poll::Ready(Err(e)),
+            },
         }
     };
 }
@@ -69,9 +120,11 @@ impl RelayedConn {
         }
     }
 
-    /// A limmat-mux/1 stream; `relay`, `local` and `tls` describe the mux connection.
+    /// A limmat-mux/1 stream, not answered yet; `relay`, `local` and `tls` describe the mux
+    /// connection.
     pub(crate) fn mux(
-        stream: H2Stream,
+        respond: SendResponse<Bytes>,
+        recv: RecvStream,
         meta: StreamMeta,
         relay: Option<SocketAddr>,
         local: Option<SocketAddr>,
@@ -81,7 +134,7 @@ impl RelayedConn {
             leftover: Vec::new(),
             pos: 0,
             stream: Inner::Mux(Box::new(MuxInner {
-                stream,
+                stream: MuxStream::Unanswered(respond, recv),
                 meta,
                 relay,
                 local,
@@ -227,7 +280,68 @@ impl AsyncWrite for RelayedConn {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A mux stream between an `h2` client (the relay's side) and a [`RelayedConn`] (the
+    /// device's), over memory: the client's response future and the connection.
+    async fn mux_pair() -> (h2::client::ResponseFuture, RelayedConn) {
+        let (relay, device) = tokio::io::duplex(1 << 16);
+        let (send, conn) = limmat_mux::settings::client()
+            .handshake::<_, Bytes>(relay)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let (accepted_tx, accepted) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let mut conn = limmat_mux::settings::server(8)
+                .handshake::<_, Bytes>(device)
+                .await
+                .unwrap();
+            let accepted_tx = accepted_tx;
+            let (request, respond) = conn.accept().await.unwrap().unwrap();
+            let _ = accepted_tx.send((request, respond));
+            while conn.accept().await.is_some() {}
+        });
+        let mut send = send.ready().await.unwrap();
+        let connect = http::Request::builder()
+            .method(http::Method::CONNECT)
+            .uri("relay.example:80")
+            .body(())
+            .unwrap();
+        let (response, _body) = send.send_request(connect, false).unwrap();
+        let (request, respond) = accepted.await.unwrap();
+        let meta = StreamMeta::from_headers(request.headers());
+        let conn = RelayedConn::mux(respond, request.into_body(), meta, None, None, false);
+        (response, conn)
+    }
+
+    /// The `200` waits for the service's first write (5.3): a stream the service has not
+    /// touched is not answered, however long it waits. Time is paused, so the wait ends only
+    /// once nothing else can run.
+    #[tokio::test(start_paused = true)]
+    async fn a_mux_stream_is_answered_with_its_first_write() {
+        let (mut response, mut conn) = mux_pair().await;
+        let early = tokio::time::timeout(Duration::from_secs(60), &mut response).await;
+        assert!(early.is_err(), "answered before any I/O: {early:?}");
+        conn.write_all(b"hello").await.unwrap();
+        let response = response.await.unwrap();
+        assert_eq!(response.status(), 200);
+        let mut body = response.into_body();
+        assert_eq!(&body.data().await.unwrap().unwrap()[..], b"hello");
+    }
+
+    /// A stream the service drops untouched is answered and reset, never left unanswered
+    /// (which the relay would take for a refusal, 5.3).
+    #[tokio::test(start_paused = true)]
+    async fn a_mux_stream_dropped_untouched_is_answered_then_reset() {
+        let (response, conn) = mux_pair().await;
+        drop(conn);
+        let response = response.await.unwrap();
+        assert_eq!(response.status(), 200);
+        let read = response.into_body().data().await;
+        assert!(matches!(read, Some(Err(_))), "{read:?}");
+    }
 
     #[tokio::test]
     async fn leftover_comes_first_then_the_socket() {
