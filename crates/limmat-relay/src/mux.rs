@@ -23,9 +23,9 @@ use crate::stats::Kind as Gauge;
 use crate::stream::Leg;
 use bytes::Bytes;
 use h2::client::{Connection, SendRequest};
-use http::{HeaderValue, Method, Request};
+use http::{HeaderName, HeaderValue, Method, Request, Uri};
 use limmat_mux::{Driven, Driver, H2Stream, MuxIo, Signals, settings};
-use limmat_wire::mux::{Listener, Route, field};
+use limmat_wire::mux::{Listener, Route, field, write_addr, write_decimal};
 use limmat_wire::response;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -246,6 +246,14 @@ fn listener(kind: ClientKind, device: DeviceClass) -> Listener {
     }
 }
 
+/// The stream metadata's field names, built once: a name given as text is parsed, and a
+/// custom one copied to the heap, at every insert.
+const DOMAIN: HeaderName = HeaderName::from_static(field::DOMAIN);
+const CLIENT_ADDR: HeaderName = HeaderName::from_static(field::CLIENT_ADDR);
+const LISTENER: HeaderName = HeaderName::from_static(field::LISTENER);
+const ROUTE: HeaderName = HeaderName::from_static(field::ROUTE);
+const SNI: HeaderName = HeaderName::from_static(field::SNI);
+
 /// The CONNECT request that opens a client's stream (5.3).
 fn request(
     ctx: &RelayContext,
@@ -255,27 +263,35 @@ fn request(
     sni: Option<&str>,
 ) -> Option<Request<()>> {
     // The port the client used, also when a peer forwarded it here (7.5).
-    let authority = match ctx.config.hostnames.first() {
-        Some(host) => format!("{host}:{}", client.public_port()),
-        None => client.conn.stream.local_addr().ok()?.to_string(),
-    };
+    let mut authority = Vec::with_capacity(64);
+    match ctx.config.hostnames.first() {
+        Some(host) => {
+            authority.extend_from_slice(host.as_bytes());
+            authority.push(b':');
+            write_decimal(client.public_port(), &mut authority);
+        }
+        None => write_addr(client.conn.stream.local_addr().ok()?, &mut authority),
+    }
     let mut request = Request::builder()
         .method(Method::CONNECT)
-        .uri(authority)
+        .uri(Uri::from_maybe_shared(Bytes::from(authority)).ok()?)
         .body(())
         .ok()?;
     let headers = request.headers_mut();
-    headers.insert(field::DOMAIN, HeaderValue::from_str(&client.domain).ok()?);
+    headers.reserve(5);
+    headers.insert(DOMAIN, HeaderValue::from_str(&client.domain).ok()?);
     // Never indexed (RFC 7541 6.2.3): every stream's value differs, so entering it in the
     // HPACK tables only evicts the constant fields and makes `h2` compare each new address
     // with every older one still listed (1 µs per stream in the relay's profile).
-    let mut addr = HeaderValue::from_str(&client.conn.peer.to_string()).ok()?;
+    let mut peer = Vec::with_capacity(48);
+    write_addr(client.conn.peer, &mut peer);
+    let mut addr = HeaderValue::from_maybe_shared(Bytes::from(peer)).ok()?;
     addr.set_sensitive(true);
-    headers.insert(field::CLIENT_ADDR, addr);
-    headers.insert(field::LISTENER, HeaderValue::from_static(listener.as_str()));
-    headers.insert(field::ROUTE, HeaderValue::from_static(route.as_str()));
+    headers.insert(CLIENT_ADDR, addr);
+    headers.insert(LISTENER, HeaderValue::from_static(listener.as_str()));
+    headers.insert(ROUTE, HeaderValue::from_static(route.as_str()));
     if let Some(value) = sni.and_then(|s| HeaderValue::from_str(s).ok()) {
-        headers.insert(field::SNI, value);
+        headers.insert(SNI, value);
     }
     Some(request)
 }

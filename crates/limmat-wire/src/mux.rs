@@ -9,6 +9,7 @@
 //! relay adds is the fixed [`GOAWAY_NO_ERROR`].
 
 use crate::route::RouteForm;
+use std::net::SocketAddr;
 
 /// The client connection preface every HTTP/2 client sends first (RFC 9113 §3.4).
 pub const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -109,6 +110,41 @@ impl From<RouteForm> for Route {
     }
 }
 
+/// Appends `addr` as `limmat-client-addr` carries it (5.3): `1.2.3.4:5678` or
+/// `[2001:db8::1]:5678`, exactly the text of `SocketAddr`'s `Display`. IPv4 is written digit
+/// by digit: through `core::fmt` an address cost about 1,700 instructions, a twentieth of all
+/// the relay's user-space work for a mux stream (callgrind).
+pub fn write_addr(addr: SocketAddr, out: &mut Vec<u8>) {
+    match addr {
+        SocketAddr::V4(v4) => {
+            for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                write_decimal(u16::from(octet), out);
+            }
+            out.push(b':');
+            write_decimal(v4.port(), out);
+        }
+        SocketAddr::V6(v6) => out.extend_from_slice(v6.to_string().as_bytes()),
+    }
+}
+
+/// Appends `n` in decimal.
+pub fn write_decimal(mut n: u16, out: &mut Vec<u8>) {
+    let mut digits = [0u8; 5];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[start..]);
+}
+
 /// Where frames begin in one direction of an HTTP/2 connection. Feed it every byte that
 /// crosses, in order; it skips the client preface when told to, then follows frame headers.
 #[derive(Debug, Clone)]
@@ -179,6 +215,43 @@ impl FrameScanner {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    fn addr_text(addr: SocketAddr) -> String {
+        let mut out = Vec::new();
+        write_addr(addr, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        for addr in [
+            "0.0.0.0:0",
+            "255.255.255.255:65535",
+            "10.0.100.9:80",
+            "127.0.0.1:5678",
+            "[2001:db8::1]:5678",
+            "[::ffff:1.2.3.4]:1",
+            "[fe80::1%3]:443",
+        ] {
+            let addr: SocketAddr = addr.parse().unwrap();
+            assert_eq!(addr_text(addr), addr.to_string());
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_address_is_written_as_display_writes_it(
+            ip in any::<[u8; 4]>(),
+            ip6 in any::<[u16; 8]>(),
+            port in any::<u16>(),
+        ) {
+            let v4 = SocketAddr::from((ip, port));
+            prop_assert_eq!(addr_text(v4), v4.to_string());
+            let v6 = SocketAddr::from((ip6, port));
+            prop_assert_eq!(addr_text(v6), v6.to_string());
+        }
+    }
 
     /// A client's opening bytes: preface, an empty SETTINGS, a PING, a GOAWAY.
     fn sample() -> Vec<u8> {
