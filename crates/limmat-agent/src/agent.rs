@@ -360,7 +360,20 @@ struct Counted {
 
 impl Counted {
     fn new(status: &watch::Sender<AgentStatus>, field: fn(&mut AgentStatus) -> &mut usize) -> Self {
-        status.send_modify(|s| *field(s) += 1);
+        Self::with(status, field, |_| {})
+    }
+
+    /// Counts one more in `field` and makes `also`'s change in the same update: each update
+    /// wakes the status's receivers (eight `Notify`s, each behind its own lock).
+    fn with(
+        status: &watch::Sender<AgentStatus>,
+        field: fn(&mut AgentStatus) -> &mut usize,
+        also: impl FnOnce(&mut AgentStatus),
+    ) -> Self {
+        status.send_modify(|s| {
+            *field(s) += 1;
+            also(s);
+        });
         Self {
             status: status.clone(),
             field,
@@ -751,14 +764,15 @@ where
     /// its way into and out of the runtime, and a handler's (a whole pipe) is kilobytes, whose
     /// copies were the largest user-space cost of a mux stream in the tunnel's profile.
     fn hand_over(self: &Arc<Self>, conn: RelayedConn, permit: OwnedSemaphorePermit) {
-        self.status.send_modify(|s| s.upgrades += 1);
-        let lease = (permit, Counted::new(&self.status, |s| &mut s.relayed));
+        let relayed = Counted::with(&self.status, |s| &mut s.relayed, |s| s.upgrades += 1);
+        let lease = (permit, relayed);
         let conn = conn.with_lease(Box::new(lease));
         let shared = self.clone();
         self.tracker.spawn(
             async move {
                 let work = Box::pin((shared.handler)(conn));
                 tokio::select! {
+                    biased;
                     () = shared.shutdown.cancelled() => {}
                     () = work => {}
                 }

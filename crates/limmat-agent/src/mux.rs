@@ -68,22 +68,25 @@ pub struct StreamMeta {
 }
 
 impl StreamMeta {
+    /// Reads the metadata in one pass over the fields: looking each one up by its name as
+    /// text would parse and hash the name six times per stream.
     pub(crate) fn from_headers(headers: &HeaderMap) -> Self {
-        let text = |name: &str| {
-            headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
-        let bytes = |name: &str| headers.get(name).map(|v| v.as_bytes());
-        Self {
-            domain: text(field::DOMAIN),
-            client_addr: text(field::CLIENT_ADDR).and_then(|a| a.parse().ok()),
-            listener: bytes(field::LISTENER).and_then(Listener::parse),
-            route: bytes(field::ROUTE).and_then(Route::parse),
-            sni: text(field::SNI),
-            node: text(field::NODE),
+        let mut meta = Self::default();
+        for (name, value) in headers {
+            let text = || value.to_str().ok().map(str::to_owned);
+            match name.as_str() {
+                field::DOMAIN => meta.domain = text(),
+                field::CLIENT_ADDR => {
+                    meta.client_addr = value.to_str().ok().and_then(|a| a.parse().ok());
+                }
+                field::LISTENER => meta.listener = Listener::parse(value.as_bytes()),
+                field::ROUTE => meta.route = Route::parse(value.as_bytes()),
+                field::SNI => meta.sni = text(),
+                field::NODE => meta.node = text(),
+                _ => {}
+            }
         }
+        meta
     }
 }
 
@@ -111,7 +114,12 @@ mod tests {
         assert_eq!(m.sni.as_deref(), Some("dom.relay.example"));
         assert_eq!(m.node, None);
         h.insert(field::CLIENT_ADDR, HeaderValue::from_static("nonsense"));
-        assert_eq!(StreamMeta::from_headers(&h).client_addr, None);
+        h.insert(field::NODE, HeaderValue::from_static("node-2"));
+        h.insert("x-other", HeaderValue::from_static("ignored"));
+        let m = StreamMeta::from_headers(&h);
+        assert_eq!(m.client_addr, None);
+        assert_eq!(m.node.as_deref(), Some("node-2"));
+        assert_eq!(m.domain.as_deref(), Some("dom"));
         assert_eq!("auto".parse(), Ok(Transport::Auto));
         assert!("h2".parse::<Transport>().is_err());
     }
