@@ -43,6 +43,7 @@ pub(crate) async fn read_head(
         // Grow by doubling, never past max_head: a head is read in O(log n) allocations.
         let chunk = buf.len().max(FIRST_CHUNK).min(max_head - buf.len());
         let read = tokio::select! {
+            biased;
             read = stream.read_into(buf, chunk) => read?,
             () = sleep_until(deadline) => return Err(HeadError::Timeout),
             () = shutdown.cancelled() => return Err(HeadError::Shutdown),

@@ -204,10 +204,13 @@ async fn supervise<T>(
 ) -> Outcome {
     let (up, down) = (&counters.up, &counters.down);
     tokio::pin!(copy);
+    // Every `select!` here is `biased`: the copy first, as the branch that ends most pipes;
+    // an unbiased one draws a random number at every wake-up.
     let total = || up.load(Ordering::Relaxed) + down.load(Ordering::Relaxed);
     // The relay's drain timeout, or an operator disconnecting the domain.
     let stopped = async {
         tokio::select! {
+            biased;
             () = stops[0].cancelled() => {}
             () = stops[1].cancelled() => {}
         }
@@ -215,6 +218,7 @@ async fn supervise<T>(
     tokio::pin!(stopped);
     let end = if idle_timeout.is_zero() {
         tokio::select! {
+            biased;
             r = &mut copy => if r.is_ok() { End::Closed } else { End::Error },
             () = &mut stopped => End::Stopped,
         }
@@ -229,6 +233,7 @@ async fn supervise<T>(
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                biased;
                 r = &mut copy => break if r.is_ok() { End::Closed } else { End::Error },
                 () = &mut stopped => break End::Stopped,
                 now = tick.tick() => {
