@@ -16,6 +16,20 @@
 #     CELLS="ptth-close" SECONDS_EACH=20 bench/profile.sh
 #     CELLS="mux-close h2floor-close" bench/profile.sh   # mux against its floor
 # KEEP_FOLDED=1 also keeps each process's folded stacks (CELL-PROCESS.folded) in OUT.
+#
+# `rathole-close` / `rathole-keepalive` profile rathole's server and client in the same places,
+# for comparison (rathole from PATH or ~/.cargo/bin; not in the default CELLS).
+#
+# TOOL=callgrind counts instead of sampling: both processes run under valgrind's callgrind, the
+# counters are zeroed after the warm-up, and the instructions each process executes in user
+# space (Ir) are divided by the requests wrk completed. Unlike CPU time, the count does not
+# swing with this shared machine's load (runs agree within about 1 %), so it shows a change of
+# a few per cent that a wrk run cannot; it says nothing of the kernel's part (see
+# bench/http.sh's sys column). Prints a table of Ir per request (relay, tunnel, both) and
+# writes each process's functions by their own cost to OUT/CELL-PROCESS.callgrind.txt.
+#     TOOL=callgrind CELLS="mux-close h2floor-close rathole-close" SECONDS_EACH=5 bench/profile.sh
+# Needs valgrind (installed when missing). Processes run about 30 times slower under it, so
+# wrk makes a few thousand requests per cell.
 # Needs perf (linux-perf), wrk, nginx and inferno (`cargo install inferno`; installed when
 # missing). LIMMAT [target/profiling/limmat] is the binary profiled: `cargo build --profile
 # profiling` is the release build with the symbols and line tables that the release profile
@@ -29,6 +43,7 @@ SECONDS_EACH=${SECONDS_EACH:-10}
 PERF_FREQ=${PERF_FREQ:-499}
 CONNECTIONS=${CONNECTIONS:-50}
 LIMMAT=${LIMMAT:-target/profiling/limmat}
+TOOL=${TOOL:-perf}
 export RUST_LOG=warn
 
 log() { printf '[profile] %s\n' "$*" >&2; }
@@ -37,14 +52,23 @@ H2FLOOR=${H2FLOOR:-target/profiling/examples/h2_floor}
 case " $CELLS " in *" h2floor-"*)
     [ -x "$H2FLOOR" ] || { log "$H2FLOOR is missing: cargo build --profile profiling -p limmat-mux --example h2_floor"; exit 1; } ;;
 esac
-command -v perf >/dev/null || { log "perf is missing (apt-get install linux-perf)"; exit 1; }
-command -v inferno-flamegraph >/dev/null || cargo install inferno >&2
+case " $CELLS " in *" rathole-"*)
+    RATHOLE=$(command -v rathole || echo "$HOME/.cargo/bin/rathole")
+    [ -x "$RATHOLE" ] || cargo install rathole >&2 ;;
+esac
+if [ "$TOOL" = callgrind ]; then
+    command -v valgrind >/dev/null || apt-get install -y -q valgrind >&2
+else
+    command -v perf >/dev/null || { log "perf is missing (apt-get install linux-perf)"; exit 1; }
+    command -v inferno-flamegraph >/dev/null || cargo install inferno >&2
+fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 mkdir -p "$OUT"
 ulimit -n "$(ulimit -Hn)"
 
 TMPD=$(mktemp -d -t limmat-profile.XXXXXX)
 PIDS=()
+SUMMARY=()
 stop_all() {
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
     for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
@@ -52,6 +76,16 @@ stop_all() {
 }
 trap 'stop_all; rm -rf "$TMPD"' EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# under NAME COMMAND...: COMMAND, under callgrind with TOOL=callgrind (its counts to
+# $TMPD/NAME.cg, each dump to NAME.cg.1, NAME.cg.2, …).
+under() {
+    local name=$1
+    shift
+    if [ "$TOOL" = callgrind ]; then
+        exec valgrind --tool=callgrind --dump-instr=no --callgrind-out-file="$TMPD/$name.cg" "$@"
+    fi
+    exec "$@"
+}
 wait_200() {
     for _ in $(seq 150); do
         [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$1" || true)" = 200 ] && return 0
@@ -67,15 +101,25 @@ for cell in $CELLS; do
     "$NGINX" -p "$TMPD" -c "$TMPD/nginx.conf" -e "$TMPD/nginx-error.log" & PIDS+=("$!")
     if [ "$transport" = h2floor ]; then
         agent=$(free_port)
-        "$H2FLOOR" relay "127.0.0.1:$relay" "127.0.0.1:$agent" 2>"$TMPD/relay.log" & PIDS+=("$!"); relay_pid=$!
+        under relay "$H2FLOOR" relay "127.0.0.1:$relay" "127.0.0.1:$agent" 2>"$TMPD/relay.log" & PIDS+=("$!"); relay_pid=$!
         sleep 0.5
-        "$H2FLOOR" agent "127.0.0.1:$agent" "127.0.0.1:$origin" 2>"$TMPD/tunnel.log" & PIDS+=("$!"); tunnel_pid=$!
+        under tunnel "$H2FLOOR" agent "127.0.0.1:$agent" "127.0.0.1:$origin" 2>"$TMPD/tunnel.log" & PIDS+=("$!"); tunnel_pid=$!
+    elif [ "$transport" = rathole ]; then
+        # rathole's server in the relay's place, its client in the tunnel's.
+        control=$(free_port) token=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+        printf '[server]\nbind_addr = "127.0.0.1:%s"\n[server.transport]\ntype = "tcp"\n[server.services.bench]\ntoken = "%s"\nbind_addr = "127.0.0.1:%s"\n' \
+            "$control" "$token" "$relay" >"$TMPD/rathole-server.toml"
+        printf '[client]\nremote_addr = "127.0.0.1:%s"\n[client.transport]\ntype = "tcp"\n[client.services.bench]\ntoken = "%s"\nlocal_addr = "127.0.0.1:%s"\n' \
+            "$control" "$token" "$origin" >"$TMPD/rathole-client.toml"
+        under relay "$RATHOLE" --server "$TMPD/rathole-server.toml" 2>"$TMPD/relay.log" & PIDS+=("$!"); relay_pid=$!
+        sleep 0.5
+        under tunnel "$RATHOLE" --client "$TMPD/rathole-client.toml" 2>"$TMPD/tunnel.log" & PIDS+=("$!"); tunnel_pid=$!
     else
-        "$LIMMAT" relay --listen "127.0.0.1:$relay" --max-per-domain 0 2>"$TMPD/relay.log" & PIDS+=("$!"); relay_pid=$!
+        under relay "$LIMMAT" relay --listen "127.0.0.1:$relay" --max-per-domain 0 2>"$TMPD/relay.log" & PIDS+=("$!"); relay_pid=$!
         sleep 0.5
         args=(--transport "$transport" --max-sockets 200)
         [ "$transport" = ptth ] && args+=(--min-listeners "$CONNECTIONS")
-        "$LIMMAT" tunnel server "127.0.0.1:$origin" "127.0.0.1:$relay" bench "${args[@]}" \
+        under tunnel "$LIMMAT" tunnel server "127.0.0.1:$origin" "127.0.0.1:$relay" bench "${args[@]}" \
             2>"$TMPD/tunnel.log" & PIDS+=("$!"); tunnel_pid=$!
     fi
     url=http://127.0.0.1:$relay/bench/
@@ -83,6 +127,24 @@ for cell in $CELLS; do
     wrk_args=(-t2 -c"$CONNECTIONS" --timeout 10s)
     [ "$mode" = close ] && wrk_args+=(-H 'Connection: close')
     wrk "${wrk_args[@]}" -d2s "$url" >/dev/null 2>&1 || true
+    if [ "$TOOL" = callgrind ]; then
+        log "$cell: callgrind on relay ($relay_pid) and tunnel ($tunnel_pid) for ${SECONDS_EACH}s"
+        callgrind_control -z "$relay_pid" >/dev/null 2>&1
+        callgrind_control -z "$tunnel_pid" >/dev/null 2>&1
+        wrk "${wrk_args[@]}" -d"${SECONDS_EACH}s" "$url" >"$TMPD/wrk.txt" 2>&1 || true
+        callgrind_control -d "$relay_pid" >/dev/null 2>&1
+        callgrind_control -d "$tunnel_pid" >/dev/null 2>&1
+        requests=$(awk '/requests in/ {print $1}' "$TMPD/wrk.txt")
+        line="$cell ${requests:-0}"
+        for proc in relay tunnel; do
+            callgrind_annotate --auto=no --threshold=99 "$TMPD/$proc.cg.1" >"$OUT/$cell-$proc.callgrind.txt" 2>/dev/null
+            ir=$(awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }' "$OUT/$cell-$proc.callgrind.txt")
+            line+=" ${ir:-0}"
+        done
+        SUMMARY+=("$line")
+        stop_all
+        continue
+    fi
     log "$cell: perf on relay ($relay_pid) and tunnel ($tunnel_pid) for ${SECONDS_EACH}s"
     perf record -e cpu-clock -F "$PERF_FREQ" --call-graph dwarf,16384 -p "$relay_pid" -o "$TMPD/relay.data" \
         -- sleep "$SECONDS_EACH" >/dev/null 2>&1 &
@@ -108,3 +170,13 @@ for cell in $CELLS; do
     fi
     stop_all
 done
+
+if [ "$TOOL" = callgrind ]; then
+    printf '%-20s %9s %14s %14s %14s\n' cell requests "relay Ir/req" "tunnel Ir/req" "both Ir/req"
+    for line in "${SUMMARY[@]}"; do
+        read -r cell requests relay_ir tunnel_ir <<<"$line"
+        awk -v c="$cell" -v n="$requests" -v r="$relay_ir" -v t="$tunnel_ir" 'BEGIN {
+            if (n == 0) { printf "%-20s %9s  (no requests)\n", c, n; exit }
+            printf "%-20s %9d %14.0f %14.0f %14.0f\n", c, n, r / n, t / n, (r + t) / n }'
+    done
+fi
