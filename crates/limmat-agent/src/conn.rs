@@ -10,7 +10,9 @@
 //! A mux stream is answered (its `200`, spec 5.3) when the service first reads, writes or
 //! shuts it down, not when the stream arrives: a service that opens its local connection
 //! first (the tunnel's server mode) has the `200` leave with the frames that follow it, in one
-//! write to the relay instead of a write of its own.
+//! write to the relay instead of a write of its own. The relay waits `head_timeout` (10 s by
+//! default) for the answer and then offers the client to a device again, so a service that
+//! holds a stream untouched for longer loses it.
 
 use std::any::Any;
 use std::io;
