@@ -26,7 +26,9 @@
 # swing with this shared machine's load (runs agree within about 1 %), so it shows a change of
 # a few per cent that a wrk run cannot; it says nothing of the kernel's part (see
 # bench/http.sh's sys column). Prints a table of Ir per request (relay, tunnel, both) and
-# writes each process's functions by their own cost to OUT/CELL-PROCESS.callgrind.txt.
+# writes each process's top functions by their own cost to OUT/CELL-PROCESS.callgrind.txt
+# (the first entries, `main` and the runtime's entry points, also carry the cost of the frames
+# that were already running when the counters were zeroed).
 #     TOOL=callgrind CELLS="mux-close h2floor-close rathole-close" SECONDS_EACH=5 bench/profile.sh
 # Needs valgrind (installed when missing). Processes run about 30 times slower under it, so
 # wrk makes a few thousand requests per cell.
@@ -137,8 +139,9 @@ for cell in $CELLS; do
         requests=$(awk '/requests in/ {print $1}' "$TMPD/wrk.txt")
         line="$cell ${requests:-0}"
         for proc in relay tunnel; do
-            callgrind_annotate --auto=no --threshold=99 "$TMPD/$proc.cg.1" >"$OUT/$cell-$proc.callgrind.txt" 2>/dev/null
-            ir=$(awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }' "$OUT/$cell-$proc.callgrind.txt")
+            callgrind_annotate --auto=no --threshold=100 "$TMPD/$proc.cg.1" >"$TMPD/$proc.annotated" 2>/dev/null || true
+            head -n 100 "$TMPD/$proc.annotated" >"$OUT/$cell-$proc.callgrind.txt"
+            ir=$(awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }' "$TMPD/$proc.annotated")
             line+=" ${ir:-0}"
         done
         SUMMARY+=("$line")
