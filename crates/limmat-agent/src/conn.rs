@@ -61,9 +61,8 @@ impl Drop for MuxInner {
     /// unanswered, the relay would take the reset for a refusal and offer the client to a
     /// device again (5.3).
     fn drop(&mut self) {
-        if let MuxStream::Unanswered(respond, _) = &mut self.stream {
-            let _ = respond.send_response(http::Response::new(()), false);
-        }
+        // Answers if that is still due; the stream is then dropped, which resets it.
+        let _ = self.stream.open();
     }
 }
 
@@ -300,7 +299,6 @@ mod tests {
                 .handshake::<_, Bytes>(device)
                 .await
                 .unwrap();
-            let accepted_tx = accepted_tx;
             let (request, respond) = conn.accept().await.unwrap().unwrap();
             let _ = accepted_tx.send((request, respond));
             while conn.accept().await.is_some() {}
