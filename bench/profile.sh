@@ -33,9 +33,10 @@
 # Needs valgrind (installed when missing). Processes run about 30 times slower under it, so
 # wrk makes a few thousand requests per cell.
 # Needs perf (linux-perf), wrk, nginx and inferno (`cargo install inferno`; installed when
-# missing). LIMMAT [target/profiling/limmat] is the binary profiled: `cargo build --profile
-# profiling` is the release build with the symbols and line tables that the release profile
-# strips.
+# missing). LIMMAT [target/profiling/limmat] is the binary profiled, built first with `cargo
+# build --profile profiling` (the release build with the symbols and line tables that the
+# release profile strips), as is h2floor (H2FLOOR) for its cells; SKIP_BUILD=1, or a LIMMAT or
+# H2FLOOR of your own, uses the binary as it is.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BENCH_DIR=$PWD/bench
@@ -44,14 +45,25 @@ CELLS=${CELLS:-ptth-close mux-close ptth-keepalive mux-keepalive}
 SECONDS_EACH=${SECONDS_EACH:-10}
 PERF_FREQ=${PERF_FREQ:-499}
 CONNECTIONS=${CONNECTIONS:-50}
+SKIP_BUILD=${SKIP_BUILD:-0}
+[ -n "${LIMMAT:-}" ] || build_limmat=1
+[ -n "${H2FLOOR:-}" ] || build_h2floor=1
 LIMMAT=${LIMMAT:-target/profiling/limmat}
+H2FLOOR=${H2FLOOR:-target/profiling/examples/h2_floor}
 TOOL=${TOOL:-perf}
 export RUST_LOG=warn
 
 log() { printf '[profile] %s\n' "$*" >&2; }
-H2FLOOR=${H2FLOOR:-target/profiling/examples/h2_floor}
+if [ "$SKIP_BUILD" != 1 ] && [ "${build_limmat:-0}" = 1 ]; then
+    log "cargo build --profile profiling --bin limmat"
+    cargo build --profile profiling --bin limmat -p limmat >&2
+fi
 [ -x "$LIMMAT" ] || { log "$LIMMAT is missing: cargo build --profile profiling"; exit 1; }
 case " $CELLS " in *" h2floor-"*)
+    if [ "$SKIP_BUILD" != 1 ] && [ "${build_h2floor:-0}" = 1 ]; then
+        log "cargo build --profile profiling --example h2_floor"
+        cargo build --profile profiling -p limmat-mux --example h2_floor >&2
+    fi
     [ -x "$H2FLOOR" ] || { log "$H2FLOOR is missing: cargo build --profile profiling -p limmat-mux --example h2_floor"; exit 1; } ;;
 esac
 case " $CELLS " in *" rathole-"*)
