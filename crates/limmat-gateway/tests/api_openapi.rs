@@ -88,3 +88,34 @@ async fn the_openapi_document_is_3_1_and_lists_every_required_route() {
         }
     }
 }
+
+/// Every operation that can answer with an event stream names `text/event-stream` for its `200`,
+/// beside JSON where the same path also answers JSON: a client generated from the document, or
+/// schemathesis, must not meet a content type the document leaves out. (`/beacon/events`, built
+/// with the Beacon API, is checked end to end by schemathesis in `limmat`'s tests.)
+#[tokio::test(start_paused = true)]
+async fn every_event_stream_is_a_documented_content_type() {
+    let sim = SimBackend::new(&SimConfig::default()).unwrap();
+    let gw = Gateway::start(Arc::new(sim), ApiSettings::default()).await;
+    let doc = gw.get("/openapi.json").await.json();
+    let streams: &[(&str, bool)] = &[
+        ("/gap/nodes", true),
+        ("/gap/connection-events", false),
+        (
+            "/gatt/nodes/{node}/characteristics/{characteristic}/value",
+            true,
+        ),
+    ];
+    for (path, also_json) in streams {
+        let content = &doc["paths"][path]["get"]["responses"]["200"]["content"];
+        assert!(
+            content["text/event-stream"].is_object(),
+            "GET {path}: {content}"
+        );
+        assert_eq!(
+            content["application/json"].is_object(),
+            *also_json,
+            "GET {path}: {content}"
+        );
+    }
+}

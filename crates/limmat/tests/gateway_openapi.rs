@@ -121,13 +121,18 @@ fn the_openapi_document_is_valid_and_true() {
         }
     }
     let settings = dir.file("schemathesis.toml", &settings);
-    let out = Command::new(tool("schemathesis"))
-        .args([
-            "--config-file",
-            &settings,
-            "run",
-            &format!("{base}/openapi.json"),
-        ])
+    let mut schemathesis = Command::new(tool("schemathesis"));
+    schemathesis.args([
+        "--config-file",
+        &settings,
+        "run",
+        &format!("{base}/openapi.json"),
+    ]);
+    // A failing run prints its seed; `SCHEMATHESIS_SEED=<seed>` replays it.
+    if let Some(seed) = std::env::var_os("SCHEMATHESIS_SEED") {
+        schemathesis.arg("--seed").arg(seed);
+    }
+    let out = schemathesis
         // Bounded for CI (about 20 s on two busy cores): the coverage phase's boundary and
         // near-boundary values of every parameter and body, and 2 random examples per
         // operation. A request still unanswered after 3 s (0.5 s for event streams, set

@@ -103,7 +103,8 @@ pub async fn node_object(
         ("filter_duplicates" = inline(Option<doc::Flag>), Query, description = "SSE: only first or changed reports"),
     ),
     responses(
-        (status = 200, description = "Node list `{self, scan, nodes}`, or `text/event-stream` of `advertisement` events", body = doc::NodeList),
+        (status = 200, description = "Node list `{self, scan, nodes}`, or with `event=1` a `text/event-stream` of `advertisement` events",
+            content((doc::NodeList = "application/json"), ("text/event-stream"))),
         (status = 400, description = "Bad parameter", body = doc::ProblemDoc, content_type = "application/problem+json"),
     ))]
 async fn list_nodes(
@@ -381,7 +382,7 @@ async fn disconnect_node(
 
 /// A live stream of connection events.
 #[utoipa::path(get, path = "/gap/connection-events", tag = "gap",
-    responses((status = 200, description = "`text/event-stream` of `connected`, `disconnected` and `connect-timeout` events with `{node, reason}`")))]
+    responses((status = 200, description = "`text/event-stream` of `connected`, `disconnected` and `connect-timeout` events with `{node, reason}`", content_type = "text/event-stream")))]
 async fn connection_events(State(ble): State<Arc<Ble>>, _: NoQuery) -> Result<Response, Problem> {
     let events = futures::stream::unfold(ble.connection_events(), |mut rx| async move {
         loop {

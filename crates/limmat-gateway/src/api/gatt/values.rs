@@ -68,7 +68,8 @@ use crate::api::json;
         ("event" = inline(Option<doc::Flag>), Query, description = "With `notify=1` or `indicate=1`: SSE stream"),
     ),
     responses(
-        (status = 200, description = "The value `{self, handle, value}`, the cached value `{self, handle, value, timestamp}`, or `text/event-stream`", body = doc::AttributeValue),
+        (status = 200, description = "The value `{self, handle, value}`, the cached value `{self, handle, value, timestamp}`, or with `event=1` a `text/event-stream` of notifications or indications",
+            content((doc::AttributeValue = "application/json"), ("text/event-stream"))),
         (status = 405, description = "`not-permitted`", body = doc::ProblemDoc, content_type = "application/problem+json"),
         (status = 412, description = "`not-connected`, or the cached value while notification is off", body = doc::ProblemDoc, content_type = "application/problem+json"),
     ))]
