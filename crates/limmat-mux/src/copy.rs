@@ -13,8 +13,11 @@
 //!
 //! The semantics are tokio's: each direction copies until its reader ends, then flushes and
 //! shuts its writer down (half-close is propagated), and the call returns the bytes moved each
-//! way once both directions are done, or the first error.
+//! way once both directions are done, or the first error. With legs that know where their
+//! bytes end ([`Ends`], [`copy_bidirectional_ends`]), a direction whose reader is known to have
+//! ended writes its last bytes so that the shutdown leaves with them.
 
+use crate::ends::{Ends, Unaware};
 use bytes::{BufMut, BytesMut};
 use std::future::poll_fn;
 use std::io;
@@ -62,8 +65,8 @@ impl Buffer {
         mut writer: Pin<&mut W>,
     ) -> Poll<io::Result<u64>>
     where
-        R: AsyncRead + ?Sized,
-        W: AsyncWrite + ?Sized,
+        R: AsyncRead + Ends + ?Sized,
+        W: AsyncWrite + Ends + ?Sized,
     {
         loop {
             if self.pos == self.buf.len() && !self.read_done {
@@ -78,7 +81,8 @@ impl Buffer {
                 self.buf.reserve(self.size);
                 let mut room = (&mut self.buf).limit(self.size);
                 match poll_read_buf(reader.as_mut(), cx, &mut room) {
-                    Poll::Ready(Ok(n)) => self.read_done = n == 0,
+                    // The reader may know that these are its last bytes.
+                    Poll::Ready(Ok(n)) => self.read_done = n == 0 || reader.read_ended(),
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                     Poll::Pending => {
                         // Nothing to read now: push out what was written before waiting.
@@ -91,7 +95,13 @@ impl Buffer {
                 }
             }
             while self.pos < self.buf.len() {
-                let n = ready!(writer.as_mut().poll_write(cx, &self.buf[self.pos..]))?;
+                let rest = &self.buf[self.pos..];
+                // Bytes left after the reader ended are the last: the shutdown follows them.
+                let n = if self.read_done {
+                    ready!(writer.as_mut().poll_write_last(cx, rest))?
+                } else {
+                    ready!(writer.as_mut().poll_write(cx, rest))?
+                };
                 if n == 0 {
                     return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
                 }
@@ -120,8 +130,8 @@ fn transfer<R, W>(
     mut writer: Pin<&mut W>,
 ) -> Poll<io::Result<u64>>
 where
-    R: AsyncRead + ?Sized,
-    W: AsyncWrite + ?Sized,
+    R: AsyncRead + Ends + ?Sized,
+    W: AsyncWrite + Ends + ?Sized,
 {
     loop {
         match state {
@@ -148,6 +158,21 @@ pub async fn copy_bidirectional<A, B>(
 where
     A: AsyncRead + AsyncWrite + Unpin + ?Sized,
     B: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
+    copy_bidirectional_ends(&mut Unaware(a), &mut Unaware(b), max_buffer).await
+}
+
+/// [`copy_bidirectional`] between legs that may know where their bytes end ([`Ends`]): a
+/// direction whose reader has ended writes its last bytes with
+/// [`Ends::poll_write_last`], then shuts its writer down.
+pub async fn copy_bidirectional_ends<A, B>(
+    a: &mut A,
+    b: &mut B,
+    max_buffer: usize,
+) -> io::Result<(u64, u64)>
+where
+    A: AsyncRead + AsyncWrite + Ends + Unpin + ?Sized,
+    B: AsyncRead + AsyncWrite + Ends + Unpin + ?Sized,
 {
     let mut a_to_b = Direction::Running(Buffer::new(max_buffer));
     let mut b_to_a = Direction::Running(Buffer::new(max_buffer));
@@ -193,22 +218,156 @@ mod tests {
         let mut sink = Vec::new();
         // A short read (a request, an answer) leaves the buffer as it is.
         let mut b = Buffer::new(64 << 10);
-        let mut short: &[u8] = &[1; 100];
-        let _ = b.poll_copy(&mut cx, Pin::new(&mut short), Pin::new(&mut sink));
+        let mut short = Unaware(&[1; 100][..]);
+        let _ = b.poll_copy(
+            &mut cx,
+            Pin::new(&mut short),
+            Pin::new(&mut Unaware(&mut sink)),
+        );
         assert_eq!(b.size, INITIAL);
         assert!(b.buf.capacity() < 2 * INITIAL);
         // Full reads double it, up to the maximum.
         let mut b = Buffer::new(64 << 10);
         let bulk = vec![7u8; 1 << 20];
-        let mut reads = ReadSizes(&bulk, Vec::new());
-        let _ = b.poll_copy(&mut cx, Pin::new(&mut reads), Pin::new(&mut sink));
+        let mut reads = Unaware(ReadSizes(&bulk, Vec::new()));
+        let _ = b.poll_copy(
+            &mut cx,
+            Pin::new(&mut reads),
+            Pin::new(&mut Unaware(&mut sink)),
+        );
         assert_eq!(b.size, 64 << 10);
         assert_eq!(sink.len(), 100 + (1 << 20));
         // Each read offered at most the current size: 8, 16, 32, then 64 KiB each time.
-        let offered = reads.1;
+        let offered = reads.0.1;
         assert_eq!(offered[..4], [8 << 10, 16 << 10, 32 << 10, 64 << 10]);
         assert!(offered[4..].iter().all(|&n| n == 64 << 10), "{offered:?}");
         assert_eq!(Buffer::new(1000).size, 1000);
+    }
+
+    /// A reader that knows its end: its last bytes are written with `poll_write_last` and it is
+    /// not read again; the writer is shut down next.
+    #[tokio::test]
+    async fn a_known_end_goes_out_with_the_last_bytes() {
+        let mut reader = KnownEnd(b"answer".to_vec(), 0);
+        let mut writer = Recorder::default();
+        let moved = copy_bidirectional_ends(&mut reader, &mut writer, 1 << 10).await;
+        assert_eq!(moved.unwrap(), (6, 0));
+        assert_eq!(reader.1, 1, "read again after its end was known");
+        assert_eq!(writer.0, ["last answer", "shutdown"]);
+        // Unaware legs write as before, and read on to EOF.
+        let mut reader = Unaware(KnownEnd(b"answer".to_vec(), 0));
+        let mut writer = Recorder::default();
+        let moved = copy_bidirectional_ends(&mut reader, &mut writer, 1 << 10).await;
+        assert_eq!(moved.unwrap(), (6, 0));
+        assert_eq!(reader.0.1, 2);
+        assert_eq!(writer.0, ["write answer", "shutdown"]);
+    }
+
+    /// On a real socket the last bytes, held by `MSG_MORE`, leave with the shutdown: the peer
+    /// reads them and EOF at once.
+    #[tokio::test]
+    async fn a_tcp_leg_sends_its_last_bytes_and_fin_together() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (sender, accepted) =
+            tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
+        let (mut sender, mut peer) = (sender.unwrap(), accepted.unwrap().0);
+        let mut reader = KnownEnd(b"last bytes".to_vec(), 0);
+        let copy = copy_bidirectional_ends(&mut reader, &mut sender, 1 << 10);
+        let mut got = Vec::new();
+        let read = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            peer.read_to_end(&mut got).await
+        });
+        // `peer` never writes, so the pipe's other direction waits; the answer and EOF must
+        // arrive all the same.
+        tokio::select! {
+            r = read => assert_eq!(r.expect("held back by MSG_MORE").unwrap(), 10),
+            _ = copy => panic!("the copy ended before the peer did"),
+        }
+        assert_eq!(got, b"last bytes");
+    }
+
+    /// Yields its bytes in one read and then knows it has ended; records its reads.
+    struct KnownEnd(Vec<u8>, usize);
+
+    impl AsyncRead for KnownEnd {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            self.1 += 1;
+            let bytes = std::mem::take(&mut self.0);
+            buf.put_slice(&bytes);
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl AsyncWrite for KnownEnd {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Poll::Ready(Err(io::ErrorKind::Unsupported.into()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl Ends for KnownEnd {
+        fn read_ended(&self) -> bool {
+            self.0.is_empty()
+        }
+    }
+
+    /// A writer that records what it was asked to do; reads end at once.
+    #[derive(Default)]
+    struct Recorder(Vec<String>);
+
+    impl AsyncRead for Recorder {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &mut tokio::io::ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl AsyncWrite for Recorder {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let line = format!("write {}", String::from_utf8_lossy(buf));
+            self.0.push(line);
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            self.0.push("shutdown".into());
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl Ends for Recorder {
+        fn poll_write_last(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let line = format!("last {}", String::from_utf8_lossy(buf));
+            self.0.push(line);
+            Poll::Ready(Ok(buf.len()))
+        }
     }
 
     /// A reader that records how much room each read was given.

@@ -226,7 +226,9 @@ pub(crate) async fn open(
     };
     let device = DeviceEnd {
         method,
-        io: H2Stream::new(body, recv),
+        // Its answer's END_STREAM, when it comes with the last DATA, ends the client's leg
+        // with those bytes (one segment with the FIN).
+        io: H2Stream::new(body, recv).looking_ahead(),
         peer: mux.peer(),
         leg: listener.as_str(),
         sent: early.len(),

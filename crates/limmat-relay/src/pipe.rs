@@ -14,6 +14,7 @@ use crate::metrics;
 use crate::snapshot::{PipeCounters, PipeInfo};
 use crate::stats::Kind as Gauge;
 use crate::stream::{Stream, Tcp};
+use limmat_mux::Ends;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
@@ -64,7 +65,7 @@ pub(crate) const COPY_BUFFER: usize = 8 << 10;
 
 /// The device leg of a pipe: a PTTH connection, which may be spliced in the kernel when both
 /// legs are plain TCP, or any byte stream (a mux stream), which is copied.
-pub(crate) trait DeviceLegIo: AsyncRead + AsyncWrite + Unpin + Sized {
+pub(crate) trait DeviceLegIo: AsyncRead + AsyncWrite + Ends + Unpin + Sized {
     /// The plain TCP socket, when there is one.
     fn into_tcp(self) -> Result<tokio::net::TcpStream, Self> {
         Err(self)
@@ -160,8 +161,8 @@ pub(crate) async fn run_with<C, D>(
     stops: [&CancellationToken; 2],
 ) -> Outcome
 where
-    C: AsyncRead + AsyncWrite + Unpin,
-    D: AsyncRead + AsyncWrite + Unpin,
+    C: AsyncRead + AsyncWrite + Ends + Unpin,
+    D: AsyncRead + AsyncWrite + Ends + Unpin,
 {
     let (up, down) = (&counters.up, &counters.down);
     let mut client = Counted {
@@ -174,7 +175,7 @@ where
         read: down,
         status: Some(&counters.status),
     };
-    let copy = limmat_mux::copy_bidirectional(&mut client, &mut device, buffer);
+    let copy = limmat_mux::copy_bidirectional_ends(&mut client, &mut device, buffer);
     supervise(copy, idle_timeout, counters, stops).await
 }
 
@@ -297,5 +298,19 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<'_, S> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut *self.inner).poll_shutdown(cx)
+    }
+}
+
+impl<S: AsyncWrite + Ends + Unpin> Ends for Counted<'_, S> {
+    fn read_ended(&self) -> bool {
+        self.inner.read_ended()
+    }
+
+    fn poll_write_last(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut *self.inner).poll_write_last(cx, buf)
     }
 }

@@ -385,7 +385,7 @@ async fn forward(
 /// relay's drain timeout.
 async fn splice<C>(ctx: &RelayContext, client: C, origin: TcpStream, counters: &PipeCounters) -> End
 where
-    C: AsyncRead + AsyncWrite + Unpin,
+    C: AsyncRead + AsyncWrite + limmat_mux::Ends + Unpin,
 {
     let stops = [&ctx.hard_stop, &ctx.hard_stop];
     let idle = ctx.config.idle_timeout;
@@ -399,6 +399,8 @@ where
 struct BodyOnly {
     inner: tokio::io::Take<Stream>,
 }
+
+impl limmat_mux::Ends for BodyOnly {}
 
 impl AsyncRead for BodyOnly {
     fn poll_read(
