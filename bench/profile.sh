@@ -32,6 +32,13 @@
 #     TOOL=callgrind CELLS="mux-close h2floor-close rathole-close" SECONDS_EACH=5 bench/profile.sh
 # Needs valgrind (installed when missing). Processes run about 30 times slower under it, so
 # wrk makes a few thousand requests per cell.
+#
+# TOOL=segments counts what the kernel's side costs in packets: the TCP segments sent on the
+# host (OutSegs of /proc/net/snmp: every process's, the load generator's and the origin's too,
+# so run it on an otherwise quiet loopback) per request, and the relay's and the tunnel's CPU
+# (utime + stime) per 1,000 requests, over SECONDS_EACH of wrk. The segment count does not
+# swing with the load; the CPU does.
+#     TOOL=segments CELLS="mux-close h2floor-close rathole-close" SECONDS_EACH=5 bench/profile.sh
 # Needs perf (linux-perf), wrk, nginx and inferno (`cargo install inferno`; installed when
 # missing). LIMMAT [target/profiling/limmat] is the binary profiled, built first with `cargo
 # build --profile profiling` (the release build with the symbols and line tables that the
@@ -72,6 +79,8 @@ case " $CELLS " in *" rathole-"*)
 esac
 if [ "$TOOL" = callgrind ]; then
     command -v valgrind >/dev/null || apt-get install -y -q valgrind >&2
+elif [ "$TOOL" = segments ]; then
+    :
 else
     command -v perf >/dev/null || { log "perf is missing (apt-get install linux-perf)"; exit 1; }
     command -v inferno-flamegraph >/dev/null || cargo install inferno >&2
@@ -160,6 +169,18 @@ for cell in $CELLS; do
         stop_all
         continue
     fi
+    if [ "$TOOL" = segments ]; then
+        log "$cell: TCP segments and CPU of relay ($relay_pid) and tunnel ($tunnel_pid) for ${SECONDS_EACH}s"
+        out_segs() { awk '/^Tcp: [0-9]/ {print $12}' /proc/net/snmp; }
+        cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+        segs0=$(out_segs) relay0=$(cpu_ticks "$relay_pid") tunnel0=$(cpu_ticks "$tunnel_pid")
+        wrk "${wrk_args[@]}" -d"${SECONDS_EACH}s" "$url" >"$TMPD/wrk.txt" 2>&1 || true
+        segs1=$(out_segs) relay1=$(cpu_ticks "$relay_pid") tunnel1=$(cpu_ticks "$tunnel_pid")
+        requests=$(awk '/requests in/ {print $1}' "$TMPD/wrk.txt")
+        SUMMARY+=("$cell ${requests:-0} $((segs1 - segs0)) $((relay1 - relay0 + tunnel1 - tunnel0))")
+        stop_all
+        continue
+    fi
     log "$cell: perf on relay ($relay_pid) and tunnel ($tunnel_pid) for ${SECONDS_EACH}s"
     perf record -e cpu-clock -F "$PERF_FREQ" --call-graph dwarf,16384 -p "$relay_pid" -o "$TMPD/relay.data" \
         -- sleep "$SECONDS_EACH" >/dev/null 2>&1 &
@@ -186,6 +207,15 @@ for cell in $CELLS; do
     stop_all
 done
 
+if [ "$TOOL" = segments ]; then
+    printf '%-20s %9s %14s %16s\n' cell requests "TCP segs/req" "CPU ms/1k req"
+    for line in "${SUMMARY[@]}"; do
+        read -r cell requests segs ticks <<<"$line"
+        awk -v c="$cell" -v n="$requests" -v s="$segs" -v t="$ticks" -v hz="$(getconf CLK_TCK)" 'BEGIN {
+            if (n == 0) { printf "%-20s %9s  (no requests)\n", c, n; exit }
+            printf "%-20s %9d %14.2f %16.1f\n", c, n, s / n, t / hz * 1e6 / n }'
+    done
+fi
 if [ "$TOOL" = callgrind ]; then
     printf '%-20s %9s %14s %14s %14s\n' cell requests "relay Ir/req" "tunnel Ir/req" "both Ir/req"
     for line in "${SUMMARY[@]}"; do
