@@ -23,13 +23,17 @@ use tokio_util::either::Either;
 /// before a read says so, and how to write a last chunk so that its shutdown goes out with it.
 pub trait Ends {
     /// Whether every byte this stream will yield has been read and its end is already known:
-    /// the next read returns EOF without waiting.
+    /// the next read returns EOF without waiting. The copy trusts it and reads no more, so a
+    /// wrong `true` loses data, where a wrong `false` only costs a segment: a wrapper that
+    /// buffers bytes of its own (a prefix, a decoder) answers `true` only when its buffer is
+    /// empty too.
     fn read_ended(&self) -> bool {
         false
     }
 
     /// Writes from `buf` as [`AsyncWrite::poll_write`] does, where these are the last bytes
-    /// before a shutdown that follows at once.
+    /// before a shutdown. The caller MUST shut the writer down right after: on TCP the bytes
+    /// wait in the kernel for it (or for the next write, or the close).
     fn poll_write_last(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -66,7 +70,8 @@ impl Ends for tokio::net::TcpStream {
 
 impl Ends for tokio::io::DuplexStream {}
 
-/// Boxed streams (the TLS legs) take the defaults.
+/// Boxed streams (the relay's TLS legs) take the defaults; a boxed stream that knows more
+/// (a boxed `H2Stream`) would need this to pass through instead.
 impl<T: ?Sized> Ends for Box<T> {}
 
 impl<L, R> Ends for Either<L, R>

@@ -42,7 +42,7 @@ pub struct H2Stream {
     /// Whether reads look ahead for END_STREAM.
     look_ahead: bool,
     /// What the look ahead found after the last DATA: END_STREAM (`Some(Ok)`, reads return
-    /// EOF) or a failure (returned by the next read).
+    /// EOF) or a failure (returned by the next read, then forgotten).
     received_end: Option<io::Result<()>>,
 }
 
@@ -87,8 +87,15 @@ impl AsyncRead for H2Stream {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         while this.pending.is_empty() {
-            if let Some(end) = &mut this.received_end {
-                return Poll::Ready(std::mem::replace(end, Ok(())));
+            match this.received_end.take() {
+                // The end stays: every later read is EOF.
+                Some(Ok(())) => {
+                    this.received_end = Some(Ok(()));
+                    return Poll::Ready(Ok(()));
+                }
+                // A failure is returned once; later reads ask `h2` again, as without it.
+                Some(Err(e)) => return Poll::Ready(Err(e)),
+                None => {}
             }
             match ready!(this.recv.poll_data(cx)) {
                 None => return Poll::Ready(Ok(())),
