@@ -68,8 +68,6 @@ impl Ends for tokio::net::TcpStream {
     }
 }
 
-impl Ends for tokio::io::DuplexStream {}
-
 /// Boxed streams (the relay's TLS legs) take the defaults; a boxed stream that knows more
 /// (a boxed `H2Stream`) would need this to pass through instead.
 impl<T: ?Sized> Ends for Box<T> {}

@@ -7,8 +7,8 @@
 //! - [`MuxIo`] and [`Signals`]: the connection's socket, watched for liveness (bytes read),
 //!   with the relay's drain GOAWAY inserted between frames and the device noticing it (5.7);
 //! - [`copy_bidirectional`]: the pipe of both ends, whose buffers grow only for bulk flows;
-//!   [`Ends`] lets a leg that knows where its bytes end send its last ones with its FIN or
-//!   END_STREAM ([`copy_bidirectional_ends`]);
+//!   [`Ends`] lets a leg that knows where its bytes end have its last ones leave with the
+//!   other leg's FIN ([`copy_bidirectional_ends`]);
 //! - [`DataPath`] and, on Linux, `splice`: moving bytes between two plain TCP sockets in the
 //!   kernel, for the relay's PTTH pipes and the tunnel's local connections;
 //! - [`Driver`]: the one loop that drives a connection, client or server: PING when nothing

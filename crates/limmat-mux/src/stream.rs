@@ -41,8 +41,8 @@ pub struct H2Stream {
     ended: bool,
     /// Whether reads look ahead for END_STREAM.
     look_ahead: bool,
-    /// What the look ahead found after the last DATA: END_STREAM (`Some(Ok)`, reads return
-    /// EOF) or a failure (returned by the next read, then forgotten).
+    /// What the look ahead found after the last DATA and the next read returns: END_STREAM
+    /// (`Some(Ok)`, EOF) or a failure.
     received_end: Option<io::Result<()>>,
 }
 
@@ -87,15 +87,10 @@ impl AsyncRead for H2Stream {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         while this.pending.is_empty() {
-            match this.received_end.take() {
-                // The end stays: every later read is EOF.
-                Some(Ok(())) => {
-                    this.received_end = Some(Ok(()));
-                    return Poll::Ready(Ok(()));
-                }
-                // A failure is returned once; later reads ask `h2` again, as without it.
-                Some(Err(e)) => return Poll::Ready(Err(e)),
-                None => {}
+            // What the look ahead found, once; later reads ask `h2`, which says the same
+            // again for an end (and for a failure what it would have said without it).
+            if let Some(end) = this.received_end.take() {
+                return Poll::Ready(end);
             }
             match ready!(this.recv.poll_data(cx)) {
                 None => return Poll::Ready(Ok(())),
@@ -282,6 +277,8 @@ mod tests {
         let mut buf = [0u8; 16];
         assert_eq!(stream.read(&mut buf).await.unwrap(), 3);
         assert!(stream.read_ended());
+        assert_eq!(stream.read(&mut buf).await.unwrap(), 0);
+        // And every read after: `h2` reports the end again.
         assert_eq!(stream.read(&mut buf).await.unwrap(), 0);
         drop(stream);
         both.abort();
